@@ -1,0 +1,1 @@
+//! The payroll domain. Pure: no I/O, no clock, no database.

@@ -1,0 +1,1 @@
+//! Projector runner and read-model projections (not built yet: see issue 4).

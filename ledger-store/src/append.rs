@@ -1,0 +1,423 @@
+//! Appending: validation, idempotency, per-stream locks and optimistic concurrency, and the
+//! batched insert.
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::{Result, StoreError};
+use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamAppend, StreamHead};
+
+/// The most events one append may carry (a payroll run of 100,000 employees pays in
+/// several appends).
+pub const APPEND_EVENTS_MAX: usize = 100_000;
+/// Rows per INSERT statement: one round trip each.
+pub const INSERT_CHUNK_ROWS: usize = 5_000;
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// Up to this many streams an append locks each stream; above it, it takes the whole log
+/// exclusively so that the lock table stays small.
+pub const STREAM_LOCKS_MAX: usize = 64;
+
+/// Advisory lock keys in the two-integer space (distinct from the one-bigint space used for
+/// single streams).
+pub(crate) const LOCK_CLASS_LOG: i32 = 0x4c45_4447; // "LEDG"
+pub(crate) const LOCK_CLASS_IDEMPOTENCY: i32 = 0x4c45_4449; // "LEDI"
+const LOCK_OBJECT_LOG: i32 = 0;
+
+pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
+    validate(request)?;
+    let request_hash = request_hash(request);
+    let mut transaction = pool.begin().await?;
+    if let Some(key) = &request.idempotency_key
+        && let Some(result) = earlier_result(&mut transaction, key, &request_hash).await?
+    {
+        transaction.rollback().await?;
+        return Ok(result);
+    }
+    // Every lock is taken before the transaction's first write, which is when it gets its
+    // transaction id: a writer that waited for another stream's writer therefore always
+    // has the larger id, and readers in (transaction_id, position) order see each
+    // stream's versions in increasing order.
+    lock_streams(&mut transaction, &request.streams).await?;
+    let first_versions = check_expected_versions(&mut transaction, &request.streams).await?;
+    let mut positions = insert_events(&mut transaction, request, &first_versions).await?;
+    positions.sort_unstable();
+    let result = AppendResult {
+        positions,
+        streams: request
+            .streams
+            .iter()
+            .zip(&first_versions)
+            .map(|(stream, first)| StreamHead {
+                stream_id: stream.stream_id,
+                version: first + stream.events.len() as u64 - 1,
+            })
+            .collect(),
+        replayed: false,
+    };
+    if let Some(key) = &request.idempotency_key {
+        sqlx::query("insert into ledger.idempotency_keys (idempotency_key, request_hash, result) values ($1, $2, $3)")
+            .bind(key)
+            .bind(&request_hash[..])
+            .bind(sqlx::types::Json(&result))
+            .execute(&mut *transaction)
+            .await?;
+    }
+    transaction.commit().await?;
+    Ok(result)
+}
+
+fn validate(request: &AppendRequest) -> Result<()> {
+    if request.streams.is_empty() {
+        return Err(StoreError::invalid("streams", "an append needs at least one stream"));
+    }
+    let event_count = request.event_count();
+    if event_count > APPEND_EVENTS_MAX {
+        return Err(StoreError::invalid(
+            "streams",
+            format!("{event_count} events exceed the limit of {APPEND_EVENTS_MAX} per append"),
+        ));
+    }
+    if request.metadata.actor.trim().is_empty() {
+        return Err(StoreError::invalid("metadata.actor", "must name who acts"));
+    }
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
+    {
+        return Err(StoreError::invalid(
+            "idempotency_key",
+            format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes long"),
+        ));
+    }
+    let mut stream_ids = HashSet::with_capacity(request.streams.len());
+    let mut event_ids = HashSet::with_capacity(event_count);
+    for (stream_index, stream) in request.streams.iter().enumerate() {
+        validate_stream(stream_index, stream)?;
+        if !stream_ids.insert(stream.stream_id) {
+            return Err(StoreError::invalid(
+                format!("streams[{stream_index}].stream_id"),
+                format!("stream {} appears twice in one append", stream.stream_id),
+            ));
+        }
+        for (event_index, event) in stream.events.iter().enumerate() {
+            if !event_ids.insert(event.event_id) {
+                return Err(StoreError::invalid(
+                    format!("streams[{stream_index}].events[{event_index}].event_id"),
+                    format!("event id {} appears twice", event.event_id),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_stream(stream_index: usize, stream: &StreamAppend) -> Result<()> {
+    let field = |name: &str| format!("streams[{stream_index}].{name}");
+    if stream.stream_id.is_nil() {
+        return Err(StoreError::invalid(field("stream_id"), "must not be the nil uuid"));
+    }
+    if stream.organization_id.is_nil() {
+        return Err(StoreError::invalid(field("organization_id"), "must not be the nil uuid"));
+    }
+    if stream.stream_type.trim().is_empty() {
+        return Err(StoreError::invalid(field("stream_type"), "must not be empty"));
+    }
+    if stream.events.is_empty() {
+        return Err(StoreError::invalid(field("events"), "a stream in an append needs at least one event"));
+    }
+    for (event_index, event) in stream.events.iter().enumerate() {
+        let field = |name: &str| format!("streams[{stream_index}].events[{event_index}].{name}");
+        if event.event_id.is_nil() {
+            return Err(StoreError::invalid(field("event_id"), "must not be the nil uuid"));
+        }
+        if event.event_type.trim().is_empty() {
+            return Err(StoreError::invalid(field("event_type"), "must not be empty"));
+        }
+        if event.schema_version < 1 {
+            return Err(StoreError::invalid(
+                field("schema_version"),
+                format!("must be 1 or more, not {}", event.schema_version),
+            ));
+        }
+        if !event.payload.is_object() {
+            return Err(StoreError::invalid(field("payload"), "must be a JSON object"));
+        }
+    }
+    Ok(())
+}
+
+/// The fingerprint an idempotency key is bound to: what the request asks to record and who
+/// asks. Event ids and correlation ids are left out, since a client's retry may mint new ones.
+fn request_hash(request: &AppendRequest) -> [u8; 32] {
+    let streams: Vec<serde_json::Value> = request
+        .streams
+        .iter()
+        .map(|stream| {
+            serde_json::json!({
+                "organization_id": stream.organization_id,
+                "stream_type": stream.stream_type,
+                "stream_id": stream.stream_id,
+                "expected_version": stream.expected_version,
+                "events": stream.events.iter().map(|event| serde_json::json!({
+                    "event_type": event.event_type,
+                    "schema_version": event.schema_version,
+                    "payload": event.payload,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let fingerprint = serde_json::json!({
+        "streams": streams,
+        "actor": request.metadata.actor,
+        "role": request.metadata.role,
+    });
+    Sha256::digest(fingerprint.to_string().as_bytes()).into()
+}
+
+/// Waits for any other request with the same key, then returns its stored result (or the
+/// mismatch error). `None` when the key is new.
+async fn earlier_result(
+    transaction: &mut Transaction<'_, Postgres>,
+    key: &str,
+    request_hash: &[u8; 32],
+) -> Result<Option<AppendResult>> {
+    sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
+        .bind(LOCK_CLASS_IDEMPOTENCY)
+        .bind(key)
+        .execute(&mut **transaction)
+        .await?;
+    let stored: Option<(Vec<u8>, sqlx::types::Json<AppendResult>)> =
+        sqlx::query_as("select request_hash, result from ledger.idempotency_keys where idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut **transaction)
+            .await?;
+    match stored {
+        None => Ok(None),
+        Some((stored_hash, result)) if stored_hash == request_hash => {
+            Ok(Some(AppendResult { replayed: true, ..result.0 }))
+        }
+        Some(_) => Err(StoreError::IdempotencyMismatch { key: key.to_owned() }),
+    }
+}
+
+pub(crate) fn stream_lock_key(stream_id: Uuid) -> i64 {
+    let bits = stream_id.as_u128();
+    ((bits >> 64) as u64 ^ bits as u64) as i64
+}
+
+async fn lock_streams(transaction: &mut Transaction<'_, Postgres>, streams: &[StreamAppend]) -> Result<()> {
+    if streams.len() > STREAM_LOCKS_MAX {
+        sqlx::query("select pg_advisory_xact_lock($1, $2)")
+            .bind(LOCK_CLASS_LOG)
+            .bind(LOCK_OBJECT_LOG)
+            .execute(&mut **transaction)
+            .await?;
+        return Ok(());
+    }
+    let mut keys: Vec<i64> = streams.iter().map(|stream| stream_lock_key(stream.stream_id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // Sorted keys: two appends sharing streams take them in the same order, so they never
+    // deadlock. Volatile select-list functions run after the ORDER BY.
+    sqlx::query(
+        "select pg_advisory_xact_lock_shared($1, $2) \
+         union all \
+         select pg_advisory_xact_lock(key) from (select key from unnest($3::int8[]) with ordinality as k(key, n) order by n) ordered",
+    )
+    .bind(LOCK_CLASS_LOG)
+    .bind(LOCK_OBJECT_LOG)
+    .bind(&keys)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+struct StoredHead {
+    version: i64,
+    stream_type: String,
+    organization_id: Uuid,
+}
+
+/// Checks every stream against its expectation; returns the version each stream's first new
+/// event gets, in request order.
+async fn check_expected_versions(
+    transaction: &mut Transaction<'_, Postgres>,
+    streams: &[StreamAppend],
+) -> Result<Vec<u64>> {
+    let stream_ids: Vec<Uuid> = streams.iter().map(|stream| stream.stream_id).collect();
+    let rows: Vec<(Uuid, i64, String, Uuid)> = sqlx::query_as(
+        "select s.stream_id, head.stream_version, head.stream_type, head.organization_id \
+         from unnest($1::uuid[]) as s(stream_id) \
+         cross join lateral ( \
+             select e.stream_version, e.stream_type, e.organization_id from ledger.events e \
+             where e.stream_id = s.stream_id order by e.stream_version desc limit 1) head",
+    )
+    .bind(&stream_ids)
+    .fetch_all(&mut **transaction)
+    .await?;
+    let heads: HashMap<Uuid, StoredHead> = rows
+        .into_iter()
+        .map(|(stream_id, version, stream_type, organization_id)| {
+            (stream_id, StoredHead { version, stream_type, organization_id })
+        })
+        .collect();
+    streams.iter().map(|stream| first_version(stream, heads.get(&stream.stream_id))).collect()
+}
+
+fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64> {
+    if let Some(head) = head {
+        if head.stream_type != stream.stream_type {
+            return Err(StoreError::StreamMismatch {
+                stream_id: stream.stream_id,
+                field: "stream_type",
+                stored: head.stream_type.clone(),
+                requested: stream.stream_type.clone(),
+            });
+        }
+        if head.organization_id != stream.organization_id {
+            return Err(StoreError::StreamMismatch {
+                stream_id: stream.stream_id,
+                field: "organization_id",
+                stored: head.organization_id.to_string(),
+                requested: stream.organization_id.to_string(),
+            });
+        }
+    }
+    let actual = head.map(|head| u64::try_from(head.version).expect("stream versions are positive"));
+    let matches = match stream.expected_version {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual.is_none(),
+        ExpectedVersion::Exact(expected) => actual.unwrap_or(0) == expected,
+    };
+    if !matches {
+        return Err(StoreError::Conflict { stream_id: stream.stream_id, expected: stream.expected_version, actual });
+    }
+    Ok(actual.unwrap_or(0) + 1)
+}
+
+/// Columns of the events to insert, as arrays for one UNNEST per chunk.
+#[derive(Default)]
+struct EventColumns {
+    event_ids: Vec<Uuid>,
+    organization_ids: Vec<Uuid>,
+    stream_types: Vec<String>,
+    stream_ids: Vec<Uuid>,
+    stream_versions: Vec<i64>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<String>,
+}
+
+impl EventColumns {
+    fn with_capacity(rows: usize) -> Self {
+        EventColumns {
+            event_ids: Vec::with_capacity(rows),
+            organization_ids: Vec::with_capacity(rows),
+            stream_types: Vec::with_capacity(rows),
+            stream_ids: Vec::with_capacity(rows),
+            stream_versions: Vec::with_capacity(rows),
+            event_types: Vec::with_capacity(rows),
+            schema_versions: Vec::with_capacity(rows),
+            payloads: Vec::with_capacity(rows),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+}
+
+const INSERT_EVENTS: &str = "\
+insert into ledger.events \
+    (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+select e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload::jsonb, $9::jsonb \
+from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], $6::text[], $7::int4[], $8::text[]) \
+    with ordinality as e(event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, n) \
+order by e.n \
+returning global_position";
+
+async fn insert_events(
+    transaction: &mut Transaction<'_, Postgres>,
+    request: &AppendRequest,
+    first_versions: &[u64],
+) -> Result<Vec<i64>> {
+    let mut metadata = request.metadata.clone();
+    metadata.idempotency_key.clone_from(&request.idempotency_key);
+    let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
+    let mut positions = Vec::with_capacity(request.event_count());
+    let mut columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS.min(request.event_count()));
+    // Chunks follow request order, so a stream's versions are inserted in increasing order
+    // and the chain trigger finds each event's predecessor.
+    for (stream, first_version) in request.streams.iter().zip(first_versions) {
+        for (offset, event) in stream.events.iter().enumerate() {
+            columns.event_ids.push(event.event_id);
+            columns.organization_ids.push(stream.organization_id);
+            columns.stream_types.push(stream.stream_type.clone());
+            columns.stream_ids.push(stream.stream_id);
+            columns.stream_versions.push((first_version + offset as u64) as i64);
+            columns.event_types.push(event.event_type.clone());
+            columns.schema_versions.push(event.schema_version);
+            columns.payloads.push(event.payload.to_string());
+            if columns.len() == INSERT_CHUNK_ROWS {
+                positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
+                columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS);
+            }
+        }
+    }
+    if columns.len() > 0 {
+        positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
+    }
+    assert_eq!(positions.len(), request.event_count(), "every event got a position");
+    Ok(positions)
+}
+
+async fn insert_chunk(
+    transaction: &mut Transaction<'_, Postgres>,
+    columns: &EventColumns,
+    metadata: &str,
+) -> Result<Vec<i64>> {
+    let positions = sqlx::query_scalar(INSERT_EVENTS)
+        .bind(&columns.event_ids)
+        .bind(&columns.organization_ids)
+        .bind(&columns.stream_types)
+        .bind(&columns.stream_ids)
+        .bind(&columns.stream_versions)
+        .bind(&columns.event_types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(metadata)
+        .fetch_all(&mut **transaction)
+        .await
+        .map_err(map_unique_violation)?;
+    Ok(positions)
+}
+
+/// A writer that bypassed the store's locks can still only lose: the unique
+/// `(stream_id, stream_version)` index turns its race into a conflict, never an overwrite.
+fn map_unique_violation(error: sqlx::Error) -> StoreError {
+    let clash = error.as_database_error().and_then(|database| {
+        let is_version_clash =
+            database.is_unique_violation() && database.constraint() == Some("events_stream_id_stream_version_key");
+        is_version_clash.then(|| {
+            database
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .and_then(parse_clash)
+        })?
+    });
+    match clash {
+        Some((stream_id, version)) => {
+            StoreError::Conflict { stream_id, expected: ExpectedVersion::Exact(version - 1), actual: Some(version) }
+        }
+        None => error.into(),
+    }
+}
+
+/// Reads `Key (stream_id, stream_version)=(<uuid>, <version>) already exists.`
+fn parse_clash(detail: &str) -> Option<(Uuid, u64)> {
+    let values = detail.split(")=(").nth(1)?.split(')').next()?;
+    let (stream_id, version) = values.split_once(", ")?;
+    Some((stream_id.parse().ok()?, version.parse().ok()?))
+}

@@ -1,0 +1,46 @@
+use uuid::Uuid;
+
+use crate::event::ExpectedVersion;
+
+/// Everything that can go wrong in the event store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stream was not at the version the writer expected. Nothing of the request was
+    /// written, on any stream. `actual` is `None` when the stream does not exist.
+    #[error("version conflict on stream {stream_id}: expected {expected}, found {}", describe_actual(*.actual))]
+    Conflict { stream_id: Uuid, expected: ExpectedVersion, actual: Option<u64> },
+
+    /// The idempotency key was used before for a different request. Nothing was written.
+    #[error("idempotency key {key:?} was already used for a different request")]
+    IdempotencyMismatch { key: String },
+
+    /// The request is malformed; `field` names the part at fault. Nothing was written.
+    #[error("invalid append request: {field}: {problem}")]
+    Invalid { field: String, problem: String },
+
+    /// The stream exists with another type or organization than the request says.
+    #[error("stream {stream_id} is stored with {field} {stored:?}, the request says {requested:?}")]
+    StreamMismatch { stream_id: Uuid, field: &'static str, stored: String, requested: String },
+
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn describe_actual(actual: Option<u64>) -> String {
+    match actual {
+        Some(version) => format!("version {version}"),
+        None => "no stream".to_owned(),
+    }
+}
+
+impl StoreError {
+    pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        StoreError::Invalid { field: field.into(), problem: problem.into() }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,109 @@
+//! The PostgreSQL event store of the payroll ledger.
+//!
+//! The only crate that knows the SQL of `ledger.events`. It stores envelopes (a type name, a
+//! JSON payload, metadata) and knows nothing of payroll. See `docs/architecture.md`.
+
+mod append;
+mod error;
+mod event;
+pub mod local_postgres;
+mod read;
+mod subscribe;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+mod verify;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use append::{APPEND_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX, INSERT_CHUNK_ROWS, STREAM_LOCKS_MAX};
+pub use error::{Result, StoreError};
+pub use event::{
+    AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+    StreamHead,
+};
+pub use read::READ_BATCH_MAX;
+pub use subscribe::{NOTIFY_CHANNEL, Subscription, SubscriptionOptions};
+pub use verify::{BreakKind, ChainBreak, VerifyReport};
+
+/// Every migration of the ledger (event store and read schemas), embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// The event store over a connection pool.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        EventStore { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Appends the request's events atomically: all streams or none.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed request, [`StoreError::Conflict`] when a stream
+    /// is not at its expected version, [`StoreError::IdempotencyMismatch`] when the key was
+    /// used for another request, [`StoreError::StreamMismatch`] when a stream exists with
+    /// another type or organization. In each case nothing is written.
+    pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
+        append::append(&self.pool, request).await
+    }
+
+    /// The events of one stream from `from_version` on (1 for all).
+    pub async fn read_stream(&self, stream_id: Uuid, from_version: u64) -> Result<Vec<RecordedEvent>> {
+        read::read_stream(&self.pool, stream_id, from_version).await
+    }
+
+    /// Up to `limit` events after the checkpoint in gap-free order (see `read.rs`).
+    pub async fn read_all(&self, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        read::read_all(&self.pool, after, limit).await
+    }
+
+    /// The same as [`EventStore::read_all`], inside the caller's transaction (projectors
+    /// read and apply in one transaction).
+    pub async fn read_all_in(
+        connection: &mut sqlx::PgConnection,
+        after: Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        read::read_all(connection, after, limit).await
+    }
+
+    /// The newest position and its time; `None` for an empty log.
+    pub async fn head(&self) -> Result<Option<(i64, DateTime<Utc>)>> {
+        read::head(&self.pool).await
+    }
+
+    /// A subscription to the events after `after`.
+    pub async fn subscribe(&self, after: Checkpoint, options: SubscriptionOptions) -> Result<Subscription> {
+        Subscription::start(self.pool.clone(), after, options).await
+    }
+
+    /// Recomputes every stream's hash chain.
+    pub async fn verify_all(&self) -> Result<VerifyReport> {
+        verify::verify(&self.pool, None, &mut |_| {}).await
+    }
+
+    /// Recomputes every stream's hash chain, reporting the events checked as it goes.
+    pub async fn verify_all_with_progress(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<VerifyReport> {
+        verify::verify(&self.pool, None, progress).await
+    }
+
+    /// Recomputes one stream's hash chain.
+    pub async fn verify_stream(&self, stream_id: Uuid) -> Result<VerifyReport> {
+        verify::verify(&self.pool, Some(stream_id), &mut |_| {}).await
+    }
+}

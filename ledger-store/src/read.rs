@@ -1,0 +1,90 @@
+//! Reading one stream, and the whole log in gap-free order.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::error::{Result, StoreError};
+use crate::event::{Checkpoint, RecordedEvent};
+
+/// The most events one `read_all` call returns.
+pub const READ_BATCH_MAX: usize = 10_000;
+
+pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::int8 as transaction_id, event_id, organization_id, \
+     stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
+
+pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
+    let transaction_id: i64 = row.try_get("transaction_id")?;
+    let stream_version: i64 = row.try_get("stream_version")?;
+    Ok(RecordedEvent {
+        global_position: row.try_get("global_position")?,
+        transaction_id: u64::try_from(transaction_id).expect("transaction ids are positive"),
+        event_id: row.try_get("event_id")?,
+        organization_id: row.try_get("organization_id")?,
+        stream_type: row.try_get("stream_type")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_version: u64::try_from(stream_version).expect("stream versions are positive"),
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// The events of one stream from `from_version` on (1 for all), in version order.
+pub(crate) async fn read_stream(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    from_version: u64,
+) -> Result<Vec<RecordedEvent>> {
+    let from_version = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
+    let sql = format!(
+        "select {EVENT_COLUMNS} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version"
+    );
+    let rows = sqlx::query(&sql).bind(stream_id).bind(from_version).fetch_all(executor).await?;
+    let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+    for (earlier, later) in events.iter().zip(events.iter().skip(1)) {
+        assert_eq!(earlier.stream_version + 1, later.stream_version, "stream {stream_id} has contiguous versions");
+    }
+    Ok(events)
+}
+
+/// Up to `limit` events after `after`, in `(transaction_id, global_position)` order, and only
+/// from transactions older than every transaction still running: an event that commits late
+/// is waited for, never skipped.
+pub(crate) async fn read_all(
+    executor: impl PgExecutor<'_>,
+    after: Checkpoint,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
+    if limit == 0 || limit > READ_BATCH_MAX {
+        return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {limit}")));
+    }
+    let sql = format!(
+        "select {EVENT_COLUMNS} from ledger.events \
+         where (transaction_id, global_position) > ($1::text::xid8, $2) \
+           and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by transaction_id, global_position \
+         limit $3"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(limit as i64)
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// The newest position and time in the log, for lag reports. `None` when the log is empty.
+pub(crate) async fn head(executor: impl PgExecutor<'_>) -> Result<Option<(i64, DateTime<Utc>)>> {
+    let head =
+        sqlx::query_as("select global_position, recorded_at from ledger.events order by global_position desc limit 1")
+            .fetch_optional(executor)
+            .await?;
+    Ok(head)
+}

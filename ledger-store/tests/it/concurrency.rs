@@ -1,0 +1,302 @@
+//! Racing writers, and readers that must see every event once, in a stable order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ledger_store::testkit::TestDatabase;
+use ledger_store::{AppendRequest, Checkpoint, EventStore, ExpectedVersion, Metadata, RecordedEvent, StoreError};
+use serde_json::json;
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use crate::{event, event_count, numbered, read_all_until, stream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_at_the_same_expected_version_one_wins_one_conflicts() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    store.append(&numbered(organization, stream_id, ExpectedVersion::NoStream, 1)).await.unwrap();
+
+    for round in 1..=20u64 {
+        let barrier = Arc::new(Barrier::new(2));
+        let writers = (0..2).map(|_| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.append(&numbered(organization, stream_id, ExpectedVersion::Exact(round), 1)).await
+            })
+        });
+        let results: Vec<_> = futures_join(writers).await;
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        let conflicts = results
+            .iter()
+            .filter(|r| {
+                matches!(r, Err(StoreError::Conflict { expected: ExpectedVersion::Exact(e), actual: Some(a), .. })
+                    if *e == round && *a == round + 1)
+            })
+            .count();
+        assert_eq!((won, conflicts), (1, 1), "round {round}: {results:?}");
+    }
+    let versions: Vec<u64> = store.read_stream(stream_id, 1).await.unwrap().iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=21).collect::<Vec<_>>());
+}
+
+async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut results = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_with_one_key_at_once_append_one_set_of_events() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let request = numbered(organization, stream_id, ExpectedVersion::Any, 3).with_idempotency_key("pay-run-7");
+    for _ in 0..10 {
+        let barrier = Arc::new(Barrier::new(2));
+        let tasks = (0..2).map(|_| {
+            let (store, barrier, request) = (store.clone(), barrier.clone(), request.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.append(&request).await.unwrap()
+            })
+        });
+        let results = futures_join(tasks).await;
+        assert_eq!(results[0].positions, results[1].positions);
+    }
+    assert_eq!(event_count(&db.pool).await, 3);
+}
+
+/// Inserts one event in a transaction of its own and leaves that transaction open.
+async fn open_transaction_with_event(db: &TestDatabase, organization: Uuid, stream_id: Uuid) -> sqlx::PgConnection {
+    let mut connection = db.connect().await;
+    sqlx::query("begin").execute(&mut connection).await.unwrap();
+    sqlx::query(
+        "insert into ledger.events (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) \
+         values ($1, $2, 'test_stream', $3, 1, 'Slow', 1, '{}', '{\"actor\":\"slow\"}')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(organization)
+    .bind(stream_id)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    connection
+}
+
+#[tokio::test]
+async fn a_reader_waits_for_an_open_transaction_and_then_sees_its_event_once() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let (slow_stream, fast_stream) = (Uuid::new_v4(), Uuid::new_v4());
+
+    let mut slow = open_transaction_with_event(&db, organization, slow_stream).await;
+    let fast = store.append(&numbered(organization, fast_stream, ExpectedVersion::NoStream, 1)).await.unwrap();
+
+    // The slow event has the smaller position, the fast one is committed: a reader by
+    // position alone would read the fast one and move past the slow one for ever.
+    let slow_position: i64 = sqlx::query_scalar("select global_position from ledger.events where stream_id = $1")
+        .bind(slow_stream)
+        .fetch_one(&mut slow)
+        .await
+        .unwrap();
+    assert!(slow_position < fast.positions[0]);
+    assert!(
+        store.read_all(Checkpoint::START, 100).await.unwrap().is_empty(),
+        "nothing is readable past the open transaction"
+    );
+
+    sqlx::query("commit").execute(&mut slow).await.unwrap();
+    let events = read_all_until(&store, Checkpoint::START, 2).await;
+    let streams: Vec<Uuid> = events.iter().map(|e| e.stream_id).collect();
+    assert_eq!(streams, vec![slow_stream, fast_stream]);
+    assert!(store.read_all(events[1].checkpoint(), 100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_subscription_is_woken_by_notify_and_skips_nothing() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let options =
+        ledger_store::SubscriptionOptions { batch_size: 100, poll_interval: std::time::Duration::from_secs(1) };
+    let mut subscription = store.subscribe(Checkpoint::START, options).await.unwrap();
+    let mut slow = open_transaction_with_event(&db, organization, Uuid::new_v4()).await;
+    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 2)).await.unwrap();
+
+    let reader = tokio::spawn(async move {
+        let batch = subscription.next_batch().await.unwrap();
+        (batch, subscription)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!reader.is_finished(), "the subscription waits behind the open transaction");
+    sqlx::query("commit").execute(&mut slow).await.unwrap();
+    let (batch, mut subscription) =
+        tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
+    assert_eq!(batch.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), vec!["Slow", "Numbered", "Numbered"]);
+    assert!(subscription.notifications_received() >= 1, "woken by the commit's notification, not only by polling");
+
+    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1)).await.unwrap();
+    let next =
+        tokio::time::timeout(std::time::Duration::from_secs(20), subscription.next_batch()).await.unwrap().unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(subscription.checkpoint(), next[0].checkpoint());
+}
+
+#[tokio::test]
+async fn a_subscription_polls_when_notifications_are_lost() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    sqlx::query("alter table ledger.events disable trigger events_notify").execute(&db.pool).await.unwrap();
+    let options =
+        ledger_store::SubscriptionOptions { batch_size: 100, poll_interval: std::time::Duration::from_millis(100) };
+    let mut subscription = store.subscribe(Checkpoint::START, options).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            store.append(&numbered(Uuid::new_v4(), Uuid::new_v4(), ExpectedVersion::NoStream, 2)).await.unwrap();
+        })
+    };
+    let batch =
+        tokio::time::timeout(std::time::Duration::from_secs(30), subscription.next_batch()).await.unwrap().unwrap();
+    writer.await.unwrap();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(subscription.notifications_received(), 0, "no notification was sent: polling found them");
+}
+
+/// One writer's random mix of appends over a small set of shared streams.
+async fn random_writer(
+    store: EventStore,
+    organization: Uuid,
+    streams: Arc<Vec<Uuid>>,
+    seed: u64,
+    appends: usize,
+) -> usize {
+    let mut state = seed;
+    let mut next = move |bound: u64| {
+        // xorshift: deterministic per writer, no extra crate needed for a test's dice.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % bound
+    };
+    let mut written = 0;
+    for _ in 0..appends {
+        let first = streams[next(streams.len() as u64) as usize];
+        let second = streams[next(streams.len() as u64) as usize];
+        let request = match next(3) {
+            // "Any" on one stream.
+            0 => numbered(organization, first, ExpectedVersion::Any, 1 + next(3) as usize),
+            // Exact version, read just before: races other writers and may conflict.
+            1 => {
+                let version = store.read_stream(first, 1).await.unwrap().len() as u64;
+                numbered(organization, first, ExpectedVersion::Exact(version), 1)
+            }
+            // Two streams at once, "Any" on both.
+            _ if first != second => AppendRequest {
+                streams: vec![
+                    stream(organization, first, ExpectedVersion::Any, vec![event("Multi", json!({}))]),
+                    stream(organization, second, ExpectedVersion::Any, vec![event("Multi", json!({}))]),
+                ],
+                metadata: Metadata::by("writer"),
+                idempotency_key: None,
+            },
+            _ => numbered(organization, first, ExpectedVersion::Any, 1),
+        };
+        match store.append(&request).await {
+            Ok(result) => written += result.positions.len(),
+            Err(StoreError::Conflict { .. }) => {}
+            Err(error) => panic!("unexpected error: {error}"),
+        }
+    }
+    written
+}
+
+/// Tails the log in small batches while the writers run, then reads up to every committed
+/// event.
+async fn tail_until(store: &EventStore, done: &AtomicBool, seen: &mut Vec<RecordedEvent>) {
+    let mut checkpoint = Checkpoint::START;
+    while !done.load(Ordering::SeqCst) {
+        let batch = store.read_all(checkpoint, 50).await.unwrap();
+        if let Some(last) = batch.last() {
+            checkpoint = last.checkpoint();
+        }
+        seen.extend(batch);
+        tokio::task::yield_now().await;
+    }
+    let committed: i64 =
+        sqlx::query_scalar("select count(*) from ledger.events").fetch_one(store.pool()).await.unwrap();
+    let rest = read_all_until(store, checkpoint, committed as usize - seen.len()).await;
+    seen.extend(rest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_and_a_tailing_reader_every_event_once_and_streams_in_order() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let streams = Arc::new((0..6).map(|_| Uuid::new_v4()).collect::<Vec<_>>());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            tail_until(&store, &done, &mut seen).await;
+            seen
+        })
+    };
+    let writers: Vec<_> = (0..8u64)
+        .map(|seed| {
+            tokio::spawn(random_writer(store.clone(), organization, streams.clone(), 0x9e37_79b9 + seed * 7919, 40))
+        })
+        .collect();
+    let mut written = 0;
+    for writer in writers {
+        written += writer.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+
+    assert_eq!(seen.len(), written);
+    assert_eq!(seen.len() as i64, event_count(&db.pool).await);
+    let unique: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(unique.len(), seen.len(), "no event is seen twice");
+    let mut last_version: HashMap<Uuid, u64> = HashMap::new();
+    for event in &seen {
+        let previous = last_version.insert(event.stream_id, event.stream_version).unwrap_or(0);
+        assert_eq!(
+            event.stream_version,
+            previous + 1,
+            "stream {} out of order at {}",
+            event.stream_id,
+            event.global_position
+        );
+    }
+    let again = store.read_all(Checkpoint::START, 10_000).await.unwrap();
+    assert_eq!(
+        again.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+        seen.iter().map(|e| e.event_id).collect::<Vec<_>>()
+    );
+    assert!(store.verify_all().await.unwrap().is_intact());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_in_many_databases_of_one_cluster_at_once() {
+    let databases = futures_join((0..4).map(|_| tokio::spawn(TestDatabase::new()))).await;
+    for db in &databases {
+        let roles: i64 = sqlx::query_scalar(
+            "select count(*) from pg_roles where rolname in ('ledger_writer', 'ledger_projector', 'ledger_auditor')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(roles, 3);
+    }
+}
