@@ -1,0 +1,387 @@
+//! The employee: employment spans, effective-dated pay rates, position and KYC status.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::PayFrequency;
+use crate::error::{DomainError, require_currency, require_text};
+use crate::event::{Aggregate, DomainEvent};
+use crate::ids::{EmployeeId, OrganizationId};
+use crate::money::{Currency, Money};
+
+/// Personal data, kept in one field of its own in every event that carries it, apart from
+/// amounts, ids and dates, so that it can be encrypted per person and erased by deleting
+/// the key while the log stays intact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalData {
+    pub full_name: String,
+    pub email: Option<String>,
+    pub address: Option<String>,
+}
+
+/// What a pay rate's amount is per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "basis")]
+pub enum PayBasis {
+    Annual,
+    Monthly,
+    /// Paid for a standard week of `hours_per_week`.
+    Hourly {
+        hours_per_week: Decimal,
+    },
+}
+
+/// A pay rate: an amount per basis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayRate {
+    pub amount: Money,
+    #[serde(flatten)]
+    pub basis: PayBasis,
+}
+
+/// The most standard hours a week an hourly rate may assume.
+pub const HOURS_PER_WEEK_MAX: u32 = 80;
+
+impl PayRate {
+    pub fn validate(&self, field: &str) -> Result<(), DomainError> {
+        if !self.amount.is_positive() {
+            return Err(DomainError::invalid(
+                format!("{field}.amount"),
+                format!("must be positive, not {}", self.amount),
+            ));
+        }
+        if let PayBasis::Hourly { hours_per_week } = self.basis
+            && (hours_per_week <= Decimal::ZERO || hours_per_week > Decimal::from(HOURS_PER_WEEK_MAX))
+        {
+            return Err(DomainError::invalid(
+                format!("{field}.hours_per_week"),
+                format!("must be above 0 and at most {HOURS_PER_WEEK_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The exact (unrounded) amount of one full pay period at `frequency`.
+    pub fn period_amount(&self, frequency: PayFrequency) -> Decimal {
+        let per_year = match self.basis {
+            PayBasis::Annual => self.amount.amount(),
+            PayBasis::Monthly => self.amount.amount() * Decimal::from(12),
+            PayBasis::Hourly { hours_per_week } => self.amount.amount() * hours_per_week * Decimal::from(52),
+        };
+        per_year / frequency.periods_per_year()
+    }
+}
+
+/// A pay rate in force from a day on, until the next change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateChange {
+    pub effective_from: NaiveDate,
+    pub rate: PayRate,
+    pub reason: String,
+}
+
+/// One stretch of employment; `end` is the last day worked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmploymentSpan {
+    pub start: NaiveDate,
+    pub end: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KycStatus {
+    Pending,
+    UnderReview,
+    Approved,
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Employee {
+    pub id: EmployeeId,
+    pub organization_id: OrganizationId,
+    pub personal: PersonalData,
+    pub position: String,
+    pub department: String,
+    pub currency: Currency,
+    pub pay_frequency: PayFrequency,
+    /// Ordered by `effective_from`; for one day, the later change wins.
+    pub rates: Vec<RateChange>,
+    /// Ordered; only the last may be open.
+    pub employment: Vec<EmploymentSpan>,
+    pub kyc: KycStatus,
+}
+
+impl Employee {
+    /// The rate in force on `day`, if any.
+    pub fn rate_on(&self, day: NaiveDate) -> Option<&PayRate> {
+        self.rates.iter().rev().find(|change| change.effective_from <= day).map(|change| &change.rate)
+    }
+
+    pub fn employed_on(&self, day: NaiveDate) -> bool {
+        self.employment.iter().any(|span| span.start <= day && span.end.is_none_or(|end| day <= end))
+    }
+
+    /// The end date when the employee has left, `None` while employed.
+    pub fn end_date(&self) -> Option<NaiveDate> {
+        self.employment.last().and_then(|span| span.end)
+    }
+
+    pub fn first_start(&self) -> NaiveDate {
+        self.employment.first().expect("an employee has been hired").start
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum EmployeeCommand {
+    Hire {
+        employee_id: EmployeeId,
+        organization_id: OrganizationId,
+        personal: PersonalData,
+        position: String,
+        department: String,
+        rate: PayRate,
+        pay_frequency: PayFrequency,
+        start_date: NaiveDate,
+    },
+    ChangePayRate {
+        rate: PayRate,
+        effective_from: NaiveDate,
+        reason: String,
+    },
+    ChangePosition {
+        position: String,
+        department: String,
+        effective_from: NaiveDate,
+    },
+    ChangeKycStatus {
+        status: KycStatus,
+        note: Option<String>,
+    },
+    Terminate {
+        end_date: NaiveDate,
+        reason: String,
+    },
+    Rehire {
+        start_date: NaiveDate,
+        rate: Option<PayRate>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum EmployeeEvent {
+    EmployeeHired {
+        employee_id: EmployeeId,
+        organization_id: OrganizationId,
+        personal: PersonalData,
+        position: String,
+        department: String,
+        rate: PayRate,
+        pay_frequency: PayFrequency,
+        start_date: NaiveDate,
+    },
+    EmployeePayRateChanged {
+        rate: PayRate,
+        effective_from: NaiveDate,
+        reason: String,
+    },
+    EmployeePositionChanged {
+        position: String,
+        department: String,
+        effective_from: NaiveDate,
+    },
+    EmployeeKycStatusChanged {
+        status: KycStatus,
+        note: Option<String>,
+    },
+    EmployeeTerminated {
+        end_date: NaiveDate,
+        reason: String,
+    },
+    EmployeeRehired {
+        start_date: NaiveDate,
+        rate: Option<PayRate>,
+    },
+}
+
+impl DomainEvent for EmployeeEvent {
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "EmployeeHired",
+        "EmployeePayRateChanged",
+        "EmployeePositionChanged",
+        "EmployeeKycStatusChanged",
+        "EmployeeTerminated",
+        "EmployeeRehired",
+    ];
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmployeeAggregate;
+
+fn hire(command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
+    let EmployeeCommand::Hire {
+        employee_id,
+        organization_id,
+        personal,
+        position,
+        department,
+        rate,
+        pay_frequency,
+        start_date,
+    } = command
+    else {
+        unreachable!("only Hire comes here")
+    };
+    require_text("personal.full_name", &personal.full_name)?;
+    require_text("position", &position)?;
+    require_text("department", &department)?;
+    rate.validate("rate")?;
+    Ok(vec![EmployeeEvent::EmployeeHired {
+        employee_id,
+        organization_id,
+        personal,
+        position,
+        department,
+        rate,
+        pay_frequency,
+        start_date,
+    }])
+}
+
+fn decide_existing(employee: &Employee, command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
+    let terminated = employee.end_date().is_some();
+    let status = if terminated { "terminated" } else { "employed" };
+    let wrong_status = |action| DomainError::WrongStatus { entity: "employee", action, status: status.to_owned() };
+    match command {
+        EmployeeCommand::Hire { employee_id, .. } => {
+            Err(DomainError::AlreadyExists { entity: "employee", id: employee_id.to_string() })
+        }
+        EmployeeCommand::ChangePayRate { rate, effective_from, reason } => {
+            rate.validate("rate")?;
+            require_currency("rate.amount", &rate.amount, &employee.currency)?;
+            require_text("reason", &reason)?;
+            if effective_from < employee.first_start() {
+                return Err(DomainError::invalid(
+                    "effective_from",
+                    format!("{effective_from} is before the employee started on {}", employee.first_start()),
+                ));
+            }
+            Ok(vec![EmployeeEvent::EmployeePayRateChanged { rate, effective_from, reason }])
+        }
+        EmployeeCommand::ChangePosition { position, department, effective_from } => {
+            require_text("position", &position)?;
+            require_text("department", &department)?;
+            if terminated {
+                return Err(wrong_status("change the position of"));
+            }
+            Ok(vec![EmployeeEvent::EmployeePositionChanged { position, department, effective_from }])
+        }
+        EmployeeCommand::ChangeKycStatus { status, note } => {
+            if status == employee.kyc {
+                return Err(DomainError::invalid("status", format!("KYC status is {status:?} already")));
+            }
+            Ok(vec![EmployeeEvent::EmployeeKycStatusChanged { status, note }])
+        }
+        EmployeeCommand::Terminate { end_date, reason } => {
+            require_text("reason", &reason)?;
+            let current = employee.employment.last().expect("an employee has been hired");
+            if terminated {
+                return Err(wrong_status("terminate"));
+            }
+            if end_date < current.start {
+                return Err(DomainError::invalid(
+                    "end_date",
+                    format!("{end_date} is before the start on {}", current.start),
+                ));
+            }
+            Ok(vec![EmployeeEvent::EmployeeTerminated { end_date, reason }])
+        }
+        EmployeeCommand::Rehire { start_date, rate } => {
+            let Some(end_date) = employee.end_date() else { return Err(wrong_status("rehire")) };
+            if start_date <= end_date {
+                return Err(DomainError::invalid(
+                    "start_date",
+                    format!("{start_date} is not after the last day {end_date}"),
+                ));
+            }
+            if let Some(rate) = &rate {
+                rate.validate("rate")?;
+                require_currency("rate.amount", &rate.amount, &employee.currency)?;
+            }
+            Ok(vec![EmployeeEvent::EmployeeRehired { start_date, rate }])
+        }
+    }
+}
+
+impl Aggregate for EmployeeAggregate {
+    const STREAM_TYPE: &'static str = "employee";
+    type State = Option<Employee>;
+    type Command = EmployeeCommand;
+    type Event = EmployeeEvent;
+
+    fn decide(state: &Self::State, command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
+        match (state, command) {
+            (None, command @ EmployeeCommand::Hire { .. }) => hire(command),
+            (None, _) => Err(DomainError::NotFound { entity: "employee", id: "(not hired)".to_owned() }),
+            (Some(employee), command) => decide_existing(employee, command),
+        }
+    }
+
+    fn evolve(state: Self::State, event: &EmployeeEvent) -> Self::State {
+        if let EmployeeEvent::EmployeeHired {
+            employee_id,
+            organization_id,
+            personal,
+            position,
+            department,
+            rate,
+            pay_frequency,
+            start_date,
+        } = event
+        {
+            return Some(Employee {
+                id: *employee_id,
+                organization_id: *organization_id,
+                personal: personal.clone(),
+                position: position.clone(),
+                department: department.clone(),
+                currency: rate.amount.currency().clone(),
+                pay_frequency: *pay_frequency,
+                rates: vec![RateChange { effective_from: *start_date, rate: rate.clone(), reason: "hired".to_owned() }],
+                employment: vec![EmploymentSpan { start: *start_date, end: None }],
+                kyc: KycStatus::Pending,
+            });
+        }
+        let mut employee = state.expect("an employee's later events follow the hire");
+        match event {
+            EmployeeEvent::EmployeeHired { .. } => unreachable!("handled above"),
+            EmployeeEvent::EmployeePayRateChanged { rate, effective_from, reason } => {
+                add_rate(&mut employee, *effective_from, rate.clone(), reason.clone());
+            }
+            EmployeeEvent::EmployeePositionChanged { position, department, .. } => {
+                employee.position.clone_from(position);
+                employee.department.clone_from(department);
+            }
+            EmployeeEvent::EmployeeKycStatusChanged { status, .. } => employee.kyc = *status,
+            EmployeeEvent::EmployeeTerminated { end_date, .. } => {
+                employee.employment.last_mut().expect("an employee has been hired").end = Some(*end_date);
+            }
+            EmployeeEvent::EmployeeRehired { start_date, rate } => {
+                employee.employment.push(EmploymentSpan { start: *start_date, end: None });
+                if let Some(rate) = rate {
+                    add_rate(&mut employee, *start_date, rate.clone(), "rehired".to_owned());
+                }
+            }
+        }
+        Some(employee)
+    }
+}
+
+/// Inserts a rate change after every change effective on or before the same day, so that
+/// for one day the later change wins.
+fn add_rate(employee: &mut Employee, effective_from: NaiveDate, rate: PayRate, reason: String) {
+    let index = employee.rates.partition_point(|change| change.effective_from <= effective_from);
+    employee.rates.insert(index, RateChange { effective_from, rate, reason });
+}

@@ -1,0 +1,79 @@
+//! The domain's errors: each a rule of payroll that a command broke. Nothing was decided.
+
+use chrono::NaiveDate;
+
+use crate::ids::{EmployeeId, WalletId};
+use crate::money::{Money, MoneyError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DomainError {
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+
+    /// A field of a command is malformed; `field` names it.
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+
+    #[error("{entity} {id} does not exist")]
+    NotFound { entity: &'static str, id: String },
+
+    #[error("{entity} {id} exists already")]
+    AlreadyExists { entity: &'static str, id: String },
+
+    /// The command does not apply in the aggregate's current status.
+    #[error("cannot {action} {entity} in status {status}")]
+    WrongStatus { entity: &'static str, action: &'static str, status: String },
+
+    #[error("employee {employee_id} left on {end_date}: nothing is owed for {period}")]
+    EmployeeTerminated { employee_id: EmployeeId, end_date: NaiveDate, period: String },
+
+    #[error("employee {employee_id}'s payment is held: {reason}")]
+    ItemHeld { employee_id: EmployeeId, reason: String },
+
+    #[error("wallet {wallet_id} holds {balance}, less than the {requested} asked for")]
+    InsufficientFunds { wallet_id: WalletId, balance: Money, requested: Money },
+
+    #[error("postings do not balance in {currency}: debits {debits}, credits {credits}")]
+    UnbalancedPostings { currency: String, debits: String, credits: String },
+
+    /// Four eyes: the approver submitted the run (created or calculated it).
+    #[error("{actor} submitted this run and cannot approve it: a second person must")]
+    SelfApproval { actor: String },
+
+    #[error("employee {employee_id} is paid already in this run")]
+    AlreadyPaid { employee_id: EmployeeId },
+
+    #[error("{field} is in {found}, expected {expected}")]
+    WrongCurrency { field: String, expected: String, found: String },
+}
+
+impl DomainError {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> DomainError {
+        DomainError::Invalid { field: field.into(), problem: problem.into() }
+    }
+}
+
+/// Fails with `Invalid` when `text` is blank.
+pub(crate) fn require_text(field: &str, text: &str) -> Result<(), DomainError> {
+    if text.trim().is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// Fails with `WrongCurrency` unless `money` is in `expected`.
+pub(crate) fn require_currency(
+    field: &str,
+    money: &Money,
+    expected: &crate::money::Currency,
+) -> Result<(), DomainError> {
+    if money.currency() != expected {
+        return Err(DomainError::WrongCurrency {
+            field: field.to_owned(),
+            expected: expected.code().to_owned(),
+            found: money.currency().code().to_owned(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The event catalog's plumbing: aggregates, envelopes and upcasting.
+//!
+//! Each aggregate's events are one serde enum, adjacently tagged: the tag is the persisted
+//! event type name (`EmployeeHired`), the content is the payload. Names are persisted for
+//! ever: never rename one; add a schema version and an upcaster instead.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::DomainError;
+
+/// A consistency boundary: its state is folded from its own stream's events.
+pub trait Aggregate {
+    /// The persisted stream type name, e.g. `employee`.
+    const STREAM_TYPE: &'static str;
+    type State: Default + Clone + std::fmt::Debug;
+    type Command;
+    type Event: DomainEvent;
+
+    /// Pure and synchronous: what happens when `command` meets `state`.
+    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, DomainError>;
+
+    /// Folds one event into the state. Never fails: events are facts.
+    fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// The state after `events`, from the start.
+    fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self::State
+    where
+        Self::Event: 'a,
+    {
+        events.into_iter().fold(Self::State::default(), Self::evolve)
+    }
+}
+
+/// An event as the store keeps it: type name, payload shape version, JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEnvelope {
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{event_type} schema version {found} is newer than this build knows ({current})")]
+    FutureVersion { event_type: String, found: i32, current: i32 },
+    #[error("{event_type} v{version} payload does not decode: {problem}")]
+    Payload { event_type: String, version: i32, problem: String },
+}
+
+const TAG: &str = "event_type";
+const CONTENT: &str = "payload";
+
+/// An aggregate's event enum, `#[serde(tag = "event_type", content = "payload")]`.
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + PartialEq {
+    /// Every event type name of the enum, for the catalog.
+    const EVENT_TYPES: &'static [&'static str];
+
+    /// The envelope to append.
+    fn to_envelope(&self) -> EventEnvelope {
+        let Value::Object(mut tagged) = serde_json::to_value(self).expect("events serialize") else {
+            panic!("an event serializes to an object");
+        };
+        let Some(Value::String(event_type)) = tagged.remove(TAG) else { panic!("an event has a type tag") };
+        let payload = tagged.remove(CONTENT).unwrap_or_else(|| Value::Object(Default::default()));
+        assert!(payload.is_object(), "{event_type}'s payload is an object");
+        let schema_version = crate::upcast::current_schema_version(&event_type);
+        EventEnvelope { event_type, schema_version, payload }
+    }
+
+    /// The event from a stored envelope, upcasting an older payload to today's shape.
+    fn from_envelope(envelope: &EventEnvelope) -> Result<Self, DecodeError> {
+        if !Self::EVENT_TYPES.contains(&envelope.event_type.as_str()) {
+            return Err(DecodeError::UnknownType(envelope.event_type.clone()));
+        }
+        let payload = crate::upcast::upcast(&envelope.event_type, envelope.schema_version, envelope.payload.clone())?;
+        let tagged = serde_json::json!({ TAG: envelope.event_type, CONTENT: payload });
+        serde_json::from_value(tagged).map_err(|error| DecodeError::Payload {
+            event_type: envelope.event_type.clone(),
+            version: envelope.schema_version,
+            problem: error.to_string(),
+        })
+    }
+}

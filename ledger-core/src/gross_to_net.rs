@@ -1,0 +1,360 @@
+//! Gross to net for one employee and one pay period.
+//!
+//! Not a tax engine: deductions and employer contributions are rules the organization
+//! configures (percentage, fixed, percentage with a cap).
+//!
+//! **Proration.** A full period's amount is the rate's yearly amount divided by the periods
+//! per year of the pay frequency. Each day of the period the employee is employed earns
+//! `1 / days in period` of the full amount at the rate in force that day. The earnings are
+//! summed exactly and rounded once with the domain's rounding rule; the lines per rate are
+//! then allocated from that total, so they always add up to it.
+//!
+//! **Retro adjustments.** For every earlier period already paid, the regular earnings are
+//! recomputed with today's rate history; a difference from what was paid for that period
+//! becomes a retro line in this run.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{PayFrequency, PayPeriod};
+use crate::employee::{Employee, KycStatus, PayRate};
+use crate::error::{DomainError, require_currency, require_text};
+use crate::ids::EmployeeId;
+use crate::money::{Currency, Money};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleParty {
+    /// Taken from the employee's gross: lowers the net.
+    Employee,
+    /// Paid by the employer on top of the gross.
+    Employer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RuleCalculation {
+    /// `rate` of the gross, a fraction (0.062 is 6.2%).
+    Percentage {
+        rate: Decimal,
+    },
+    Fixed {
+        amount: Money,
+    },
+    /// `rate` of the gross, at most `cap` per period.
+    PercentageCapped {
+        rate: Decimal,
+        cap: Money,
+    },
+}
+
+/// A deduction (employee) or contribution (employer) rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeductionRule {
+    pub id: String,
+    pub name: String,
+    pub party: RuleParty,
+    pub calculation: RuleCalculation,
+    /// Where the money goes, e.g. `liability:tax-withholding`.
+    pub liability_account: String,
+}
+
+impl DeductionRule {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        require_text("rule.id", &self.id)?;
+        require_text("rule.name", &self.name)?;
+        require_text("rule.liability_account", &self.liability_account)?;
+        let check_rate = |rate: Decimal| {
+            if rate < Decimal::ZERO || rate > Decimal::ONE {
+                return Err(DomainError::invalid("rule.rate", format!("{rate} is not a fraction between 0 and 1")));
+            }
+            Ok(())
+        };
+        let check_positive = |field: &str, money: &Money| {
+            if !money.is_positive() {
+                return Err(DomainError::invalid(field, format!("must be positive, not {money}")));
+            }
+            Ok(())
+        };
+        match &self.calculation {
+            RuleCalculation::Percentage { rate } => check_rate(*rate),
+            RuleCalculation::Fixed { amount } => check_positive("rule.amount", amount),
+            RuleCalculation::PercentageCapped { rate, cap } => {
+                check_rate(*rate)?;
+                check_positive("rule.cap", cap)
+            }
+        }
+    }
+
+    /// The currency of the rule's fixed amount or cap, if it has one.
+    pub fn currency(&self) -> Option<&Currency> {
+        match &self.calculation {
+            RuleCalculation::Percentage { .. } => None,
+            RuleCalculation::Fixed { amount } => Some(amount.currency()),
+            RuleCalculation::PercentageCapped { cap, .. } => Some(cap.currency()),
+        }
+    }
+
+    /// The rule's amount on `base` (a non-negative gross).
+    fn amount_on(&self, base: &Money) -> Result<Money, DomainError> {
+        let field = format!("rule {}", self.id);
+        match &self.calculation {
+            RuleCalculation::Percentage { rate } => Ok(Money::round(base.amount() * rate, base.currency().clone())),
+            RuleCalculation::Fixed { amount } => {
+                require_currency(&field, amount, base.currency())?;
+                Ok(amount.clone())
+            }
+            RuleCalculation::PercentageCapped { rate, cap } => {
+                require_currency(&field, cap, base.currency())?;
+                Ok(Money::round(base.amount() * rate, base.currency().clone()).min(cap.clone())?)
+            }
+        }
+    }
+}
+
+/// What was paid for an earlier period (regular and retro earnings together).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidPeriod {
+    pub period: PayPeriod,
+    pub earnings: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum EarningKind {
+    /// Days `from..=to` of this period at one rate.
+    Regular { from: NaiveDate, to: NaiveDate },
+    /// The correction of an earlier, paid period.
+    Retro { period: PayPeriod },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarningLine {
+    #[serde(flatten)]
+    pub kind: EarningKind,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleLine {
+    pub rule_id: String,
+    pub name: String,
+    pub liability_account: String,
+    pub amount: Money,
+}
+
+/// Why an item is calculated but not paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum HoldReason {
+    KycNotApproved {
+        status: KycStatus,
+    },
+    /// Retro corrections took more than this period's earnings.
+    NegativeNet,
+}
+
+impl std::fmt::Display for HoldReason {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HoldReason::KycNotApproved { status } => write!(formatter, "KYC is {status:?}, not approved"),
+            HoldReason::NegativeNet => formatter.write_str("net pay is negative"),
+        }
+    }
+}
+
+/// One employee's pay in one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayrollItem {
+    pub employee_id: EmployeeId,
+    pub earnings: Vec<EarningLine>,
+    pub deductions: Vec<RuleLine>,
+    pub contributions: Vec<RuleLine>,
+    pub gross: Money,
+    pub deductions_total: Money,
+    pub contributions_total: Money,
+    pub net: Money,
+    pub hold: Option<HoldReason>,
+}
+
+impl PayrollItem {
+    /// What the employer pays out in all: gross plus contributions.
+    pub fn employer_cost(&self) -> Money {
+        self.gross.checked_add(&self.contributions_total).expect("one currency per item")
+    }
+
+    /// Asserts the item's arithmetic: a programmer error if it does not hold.
+    pub fn assert_consistent(&self) {
+        let currency = self.gross.currency();
+        let sum = |lines: &mut dyn Iterator<Item = &Money>| Money::sum(currency, lines).expect("one currency per item");
+        assert_eq!(sum(&mut self.earnings.iter().map(|line| &line.amount)), self.gross, "gross is the sum of earnings");
+        assert_eq!(sum(&mut self.deductions.iter().map(|line| &line.amount)), self.deductions_total);
+        assert_eq!(sum(&mut self.contributions.iter().map(|line| &line.amount)), self.contributions_total);
+        assert_eq!(
+            self.gross.checked_sub(&self.deductions_total).expect("one currency"),
+            self.net,
+            "net = gross - deductions"
+        );
+    }
+}
+
+/// An employee to pay in a run, with what was paid to them before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemInput {
+    pub employee: Employee,
+    pub paid_periods: Vec<PaidPeriod>,
+}
+
+/// The exact earnings of `period` and their lines (one per stretch at one rate), rounded.
+fn regular_earnings(employee: &Employee, period: PayPeriod, frequency: PayFrequency) -> Vec<EarningLine> {
+    let mut segments: Vec<(NaiveDate, NaiveDate, &PayRate)> = Vec::new();
+    for day in period.each_day() {
+        let Some(rate) = employee.rate_on(day).filter(|_| employee.employed_on(day)) else { continue };
+        match segments.last_mut() {
+            Some((_, to, segment_rate)) if *segment_rate == rate && *to + chrono::Days::new(1) == day => *to = day,
+            _ => segments.push((day, day, rate)),
+        }
+    }
+    if segments.is_empty() {
+        return Vec::new();
+    }
+    let weights: Vec<Decimal> = segments
+        .iter()
+        .map(|(from, to, rate)| rate.period_amount(frequency) * Decimal::from((*to - *from).num_days() + 1))
+        .collect();
+    let exact: Decimal = weights.iter().copied().sum::<Decimal>() / Decimal::from(period.days());
+    let total = Money::round(exact, employee.currency.clone());
+    let amounts = if total.is_zero() {
+        vec![total.clone(); segments.len()]
+    } else {
+        total.allocate(&weights).expect("weights are positive")
+    };
+    segments
+        .into_iter()
+        .zip(amounts)
+        .map(|((from, to, _), amount)| EarningLine { kind: EarningKind::Regular { from, to }, amount })
+        .collect()
+}
+
+fn retro_earnings(
+    input: &ItemInput,
+    period: PayPeriod,
+    frequency: PayFrequency,
+) -> Result<Vec<EarningLine>, DomainError> {
+    let currency = &input.employee.currency;
+    let mut earlier: Vec<PayPeriod> =
+        input.paid_periods.iter().map(|paid| paid.period).filter(|paid| paid.end() < period.start()).collect();
+    earlier.sort();
+    earlier.dedup();
+    let mut lines = Vec::new();
+    for paid_period in earlier {
+        let paid = Money::sum(
+            currency,
+            input.paid_periods.iter().filter(|paid| paid.period == paid_period).map(|paid| &paid.earnings),
+        )?;
+        let owed = Money::sum(
+            currency,
+            regular_earnings(&input.employee, paid_period, frequency).iter().map(|line| &line.amount),
+        )?;
+        let difference = owed.checked_sub(&paid)?;
+        if !difference.is_zero() {
+            lines.push(EarningLine { kind: EarningKind::Retro { period: paid_period }, amount: difference });
+        }
+    }
+    Ok(lines)
+}
+
+/// Checks that the employee can be paid for `period` at all.
+fn check_payable(employee: &Employee, frequency: PayFrequency, currency: &Currency) -> Result<(), DomainError> {
+    if &employee.currency != currency {
+        return Err(DomainError::WrongCurrency {
+            field: format!("employee {} pay rate", employee.id),
+            expected: currency.code().to_owned(),
+            found: employee.currency.code().to_owned(),
+        });
+    }
+    if employee.pay_frequency != frequency {
+        return Err(DomainError::invalid(
+            format!("employee {}", employee.id),
+            format!("is paid {:?}, the run pays {frequency:?}", employee.pay_frequency),
+        ));
+    }
+    Ok(())
+}
+
+/// Gross to net for one employee.
+///
+/// # Errors
+/// `WrongCurrency` when the employee or a rule is in another currency than the run;
+/// `EmployeeTerminated` when the employee left before the period and nothing is owed;
+/// `Invalid` when the employee starts after the period or is paid at another frequency.
+pub fn calculate_item(
+    input: &ItemInput,
+    period: PayPeriod,
+    frequency: PayFrequency,
+    currency: &Currency,
+    rules: &[DeductionRule],
+) -> Result<PayrollItem, DomainError> {
+    let employee = &input.employee;
+    check_payable(employee, frequency, currency)?;
+    let mut earnings = regular_earnings(employee, period, frequency);
+    earnings.extend(retro_earnings(input, period, frequency)?);
+    if earnings.is_empty() {
+        return Err(match employee.end_date() {
+            Some(end_date) if end_date < period.start() => {
+                DomainError::EmployeeTerminated { employee_id: employee.id, end_date, period: period.to_string() }
+            }
+            _ => DomainError::invalid(
+                format!("employee {}", employee.id),
+                format!("is not employed on any day of {period} and is owed no correction"),
+            ),
+        });
+    }
+    let gross = Money::sum(currency, earnings.iter().map(|line| &line.amount))?;
+    let base = if gross.is_negative() { Money::zero(currency.clone()) } else { gross.clone() };
+    let mut deductions = Vec::new();
+    let mut contributions = Vec::new();
+    let mut remaining = base.clone();
+    for rule in rules {
+        let mut amount = rule.amount_on(&base)?;
+        if rule.party == RuleParty::Employee {
+            // A deduction never takes more than what is left of the gross.
+            amount = amount.min(remaining.clone())?;
+            remaining = remaining.checked_sub(&amount)?;
+        }
+        let line = RuleLine {
+            rule_id: rule.id.clone(),
+            name: rule.name.clone(),
+            liability_account: rule.liability_account.clone(),
+            amount,
+        };
+        match rule.party {
+            RuleParty::Employee => deductions.push(line),
+            RuleParty::Employer => contributions.push(line),
+        }
+    }
+    let deductions_total = Money::sum(currency, deductions.iter().map(|line| &line.amount))?;
+    let contributions_total = Money::sum(currency, contributions.iter().map(|line| &line.amount))?;
+    let net = gross.checked_sub(&deductions_total)?;
+    let hold = if employee.kyc != KycStatus::Approved {
+        Some(HoldReason::KycNotApproved { status: employee.kyc })
+    } else if net.is_negative() {
+        Some(HoldReason::NegativeNet)
+    } else {
+        None
+    };
+    let item = PayrollItem {
+        employee_id: employee.id,
+        earnings,
+        deductions,
+        contributions,
+        gross,
+        deductions_total,
+        contributions_total,
+        net,
+        hold,
+    };
+    item.assert_consistent();
+    Ok(item)
+}

@@ -1,0 +1,499 @@
+//! The payroll run: draft -> calculated -> approved -> processing -> completed (or partially
+//! failed); void before payment, reverse after it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::calendar::{PayFrequency, PayPeriod};
+use crate::error::{DomainError, require_text};
+use crate::event::{Aggregate, DomainEvent};
+use crate::gross_to_net::{DeductionRule, HoldReason, ItemInput, PayrollItem, calculate_item};
+use crate::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId};
+use crate::money::{Currency, Money};
+
+/// The most items one run may hold.
+pub const RUN_ITEMS_MAX: usize = 200_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RunKind {
+    Regular,
+    OffCycle { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Draft,
+    Calculated,
+    Approved,
+    Processing,
+    Completed,
+    PartiallyFailed,
+    Voided,
+    Reversed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum ItemStatus {
+    Pending,
+    Held { hold: HoldReason },
+    Paid { transaction_id: TransactionId },
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunItem {
+    pub item: PayrollItem,
+    pub status: ItemStatus,
+}
+
+/// Sums over all items of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTotals {
+    pub items: u64,
+    pub gross: Money,
+    pub deductions: Money,
+    pub contributions: Money,
+    pub net: Money,
+    pub employer_cost: Money,
+}
+
+impl RunTotals {
+    pub fn of<'a>(
+        currency: &Currency,
+        items: impl IntoIterator<Item = &'a PayrollItem>,
+    ) -> Result<RunTotals, DomainError> {
+        let zero = Money::zero(currency.clone());
+        let mut totals = RunTotals {
+            items: 0,
+            gross: zero.clone(),
+            deductions: zero.clone(),
+            contributions: zero.clone(),
+            net: zero.clone(),
+            employer_cost: zero,
+        };
+        for item in items {
+            totals.items += 1;
+            totals.gross = totals.gross.checked_add(&item.gross)?;
+            totals.deductions = totals.deductions.checked_add(&item.deductions_total)?;
+            totals.contributions = totals.contributions.checked_add(&item.contributions_total)?;
+            totals.net = totals.net.checked_add(&item.net)?;
+            totals.employer_cost = totals.employer_cost.checked_add(&item.employer_cost())?;
+        }
+        Ok(totals)
+    }
+}
+
+/// An item of a reversal: the paid item's amounts negated, pointing to its payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReversalItem {
+    pub employee_id: EmployeeId,
+    pub reverses_transaction_id: TransactionId,
+    pub gross: Money,
+    pub deductions: Money,
+    pub contributions: Money,
+    pub net: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayrollRun {
+    pub id: PayrollRunId,
+    pub organization_id: OrganizationId,
+    pub period: PayPeriod,
+    pub frequency: PayFrequency,
+    pub currency: Currency,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    pub created_by: String,
+    pub calculated_by: Option<String>,
+    pub approved_by: Option<String>,
+    pub items: BTreeMap<EmployeeId, RunItem>,
+    pub totals: RunTotals,
+}
+
+#[derive(Debug, Clone)]
+pub enum PayrollRunCommand {
+    Create {
+        payroll_run_id: PayrollRunId,
+        organization_id: OrganizationId,
+        period: PayPeriod,
+        frequency: PayFrequency,
+        currency: Currency,
+        kind: RunKind,
+        actor: String,
+    },
+    /// Calculates, or recalculates while not approved. Employees and their payment history
+    /// are looked up by the caller.
+    Calculate {
+        inputs: Vec<ItemInput>,
+        rules: Vec<DeductionRule>,
+        actor: String,
+    },
+    Approve {
+        actor: String,
+    },
+    StartProcessing {
+        actor: String,
+    },
+    MarkItemPaid {
+        employee_id: EmployeeId,
+        transaction_id: TransactionId,
+    },
+    MarkItemFailed {
+        employee_id: EmployeeId,
+        reason: String,
+    },
+    Complete,
+    Void {
+        reason: String,
+        actor: String,
+    },
+    Reverse {
+        reason: String,
+        actor: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event_type", content = "payload")]
+pub enum PayrollRunEvent {
+    PayrollRunCreated {
+        payroll_run_id: PayrollRunId,
+        organization_id: OrganizationId,
+        period: PayPeriod,
+        frequency: PayFrequency,
+        currency: Currency,
+        kind: RunKind,
+        created_by: String,
+    },
+    PayrollRunCalculated {
+        items: Vec<PayrollItem>,
+        totals: RunTotals,
+        calculated_by: String,
+    },
+    PayrollRunApproved {
+        approved_by: String,
+    },
+    PayrollRunProcessingStarted {
+        started_by: String,
+    },
+    PayrollItemPaid {
+        employee_id: EmployeeId,
+        transaction_id: TransactionId,
+        net: Money,
+    },
+    PayrollItemFailed {
+        employee_id: EmployeeId,
+        reason: String,
+    },
+    PayrollRunCompleted {
+        status: RunStatus,
+        paid: u64,
+        failed: u64,
+        held: u64,
+    },
+    PayrollRunVoided {
+        reason: String,
+        voided_by: String,
+    },
+    PayrollRunReversed {
+        reason: String,
+        reversed_by: String,
+        items: Vec<ReversalItem>,
+    },
+}
+
+impl DomainEvent for PayrollRunEvent {
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "PayrollRunCreated",
+        "PayrollRunCalculated",
+        "PayrollRunApproved",
+        "PayrollRunProcessingStarted",
+        "PayrollItemPaid",
+        "PayrollItemFailed",
+        "PayrollRunCompleted",
+        "PayrollRunVoided",
+        "PayrollRunReversed",
+    ];
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PayrollRunAggregate;
+
+fn wrong_status(run: &PayrollRun, action: &'static str) -> DomainError {
+    DomainError::WrongStatus { entity: "payroll run", action, status: format!("{:?}", run.status) }
+}
+
+fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    let PayrollRunCommand::Create { payroll_run_id, organization_id, period, frequency, currency, kind, actor } =
+        command
+    else {
+        unreachable!("only Create comes here")
+    };
+    require_text("actor", &actor)?;
+    if let RunKind::OffCycle { reason } = &kind {
+        require_text("kind.reason", reason)?;
+    }
+    Ok(vec![PayrollRunEvent::PayrollRunCreated {
+        payroll_run_id,
+        organization_id,
+        period,
+        frequency,
+        currency,
+        kind,
+        created_by: actor,
+    }])
+}
+
+fn calculate(
+    run: &PayrollRun,
+    inputs: Vec<ItemInput>,
+    rules: Vec<DeductionRule>,
+    actor: String,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if !matches!(run.status, RunStatus::Draft | RunStatus::Calculated) {
+        return Err(wrong_status(run, "recalculate"));
+    }
+    require_text("actor", &actor)?;
+    if inputs.is_empty() || inputs.len() > RUN_ITEMS_MAX {
+        return Err(DomainError::invalid(
+            "employees",
+            format!("a run pays 1 to {RUN_ITEMS_MAX} employees, not {}", inputs.len()),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(inputs.len());
+    let mut items = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let employee = &input.employee;
+        if employee.organization_id != run.organization_id {
+            return Err(DomainError::invalid(format!("employee {}", employee.id), "belongs to another organization"));
+        }
+        if !seen.insert(employee.id) {
+            return Err(DomainError::invalid(format!("employee {}", employee.id), "appears twice in the run"));
+        }
+        items.push(calculate_item(input, run.period, run.frequency, &run.currency, &rules)?);
+    }
+    let totals = RunTotals::of(&run.currency, &items)?;
+    Ok(vec![PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by: actor }])
+}
+
+fn approve(run: &PayrollRun, actor: String) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if run.status != RunStatus::Calculated {
+        return Err(wrong_status(run, "approve"));
+    }
+    require_text("actor", &actor)?;
+    if actor == run.created_by || run.calculated_by.as_deref() == Some(actor.as_str()) {
+        return Err(DomainError::SelfApproval { actor });
+    }
+    Ok(vec![PayrollRunEvent::PayrollRunApproved { approved_by: actor }])
+}
+
+fn item(run: &PayrollRun, employee_id: EmployeeId) -> Result<&RunItem, DomainError> {
+    run.items
+        .get(&employee_id)
+        .ok_or(DomainError::NotFound { entity: "payroll item for employee", id: employee_id.to_string() })
+}
+
+fn mark_paid(
+    run: &PayrollRun,
+    employee_id: EmployeeId,
+    transaction_id: TransactionId,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if run.status != RunStatus::Processing {
+        return Err(wrong_status(run, "pay an item of"));
+    }
+    let run_item = item(run, employee_id)?;
+    match &run_item.status {
+        ItemStatus::Held { hold } => Err(DomainError::ItemHeld { employee_id, reason: hold.to_string() }),
+        ItemStatus::Paid { .. } => Err(DomainError::AlreadyPaid { employee_id }),
+        // A failed payment may be retried.
+        ItemStatus::Pending | ItemStatus::Failed { .. } => {
+            Ok(vec![PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, net: run_item.item.net.clone() }])
+        }
+    }
+}
+
+fn mark_failed(run: &PayrollRun, employee_id: EmployeeId, reason: String) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if run.status != RunStatus::Processing {
+        return Err(wrong_status(run, "fail an item of"));
+    }
+    require_text("reason", &reason)?;
+    match &item(run, employee_id)?.status {
+        ItemStatus::Pending => Ok(vec![PayrollRunEvent::PayrollItemFailed { employee_id, reason }]),
+        ItemStatus::Paid { .. } => Err(DomainError::AlreadyPaid { employee_id }),
+        ItemStatus::Held { hold } => Err(DomainError::ItemHeld { employee_id, reason: hold.to_string() }),
+        ItemStatus::Failed { .. } => {
+            Err(DomainError::invalid("employee_id", format!("employee {employee_id}'s payment failed already")))
+        }
+    }
+}
+
+fn complete(run: &PayrollRun) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if run.status != RunStatus::Processing {
+        return Err(wrong_status(run, "complete"));
+    }
+    let count = |wanted: fn(&ItemStatus) -> bool| run.items.values().filter(|item| wanted(&item.status)).count() as u64;
+    let pending = count(|status| matches!(status, ItemStatus::Pending));
+    if pending > 0 {
+        return Err(DomainError::invalid("items", format!("{pending} items are neither paid nor failed yet")));
+    }
+    let failed = count(|status| matches!(status, ItemStatus::Failed { .. }));
+    let status = if failed > 0 { RunStatus::PartiallyFailed } else { RunStatus::Completed };
+    Ok(vec![PayrollRunEvent::PayrollRunCompleted {
+        status,
+        paid: count(|status| matches!(status, ItemStatus::Paid { .. })),
+        failed,
+        held: count(|status| matches!(status, ItemStatus::Held { .. })),
+    }])
+}
+
+fn reverse(run: &PayrollRun, reason: String, actor: String) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if !matches!(run.status, RunStatus::Completed | RunStatus::PartiallyFailed) {
+        return Err(wrong_status(run, "reverse"));
+    }
+    require_text("reason", &reason)?;
+    require_text("actor", &actor)?;
+    let items: Vec<ReversalItem> = run
+        .items
+        .values()
+        .filter_map(|run_item| match run_item.status {
+            ItemStatus::Paid { transaction_id } => Some(ReversalItem {
+                employee_id: run_item.item.employee_id,
+                reverses_transaction_id: transaction_id,
+                gross: run_item.item.gross.negated(),
+                deductions: run_item.item.deductions_total.negated(),
+                contributions: run_item.item.contributions_total.negated(),
+                net: run_item.item.net.negated(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if items.is_empty() {
+        return Err(DomainError::invalid("items", "no item of this run was paid: nothing to reverse"));
+    }
+    Ok(vec![PayrollRunEvent::PayrollRunReversed { reason, reversed_by: actor, items }])
+}
+
+fn decide_existing(run: &PayrollRun, command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    match command {
+        PayrollRunCommand::Create { payroll_run_id, .. } => {
+            Err(DomainError::AlreadyExists { entity: "payroll run", id: payroll_run_id.to_string() })
+        }
+        PayrollRunCommand::Calculate { inputs, rules, actor } => calculate(run, inputs, rules, actor),
+        PayrollRunCommand::Approve { actor } => approve(run, actor),
+        PayrollRunCommand::StartProcessing { actor } => {
+            if run.status != RunStatus::Approved {
+                return Err(wrong_status(run, "start processing"));
+            }
+            require_text("actor", &actor)?;
+            Ok(vec![PayrollRunEvent::PayrollRunProcessingStarted { started_by: actor }])
+        }
+        PayrollRunCommand::MarkItemPaid { employee_id, transaction_id } => mark_paid(run, employee_id, transaction_id),
+        PayrollRunCommand::MarkItemFailed { employee_id, reason } => mark_failed(run, employee_id, reason),
+        PayrollRunCommand::Complete => complete(run),
+        PayrollRunCommand::Void { reason, actor } => {
+            if !matches!(run.status, RunStatus::Draft | RunStatus::Calculated | RunStatus::Approved) {
+                return Err(wrong_status(run, "void"));
+            }
+            require_text("reason", &reason)?;
+            require_text("actor", &actor)?;
+            Ok(vec![PayrollRunEvent::PayrollRunVoided { reason, voided_by: actor }])
+        }
+        PayrollRunCommand::Reverse { reason, actor } => reverse(run, reason, actor),
+    }
+}
+
+fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
+    let set_item_status = |run: &mut PayrollRun, employee_id: &EmployeeId, status: ItemStatus| {
+        run.items.get_mut(employee_id).expect("a paid or failed item was calculated").status = status;
+    };
+    match event {
+        PayrollRunEvent::PayrollRunCreated { .. } => unreachable!("a run is created once"),
+        PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by } => {
+            run.items = items
+                .iter()
+                .map(|item| {
+                    let status = match &item.hold {
+                        Some(hold) => ItemStatus::Held { hold: hold.clone() },
+                        None => ItemStatus::Pending,
+                    };
+                    (item.employee_id, RunItem { item: item.clone(), status })
+                })
+                .collect();
+            run.totals = totals.clone();
+            // Pair assertion: the totals recorded are the sum of the items recorded.
+            assert_eq!(
+                RunTotals::of(&run.currency, items).expect("one currency per run"),
+                run.totals,
+                "run totals = sum of items"
+            );
+            run.calculated_by = Some(calculated_by.clone());
+            run.status = RunStatus::Calculated;
+        }
+        PayrollRunEvent::PayrollRunApproved { approved_by } => {
+            run.approved_by = Some(approved_by.clone());
+            run.status = RunStatus::Approved;
+        }
+        PayrollRunEvent::PayrollRunProcessingStarted { .. } => run.status = RunStatus::Processing,
+        PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. } => {
+            set_item_status(&mut run, employee_id, ItemStatus::Paid { transaction_id: *transaction_id });
+        }
+        PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
+            set_item_status(&mut run, employee_id, ItemStatus::Failed { reason: reason.clone() });
+        }
+        PayrollRunEvent::PayrollRunCompleted { status, .. } => run.status = *status,
+        PayrollRunEvent::PayrollRunVoided { .. } => run.status = RunStatus::Voided,
+        PayrollRunEvent::PayrollRunReversed { .. } => run.status = RunStatus::Reversed,
+    }
+    run
+}
+
+impl Aggregate for PayrollRunAggregate {
+    const STREAM_TYPE: &'static str = "payroll_run";
+    type State = Option<PayrollRun>;
+    type Command = PayrollRunCommand;
+    type Event = PayrollRunEvent;
+
+    fn decide(state: &Self::State, command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainError> {
+        match (state, command) {
+            (None, command @ PayrollRunCommand::Create { .. }) => create(command),
+            (None, _) => Err(DomainError::NotFound { entity: "payroll run", id: "(not created)".to_owned() }),
+            (Some(run), command) => decide_existing(run, command),
+        }
+    }
+
+    fn evolve(state: Self::State, event: &PayrollRunEvent) -> Self::State {
+        match (state, event) {
+            (
+                None,
+                PayrollRunEvent::PayrollRunCreated {
+                    payroll_run_id,
+                    organization_id,
+                    period,
+                    frequency,
+                    currency,
+                    kind,
+                    created_by,
+                },
+            ) => Some(PayrollRun {
+                id: *payroll_run_id,
+                organization_id: *organization_id,
+                period: *period,
+                frequency: *frequency,
+                currency: currency.clone(),
+                kind: kind.clone(),
+                status: RunStatus::Draft,
+                created_by: created_by.clone(),
+                calculated_by: None,
+                approved_by: None,
+                items: BTreeMap::new(),
+                totals: RunTotals::of(currency, []).expect("empty totals"),
+            }),
+            (Some(run), event) => Some(evolve_existing(run, event)),
+            (None, event) => panic!("a payroll run's first event is its creation, not {event:?}"),
+        }
+    }
+}
