@@ -1,0 +1,73 @@
+//! The catalog: stable names, envelopes, and upcasting of old payloads.
+
+use ledger_core::employee::EmployeeEvent;
+use ledger_core::{DecodeError, DomainEvent, EVENT_CATALOG, EventEnvelope};
+use serde_json::json;
+
+use crate::{day, employee_id, hired, monthly};
+
+#[test]
+fn an_event_becomes_an_envelope_with_its_type_version_and_payload() {
+    let events = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1));
+    let envelope = events[0].to_envelope();
+    assert_eq!(envelope.event_type, "EmployeeHired");
+    assert_eq!(envelope.schema_version, 2);
+    assert!(envelope.payload.get("event_type").is_none());
+    assert_eq!(EmployeeEvent::from_envelope(&envelope).unwrap(), events[0]);
+    let kyc = events[1].to_envelope();
+    assert_eq!((kyc.event_type.as_str(), kyc.schema_version), ("EmployeeKycStatusChanged", 1));
+}
+
+/// `EmployeeHired` as version 1 wrote it, before personal data had a field of its own.
+const EMPLOYEE_HIRED_V1: &str = r#"{
+    "employee_id": "00000000-0000-0000-0000-00000000e001",
+    "organization_id": "00000000-0000-0000-0000-00000000000a",
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "position": "Engineer",
+    "department": "R&D",
+    "rate": { "amount": { "amount": "5000.00", "currency": { "code": "USD", "scale": 2 } }, "basis": "monthly" },
+    "pay_frequency": "monthly",
+    "start_date": "2026-01-01"
+}"#;
+
+#[test]
+fn a_version_1_payload_still_decodes_into_todays_event() {
+    let envelope = EventEnvelope {
+        event_type: "EmployeeHired".into(),
+        schema_version: 1,
+        payload: serde_json::from_str(EMPLOYEE_HIRED_V1).unwrap(),
+    };
+    let event = EmployeeEvent::from_envelope(&envelope).unwrap();
+    let today = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1)).remove(0);
+    assert_eq!(event, today);
+}
+
+#[test]
+fn unknown_types_future_versions_and_bad_payloads_are_decode_errors() {
+    let unknown = EventEnvelope { event_type: "EmployeeTeleported".into(), schema_version: 1, payload: json!({}) };
+    assert!(matches!(EmployeeEvent::from_envelope(&unknown), Err(DecodeError::UnknownType(_))));
+    let future = EventEnvelope { event_type: "EmployeeHired".into(), schema_version: 3, payload: json!({}) };
+    assert!(matches!(
+        EmployeeEvent::from_envelope(&future),
+        Err(DecodeError::FutureVersion { found: 3, current: 2, .. })
+    ));
+    let bad = EventEnvelope {
+        event_type: "EmployeeTerminated".into(),
+        schema_version: 1,
+        payload: json!({ "end_date": "soon" }),
+    };
+    assert!(matches!(EmployeeEvent::from_envelope(&bad), Err(DecodeError::Payload { .. })));
+}
+
+#[test]
+fn the_catalog_names_each_event_type_once() {
+    let mut names: Vec<&str> = EVENT_CATALOG.iter().flat_map(|(_, types)| types.iter().copied()).collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count);
+    assert_eq!(count, 30);
+    let streams: Vec<&str> = EVENT_CATALOG.iter().map(|(stream, _)| *stream).collect();
+    assert_eq!(streams, vec!["organization", "employee", "wallet", "payroll_run", "transaction"]);
+}

@@ -1,0 +1,206 @@
+use ledger_core::Aggregate;
+use ledger_core::DomainError;
+use ledger_core::calendar::PayFrequency;
+use ledger_core::employee::EmployeeAggregate;
+use ledger_core::gross_to_net::ItemInput;
+use ledger_core::ids::{PayrollRunId, TransactionId};
+use ledger_core::money::Currency;
+use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus};
+use uuid::Uuid;
+
+use crate::{day, employee_id, hired, january, monthly, organization_id, usd, when};
+
+type Run = PayrollRunAggregate;
+
+fn create(kind: RunKind) -> PayrollRunCommand {
+    PayrollRunCommand::Create {
+        payroll_run_id: PayrollRunId::from_uuid(Uuid::from_u128(0x99)),
+        organization_id: organization_id(),
+        period: january(),
+        frequency: PayFrequency::Monthly,
+        currency: Currency::usd(),
+        kind,
+        actor: "alice".into(),
+    }
+}
+
+/// Two employees: one with approved KYC (5,000.00), one still pending (3,000.00).
+fn inputs() -> Vec<ItemInput> {
+    let approved = EmployeeAggregate::fold(&hired(employee_id(1), monthly("5000.00"), day(2025, 1, 1))).unwrap();
+    let mut pending_events = hired(employee_id(2), monthly("3000.00"), day(2025, 1, 1));
+    pending_events.pop();
+    let pending = EmployeeAggregate::fold(&pending_events).unwrap();
+    vec![ItemInput { employee: approved, paid_periods: vec![] }, ItemInput { employee: pending, paid_periods: vec![] }]
+}
+
+fn calculate(actor: &str) -> PayrollRunCommand {
+    PayrollRunCommand::Calculate { inputs: inputs(), rules: vec![], actor: actor.into() }
+}
+
+fn step(events: &mut Vec<PayrollRunEvent>, command: PayrollRunCommand) {
+    let new = when::<Run>(events, command).unwrap_or_else(|error| panic!("{error}"));
+    events.extend(new);
+}
+
+fn transaction(n: u128) -> TransactionId {
+    TransactionId::from_uuid(Uuid::from_u128(0x7000 + n))
+}
+
+/// A run approved by bob and processing.
+fn processing() -> Vec<PayrollRunEvent> {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    step(&mut events, calculate("alice"));
+    step(&mut events, PayrollRunCommand::Approve { actor: "bob".into() });
+    step(&mut events, PayrollRunCommand::StartProcessing { actor: "alice".into() });
+    events
+}
+
+#[test]
+fn the_whole_lifecycle_from_draft_to_completed() {
+    let mut events = processing();
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Processing);
+    assert_eq!(run.totals.gross, usd("8000.00"));
+    assert_eq!(run.totals.items, 2);
+    assert!(matches!(run.items[&employee_id(2)].status, ItemStatus::Held { .. }));
+
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
+    step(&mut events, PayrollRunCommand::Complete);
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert!(matches!(events.last(), Some(PayrollRunEvent::PayrollRunCompleted { paid: 1, failed: 0, held: 1, .. })));
+}
+
+#[test]
+fn the_approver_must_not_be_the_submitter() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    step(&mut events, calculate("carol"));
+    let by_creator = when::<Run>(&events, PayrollRunCommand::Approve { actor: "alice".into() });
+    assert_eq!(by_creator, Err(DomainError::SelfApproval { actor: "alice".into() }));
+    let by_calculator = when::<Run>(&events, PayrollRunCommand::Approve { actor: "carol".into() });
+    assert_eq!(by_calculator, Err(DomainError::SelfApproval { actor: "carol".into() }));
+    assert!(when::<Run>(&events, PayrollRunCommand::Approve { actor: "bob".into() }).is_ok());
+}
+
+#[test]
+fn a_run_recalculates_until_approved_and_not_after() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    let early = when::<Run>(&events, PayrollRunCommand::Approve { actor: "bob".into() });
+    assert!(matches!(early, Err(DomainError::WrongStatus { action: "approve", .. })));
+    step(&mut events, calculate("alice"));
+    step(&mut events, calculate("alice"));
+    step(&mut events, PayrollRunCommand::Approve { actor: "bob".into() });
+    let changed = when::<Run>(&events, calculate("alice"));
+    assert!(matches!(changed, Err(DomainError::WrongStatus { action: "recalculate", .. })));
+}
+
+#[test]
+fn paying_twice_or_paying_a_held_item_is_an_error() {
+    let mut events = processing();
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
+    let twice = when::<Run>(
+        &events,
+        PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(2) },
+    );
+    assert_eq!(twice, Err(DomainError::AlreadyPaid { employee_id: employee_id(1) }));
+    let held = when::<Run>(
+        &events,
+        PayrollRunCommand::MarkItemPaid { employee_id: employee_id(2), transaction_id: transaction(3) },
+    );
+    assert!(matches!(held, Err(DomainError::ItemHeld { .. })));
+    let stranger = when::<Run>(
+        &events,
+        PayrollRunCommand::MarkItemPaid { employee_id: employee_id(9), transaction_id: transaction(4) },
+    );
+    assert!(matches!(stranger, Err(DomainError::NotFound { .. })));
+}
+
+#[test]
+fn paying_before_processing_is_an_error() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    step(&mut events, calculate("alice"));
+    step(&mut events, PayrollRunCommand::Approve { actor: "bob".into() });
+    let early = when::<Run>(
+        &events,
+        PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) },
+    );
+    assert!(matches!(early, Err(DomainError::WrongStatus { .. })));
+}
+
+#[test]
+fn a_failed_payment_makes_the_run_partially_failed_and_may_be_retried() {
+    let mut events = processing();
+    let early = when::<Run>(&events, PayrollRunCommand::Complete);
+    assert!(matches!(early, Err(DomainError::Invalid { field, .. }) if field == "items"));
+    step(
+        &mut events,
+        PayrollRunCommand::MarkItemFailed { employee_id: employee_id(1), reason: "rail rejected".into() },
+    );
+    let mut retried = events.clone();
+    step(&mut retried, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(2) });
+    assert!(matches!(Run::fold(&retried).unwrap().items[&employee_id(1)].status, ItemStatus::Paid { .. }));
+    step(&mut events, PayrollRunCommand::Complete);
+    assert_eq!(Run::fold(&events).unwrap().status, RunStatus::PartiallyFailed);
+}
+
+#[test]
+fn a_run_is_voided_before_payment_and_not_after() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    step(&mut events, calculate("alice"));
+    let mut voided = events.clone();
+    step(&mut voided, PayrollRunCommand::Void { reason: "wrong period".into(), actor: "alice".into() });
+    assert_eq!(Run::fold(&voided).unwrap().status, RunStatus::Voided);
+    assert!(when::<Run>(&voided, calculate("alice")).is_err());
+    let late = when::<Run>(&processing(), PayrollRunCommand::Void { reason: "x".into(), actor: "alice".into() });
+    assert!(matches!(late, Err(DomainError::WrongStatus { action: "void", .. })));
+}
+
+#[test]
+fn a_paid_run_is_reversed_with_items_that_negate_the_originals() {
+    let mut events = processing();
+    let early = when::<Run>(&events, PayrollRunCommand::Reverse { reason: "x".into(), actor: "bob".into() });
+    assert!(matches!(early, Err(DomainError::WrongStatus { action: "reverse", .. })));
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
+    step(&mut events, PayrollRunCommand::Complete);
+    step(&mut events, PayrollRunCommand::Reverse { reason: "paid the wrong month".into(), actor: "bob".into() });
+    let Some(PayrollRunEvent::PayrollRunReversed { items, .. }) = events.last() else { panic!("reversed") };
+    assert_eq!(items.len(), 1, "only paid items are reversed");
+    assert_eq!(items[0].reverses_transaction_id, transaction(1));
+    assert_eq!(items[0].gross, usd("-5000.00"));
+    assert_eq!(items[0].net, usd("-5000.00"));
+    assert_eq!(Run::fold(&events).unwrap().status, RunStatus::Reversed);
+    assert!(when::<Run>(&events, PayrollRunCommand::Reverse { reason: "x".into(), actor: "bob".into() }).is_err());
+}
+
+#[test]
+fn an_off_cycle_run_needs_a_reason() {
+    assert!(matches!(
+        when::<Run>(&[], create(RunKind::OffCycle { reason: " ".into() })),
+        Err(DomainError::Invalid { .. })
+    ));
+    let events = when::<Run>(&[], create(RunKind::OffCycle { reason: "bonus".into() })).unwrap();
+    assert_eq!(Run::fold(&events).unwrap().kind, RunKind::OffCycle { reason: "bonus".into() });
+}
+
+#[test]
+fn a_run_rejects_empty_duplicate_or_foreign_employees() {
+    let events = when::<Run>(&[], create(RunKind::Regular)).unwrap();
+    let empty =
+        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: vec![], rules: vec![], actor: "alice".into() });
+    assert!(matches!(empty, Err(DomainError::Invalid { .. })));
+    let mut twice = inputs();
+    twice.push(twice[0].clone());
+    let duplicate =
+        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: twice, rules: vec![], actor: "alice".into() });
+    assert!(matches!(duplicate, Err(DomainError::Invalid { problem, .. }) if problem.contains("twice")));
+    let mut foreign = inputs();
+    foreign[0].employee.organization_id = ledger_core::ids::OrganizationId::from_uuid(Uuid::from_u128(0xbad));
+    let other =
+        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: foreign, rules: vec![], actor: "alice".into() });
+    assert!(matches!(other, Err(DomainError::Invalid { problem, .. }) if problem.contains("another organization")));
+}
