@@ -1,1 +1,21 @@
-//! Projector runner and read-model projections (not built yet: see issue 4).
+//! Projections: the log materialized into read tables, one Postgres schema per area.
+//!
+//! A [`Projection`] applies events to its schema's tables; a [`Runner`] feeds it batches in
+//! the store's gap-free order and saves its checkpoint in the same transaction; [`rebuild`]
+//! replays it into a shadow schema and swaps that in; [`replay`] answers "what was it then"
+//! from the events alone.
+
+pub mod decode;
+mod error;
+mod projection;
+pub mod projections;
+pub mod rebuild;
+pub mod replay;
+pub mod runner;
+pub mod schema;
+
+pub use decode::AnyEvent;
+pub use error::{ProjectionError, Result};
+pub use projection::Projection;
+pub use rebuild::{RebuildReport, rebuild};
+pub use runner::{ProjectionLag, Runner, RunnerOptions, StepOutcome, lag};

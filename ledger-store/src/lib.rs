@@ -4,9 +4,11 @@
 //! JSON payload, metadata) and knows nothing of payroll. See `docs/architecture.md`.
 
 mod append;
+pub mod checkpoint;
 mod error;
 mod event;
 pub mod local_postgres;
+mod query;
 mod read;
 mod subscribe;
 #[cfg(feature = "testkit")]
@@ -23,6 +25,7 @@ pub use event::{
     AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
     StreamHead,
 };
+pub use query::EventQuery;
 pub use read::READ_BATCH_MAX;
 pub use subscribe::{NOTIFY_CHANNEL, Subscription, SubscriptionOptions};
 pub use verify::{BreakKind, ChainBreak, VerifyReport};
@@ -80,6 +83,21 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         read::read_all(connection, after, limit).await
+    }
+
+    /// How many committed events lie after the checkpoint (a projection's lag).
+    pub async fn count_after(&self, after: Checkpoint) -> Result<i64> {
+        read::count_after(&self.pool, after).await
+    }
+
+    /// When the event at `global_position` was recorded; `None` if there is none.
+    pub async fn recorded_at(&self, global_position: i64) -> Result<Option<DateTime<Utc>>> {
+        read::recorded_at(&self.pool, global_position).await
+    }
+
+    /// The events matching `query`, by global position.
+    pub async fn query_events(&self, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+        query::query_events(&self.pool, query).await
     }
 
     /// The newest position and its time; `None` for an empty log.

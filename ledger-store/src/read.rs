@@ -88,3 +88,24 @@ pub(crate) async fn head(executor: impl PgExecutor<'_>) -> Result<Option<(i64, D
             .await?;
     Ok(head)
 }
+
+/// When the event at `global_position` was recorded; `None` if there is none.
+pub(crate) async fn recorded_at(executor: impl PgExecutor<'_>, global_position: i64) -> Result<Option<DateTime<Utc>>> {
+    let time = sqlx::query_scalar("select recorded_at from ledger.events where global_position = $1")
+        .bind(global_position)
+        .fetch_optional(executor)
+        .await?;
+    Ok(time)
+}
+
+/// How many committed events lie after `after` in `(transaction_id, global_position)` order.
+pub(crate) async fn count_after(executor: impl PgExecutor<'_>, after: Checkpoint) -> Result<i64> {
+    let count = sqlx::query_scalar(
+        "select count(*) from ledger.events where (transaction_id, global_position) > ($1::text::xid8, $2)",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .fetch_one(executor)
+    .await?;
+    Ok(count)
+}

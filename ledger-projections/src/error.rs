@@ -1,0 +1,19 @@
+use ledger_core::DecodeError;
+use ledger_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event at position {global_position} does not decode: {source}")]
+    Decode { global_position: i64, source: DecodeError },
+    #[error("unknown projection {0:?}; known: {1}")]
+    UnknownProjection(String, String),
+    #[error("{0}")]
+    Replay(String),
+}
+
+pub type Result<T, E = ProjectionError> = std::result::Result<T, E>;

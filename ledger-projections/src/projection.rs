@@ -1,0 +1,34 @@
+//! What a projection is.
+
+use async_trait::async_trait;
+use ledger_store::RecordedEvent;
+use sqlx::PgConnection;
+
+use crate::decode::AnyEvent;
+use crate::error::Result;
+
+/// Materializes events into the tables of one read schema.
+///
+/// `apply` runs inside the runner's transaction with `search_path` set to the schema being
+/// written (the live one, or a shadow during a rebuild), so its SQL names tables without a
+/// schema. It must be deterministic: no clock, no randomness, no outside calls; times come
+/// from the events. That is what makes a rebuild equal to the live tables.
+#[async_trait]
+pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
+    /// The checkpoint key, stable for ever.
+    fn name(&self) -> &'static str;
+
+    /// The read schema it owns.
+    fn schema(&self) -> &'static str;
+
+    /// The event types it handles; others are skipped (the checkpoint still advances).
+    fn event_types(&self) -> Vec<&'static str>;
+
+    /// Applies one event.
+    async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
+
+    /// Empties its tables (the runner then replays from the start).
+    async fn reset(&self, connection: &mut PgConnection) -> Result<()> {
+        crate::schema::truncate_tables(connection, self.schema()).await
+    }
+}

@@ -1,0 +1,200 @@
+//! The projector runner: reads a batch after the checkpoint, applies it and stores the new
+//! checkpoint in one transaction; one active runner per projection across processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ledger_store::checkpoint::{checkpoints, lock_checkpoint, save_checkpoint};
+use ledger_store::{Checkpoint, EventStore, NOTIFY_CHANNEL, RecordedEvent};
+use serde::Serialize;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::watch;
+
+use crate::decode::decode;
+use crate::error::Result;
+use crate::projection::Projection;
+use crate::schema::quote;
+
+/// The advisory-lock class of projection leadership (two-integer key space).
+const LOCK_CLASS_PROJECTION: i32 = 0x4c45_4450; // "LEDP"
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunnerOptions {
+    /// Events per transaction.
+    pub batch_size: usize,
+    /// How long to wait for a notification before reading anyway; also how often a standby
+    /// tries to take over.
+    pub poll_interval: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions { batch_size: 1_000, poll_interval: Duration::from_millis(500) }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Applied this many events (and skipped the rest of the batch's, which it does not handle).
+    Progressed {
+        events: usize,
+        applied: usize,
+    },
+    CaughtUp,
+}
+
+/// Runs one projection.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pool: PgPool,
+    projection: Arc<dyn Projection>,
+    options: RunnerOptions,
+}
+
+/// Applies `events` (already read in gap-free order) with `search_path` set to `schema`.
+/// Returns how many the projection handled.
+pub(crate) async fn apply_batch(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+    events: &[RecordedEvent],
+) -> Result<usize> {
+    sqlx::query(&format!("set local search_path to {}, public", quote(schema))).execute(&mut *connection).await?;
+    let handled = projection.event_types();
+    let mut applied = 0;
+    for event in events {
+        if !handled.contains(&event.event_type.as_str()) {
+            continue;
+        }
+        let decoded = decode(event)?;
+        projection.apply(connection, event, &decoded).await?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+impl Runner {
+    pub fn new(pool: PgPool, projection: Arc<dyn Projection>, options: RunnerOptions) -> Self {
+        Runner { pool, projection, options }
+    }
+
+    pub fn projection(&self) -> &Arc<dyn Projection> {
+        &self.projection
+    }
+
+    /// One transaction: lock the checkpoint, read a batch after it, apply, save. A crash at
+    /// any point rolls all of it back: nothing is lost, nothing applied twice.
+    pub async fn step(&self) -> Result<StepOutcome> {
+        let mut transaction = self.pool.begin().await?;
+        let name = self.projection.name();
+        let checkpoint = lock_checkpoint(&mut transaction, name).await?;
+        let events = EventStore::read_all_in(&mut transaction, checkpoint, self.options.batch_size).await?;
+        let Some(last) = events.last() else {
+            transaction.rollback().await?;
+            return Ok(StepOutcome::CaughtUp);
+        };
+        let next = last.checkpoint();
+        let applied =
+            apply_batch(&mut transaction, self.projection.as_ref(), self.projection.schema(), &events).await?;
+        save_checkpoint(&mut transaction, name, next, events.len() as i64).await?;
+        transaction.commit().await?;
+        Ok(StepOutcome::Progressed { events: events.len(), applied })
+    }
+
+    /// Steps until caught up; returns the events read. For tests and one-off catch-ups.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let mut total = 0u64;
+        while let StepOutcome::Progressed { events, .. } = self.step().await? {
+            total += events as u64;
+        }
+        Ok(total)
+    }
+
+    /// Runs until `shutdown` turns true: waits as a standby until it holds the projection's
+    /// leadership lock, then steps, sleeping on notifications (or the poll interval) when
+    /// caught up. Returns after the current step when asked to stop.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let Some(leadership) = self.lead(&mut shutdown).await? else { return Ok(()) };
+        tracing::info!(projection = self.projection.name(), "leading");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        while !*shutdown.borrow() {
+            if self.step().await? != StepOutcome::CaughtUp {
+                continue;
+            }
+            tokio::select! {
+                _ = listener.recv() => {}
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        leadership.close().await?;
+        Ok(())
+    }
+
+    /// Takes the leadership lock on a connection of its own, held for the runner's life
+    /// (closing the connection releases it). `None` when asked to stop while waiting.
+    async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<Option<PgConnection>> {
+        let mut connection = self.pool.acquire().await?.detach();
+        loop {
+            let leading: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, hashtext($2))")
+                .bind(LOCK_CLASS_PROJECTION)
+                .bind(self.projection.name())
+                .fetch_one(&mut connection)
+                .await?;
+            if leading {
+                return Ok(Some(connection));
+            }
+            if *shutdown.borrow() {
+                connection.close().await?;
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// How far a projection is behind the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProjectionLag {
+    pub projection_name: String,
+    pub checkpoint: Checkpoint,
+    pub events_applied: i64,
+    pub head_position: i64,
+    /// Committed events after the checkpoint.
+    pub events_behind: i64,
+    /// How much older the checkpoint's event is than the head's; zero when caught up, `None`
+    /// before the first event is applied.
+    pub seconds_behind: Option<f64>,
+}
+
+/// The lag of every projection that has a checkpoint.
+pub async fn lag(store: &EventStore) -> Result<Vec<ProjectionLag>> {
+    let head = store.head().await?;
+    let (head_position, head_time) = head.unwrap_or((0, DateTime::<Utc>::UNIX_EPOCH));
+    let mut lags = Vec::new();
+    for stored in checkpoints(store.pool()).await? {
+        let checkpoint_time = store.recorded_at(stored.checkpoint.global_position).await?;
+        let behind = store.count_after(stored.checkpoint).await?;
+        let seconds_behind = match (behind, checkpoint_time) {
+            (0, _) => Some(0.0),
+            (_, Some(time)) => Some((head_time - time).num_milliseconds().max(0) as f64 / 1000.0),
+            (_, None) => None,
+        };
+        lags.push(ProjectionLag {
+            projection_name: stored.projection_name,
+            checkpoint: stored.checkpoint,
+            events_applied: stored.events_applied,
+            head_position,
+            events_behind: behind,
+            seconds_behind,
+        });
+    }
+    Ok(lags)
+}

@@ -1,0 +1,98 @@
+//! Projection checkpoints, read and written inside the projector's own transaction, so that
+//! its rows and its checkpoint commit together.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::error::Result;
+use crate::event::Checkpoint;
+
+/// A projection's stored progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredCheckpoint {
+    pub projection_name: String,
+    pub checkpoint: Checkpoint,
+    pub events_applied: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Locks the projection's checkpoint row for the rest of the transaction (creating it at
+/// the start if need be) and returns it. A second runner of the same projection waits here,
+/// so no event is applied twice even without the leadership lock.
+pub async fn lock_checkpoint(connection: &mut PgConnection, projection_name: &str) -> Result<Checkpoint> {
+    sqlx::query("insert into ledger.projection_checkpoints (projection_name) values ($1) on conflict do nothing")
+        .bind(projection_name)
+        .execute(&mut *connection)
+        .await?;
+    let (transaction_id, global_position): (i64, i64) = sqlx::query_as(
+        "select transaction_id::text::int8, global_position from ledger.projection_checkpoints \
+         where projection_name = $1 for update",
+    )
+    .bind(projection_name)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(Checkpoint { transaction_id: transaction_id as u64, global_position })
+}
+
+/// Moves the projection's checkpoint forward by `events_applied` events. Call it in the
+/// transaction that applied them, after `lock_checkpoint`.
+pub async fn save_checkpoint(
+    connection: &mut PgConnection,
+    projection_name: &str,
+    checkpoint: Checkpoint,
+    events_applied: i64,
+) -> Result<()> {
+    sqlx::query(
+        "update ledger.projection_checkpoints \
+         set transaction_id = $2::text::xid8, global_position = $3, events_applied = events_applied + $4, updated_at = now() \
+         where projection_name = $1",
+    )
+    .bind(projection_name)
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.global_position)
+    .bind(events_applied)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Sets the checkpoint outright (after a rebuild).
+pub async fn reset_checkpoint(
+    connection: &mut PgConnection,
+    projection_name: &str,
+    checkpoint: Checkpoint,
+    events_applied: i64,
+) -> Result<()> {
+    sqlx::query(
+        "update ledger.projection_checkpoints \
+         set transaction_id = $2::text::xid8, global_position = $3, events_applied = $4, updated_at = now() \
+         where projection_name = $1",
+    )
+    .bind(projection_name)
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.global_position)
+    .bind(events_applied)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Every projection's stored progress.
+pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<StoredCheckpoint>> {
+    let rows: Vec<(String, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "select projection_name, transaction_id::text::int8, global_position, events_applied, updated_at \
+         from ledger.projection_checkpoints order by projection_name",
+    )
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(projection_name, transaction_id, global_position, events_applied, updated_at)| StoredCheckpoint {
+            projection_name,
+            checkpoint: Checkpoint { transaction_id: transaction_id as u64, global_position },
+            events_applied,
+            updated_at,
+        })
+        .collect())
+}
