@@ -28,7 +28,7 @@ const LOCK_OBJECT_LOG: i32 = 0;
 
 pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
     validate(request)?;
-    let request_hash = request_hash(request);
+    let request_hash = request.fingerprint.clone().unwrap_or_else(|| request_hash(request).to_vec());
     let mut transaction = pool.begin().await?;
     if let Some(key) = &request.idempotency_key
         && let Some(result) = earlier_result(&mut transaction, key, &request_hash).await?
@@ -60,7 +60,7 @@ pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<App
     if let Some(key) = &request.idempotency_key {
         sqlx::query("insert into ledger.idempotency_keys (idempotency_key, request_hash, result) values ($1, $2, $3)")
             .bind(key)
-            .bind(&request_hash[..])
+            .bind(&request_hash)
             .bind(sqlx::types::Json(&result))
             .execute(&mut *transaction)
             .await?;
@@ -82,6 +82,9 @@ fn validate(request: &AppendRequest) -> Result<()> {
     }
     if request.metadata.actor.trim().is_empty() {
         return Err(StoreError::invalid("metadata.actor", "must name who acts"));
+    }
+    if request.fingerprint.as_ref().is_some_and(|fingerprint| fingerprint.is_empty()) {
+        return Err(StoreError::invalid("fingerprint", "must not be empty"));
     }
     if let Some(key) = &request.idempotency_key
         && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
@@ -181,21 +184,31 @@ fn request_hash(request: &AppendRequest) -> [u8; 32] {
 async fn earlier_result(
     transaction: &mut Transaction<'_, Postgres>,
     key: &str,
-    request_hash: &[u8; 32],
+    request_hash: &[u8],
 ) -> Result<Option<AppendResult>> {
     sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_CLASS_IDEMPOTENCY)
         .bind(key)
         .execute(&mut **transaction)
         .await?;
+    stored_result(&mut **transaction, key, request_hash).await
+}
+
+/// The stored result of an idempotency key, if the key was used: `Ok(None)` when it is new,
+/// the result when it was used with the same fingerprint, `IdempotencyMismatch` otherwise.
+async fn stored_result(
+    executor: impl sqlx::PgExecutor<'_>,
+    key: &str,
+    fingerprint: &[u8],
+) -> Result<Option<AppendResult>> {
     let stored: Option<(Vec<u8>, sqlx::types::Json<AppendResult>)> =
         sqlx::query_as("select request_hash, result from ledger.idempotency_keys where idempotency_key = $1")
             .bind(key)
-            .fetch_optional(&mut **transaction)
+            .fetch_optional(executor)
             .await?;
     match stored {
         None => Ok(None),
-        Some((stored_hash, result)) if stored_hash == request_hash => {
+        Some((stored_hash, result)) if stored_hash == fingerprint => {
             Ok(Some(AppendResult { replayed: true, ..result.0 }))
         }
         Some(_) => Err(StoreError::IdempotencyMismatch { key: key.to_owned() }),
@@ -420,4 +433,9 @@ fn parse_clash(detail: &str) -> Option<(Uuid, u64)> {
     let values = detail.split(")=(").nth(1)?.split(')').next()?;
     let (stream_id, version) = values.split_once(", ")?;
     Some((stream_id.parse().ok()?, version.parse().ok()?))
+}
+
+/// What an idempotency key already stands for, without waiting for a request in flight.
+pub(crate) async fn idempotent_result(pool: &PgPool, key: &str, fingerprint: &[u8]) -> Result<Option<AppendResult>> {
+    stored_result(pool, key, fingerprint).await
 }

@@ -96,3 +96,20 @@ pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<StoredChec
         })
         .collect())
 }
+
+/// Whether every named projection has applied the event at `global_position` (compared in
+/// the log's `(transaction_id, global_position)` order). False while any has not, or when
+/// a projection has no checkpoint yet.
+pub async fn projected(executor: impl PgExecutor<'_>, global_position: i64, projection_names: &[&str]) -> Result<bool> {
+    let names: Vec<String> = projection_names.iter().map(|name| (*name).to_owned()).collect();
+    let (reached, checkpoints): (Option<bool>, i64) = sqlx::query_as(
+        "select bool_and((e.transaction_id, e.global_position) <= (c.transaction_id, c.global_position)), count(c.*) \
+         from ledger.events e cross join ledger.projection_checkpoints c \
+         where e.global_position = $1 and c.projection_name = any($2)",
+    )
+    .bind(global_position)
+    .bind(&names)
+    .fetch_one(executor)
+    .await?;
+    Ok(reached == Some(true) && checkpoints == names.len() as i64)
+}

@@ -93,12 +93,16 @@ pub struct AppendRequest {
     /// A retry with the same key and the same request returns the first result and appends
     /// nothing; the same key with a different request is an error.
     pub idempotency_key: Option<String>,
+    /// What "the same request" means for the key: by default a hash of the events (without
+    /// their ids); a caller that decides events from a request of its own (an HTTP body)
+    /// passes that request's hash instead, so that a retry is recognized before deciding.
+    pub fingerprint: Option<Vec<u8>>,
 }
 
 impl AppendRequest {
     /// A request for a single stream.
     pub fn single(stream: StreamAppend, metadata: Metadata) -> Self {
-        AppendRequest { streams: vec![stream], metadata, idempotency_key: None }
+        AppendRequest { streams: vec![stream], metadata, idempotency_key: None, fingerprint: None }
     }
 
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {

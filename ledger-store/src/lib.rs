@@ -28,7 +28,7 @@ pub use event::{
 pub use query::EventQuery;
 pub use read::READ_BATCH_MAX;
 pub use subscribe::{NOTIFY_CHANNEL, Subscription, SubscriptionOptions};
-pub use verify::{BreakKind, ChainBreak, VerifyReport};
+pub use verify::{BreakKind, ChainBreak, VerifyReport, VerifyScope};
 
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -63,6 +63,15 @@ impl EventStore {
     /// another type or organization. In each case nothing is written.
     pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
         append::append(&self.pool, request).await
+    }
+
+    /// What an idempotency key already stands for: `None` when it is new, the original result
+    /// when it was used with this `fingerprint`.
+    ///
+    /// # Errors
+    /// [`StoreError::IdempotencyMismatch`] when it was used with another fingerprint.
+    pub async fn idempotent_result(&self, key: &str, fingerprint: &[u8]) -> Result<Option<AppendResult>> {
+        append::idempotent_result(&self.pool, key, fingerprint).await
     }
 
     /// The events of one stream from `from_version` on (1 for all).
@@ -100,6 +109,20 @@ impl EventStore {
         query::query_events(&self.pool, query).await
     }
 
+    /// The same as [`EventStore::query_events`], inside the caller's transaction (under the
+    /// API's row-level security).
+    pub async fn query_events_in(
+        connection: &mut sqlx::PgConnection,
+        query: &EventQuery,
+    ) -> Result<Vec<RecordedEvent>> {
+        query::query_events(connection, query).await
+    }
+
+    /// The events of several streams, each in version order.
+    pub async fn read_streams(&self, stream_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+        read::read_streams(&self.pool, stream_ids).await
+    }
+
     /// The newest position and its time; `None` for an empty log.
     pub async fn head(&self) -> Result<Option<(i64, DateTime<Utc>)>> {
         read::head(&self.pool).await
@@ -112,16 +135,16 @@ impl EventStore {
 
     /// Recomputes every stream's hash chain.
     pub async fn verify_all(&self) -> Result<VerifyReport> {
-        verify::verify(&self.pool, None, &mut |_| {}).await
+        verify::verify(&self.pool, VerifyScope::All, &mut |_| {}).await
     }
 
-    /// Recomputes every stream's hash chain, reporting the events checked as it goes.
-    pub async fn verify_all_with_progress(&self, progress: &mut (dyn FnMut(u64) + Send)) -> Result<VerifyReport> {
-        verify::verify(&self.pool, None, progress).await
+    /// Recomputes the hash chains of `scope`, reporting the events checked as it goes.
+    pub async fn verify(&self, scope: VerifyScope, progress: &mut (dyn FnMut(u64) + Send)) -> Result<VerifyReport> {
+        verify::verify(&self.pool, scope, progress).await
     }
 
     /// Recomputes one stream's hash chain.
     pub async fn verify_stream(&self, stream_id: Uuid) -> Result<VerifyReport> {
-        verify::verify(&self.pool, Some(stream_id), &mut |_| {}).await
+        verify::verify(&self.pool, VerifyScope::Stream(stream_id), &mut |_| {}).await
     }
 }

@@ -2,7 +2,7 @@
 //! global position; for tailing the log use `read_all`, which is gap-free.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -50,7 +50,7 @@ impl EventQuery {
     }
 }
 
-pub(crate) async fn query_events(pool: &PgPool, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
+pub(crate) async fn query_events(executor: impl PgExecutor<'_>, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
     query.validate()?;
     let mut sql: QueryBuilder<Postgres> =
         QueryBuilder::new(format!("select {EVENT_COLUMNS} from ledger.events where true"));
@@ -82,6 +82,6 @@ pub(crate) async fn query_events(pool: &PgPool, query: &EventQuery) -> Result<Ve
         sql.push(" and payload @> ").push_bind(contains.clone());
     }
     sql.push(" order by global_position limit ").push_bind(query.limit as i64);
-    let rows = sql.build().fetch_all(pool).await?;
+    let rows = sql.build().fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
 }

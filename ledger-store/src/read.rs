@@ -109,3 +109,13 @@ pub(crate) async fn count_after(executor: impl PgExecutor<'_>, after: Checkpoint
     .await?;
     Ok(count)
 }
+
+/// The events of several streams, each in version order, streams in `stream_ids` order of
+/// first appearance. One query: for loading many aggregates at once.
+pub(crate) async fn read_streams(executor: impl PgExecutor<'_>, stream_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
+    let sql = format!(
+        "select {EVENT_COLUMNS} from ledger.events where stream_id = any($1) order by stream_id, stream_version"
+    );
+    let rows = sqlx::query(&sql).bind(stream_ids).fetch_all(executor).await?;
+    rows.iter().map(event_from_row).collect()
+}

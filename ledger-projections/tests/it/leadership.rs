@@ -35,6 +35,7 @@ async fn credit(store: &EventStore, organization: Uuid, wallet: Uuid, cents: i64
         streams: vec![stream],
         metadata: ledger_store::Metadata::by("writer"),
         idempotency_key: None,
+        fingerprint: None,
     };
     store.append(&request).await.map(|_| ())
 }

@@ -95,7 +95,10 @@ pub async fn decided<A: Aggregate>(
 }
 
 pub async fn append(store: &EventStore, actor: &str, streams: Vec<StreamAppend>) -> AppendResult {
-    store.append(&AppendRequest { streams, metadata: Metadata::by(actor), idempotency_key: None }).await.unwrap()
+    store
+        .append(&AppendRequest { streams, metadata: Metadata::by(actor), idempotency_key: None, fingerprint: None })
+        .await
+        .unwrap()
 }
 
 pub async fn execute<A: Aggregate>(

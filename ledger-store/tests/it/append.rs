@@ -77,6 +77,7 @@ async fn a_conflict_on_one_stream_writes_nothing_on_any() {
         ],
         metadata: Metadata::by("tester"),
         idempotency_key: Some("pay-1".to_owned()),
+        fingerprint: None,
     };
     let error = store.append(&request).await.unwrap_err();
 
@@ -104,6 +105,7 @@ async fn a_multi_stream_append_is_one_transaction() {
             .collect(),
         metadata: Metadata::by("tester"),
         idempotency_key: None,
+        fingerprint: None,
     };
     let result = store.append(&request).await.unwrap();
     assert_eq!(result.positions.len(), 6);
@@ -129,6 +131,7 @@ async fn a_large_batch_goes_in_chunks_within_one_transaction() {
             .collect(),
         metadata: Metadata::by("tester"),
         idempotency_key: None,
+        fingerprint: None,
     };
     assert!(request.event_count() > ledger_store::INSERT_CHUNK_ROWS);
     let result = store.append(&request).await.unwrap();

@@ -207,6 +207,7 @@ async fn random_writer(
                 ],
                 metadata: Metadata::by("writer"),
                 idempotency_key: None,
+                fingerprint: None,
             },
             _ => numbered(organization, first, ExpectedVersion::Any, 1),
         };

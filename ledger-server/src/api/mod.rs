@@ -1,0 +1,247 @@
+//! The HTTP API (axum, JSON). Commands for processors, reads of the projected tables,
+//! the event stream for auditors. See `docs/api.md` and `docs/openapi.json`.
+
+mod audit;
+mod employees;
+mod organization;
+mod payroll;
+mod system;
+mod views;
+mod wallets;
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ledger_core::money::{Currency, Money};
+use ledger_core::organization::OrganizationAggregate;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::keys::{Identity, Permission, authenticate};
+use crate::ledger::{Context, Idempotency, Ledger, Written};
+
+/// The largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// The longest an idempotency key may be.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ledger: Ledger,
+}
+
+/// Every route of the API.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/organization", post(organization::register).get(organization::show))
+        .route("/organization/settings", post(organization::change_settings))
+        .route("/organization/rules/{rule_id}", put(organization::configure_rule).delete(organization::remove_rule))
+        .route("/organization/currencies", post(organization::define_currency))
+        .route("/employees", post(employees::hire).get(employees::list))
+        .route("/employees/{id}", get(employees::show))
+        .route("/employees/{id}/history", get(employees::history))
+        .route("/employees/{id}/pay-rate", post(employees::change_pay_rate))
+        .route("/employees/{id}/position", post(employees::change_position))
+        .route("/employees/{id}/kyc", post(employees::change_kyc))
+        .route("/employees/{id}/terminate", post(employees::terminate))
+        .route("/employees/{id}/rehire", post(employees::rehire))
+        .route("/wallets", post(wallets::open).get(wallets::list))
+        .route("/wallets/{id}", get(wallets::show))
+        .route("/wallets/{id}/statement", get(wallets::statement))
+        .route("/wallets/{id}/withdrawals", post(wallets::withdraw))
+        .route("/payroll-runs", post(payroll::create).get(payroll::list))
+        .route("/payroll-runs/{id}", get(payroll::show))
+        .route("/payroll-runs/{id}/items", get(payroll::items))
+        .route("/payroll-runs/{id}/preview", post(payroll::preview))
+        .route("/payroll-runs/{id}/calculate", post(payroll::calculate))
+        .route("/payroll-runs/{id}/approve", post(payroll::approve))
+        .route("/payroll-runs/{id}/process", post(payroll::process))
+        .route("/payroll-runs/{id}/void", post(payroll::void))
+        .route("/payroll-runs/{id}/reverse", post(payroll::reverse))
+        .route("/payroll-runs/{id}/register", get(audit::register))
+        .route("/payroll-runs/{id}/journal", get(audit::journal))
+        .route("/transactions/{id}", get(wallets::transaction))
+        .route("/transactions/{id}/settle", post(wallets::settle))
+        .route("/audit-logs", get(audit::audit_logs))
+        .route("/events", get(audit::events))
+        .route("/events/export", get(audit::export))
+        .route("/verify", get(audit::verify))
+        .route("/replay/{kind}/{id}", get(audit::replay));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(system::not_found)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+fn bearer(headers: &HeaderMap) -> AppResult<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| AppError::Unauthorized("missing `Authorization: Bearer <API key>` header".to_owned()))?;
+    let value =
+        value.to_str().map_err(|_| AppError::Unauthorized("the Authorization header is not text".to_owned()))?;
+    value
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| AppError::Unauthorized("the Authorization header must be `Bearer <API key>`".to_owned()))
+}
+
+/// The API key of a read request.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Identity);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
+        let token = bearer(&parts.headers)?;
+        Ok(Auth(authenticate(state.ledger.pool(), token).await?))
+    }
+}
+
+/// A command: who sends it, its idempotency key bound to a fingerprint of the request, and
+/// its JSON body.
+#[derive(Debug)]
+pub struct Command {
+    pub context: Context,
+    body: Bytes,
+}
+
+impl FromRequest<AppState> for Command {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> AppResult<Self> {
+        let (mut parts, body) = request.into_parts();
+        let Auth(identity) = Auth::from_request_parts(&mut parts, state).await?;
+        identity.require(Permission::Write)?;
+        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::TooLarge(format!("the request body is larger than {BODY_BYTES_MAX} bytes"))
+            } else {
+                AppError::bad_request("body", rejection.body_text())
+            }
+        })?;
+        let idempotency = match parts.headers.get("idempotency-key") {
+            None => None,
+            Some(value) => {
+                let key = value
+                    .to_str()
+                    .ok()
+                    .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
+                    .ok_or_else(|| {
+                    AppError::bad_request(
+                        "Idempotency-Key",
+                        format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible characters"),
+                    )
+                })?;
+                let mut fingerprint = Sha256::new();
+                for part in [
+                    parts.method.as_str().as_bytes(),
+                    parts.uri.path().as_bytes(),
+                    &body[..],
+                    identity.actor().as_bytes(),
+                ] {
+                    fingerprint.update((part.len() as u64).to_be_bytes());
+                    fingerprint.update(part);
+                }
+                // Keys are per organization: two tenants may pick the same one.
+                Some(Idempotency {
+                    key: format!("{}:{key}", identity.organization_id),
+                    fingerprint: fingerprint.finalize().to_vec(),
+                })
+            }
+        };
+        let correlation_id = parts
+            .headers
+            .get("x-correlation-id")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(Uuid::new_v4);
+        Ok(Command { context: Context { identity, correlation_id, idempotency }, body })
+    }
+}
+
+impl Command {
+    /// The body as `T`; malformed JSON or a missing field is a 400 naming it.
+    pub fn json<T: DeserializeOwned>(&self) -> AppResult<T> {
+        let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
+        serde_json::from_slice(body)
+            .map_err(|error| AppError::BadRequest { code: "malformed_body", detail: format!("request body: {error}") })
+    }
+
+    pub fn require(&self, permission: Permission) -> AppResult<()> {
+        self.context.identity.require(permission)
+    }
+}
+
+/// An amount as the API takes it: a decimal string and a currency code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyInput {
+    pub amount: String,
+    pub currency: String,
+}
+
+/// Resolves a currency: a known one, or one the organization defined.
+pub async fn currency(ledger: &Ledger, organization_id: Uuid, code: &str, field: &str) -> AppResult<Currency> {
+    if let Ok(currency) = Currency::known(code) {
+        return Ok(currency);
+    }
+    let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
+    organization.and_then(|organization| organization.currencies.get(code).cloned()).ok_or_else(|| {
+        AppError::bad_request(
+            field,
+            format!("unknown currency {code:?}: use a known code or define it in POST /v1/organization/currencies"),
+        )
+    })
+}
+
+impl MoneyInput {
+    /// The exact amount; more decimals than the currency has, or not a number, is a 400.
+    pub async fn resolve(&self, ledger: &Ledger, organization_id: Uuid, field: &str) -> AppResult<Money> {
+        let currency = currency(ledger, organization_id, &self.currency, &format!("{field}.currency")).await?;
+        Money::parse(&self.amount, currency).map_err(|error| AppError::bad_request(&format!("{field}.amount"), error))
+    }
+}
+
+/// `?wait_for_position=N`: read your own write.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Consistency {
+    pub wait_for_position: Option<i64>,
+    /// Milliseconds; at most 30 s.
+    pub wait_timeout_ms: Option<u64>,
+}
+
+impl Consistency {
+    pub async fn wait(&self, ledger: &Ledger) -> AppResult<()> {
+        if let Some(position) = self.wait_for_position {
+            let timeout = Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000));
+            ledger.wait_for_position(position, timeout).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a command: what it created and where it wrote.
+pub fn written(status: StatusCode, id_field: &str, id: Uuid, written: Written) -> Response {
+    let status = if written.replayed { StatusCode::OK } else { status };
+    (status, Json(serde_json::json!({ id_field: id, "position": written.position, "replayed": written.replayed })))
+        .into_response()
+}
+
+/// A path id that is not a UUID is a 400 naming it.
+pub fn parse_id(text: &str, field: &str) -> AppResult<Uuid> {
+    text.parse().map_err(|_| AppError::bad_request(field, format!("{text:?} is not a UUID")))
+}

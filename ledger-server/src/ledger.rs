@@ -1,0 +1,282 @@
+//! Command handling: load the stream, fold, decide, append with the expected version; on a
+//! version conflict reload and decide again, a bounded number of times.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledger_core::{Aggregate, DomainEvent};
+use ledger_projections::decode::decode_stream;
+use ledger_store::checkpoint::projected;
+use ledger_store::{
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError,
+    StreamAppend,
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::keys::Identity;
+use crate::metrics::Metrics;
+
+/// Attempts of one command before a version conflict is returned to the caller.
+pub const COMMAND_ATTEMPTS_MAX: usize = 5;
+/// The longest a read waits for projections to reach a position.
+pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(30);
+
+/// Who acts, in which organization, under which idempotency key.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub identity: Identity,
+    pub correlation_id: Uuid,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A client's idempotency key and the fingerprint of its request (method, path, body).
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+impl Context {
+    pub fn organization_id(&self) -> Uuid {
+        self.identity.organization_id
+    }
+
+    /// A system context (CLI, demo) acting as `actor` for an organization.
+    pub fn system(organization_id: Uuid, actor: &str) -> Context {
+        Context {
+            identity: Identity {
+                key_id: Uuid::nil(),
+                organization_id,
+                role: crate::keys::Role::Admin,
+                label: actor.to_owned(),
+            },
+            correlation_id: Uuid::new_v4(),
+            idempotency: None,
+        }
+        .with_actor(actor)
+    }
+
+    fn with_actor(mut self, actor: &str) -> Context {
+        self.identity.label = actor.to_owned();
+        self
+    }
+
+    /// The actor name recorded in events.
+    pub fn actor(&self) -> String {
+        if self.identity.key_id.is_nil() { self.identity.label.clone() } else { self.identity.actor() }
+    }
+
+    fn metadata(&self) -> Metadata {
+        let mut metadata = Metadata::by(self.actor());
+        metadata.role = Some(self.identity.role.as_str().to_owned());
+        metadata.correlation_id = Some(self.correlation_id);
+        if !self.identity.key_id.is_nil() {
+            metadata.extra.insert("api_key_id".to_owned(), serde_json::json!(self.identity.key_id));
+        }
+        metadata
+    }
+
+    /// An id for a new entity: derived from the idempotency key when there is one, so that
+    /// a retried request names the same entity.
+    pub fn new_id(&self, purpose: &str) -> Uuid {
+        match &self.idempotency {
+            Some(idempotency) => {
+                Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}:{purpose}", idempotency.key).as_bytes())
+            }
+            None => Uuid::new_v4(),
+        }
+    }
+}
+
+/// What a command wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    /// The last global position written: pass it as `wait_for_position` to read your write.
+    pub position: i64,
+    /// True when this repeats an earlier request with the same idempotency key.
+    pub replayed: bool,
+}
+
+impl From<AppendResult> for Written {
+    fn from(result: AppendResult) -> Self {
+        Written { position: result.last_position(), replayed: result.replayed }
+    }
+}
+
+/// The engine behind the API and the CLI.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    store: EventStore,
+    metrics: Arc<Metrics>,
+    pay_batch_items: usize,
+}
+
+/// One stream's part of an append, from decided events.
+pub fn stream_append<A: Aggregate>(
+    organization_id: Uuid,
+    stream_id: Uuid,
+    version: u64,
+    events: &[A::Event],
+) -> StreamAppend {
+    StreamAppend {
+        organization_id,
+        stream_type: A::STREAM_TYPE.to_owned(),
+        stream_id,
+        expected_version: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
+        events: events
+            .iter()
+            .map(|event| {
+                let envelope = event.to_envelope();
+                NewEvent {
+                    event_id: Uuid::new_v4(),
+                    event_type: envelope.event_type,
+                    schema_version: envelope.schema_version,
+                    payload: envelope.payload,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Folds one stream's recorded events, checking that it belongs to `organization_id`.
+pub fn fold_stream<A: Aggregate>(
+    organization_id: Uuid,
+    stream_id: Uuid,
+    recorded: &[RecordedEvent],
+) -> AppResult<(A::State, u64)> {
+    if let Some(first) = recorded.first()
+        && (first.organization_id != organization_id || first.stream_type != A::STREAM_TYPE)
+    {
+        return Err(AppError::NotFound(format!("no {} {stream_id} in this organization", A::STREAM_TYPE)));
+    }
+    let events: Vec<A::Event> = decode_stream(recorded)?;
+    Ok((A::fold(&events), recorded.len() as u64))
+}
+
+impl Ledger {
+    pub fn new(store: EventStore, metrics: Arc<Metrics>) -> Ledger {
+        Ledger { store, metrics, pay_batch_items: crate::payroll::PAY_BATCH_ITEMS }
+    }
+
+    /// Pays this many items per atomic append (default [`crate::payroll::PAY_BATCH_ITEMS`]).
+    pub fn with_pay_batch_items(mut self, items: usize) -> Ledger {
+        self.pay_batch_items = items.max(1);
+        self
+    }
+
+    pub fn pay_batch_items(&self) -> usize {
+        self.pay_batch_items
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// An aggregate's state and version; a stream of another organization is not found.
+    pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> AppResult<(A::State, u64)> {
+        let recorded = self.store.read_stream(stream_id, 1).await?;
+        fold_stream::<A>(organization_id, stream_id, &recorded)
+    }
+
+    /// The stored result when this request repeats an earlier one with the same key.
+    pub async fn replayed(&self, context: &Context) -> AppResult<Option<Written>> {
+        let Some(idempotency) = &context.idempotency else { return Ok(None) };
+        Ok(self.store.idempotent_result(&idempotency.key, &idempotency.fingerprint).await?.map(Written::from))
+    }
+
+    /// Appends streams atomically with the context's metadata (and its idempotency key when
+    /// `idempotent`).
+    pub async fn append(
+        &self,
+        context: &Context,
+        streams: Vec<StreamAppend>,
+        idempotent: bool,
+    ) -> Result<AppendResult, StoreError> {
+        let idempotency = context.idempotency.as_ref().filter(|_| idempotent);
+        let request = AppendRequest {
+            streams,
+            metadata: context.metadata(),
+            idempotency_key: idempotency.map(|idempotency| idempotency.key.clone()),
+            fingerprint: idempotency.map(|idempotency| idempotency.fingerprint.clone()),
+        };
+        let started = Instant::now();
+        let result = self.store.append(&request).await;
+        self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.commands.with_label_values(&[if result.is_ok() { "ok" } else { "rejected" }]).inc();
+        result
+    }
+
+    /// Decides `command` on one aggregate and appends the result, retrying on conflicts.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        command: A::Command,
+    ) -> AppResult<Written>
+    where
+        A::Command: Clone,
+    {
+        if let Some(written) = self.replayed(context).await? {
+            return Ok(written);
+        }
+        for attempt in 1..=COMMAND_ATTEMPTS_MAX {
+            let (state, version) = self.load::<A>(context.organization_id(), stream_id).await?;
+            let events = A::decide(&state, command.clone())?;
+            let stream = stream_append::<A>(context.organization_id(), stream_id, version, &events);
+            match self.append(context, vec![stream], true).await {
+                Ok(result) => return Ok(result.into()),
+                Err(StoreError::Conflict { .. }) if attempt < COMMAND_ATTEMPTS_MAX => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// A transaction that reads as the API reader of one organization: row-level security
+    /// hides every other organization's rows.
+    pub async fn tenant_read(&self, organization_id: Uuid) -> AppResult<Transaction<'static, Postgres>> {
+        let mut transaction = self.pool().begin().await?;
+        sqlx::query("set local role ledger_api_reader").execute(&mut *transaction).await?;
+        sqlx::query("select set_config('ledger.organization_id', $1, true)")
+            .bind(organization_id.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        Ok(transaction)
+    }
+
+    /// Waits until every projection has applied the event at `position`.
+    pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> AppResult<()> {
+        let names: Vec<&str> =
+            ledger_projections::projections::all().iter().map(|projection| projection.name()).collect();
+        let deadline = Instant::now() + timeout.min(WAIT_FOR_POSITION_MAX);
+        loop {
+            if projected(self.pool(), position, &names).await? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(AppError::Timeout(format!(
+                    "projections have not reached position {position} yet; retry, or check `payroll-ledger serve` runs its projectors"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every projection has applied everything committed so far.
+    pub async fn wait_for_head(&self, timeout: Duration) -> AppResult<()> {
+        match self.store.head().await? {
+            Some((position, _)) => self.wait_for_position(position, timeout).await,
+            None => Ok(()),
+        }
+    }
+}

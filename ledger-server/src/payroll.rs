@@ -1,0 +1,478 @@
+//! Payroll operations that span several aggregates: calculating a run from the organization's
+//! employees, processing it (paying every item: run, transaction and wallet in one atomic
+//! append per batch), reversing it, withdrawals.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use ledger_core::Aggregate;
+use ledger_core::calendar::PayPeriod;
+use ledger_core::employee::{Employee, EmployeeAggregate};
+use ledger_core::gross_to_net::{ItemInput, PaidPeriod, PayrollItem};
+use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
+use ledger_core::money::Money;
+use ledger_core::organization::OrganizationAggregate;
+use ledger_core::payroll::{
+    ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus,
+};
+use ledger_core::transaction::{
+    Direction, Posting, TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings,
+    reversed_postings, wallet_account,
+};
+use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
+use ledger_store::StoreError;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{AppError, AppResult};
+use crate::ledger::{Context, Ledger, Written, fold_stream, stream_append};
+
+/// Items paid per atomic append.
+pub const PAY_BATCH_ITEMS: usize = 500;
+/// Streams loaded per query.
+pub const LOAD_BATCH_STREAMS: usize = 1_000;
+/// How long a command waits for the read tables it looks facts up in.
+const LOOKUP_WAIT: Duration = Duration::from_secs(30);
+/// Attempts of one payment batch that conflicts with another processor.
+const BATCH_ATTEMPTS_MAX: usize = 5;
+
+/// Loads many aggregates of one type in few queries.
+async fn load_many<A: Aggregate>(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    ids: &[Uuid],
+) -> AppResult<HashMap<Uuid, (A::State, u64)>> {
+    let mut states = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(LOAD_BATCH_STREAMS) {
+        let recorded = ledger.store().read_streams(chunk).await?;
+        let mut by_stream: HashMap<Uuid, Vec<ledger_store::RecordedEvent>> = HashMap::new();
+        for event in recorded {
+            by_stream.entry(event.stream_id).or_default().push(event);
+        }
+        for id in chunk {
+            let events = by_stream.remove(id).unwrap_or_default();
+            states.insert(*id, fold_stream::<A>(organization_id, *id, &events)?);
+        }
+    }
+    Ok(states)
+}
+
+async fn load_run(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<(PayrollRun, u64)> {
+    let (state, version) = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+    let run = state.ok_or_else(|| AppError::NotFound(format!("no payroll run {run_id}")))?;
+    Ok((run, version))
+}
+
+/// The calculation command of a run: the organization's employees employed in the period
+/// at the run's frequency and currency, their payment history, and the organization's rules.
+async fn calculation(ledger: &Ledger, context: &Context, run: &PayrollRun) -> AppResult<PayrollRunCommand> {
+    let organization_id = context.organization_id();
+    ledger.wait_for_head(LOOKUP_WAIT).await?;
+    let mut read = ledger.tenant_read(organization_id).await?;
+    let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
+    let candidates: Vec<Uuid> = sqlx::query_scalar(
+        "select employee_id from employee.employees where pay_frequency = $1 and currency = $2 and start_date <= $3 order by employee_id",
+    )
+    .bind(frequency.as_str())
+    .bind(run.currency.code())
+    .bind(run.period.end())
+    .fetch_all(&mut *read)
+    .await?;
+    let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
+        "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
+         where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3 order by 1, 2",
+    )
+    .bind(&candidates)
+    .bind(run.id.as_uuid())
+    .bind(run.currency.code())
+    .fetch_all(&mut *read)
+    .await?;
+    read.commit().await?;
+    let mut history: HashMap<Uuid, Vec<PaidPeriod>> = HashMap::new();
+    for (employee_id, start, end, amount) in paid {
+        let period = PayPeriod::new(start, end)?;
+        let earnings = Money::new(amount, run.currency.clone())?;
+        history.entry(employee_id).or_default().push(PaidPeriod { period, earnings });
+    }
+    let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
+    let organization = organization
+        .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
+    let rules: Vec<_> = organization.rules.into_values().collect();
+    let employees = load_many::<EmployeeAggregate>(ledger, organization_id, &candidates).await?;
+    let mut inputs = Vec::with_capacity(candidates.len());
+    for id in &candidates {
+        let Some((Some(employee), _)) = employees.get(id) else { continue };
+        let input = ItemInput { employee: employee.clone(), paid_periods: history.remove(id).unwrap_or_default() };
+        if is_owed(&input, run, &rules) {
+            inputs.push(input);
+        }
+    }
+    Ok(PayrollRunCommand::Calculate { inputs, rules, actor: context.actor() })
+}
+
+/// Whether an employee belongs in a run: employed on a day of its period, or owed a
+/// correction for an earlier one.
+fn is_owed(input: &ItemInput, run: &PayrollRun, rules: &[ledger_core::gross_to_net::DeductionRule]) -> bool {
+    let employee: &Employee = &input.employee;
+    run.period.each_day().any(|day| employee.employed_on(day))
+        || (!input.paid_periods.is_empty()
+            && ledger_core::gross_to_net::calculate_item(input, run.period, run.frequency, &run.currency, rules)
+                .is_ok())
+}
+
+/// Calculates (or recalculates) a run and records it.
+pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<Written> {
+    if let Some(written) = ledger.replayed(context).await? {
+        return Ok(written);
+    }
+    let (run, _) = load_run(ledger, context, run_id).await?;
+    let command = calculation(ledger, context, &run).await?;
+    ledger.execute::<PayrollRunAggregate>(context, run_id, command).await
+}
+
+/// What a calculation would give, without recording it.
+pub async fn preview(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<Vec<PayrollItem>> {
+    let (run, _) = load_run(ledger, context, run_id).await?;
+    let command = calculation(ledger, context, &run).await?;
+    let events = PayrollRunAggregate::decide(&Some(run), command)?;
+    Ok(events
+        .into_iter()
+        .flat_map(|event| match event {
+            PayrollRunEvent::PayrollRunCalculated { items, .. } => items,
+            _ => Vec::new(),
+        })
+        .collect())
+}
+
+/// The outcome of processing a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    pub status: RunStatus,
+    pub paid_now: u64,
+    pub failed_now: u64,
+    pub paid: u64,
+    pub failed: u64,
+    pub held: u64,
+    pub position: i64,
+}
+
+fn count(run: &PayrollRun, wanted: fn(&ItemStatus) -> bool) -> u64 {
+    run.items.values().filter(|item| wanted(&item.status)).count() as u64
+}
+
+/// The active wallet of each employee in the run's currency, from the wallet read table.
+async fn wallets_of(
+    ledger: &Ledger,
+    context: &Context,
+    run: &PayrollRun,
+    employees: &[Uuid],
+) -> AppResult<HashMap<Uuid, Uuid>> {
+    ledger.wait_for_head(LOOKUP_WAIT).await?;
+    let mut read = ledger.tenant_read(context.organization_id()).await?;
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select distinct on (employee_id) employee_id, wallet_id from wallet.wallets \
+         where employee_id = any($1) and currency = $2 and status = 'active' order by employee_id, last_position",
+    )
+    .bind(employees)
+    .bind(run.currency.code())
+    .fetch_all(&mut *read)
+    .await?;
+    read.commit().await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Pays every pending item of an approved or processing run, in batches; each batch is one
+/// atomic append of the run, the transactions and the wallets. Resumable: run again after a
+/// crash, it pays the rest and nobody twice. Completes the run when nothing is pending.
+pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<ProcessReport> {
+    let (run, _) = load_run(ledger, context, run_id).await?;
+    if run.status == RunStatus::Approved {
+        let start = PayrollRunCommand::StartProcessing { actor: context.actor() };
+        match ledger.execute::<PayrollRunAggregate>(context, run_id, start).await {
+            Ok(_) | Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let (mut run, _) = load_run(ledger, context, run_id).await?;
+    let (mut paid_now, mut failed_now, mut position) = (0, 0, 0);
+    if run.status == RunStatus::Processing {
+        let pending: Vec<Uuid> = run
+            .items
+            .iter()
+            .filter(|(_, item)| item.status == ItemStatus::Pending)
+            .map(|(id, _)| id.as_uuid())
+            .collect();
+        let wallets = wallets_of(ledger, context, &run, &pending).await?;
+        for batch in pending.chunks(ledger.pay_batch_items()) {
+            let (paid, failed, written) = pay_batch(ledger, context, run_id, batch, &wallets).await?;
+            paid_now += paid;
+            failed_now += failed;
+            position = position.max(written);
+        }
+        match ledger.execute::<PayrollRunAggregate>(context, run_id, PayrollRunCommand::Complete).await {
+            Ok(written) => position = position.max(written.position),
+            // Another processor completed it meanwhile.
+            Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {}
+            Err(error) => return Err(error),
+        }
+        run = load_run(ledger, context, run_id).await?.0;
+    } else if !matches!(run.status, RunStatus::Completed | RunStatus::PartiallyFailed) {
+        return Err(AppError::Domain(ledger_core::DomainError::WrongStatus {
+            entity: "payroll run",
+            action: "process",
+            status: format!("{:?}", run.status),
+        }));
+    }
+    Ok(ProcessReport {
+        status: run.status,
+        paid_now,
+        failed_now,
+        paid: count(&run, |status| matches!(status, ItemStatus::Paid { .. })),
+        failed: count(&run, |status| matches!(status, ItemStatus::Failed { .. })),
+        held: count(&run, |status| matches!(status, ItemStatus::Held { .. })),
+        position,
+    })
+}
+
+/// Pays the still-pending items of `batch` in one append; on a conflict with another
+/// processor, reloads and tries again (items it paid meanwhile are skipped).
+async fn pay_batch(
+    ledger: &Ledger,
+    context: &Context,
+    run_id: Uuid,
+    batch: &[Uuid],
+    wallets: &HashMap<Uuid, Uuid>,
+) -> AppResult<(u64, u64, i64)> {
+    let organization_id = context.organization_id();
+    for attempt in 1..=BATCH_ATTEMPTS_MAX {
+        let (run, run_version) = load_run(ledger, context, run_id).await?;
+        if run.status != RunStatus::Processing {
+            return Ok((0, 0, 0));
+        }
+        let wallet_ids: Vec<Uuid> = batch.iter().filter_map(|employee| wallets.get(employee).copied()).collect();
+        let wallet_states = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
+        let mut state = Some(run);
+        let mut run_events = Vec::new();
+        let mut streams = Vec::new();
+        let (mut paid, mut failed) = (0, 0);
+        for employee in batch {
+            let run = state.as_ref().expect("the run exists");
+            let item = &run.items[&EmployeeId::from_uuid(*employee)];
+            if item.status != ItemStatus::Pending {
+                continue;
+            }
+            let wallet =
+                wallets.get(employee).and_then(|wallet| wallet_states.get(wallet).map(|state| (*wallet, state)));
+            let (command, mut payment) = match wallet {
+                Some((wallet_id, (Some(wallet), version))) => {
+                    let transaction_id = TransactionId::from_uuid(Uuid::new_v4());
+                    let payment = payment_streams(
+                        organization_id,
+                        run_id,
+                        &item.item,
+                        WalletId::from_uuid(wallet_id),
+                        wallet,
+                        *version,
+                        transaction_id,
+                    )?;
+                    (
+                        PayrollRunCommand::MarkItemPaid {
+                            employee_id: EmployeeId::from_uuid(*employee),
+                            transaction_id,
+                        },
+                        payment,
+                    )
+                }
+                _ => {
+                    let reason = format!("employee has no active wallet in {}", run.currency);
+                    (
+                        PayrollRunCommand::MarkItemFailed { employee_id: EmployeeId::from_uuid(*employee), reason },
+                        Vec::new(),
+                    )
+                }
+            };
+            let events = PayrollRunAggregate::decide(&state, command)?;
+            if payment.is_empty() {
+                failed += 1
+            } else {
+                paid += 1
+            }
+            state = events.iter().fold(state, PayrollRunAggregate::evolve);
+            run_events.extend(events);
+            streams.append(&mut payment);
+        }
+        if run_events.is_empty() {
+            return Ok((0, 0, 0));
+        }
+        streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
+        match ledger.append(context, streams, false).await {
+            Ok(result) => return Ok((paid, failed, result.last_position())),
+            Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// The transaction and wallet streams that pay one item.
+fn payment_streams(
+    organization_id: Uuid,
+    run_id: Uuid,
+    item: &PayrollItem,
+    wallet_id: WalletId,
+    wallet: &Wallet,
+    wallet_version: u64,
+    transaction_id: TransactionId,
+) -> AppResult<Vec<ledger_store::StreamAppend>> {
+    let organization = OrganizationId::from_uuid(organization_id);
+    let record = TransactionCommand::Record {
+        transaction_id,
+        organization_id: organization,
+        postings: payroll_item_postings(organization, wallet_id, item),
+        reference: TransactionReference::PayrollItem {
+            payroll_run_id: PayrollRunId::from_uuid(run_id),
+            employee_id: item.employee_id,
+        },
+    };
+    let transaction_events = TransactionAggregate::decide(&None, record)?;
+    let mut streams =
+        vec![stream_append::<TransactionAggregate>(organization_id, transaction_id.as_uuid(), 0, &transaction_events)];
+    if item.net.is_positive() {
+        let credit = WalletCommand::Credit { amount: item.net.clone(), transaction_id };
+        let wallet_events = WalletAggregate::decide(&Some(wallet.clone()), credit)?;
+        streams.push(stream_append::<WalletAggregate>(
+            organization_id,
+            wallet_id.as_uuid(),
+            wallet_version,
+            &wallet_events,
+        ));
+    }
+    Ok(streams)
+}
+
+/// Reverses a paid run: the run's reversal event, then per paid item a transaction with the
+/// postings turned around and a wallet debit of what the wallet still holds of the net.
+pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> AppResult<Written> {
+    if let Some(written) = ledger.replayed(context).await? {
+        return Ok(written);
+    }
+    let organization_id = context.organization_id();
+    let (run, run_version) = load_run(ledger, context, run_id).await?;
+    let run_events =
+        PayrollRunAggregate::decide(&Some(run.clone()), PayrollRunCommand::Reverse { reason, actor: context.actor() })?;
+    let paid: Vec<(EmployeeId, TransactionId, Money)> = run
+        .items
+        .values()
+        .filter_map(|item| match item.status {
+            ItemStatus::Paid { transaction_id } => Some((item.item.employee_id, transaction_id, item.item.net.clone())),
+            _ => None,
+        })
+        .collect();
+    let originals = load_many::<TransactionAggregate>(
+        ledger,
+        organization_id,
+        &paid.iter().map(|(_, id, _)| id.as_uuid()).collect::<Vec<_>>(),
+    )
+    .await?;
+    let mut streams = vec![stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events)];
+    let mut wallet_ids = Vec::new();
+    for (employee, original, _) in &paid {
+        let Some((Some(transaction), _)) = originals.get(&original.as_uuid()) else { continue };
+        let wallet = transaction
+            .postings
+            .iter()
+            .find_map(|posting| posting.account.strip_prefix("wallet:"))
+            .and_then(|id| id.parse::<Uuid>().ok());
+        wallet_ids.push((*employee, *original, wallet));
+    }
+    let wallets = load_many::<WalletAggregate>(
+        ledger,
+        organization_id,
+        &wallet_ids.iter().filter_map(|(_, _, wallet)| *wallet).collect::<Vec<_>>(),
+    )
+    .await?;
+    for ((employee, original, wallet), (_, _, net)) in wallet_ids.iter().zip(&paid) {
+        let reversal = TransactionId::from_uuid(Uuid::new_v4());
+        let Some((Some(transaction), _)) = originals.get(&original.as_uuid()) else { continue };
+        let record = TransactionCommand::Record {
+            transaction_id: reversal,
+            organization_id: OrganizationId::from_uuid(organization_id),
+            postings: reversed_postings(&transaction.postings),
+            reference: TransactionReference::PayrollReversal {
+                payroll_run_id: PayrollRunId::from_uuid(run_id),
+                employee_id: *employee,
+            },
+        };
+        streams.push(stream_append::<TransactionAggregate>(
+            organization_id,
+            reversal.as_uuid(),
+            0,
+            &TransactionAggregate::decide(&None, record)?,
+        ));
+        if let Some(wallet_id) = wallet
+            && let Some((Some(wallet_state), version)) = wallets.get(wallet_id)
+        {
+            let take_back = net.clone().min(wallet_state.balance.clone())?;
+            if take_back.is_positive() {
+                let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
+                let events = WalletAggregate::decide(&Some(wallet_state.clone()), debit)?;
+                streams.push(stream_append::<WalletAggregate>(organization_id, *wallet_id, *version, &events));
+            }
+        }
+    }
+    Ok(ledger.append(context, streams, true).await?.into())
+}
+
+/// An employee withdraws from their wallet: a balanced transaction (wallet to the external
+/// payout account) and the wallet's debit, in one append.
+pub async fn withdraw(
+    ledger: &Ledger,
+    context: &Context,
+    wallet_id: Uuid,
+    amount: Money,
+    destination: &str,
+) -> AppResult<(Uuid, Written)> {
+    if let Some(written) = ledger.replayed(context).await? {
+        return Ok((context.new_id("withdrawal"), written));
+    }
+    let organization_id = context.organization_id();
+    for attempt in 1..=crate::ledger::COMMAND_ATTEMPTS_MAX {
+        let (wallet, version) = ledger.load::<WalletAggregate>(organization_id, wallet_id).await?;
+        if wallet.is_none() {
+            return Err(AppError::NotFound(format!("no wallet {wallet_id}")));
+        }
+        let transaction_id = TransactionId::from_uuid(context.new_id("withdrawal"));
+        let postings = vec![
+            Posting {
+                account: wallet_account(WalletId::from_uuid(wallet_id)),
+                direction: Direction::Credit,
+                amount: amount.clone(),
+            },
+            Posting { account: format!("external:{destination}"), direction: Direction::Debit, amount: amount.clone() },
+        ];
+        let record = TransactionCommand::Record {
+            transaction_id,
+            organization_id: OrganizationId::from_uuid(organization_id),
+            postings,
+            reference: TransactionReference::Withdrawal { wallet_id: WalletId::from_uuid(wallet_id) },
+        };
+        let debit = WalletAggregate::decide(&wallet, WalletCommand::Debit { amount: amount.clone(), transaction_id })?;
+        let streams = vec![
+            stream_append::<TransactionAggregate>(
+                organization_id,
+                transaction_id.as_uuid(),
+                0,
+                &TransactionAggregate::decide(&None, record)?,
+            ),
+            stream_append::<WalletAggregate>(organization_id, wallet_id, version, &debit),
+        ];
+        match ledger.append(context, streams, true).await {
+            Ok(result) => return Ok((transaction_id.as_uuid(), result.into())),
+            Err(StoreError::Conflict { .. }) if attempt < crate::ledger::COMMAND_ATTEMPTS_MAX => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}

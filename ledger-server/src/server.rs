@@ -1,0 +1,100 @@
+//! Running the service: the HTTP API and the projector runners together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ledger_projections::projections::all;
+use ledger_projections::{Runner, RunnerOptions};
+use ledger_store::EventStore;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{AppState, router};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+
+/// A running server; dropping it does not stop it: call [`Server::stop`].
+#[derive(Debug)]
+pub struct Server {
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the runners of every projection (each waits as a standby if another process
+/// leads it).
+pub fn start_projectors(
+    pool: &PgPool,
+    options: RunnerOptions,
+    only: Option<&str>,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<anyhow::Result<()>>> {
+    all()
+        .into_iter()
+        .filter(|projection| only.is_none_or(|name| projection.name() == name))
+        .map(|projection| {
+            let runner = Runner::new(pool.clone(), projection, options);
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                let name = runner.projection().name();
+                runner.run(stopped).await.map_err(|error| anyhow::anyhow!("projection {name} stopped: {error}"))
+            })
+        })
+        .collect()
+}
+
+impl Server {
+    /// Binds `address` (port 0 for any free port) and serves the API, with the projector
+    /// runners when `projectors` is true.
+    pub async fn start(pool: PgPool, address: SocketAddr, projectors: bool) -> anyhow::Result<Server> {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks =
+            if projectors { start_projectors(&pool, RunnerOptions::default(), None, &stopped) } else { Vec::new() };
+        let ledger = Ledger::new(EventStore::new(pool), Arc::new(Metrics::new()));
+        let listener = tokio::net::TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        let app = router(AppState { ledger });
+        let mut stopped_http = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped_http.wait_for(|stop| *stop).await;
+                })
+                .await?;
+            Ok(())
+        }));
+        Ok(Server { address, stop, tasks })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops the API and the runners, waiting for each to finish its current step.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then stops.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let terminate = async {
+            #[cfg(unix)]
+            if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                signal.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate => {}
+        }
+        tracing::info!("stopping");
+        self.stop().await
+    }
+}

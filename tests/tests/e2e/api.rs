@@ -1,0 +1,258 @@
+//! The lifecycle over HTTP, idempotency, racing processors and an interrupted payment run.
+
+use std::sync::Arc;
+
+use ledger_server::ledger::{Context, Ledger};
+use ledger_server::metrics::Metrics;
+use reqwest::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::World;
+
+fn decimal(value: &Value) -> Decimal {
+    match value {
+        Value::String(text) => text.parse().unwrap(),
+        Value::Number(number) => number.to_string().parse().unwrap(),
+        other => panic!("not a decimal: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_lifecycle_over_http() {
+    let world = World::new().await;
+    world.register().await;
+    let (raised, raised_wallet) = world.hire("5000.00", true).await;
+    let (_, steady_wallet) = world.hire("3100.00", true).await;
+    let (pending, _) = world.hire("4000.00", false).await;
+    // A raise from Jan 17: (5,000 x 16 + 6,000 x 15) / 31 = 5,483.87; 10% tax 548.39.
+    let raise = json!({ "rate": { "amount": { "amount": "6000.00", "currency": "USD" }, "basis": "monthly" }, "effective_from": "2026-01-17", "reason": "promotion" });
+    world.ok(Method::POST, &format!("/v1/employees/{raised}/pay-rate"), &world.processor, Some(raise)).await;
+
+    let run = world.calculated_run().await;
+    let (status, body) = world.post(&format!("/v1/payroll-runs/{run}/approve"), &world.processor, json!({})).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("self_approval")), "{body}");
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    let processed = world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    assert_eq!(processed["report"]["status"], "completed");
+    assert_eq!((processed["report"]["paid"].as_u64(), processed["report"]["held"].as_u64()), (Some(2), Some(1)));
+    let position = processed["position"].as_i64().unwrap();
+
+    let items = world
+        .ok(Method::GET, &format!("/v1/payroll-runs/{run}/items?wait_for_position={position}"), &world.processor, None)
+        .await;
+    let items = items["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    for item in items.iter().filter(|item| item["status"] == "paid") {
+        let transaction = item["transaction_id"].as_str().unwrap();
+        let settle = json!({ "signature": format!("sig-{transaction}"), "block_hash": "EkSnNWid2cvwEVnVx9aBqawnmiCNiDgp3gUdkDPTKN1N" });
+        world.ok(Method::POST, &format!("/v1/transactions/{transaction}/settle"), &world.processor, Some(settle)).await;
+    }
+    let held = items.iter().find(|item| item["employee_id"] == pending.as_str()).unwrap();
+    assert_eq!(held["status"], "held");
+
+    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
+    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    let wait = format!("wait_for_position={last}");
+    let register =
+        world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/register?{wait}"), &world.compliance, None).await;
+    assert_eq!(decimal(&register["content"]["gross"]), "12583.87".parse::<Decimal>().unwrap(), "{register}");
+    assert_eq!(register["content"]["items"], 3);
+    let journal = world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/journal"), &world.compliance, None).await;
+    assert_eq!(journal["content"]["balanced"], true);
+
+    let raised_balance =
+        world.ok(Method::GET, &format!("/v1/wallets/{raised_wallet}?{wait}"), &world.processor, None).await;
+    assert_eq!(decimal(&raised_balance["balance"]), "4935.48".parse::<Decimal>().unwrap()); // 5,483.87 - 548.39
+    let steady_balance = world.ok(Method::GET, &format!("/v1/wallets/{steady_wallet}"), &world.processor, None).await;
+    assert_eq!(decimal(&steady_balance["balance"]), "2790.00".parse::<Decimal>().unwrap());
+    let paid = items.iter().find(|item| item["status"] == "paid").unwrap();
+    let transaction = world
+        .ok(
+            Method::GET,
+            &format!("/v1/transactions/{}", paid["transaction_id"].as_str().unwrap()),
+            &world.processor,
+            None,
+        )
+        .await;
+    assert_eq!(transaction["status"], "settled");
+    assert_eq!(transaction["log"].as_array().unwrap().len(), 2, "pending, then settled");
+
+    let audit = world.ok(Method::GET, &format!("/v1/audit-logs?resource_id={run}&{wait}"), &world.auditor, None).await;
+    let actions: Vec<&str> =
+        audit["audit_logs"].as_array().unwrap().iter().map(|row| row["action"].as_str().unwrap()).collect();
+    assert!(
+        actions.starts_with(&[
+            "PayrollRunCreated",
+            "PayrollRunCalculated",
+            "PayrollRunApproved",
+            "PayrollRunProcessingStarted"
+        ]),
+        "{actions:?}"
+    );
+    let approvals: Vec<&Value> =
+        audit["audit_logs"].as_array().unwrap().iter().filter(|row| row["action"] == "PayrollRunApproved").collect();
+    assert!(approvals[0]["actor"].as_str().unwrap().starts_with("key:"), "the acting key is recorded");
+    assert_eq!(approvals[0]["role"], "processor");
+
+    let verify = world.ok(Method::GET, "/v1/verify", &world.auditor, None).await;
+    assert_eq!(verify["intact"], true, "{verify}");
+    assert!(verify["report"]["events_checked"].as_u64().unwrap() > 20);
+
+    // The replay of the raised employee before the raise shows the old rate.
+    let (_, raise_events) =
+        world.get(&format!("/v1/events?stream_id={raised}&event_type=EmployeePayRateChanged"), &world.auditor).await;
+    let raise_position = raise_events["events"][0]["global_position"].as_i64().unwrap();
+    let before = world
+        .ok(
+            Method::GET,
+            &format!("/v1/replay/employee/{raised}?as_of_position={}", raise_position - 1),
+            &world.auditor,
+            None,
+        )
+        .await;
+    assert_eq!(before["state"]["rates"].as_array().unwrap().len(), 1);
+    let metrics = world.client.get(world.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("payroll_ledger_append_seconds_bucket")
+            && metrics.contains("payroll_ledger_projection_lag_events{projection=\"wallet\"}"),
+        "{metrics}"
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_one_run_and_one_payment_per_item() {
+    let world = World::new().await;
+    world.register().await;
+    world.hire("5000.00", true).await;
+    world.hire("4000.00", true).await;
+    let body = json!({ "period": { "start": "2026-01-01", "end": "2026-01-31" } });
+    let (first_status, first) =
+        world.call(Method::POST, "/v1/payroll-runs", &world.processor, Some(body.clone()), Some("january-run")).await;
+    let (second_status, second) =
+        world.call(Method::POST, "/v1/payroll-runs", &world.processor, Some(body.clone()), Some("january-run")).await;
+    assert_eq!((first_status, second_status), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(first["payroll_run_id"], second["payroll_run_id"]);
+    assert_eq!((first["replayed"].as_bool(), second["replayed"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(world.count_of("PayrollRunCreated").await, 1);
+
+    let before = world.event_count().await;
+    let other = json!({ "period": { "start": "2026-02-01", "end": "2026-02-28" } });
+    let (status, problem) =
+        world.call(Method::POST, "/v1/payroll-runs", &world.processor, Some(other), Some("january-run")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("idempotency_mismatch")));
+    assert_eq!(world.event_count().await, before, "nothing written");
+
+    let run = first["payroll_run_id"].as_str().unwrap();
+    for _ in 0..2 {
+        world
+            .call(
+                Method::POST,
+                &format!("/v1/payroll-runs/{run}/calculate"),
+                &world.processor,
+                None,
+                Some("january-calc"),
+            )
+            .await;
+    }
+    assert_eq!(world.count_of("PayrollRunCalculated").await, 1);
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    for _ in 0..2 {
+        let (status, body) = world
+            .call(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None, Some("january-pay"))
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    assert_eq!(world.count_of("PayrollItemPaid").await, 2);
+    assert_eq!(world.count_of("WalletCredited").await, 2);
+    assert_eq!(world.count_of("TransactionRecorded").await, 2);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processors_approving_or_processing_at_once_have_one_effect() {
+    let world = Arc::new(World::new().await);
+    world.register().await;
+    for _ in 0..6 {
+        world.hire("3000.00", true).await;
+    }
+    let run = world.calculated_run().await;
+    let approvals: Vec<_> = [world.second_processor.clone(), world.third_processor.clone()]
+        .into_iter()
+        .map(|key| {
+            let (world, run) = (world.clone(), run.clone());
+            tokio::spawn(async move { world.post(&format!("/v1/payroll-runs/{run}/approve"), &key, json!({})).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for approval in approvals {
+        statuses.push(approval.await.unwrap().0);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY]);
+    assert_eq!(world.count_of("PayrollRunApproved").await, 1);
+
+    let processes: Vec<_> = [world.processor.clone(), world.second_processor.clone()]
+        .into_iter()
+        .map(|key| {
+            let (world, run) = (world.clone(), run.clone());
+            tokio::spawn(async move { world.post(&format!("/v1/payroll-runs/{run}/process"), &key, json!({})).await })
+        })
+        .collect();
+    for process in processes {
+        let (status, body) = process.await.unwrap();
+        assert!(status.is_success(), "{body}");
+    }
+    assert_eq!(world.count_of("PayrollItemPaid").await, 6);
+    assert_eq!(world.count_of("WalletCredited").await, 6);
+    assert_eq!(world.count_of("PayrollRunCompleted").await, 1);
+    let world = Arc::into_inner(world).unwrap();
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processing_killed_half_way_pays_everyone_exactly_once_when_run_again() {
+    let world = World::new().await;
+    world.register().await;
+    for _ in 0..30 {
+        world.hire("2500.00", true).await;
+    }
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+
+    // A processor paying one item per append, killed after its first payments.
+    let ledger = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()))
+        .with_pay_batch_items(1);
+    let context = Context::system(world.organization, "processor-1");
+    let run_id: uuid::Uuid = run.parse().unwrap();
+    let task = {
+        let (ledger, context) = (ledger.clone(), context.clone());
+        tokio::spawn(async move { ledger_server::payroll::process(&ledger, &context, run_id).await })
+    };
+    while world.count_of("PayrollItemPaid").await < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    let paid_before = world.count_of("PayrollItemPaid").await;
+    assert!(paid_before < 30, "the kill came half way ({paid_before} paid)");
+    assert_eq!(world.count_of("PayrollRunCompleted").await, 0);
+
+    let processed = world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    assert_eq!(processed["report"]["paid"].as_u64(), Some(30));
+    // An append in flight when the task was killed may still commit after `paid_before` was
+    // counted, so the second run pays at most the rest.
+    let paid_now = processed["report"]["paid_now"].as_u64().unwrap();
+    assert!(paid_now > 0 && paid_now <= 30 - paid_before as u64, "paid now {paid_now}, before {paid_before}");
+    assert_eq!(world.count_of("PayrollItemPaid").await, 30);
+    assert_eq!(world.count_of("WalletCredited").await, 30);
+    let credited_twice: i64 = sqlx::query_scalar(
+        "select count(*) from (select stream_id from ledger.events where event_type = 'WalletCredited' group by stream_id having count(*) > 1) twice",
+    )
+    .fetch_one(&world.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(credited_twice, 0, "nobody paid twice");
+    world.stop().await;
+}
