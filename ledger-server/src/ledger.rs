@@ -11,6 +11,7 @@ use ledger_store::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError,
     StreamAppend,
 };
+use sha2::Digest;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -55,12 +56,22 @@ impl Context {
             correlation_id: Uuid::new_v4(),
             idempotency: None,
         }
-        .with_actor(actor)
     }
 
-    fn with_actor(mut self, actor: &str) -> Context {
-        self.identity.label = actor.to_owned();
-        self
+    /// The same context under an idempotency key, for a request that is the same every time
+    /// it is sent with this key.
+    pub fn idempotent(&self, key: &str) -> Context {
+        let mut context = self.clone();
+        let scoped = format!("{}:{key}", self.organization_id());
+        let fingerprint = sha2::Sha256::digest(format!("{scoped}:{}", self.actor()).as_bytes()).to_vec();
+        context.idempotency = Some(Idempotency { key: scoped, fingerprint });
+        context
+    }
+
+    /// The same context without its idempotency key: for the appends of an operation after
+    /// the first, which the key stands for.
+    pub fn without_idempotency(&self) -> Context {
+        Context { idempotency: None, ..self.clone() }
     }
 
     /// The actor name recorded in events.

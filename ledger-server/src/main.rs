@@ -1,1 +1,143 @@
-fn main() {}
+//! `payroll-ledger`: the CLI of the payroll ledger.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// An event-sourced payroll ledger on PostgreSQL.
+///
+/// Without DATABASE_URL every command uses a private PostgreSQL that it starts from the
+/// installed server binaries, with its data in --data-dir.
+#[derive(Debug, Parser)]
+#[command(name = "payroll-ledger", version, about, long_about = None)]
+struct Cli {
+    /// The PostgreSQL to use, e.g. postgres://user:password@host:5432/db. Unset: a private server.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Where the private server keeps its data (when DATABASE_URL is unset).
+    #[arg(long, env = "PAYROLL_LEDGER_DATA_DIR", global = true, default_value = ".payroll-ledger/pg")]
+    data_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API and run the projectors.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "PAYROLL_LEDGER_BIND", default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// Serve the API only; run projectors elsewhere with `project`.
+        #[arg(long)]
+        no_projectors: bool,
+    },
+    /// Apply pending migrations, or list applied and pending ones with --status.
+    Migrate {
+        #[arg(long)]
+        status: bool,
+    },
+    /// Run projector runners only (scale a projection out to another machine with --only).
+    Project {
+        /// One projection: organization, employee, wallet, payroll, transaction, notification, compliance.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Rebuild one projection (or all) from the first event, swapping the result in.
+    Rebuild {
+        /// The projection; all when omitted.
+        name: Option<String>,
+    },
+    /// Show an entity as it was at a past time or position, from the events alone.
+    Replay {
+        /// A global position (e.g. 1200), an RFC 3339 time (2026-01-15T12:00:00Z) or a date (end of that day, UTC).
+        #[arg(long)]
+        as_of: String,
+        /// KIND:ID with KIND one of employee, wallet, payroll_run, transaction, account (account:wallet:<id>, account:funding:<org>).
+        #[arg(long)]
+        entity: String,
+    },
+    /// Query or export events as NDJSON or CSV.
+    Events(cli::events::EventsArgs),
+    /// Recompute every hash chain and name the first event that does not match. Exit 1 if any.
+    Verify {
+        /// Verify one stream only.
+        #[arg(long)]
+        stream_id: Option<uuid::Uuid>,
+    },
+    /// Create, list or revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run a real payroll end to end: 1,000 employees, a month paid and settled, a report.
+    Demo {
+        /// Employees to hire.
+        #[arg(long, default_value_t = 1_000)]
+        employees: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; its token is printed once.
+    Create {
+        #[arg(long)]
+        org: uuid::Uuid,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, default_value = "cli")]
+        label: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        org: Option<uuid::Uuid>,
+    },
+    /// Revoke a key.
+    Revoke { key_id: uuid::Uuid },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Processor,
+    Compliance,
+    Auditor,
+}
+
+impl From<RoleArg> for ledger_server::keys::Role {
+    fn from(role: RoleArg) -> Self {
+        use ledger_server::keys::Role;
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Processor => Role::Processor,
+            RoleArg::Compliance => Role::Compliance,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAYROLL_LEDGER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+            eprintln!("payroll-ledger: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}

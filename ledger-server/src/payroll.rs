@@ -39,7 +39,7 @@ const LOOKUP_WAIT: Duration = Duration::from_secs(30);
 const BATCH_ATTEMPTS_MAX: usize = 5;
 
 /// Loads many aggregates of one type in few queries.
-async fn load_many<A: Aggregate>(
+pub async fn load_many<A: Aggregate>(
     ledger: &Ledger,
     organization_id: Uuid,
     ids: &[Uuid],
@@ -195,6 +195,9 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
             Err(error) => return Err(error),
         }
     }
+    // The idempotency key stands for starting the run; the payments and the completion are
+    // idempotent by the run's own state.
+    let context = &context.without_idempotency();
     let (mut run, _) = load_run(ledger, context, run_id).await?;
     let (mut paid_now, mut failed_now, mut position) = (0, 0, 0);
     if run.status == RunStatus::Processing {
@@ -475,4 +478,54 @@ pub async fn withdraw(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// The payout rail's confirmation of one payment: its signature and the block it landed in.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub signature: String,
+    pub block_hash: String,
+}
+
+/// Settles every still-pending payment of a run with what `confirm` says the rail reported,
+/// a batch of transactions per append. Returns how many were settled now.
+pub async fn settle_run(
+    ledger: &Ledger,
+    context: &Context,
+    run_id: Uuid,
+    confirm: impl Fn(TransactionId) -> Settlement,
+) -> AppResult<u64> {
+    let organization_id = context.organization_id();
+    let (run, _) = load_run(ledger, context, run_id).await?;
+    let paid: Vec<Uuid> = run
+        .items
+        .values()
+        .filter_map(|item| match item.status {
+            ItemStatus::Paid { transaction_id } => Some(transaction_id.as_uuid()),
+            _ => None,
+        })
+        .collect();
+    let mut settled = 0;
+    for batch in paid.chunks(ledger.pay_batch_items()) {
+        let transactions = load_many::<TransactionAggregate>(ledger, organization_id, batch).await?;
+        let mut streams = Vec::new();
+        for id in batch {
+            let Some((Some(transaction), version)) = transactions.get(id) else { continue };
+            if transaction.status != ledger_core::transaction::TransactionStatus::Pending {
+                continue;
+            }
+            let confirmation = confirm(transaction.id);
+            let settle =
+                TransactionCommand::Settle { signature: confirmation.signature, block_hash: confirmation.block_hash };
+            let events = TransactionAggregate::decide(&Some(transaction.clone()), settle)?;
+            streams.push(stream_append::<TransactionAggregate>(organization_id, *id, *version, &events));
+        }
+        if streams.is_empty() {
+            continue;
+        }
+        let count = streams.len() as u64;
+        ledger.append(context, streams, false).await?;
+        settled += count;
+    }
+    Ok(settled)
 }

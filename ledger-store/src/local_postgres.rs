@@ -40,6 +40,7 @@ pub struct LocalPostgres {
     data_dir: PathBuf,
     port: u16,
     run_as_postgres: bool,
+    started_here: bool,
 }
 
 impl LocalPostgres {
@@ -52,14 +53,22 @@ impl LocalPostgres {
         let lock_path = data_dir.with_extension("lock");
         let lock = File::create(&lock_path).map_err(io_error(format!("creating {}", lock_path.display())))?;
         lock.lock().map_err(io_error(format!("locking {}", lock_path.display())))?;
-        let mut server =
-            LocalPostgres { bin_dir, data_dir: data_dir.to_path_buf(), port: 0, run_as_postgres: is_root() };
+        let mut server = LocalPostgres {
+            bin_dir,
+            data_dir: data_dir.to_path_buf(),
+            port: 0,
+            run_as_postgres: is_root(),
+            started_here: false,
+        };
         if !data_dir.join("PG_VERSION").exists() {
             server.initdb()?;
         }
         match server.running_port() {
             Some(port) => server.port = port,
-            None => server.start()?,
+            None => {
+                server.start()?;
+                server.started_here = true;
+            }
         }
         drop(lock);
         Ok(server)
@@ -68,6 +77,11 @@ impl LocalPostgres {
     /// A connection URL for `database` as the superuser `postgres`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// True when this call started the server (false when it joined a running one).
+    pub fn started_here(&self) -> bool {
+        self.started_here
     }
 
     pub fn port(&self) -> u16 {

@@ -6,7 +6,7 @@ mod employees;
 mod organization;
 mod payroll;
 mod system;
-mod views;
+pub mod views;
 mod wallets;
 
 use std::time::Duration;

@@ -1,0 +1,95 @@
+//! Which PostgreSQL the CLI uses: `DATABASE_URL`, or a private server it manages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ledger_store::local_postgres::LocalPostgres;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The database of the private server.
+const LOCAL_DATABASE: &str = "payroll_ledger";
+pub const POOL_CONNECTIONS_MAX: u32 = 16;
+
+#[derive(Debug)]
+pub struct Database {
+    pub pool: PgPool,
+    /// Where the data lives, for messages.
+    pub location: String,
+    local: Option<LocalPostgres>,
+}
+
+impl Database {
+    /// Connects to `url`, or starts (or joins) the private server in `data_dir`. Applies
+    /// pending migrations when `migrate` is true.
+    pub async fn open(url: Option<&str>, data_dir: &Path, migrate: bool) -> anyhow::Result<Database> {
+        let (url, local, location) = match url {
+            Some(url) => (url.to_owned(), None, redact(url)),
+            None => {
+                let dir = absolute(data_dir);
+                let server = tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || LocalPostgres::ensure_running(&dir)
+                })
+                .await??;
+                let verb = if server.started_here() { "started" } else { "using the running" };
+                eprintln!(
+                    "{verb} private PostgreSQL: data in {}, port {} (set DATABASE_URL to use another server)",
+                    dir.display(),
+                    server.port()
+                );
+                create_database(&server).await?;
+                (server.url(LOCAL_DATABASE), Some(server), dir.display().to_string())
+            }
+        };
+        let pool =
+            PgPoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(|| {
+                format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
+            })?;
+        if migrate {
+            ledger_store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+        }
+        Ok(Database { pool, location, local })
+    }
+
+    /// Closes the pool; stops the private server if this process started it and `keep` is
+    /// false.
+    pub async fn close(self, keep: bool) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if let Some(server) = self.local
+            && server.started_here()
+            && !keep
+        {
+            tokio::task::spawn_blocking(move || server.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+async fn create_database(server: &LocalPostgres) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&server.url("postgres")).await?;
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(LOCAL_DATABASE)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        sqlx::query(&format!("create database {LOCAL_DATABASE}")).execute(&mut admin).await?;
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((credentials, rest)) => match credentials.rsplit_once(':') {
+            Some((user, _)) if user.contains("//") && user.matches(':').count() == 1 => format!("{user}:***@{rest}"),
+            _ => format!("{credentials}@{rest}"),
+        },
+        None => url.to_owned(),
+    }
+}

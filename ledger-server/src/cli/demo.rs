@@ -1,0 +1,414 @@
+//! `payroll-ledger demo`: a real payroll end to end, idempotent when run again.
+//!
+//! An organization hires employees with wallets and mixed pay (annual, monthly, hourly; a
+//! tenth paid biweekly, so not in the monthly runs; a few with KYC still pending). December
+//! is paid first so that January has history: some employees get a raise from mid-January,
+//! one a raise backdated into December (a retro line in January). January is calculated,
+//! approved by a second actor, paid and settled. Every step carries an idempotency key
+//! derived from its content, so a second demo pays nobody twice.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use ledger_core::Aggregate;
+use ledger_core::calendar::{PayFrequency, PayPeriod};
+use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
+use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
+use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
+use ledger_core::money::{Currency, Money};
+use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
+use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::wallet::{WalletAggregate, WalletCommand};
+use ledger_server::ledger::{Context, Ledger, stream_append};
+use ledger_server::payroll::{Settlement, process, settle_run};
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::Progress;
+use super::database::Database;
+
+/// Employees hired per atomic append.
+const HIRE_BATCH: usize = 250;
+/// Held items the report names one by one.
+const HELD_LISTED_MAX: usize = 5;
+
+fn demo_id(name: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("payroll-ledger demo:{name}").as_bytes())
+}
+
+fn usd(cents: i64) -> Money {
+    Money::new(Decimal::new(cents, 2), Currency::usd()).expect("cents fit USD")
+}
+
+fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).expect("a valid date")
+}
+
+fn period(year: i32, month: u32) -> PayPeriod {
+    let start = date(year, month, 1);
+    let next = if month == 12 { date(year + 1, 1, 1) } else { date(year, month + 1, 1) };
+    PayPeriod::new(start, next.pred_opt().expect("a day before")).expect("a month is a period")
+}
+
+/// What employee `n` is paid, at which frequency, from when, and whether KYC is approved.
+fn staff_member(n: usize) -> (PayRate, PayFrequency, NaiveDate, KycStatus) {
+    let spread = (n * 7919 % 1000) as i64;
+    let rate = match n % 3 {
+        0 => PayRate { amount: usd((40_000 + spread * 100) * 100), basis: PayBasis::Annual },
+        1 => PayRate { amount: usd((3_000 + spread * 7) * 100), basis: PayBasis::Monthly },
+        _ => PayRate { amount: usd(2_000 + spread * 4), basis: PayBasis::Hourly { hours_per_week: Decimal::from(40) } },
+    };
+    let frequency = if n % 10 == 9 { PayFrequency::Biweekly } else { PayFrequency::Monthly };
+    let start = if n % 97 == 5 { date(2026, 1, 20) } else { date(2025, 6, 1 + (n % 28) as u32) };
+    let kyc = if n % 37 == 3 {
+        KycStatus::Pending
+    } else if n % 151 == 8 {
+        KycStatus::UnderReview
+    } else {
+        KycStatus::Approved
+    };
+    (rate, frequency, start, kyc)
+}
+
+fn employee_id(n: usize) -> Uuid {
+    demo_id(&format!("employee:{n}"))
+}
+
+fn wallet_id(n: usize) -> Uuid {
+    demo_id(&format!("wallet:{n}"))
+}
+
+struct Demo {
+    ledger: Ledger,
+    organization: Uuid,
+    processor: Context,
+    approver: Context,
+    employees: usize,
+    phases: Vec<(String, Duration)>,
+}
+
+pub async fn run(database: &Database, employees: usize) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=100_000).contains(&employees), "--employees must be 1 to 100,000");
+    let organization = demo_id("organization");
+    let mut demo = Demo {
+        ledger: super::ledger(database).with_pay_batch_items(500),
+        organization,
+        processor: Context::system(organization, "demo:processor"),
+        approver: Context::system(organization, "demo:approver"),
+        employees,
+        phases: Vec::new(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projectors = ledger_server::server::start_projectors(
+        &database.pool,
+        ledger_projections::RunnerOptions::default(),
+        None,
+        &stopped,
+    );
+    let payments_before = demo.count("PayrollItemPaid").await?;
+    eprintln!("demo: organization {organization}, {employees} employees, data in {}", database.location);
+
+    demo.phase("register", Demo::register).await?;
+    demo.phase("hire", Demo::hire).await?;
+    let december = demo.phase("pay December", |demo| Box::pin(demo.pay_month(2025, 12))).await?;
+    demo.phase("raises", Demo::raises).await?;
+    let january = demo.phase("pay January", |demo| Box::pin(demo.pay_month(2026, 1))).await?;
+    demo.phase("project", |demo| {
+        Box::pin(async move { demo.ledger.wait_for_head(Duration::from_secs(600)).await.map_err(anyhow::Error::from) })
+    })
+    .await?;
+
+    let payments_after = demo.count("PayrollItemPaid").await?;
+    // The last position before January's run began: a wallet replayed there shows December.
+    let before_january =
+        demo.ledger.store().read_stream(january, 1).await?.first().map_or(0, |event| event.global_position - 1);
+    demo.report(database, december, january, before_january, payments_before, payments_after).await?;
+    stop.send(true)?;
+    for projector in projectors {
+        projector.await??;
+    }
+    Ok(())
+}
+
+type Step<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>> + 'a>>;
+
+impl Demo {
+    async fn phase<T>(&mut self, name: &str, step: impl for<'a> FnOnce(&'a Demo) -> Step<'a, T>) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let result = step(self).await.with_context(|| format!("demo phase {name:?}"))?;
+        self.phases.push((name.to_owned(), started.elapsed()));
+        eprintln!("demo: {name} done in {:.2} s", started.elapsed().as_secs_f64());
+        Ok(result)
+    }
+
+    async fn count(&self, event_type: &str) -> anyhow::Result<i64> {
+        let count =
+            sqlx::query_scalar("select count(*) from ledger.events where organization_id = $1 and event_type = $2")
+                .bind(self.organization)
+                .bind(event_type)
+                .fetch_one(self.ledger.pool())
+                .await?;
+        Ok(count)
+    }
+
+    fn register(&self) -> Step<'_, ()> {
+        Box::pin(async move {
+            let register = OrganizationCommand::Register {
+                organization_id: OrganizationId::from_uuid(self.organization),
+                name: "Demo Payroll Inc.".to_owned(),
+                base_currency: Currency::usd(),
+                pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: date(2025, 1, 1) },
+            };
+            self.ledger
+                .execute::<OrganizationAggregate>(&self.processor.idempotent("register"), self.organization, register)
+                .await?;
+            let rules = [
+                ("federal-tax", RuleParty::Employee, RuleCalculation::Percentage { rate: Decimal::new(12, 2) }),
+                (
+                    "pension",
+                    RuleParty::Employee,
+                    RuleCalculation::PercentageCapped { rate: Decimal::new(5, 2), cap: usd(25_000) },
+                ),
+                ("health", RuleParty::Employee, RuleCalculation::Fixed { amount: usd(12_000) }),
+                ("social-security", RuleParty::Employer, RuleCalculation::Percentage { rate: Decimal::new(765, 4) }),
+            ];
+            for (id, party, calculation) in rules {
+                let rule = DeductionRule {
+                    id: id.to_owned(),
+                    name: id.replace('-', " "),
+                    party,
+                    calculation,
+                    liability_account: id.to_owned(),
+                };
+                let context = self.processor.idempotent(&format!("rule:{id}"));
+                self.ledger
+                    .execute::<OrganizationAggregate>(
+                        &context,
+                        self.organization,
+                        OrganizationCommand::ConfigureRule { rule },
+                    )
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Hires everyone with a wallet, a batch of employees per atomic append.
+    fn hire(&self) -> Step<'_, ()> {
+        Box::pin(async move {
+            let mut progress = Progress::new("hire", Some(self.employees as u64));
+            let numbers: Vec<usize> = (0..self.employees).collect();
+            for batch in numbers.chunks(HIRE_BATCH) {
+                let context = self.processor.idempotent(&format!("hire:{}-{}", batch[0], batch[batch.len() - 1]));
+                if self.ledger.replayed(&context).await?.is_none() {
+                    let mut streams = Vec::with_capacity(batch.len() * 2);
+                    for n in batch {
+                        streams.extend(self.staff_streams(*n)?);
+                    }
+                    self.ledger.append(&context, streams, true).await?;
+                }
+                progress.add(batch.len() as u64);
+            }
+            progress.finish();
+            Ok(())
+        })
+    }
+
+    fn staff_streams(&self, n: usize) -> anyhow::Result<Vec<ledger_store::StreamAppend>> {
+        let (rate, pay_frequency, start_date, kyc) = staff_member(n);
+        let hire = EmployeeCommand::Hire {
+            employee_id: EmployeeId::from_uuid(employee_id(n)),
+            organization_id: OrganizationId::from_uuid(self.organization),
+            personal: PersonalData {
+                full_name: format!("Employee {n:05}"),
+                email: Some(format!("employee{n}@demo.example")),
+                address: None,
+            },
+            position: ["Engineer", "Analyst", "Designer", "Support"][n % 4].to_owned(),
+            department: ["Platform", "Finance", "Product", "Operations"][n % 4].to_owned(),
+            rate,
+            pay_frequency,
+            start_date,
+        };
+        let mut events = EmployeeAggregate::decide(&None, hire)?;
+        if kyc != KycStatus::Pending {
+            let state = EmployeeAggregate::fold(&events);
+            events.extend(EmployeeAggregate::decide(
+                &state,
+                EmployeeCommand::ChangeKycStatus { status: kyc, note: None },
+            )?);
+        }
+        let open = WalletCommand::Open {
+            wallet_id: WalletId::from_uuid(wallet_id(n)),
+            organization_id: OrganizationId::from_uuid(self.organization),
+            employee_id: EmployeeId::from_uuid(employee_id(n)),
+            public_key: format!("demo{}", hex::encode(&Sha256::digest(format!("key:{n}").as_bytes())[..16])),
+            currency: Currency::usd(),
+        };
+        let wallet_events = WalletAggregate::decide(&None, open)?;
+        Ok(vec![
+            stream_append::<EmployeeAggregate>(self.organization, employee_id(n), 0, &events),
+            stream_append::<WalletAggregate>(self.organization, wallet_id(n), 0, &wallet_events),
+        ])
+    }
+
+    /// Every 20th monthly-paid employee gets 8% more from January 16; employee 1 gets a
+    /// raise backdated to December 10, into the month already paid.
+    fn raises(&self) -> Step<'_, ()> {
+        Box::pin(async move {
+            for n in (0..self.employees).filter(|n| n % 20 == 0 || *n == 1) {
+                let (rate, frequency, _, _) = staff_member(n);
+                if frequency != PayFrequency::Monthly {
+                    continue;
+                }
+                let raised = Money::round(rate.amount.amount() * Decimal::new(108, 2), Currency::usd());
+                let (effective_from, reason) = if n == 1 {
+                    (date(2025, 12, 10), "backdated promotion")
+                } else {
+                    (date(2026, 1, 16), "annual raise")
+                };
+                let change = EmployeeCommand::ChangePayRate {
+                    rate: PayRate { amount: raised, basis: rate.basis },
+                    effective_from,
+                    reason: reason.to_owned(),
+                };
+                self.ledger
+                    .execute::<EmployeeAggregate>(
+                        &self.processor.idempotent(&format!("raise:{n}")),
+                        employee_id(n),
+                        change,
+                    )
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates, calculates, approves (second actor), pays and settles one month.
+    async fn pay_month(&self, year: i32, month: u32) -> anyhow::Result<Uuid> {
+        let run = demo_id(&format!("run:{year}-{month:02}"));
+        let key = |step: &str| format!("run:{year}-{month:02}:{step}");
+        let create = PayrollRunCommand::Create {
+            payroll_run_id: PayrollRunId::from_uuid(run),
+            organization_id: OrganizationId::from_uuid(self.organization),
+            period: period(year, month),
+            frequency: PayFrequency::Monthly,
+            currency: Currency::usd(),
+            kind: RunKind::Regular,
+            actor: self.processor.actor(),
+        };
+        self.ledger.execute::<PayrollRunAggregate>(&self.processor.idempotent(&key("create")), run, create).await?;
+        ledger_server::payroll::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
+        let approve = PayrollRunCommand::Approve { actor: self.approver.actor() };
+        self.ledger.execute::<PayrollRunAggregate>(&self.approver.idempotent(&key("approve")), run, approve).await?;
+        let report = process(&self.ledger, &self.processor.idempotent(&key("process")), run).await?;
+        let settled = settle_run(&self.ledger, &self.processor, run, |transaction: TransactionId| Settlement {
+            signature: hex::encode(Sha256::digest(format!("signature:{transaction}").as_bytes())),
+            block_hash: hex::encode(Sha256::digest(format!("block:{year}-{month}").as_bytes())),
+        })
+        .await?;
+        eprintln!(
+            "demo: {year}-{month:02}: {} paid now, {} held, {settled} payments settled",
+            report.paid_now, report.held
+        );
+        Ok(run)
+    }
+
+    async fn report(
+        &self,
+        database: &Database,
+        december: Uuid,
+        january: Uuid,
+        before_january: i64,
+        payments_before: i64,
+        payments_after: i64,
+    ) -> anyhow::Result<()> {
+        let (run, _) = self.ledger.load::<PayrollRunAggregate>(self.organization, january).await?;
+        let run = run.context("the January run exists")?;
+        let totals = &run.totals;
+        let held: Vec<(EmployeeId, String)> = run
+            .items
+            .values()
+            .filter_map(|item| match &item.status {
+                ItemStatus::Held { hold } => Some((item.item.employee_id, hold.to_string())),
+                _ => None,
+            })
+            .collect();
+        let paid = run.items.values().filter(|item| matches!(item.status, ItemStatus::Paid { .. })).count();
+        let retro = run
+            .items
+            .values()
+            .flat_map(|item| item.item.earnings.iter().map(move |line| (item.item.employee_id, line)))
+            .filter(|(_, line)| matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }))
+            .map(|(employee, line)| format!("{employee}: {}", line.amount))
+            .collect::<Vec<_>>();
+        let biweekly = (0..self.employees).filter(|n| staff_member(*n).1 == PayFrequency::Biweekly).count();
+        let lags = ledger_projections::lag(self.ledger.store()).await?;
+        let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
+
+        println!();
+        println!("Payroll run January 2026 ({january}) - {:?}", run.status);
+        println!(
+            "  items        {:>8}   (paid {paid}, held {}; {biweekly} biweekly employees are not in a monthly run)",
+            totals.items,
+            held.len()
+        );
+        println!("  gross        {:>16}", totals.gross.to_string());
+        println!("  deductions   {:>16}", totals.deductions.to_string());
+        println!("  net          {:>16}", totals.net.to_string());
+        println!(
+            "  employer cost{:>16}   (gross + {} employer contributions)",
+            totals.employer_cost.to_string(),
+            totals.contributions
+        );
+        for line in &retro {
+            println!("  retro line   {line}   (a raise backdated into December, paid in run {december})");
+        }
+        for (employee, reason) in held.iter().take(HELD_LISTED_MAX) {
+            println!("  held         {employee}: {reason}");
+        }
+        if held.len() > HELD_LISTED_MAX {
+            println!(
+                "  held         ... and {} more (GET /v1/payroll-runs/{january}/items lists them)",
+                held.len() - HELD_LISTED_MAX
+            );
+        }
+        let worst = lags.iter().map(|lag| lag.events_behind).max().unwrap_or(0);
+        println!("  projections  {} caught up (largest lag {worst} events)", lags.len());
+        match verified.first_break() {
+            None => println!(
+                "  verify       intact: {} events in {} streams",
+                verified.events_checked, verified.streams_checked
+            ),
+            Some(first) => {
+                println!("  verify       BROKEN at position {} (stream {})", first.global_position, first.stream_id)
+            }
+        }
+        print!("  phases      ");
+        for (name, took) in &self.phases {
+            print!(" {name} {:.2} s;", took.as_secs_f64());
+        }
+        println!();
+        if payments_before > 0 {
+            println!(
+                "  This demo ran before: nothing was paid twice ({payments_before} payments before, {payments_after} now)."
+            );
+        } else {
+            println!("  {payments_after} payments recorded; run the demo again: it pays nobody twice.");
+        }
+        println!();
+        println!("Try next (data in {}):", database.location);
+        println!(
+            "  payroll-ledger events --stream-id {} --format ndjson   # the events of an employee",
+            employee_id(1)
+        );
+        println!(
+            "  payroll-ledger replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
+            wallet_id(1)
+        );
+        println!("  payroll-ledger verify   # recompute every hash chain");
+        Ok(())
+    }
+}

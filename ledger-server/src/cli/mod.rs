@@ -1,0 +1,224 @@
+//! The subcommands.
+
+mod database;
+mod demo;
+pub mod events;
+mod progress;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use ledger_core::employee::EmployeeAggregate;
+use ledger_core::payroll::PayrollRunAggregate;
+use ledger_core::transaction::TransactionAggregate;
+use ledger_core::wallet::WalletAggregate;
+use ledger_projections::replay::{AsOf, account_balance_as_of, aggregate_as_of};
+use ledger_server::api::views;
+use ledger_server::server::{Server, start_projectors};
+use ledger_store::{EventStore, VerifyScope};
+use uuid::Uuid;
+
+use crate::{Cli, Command, KeysCommand};
+use database::Database;
+pub use progress::Progress;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let migrate = !matches!(cli.command, Command::Migrate { status: true });
+    let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrate).await?;
+    let keep = matches!(cli.command, Command::Serve { .. });
+    let outcome = dispatch(cli.command, &database).await;
+    database.close(keep).await?;
+    outcome
+}
+
+async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitCode> {
+    let pool = &database.pool;
+    match command {
+        Command::Serve { bind, no_projectors } => {
+            let server = Server::start(pool.clone(), bind, !no_projectors).await?;
+            eprintln!(
+                "serving the API on {} (projectors: {}); Ctrl-C stops",
+                server.url(),
+                if no_projectors { "off" } else { "on" }
+            );
+            server.run_until_signal().await?;
+        }
+        Command::Migrate { status } => migrate(database, status).await?,
+        Command::Project { only } => {
+            if let Some(name) = &only {
+                ledger_projections::projections::by_name(name)?;
+            }
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let tasks = start_projectors(pool, ledger_projections::RunnerOptions::default(), only.as_deref(), &stopped);
+            eprintln!("running {} projector(s); Ctrl-C stops", tasks.len());
+            tokio::signal::ctrl_c().await?;
+            stop.send(true)?;
+            for task in tasks {
+                task.await??;
+            }
+        }
+        Command::Rebuild { name } => rebuild(database, name).await?,
+        Command::Replay { as_of, entity } => replay(database, &as_of, &entity).await?,
+        Command::Events(args) => events::run(database, args).await?,
+        Command::Verify { stream_id } => return verify(database, stream_id).await,
+        Command::Keys { command } => keys(database, command).await?,
+        Command::Demo { employees } => demo::run(database, employees).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(database: &Database, status: bool) -> anyhow::Result<()> {
+    if !status {
+        println!("migrations applied to {}", database.location);
+    }
+    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+        .fetch_all(&database.pool)
+        .await
+        .unwrap_or_default();
+    for migration in ledger_store::MIGRATOR.iter() {
+        let state = if applied.contains(&migration.version) { "applied" } else { "pending" };
+        println!("{state:>8}  {}  {}", migration.version, migration.description);
+    }
+    Ok(())
+}
+
+async fn rebuild(database: &Database, name: Option<String>) -> anyhow::Result<()> {
+    let projections = match name {
+        Some(name) => vec![ledger_projections::projections::by_name(&name)?],
+        None => ledger_projections::projections::all(),
+    };
+    let total = EventStore::new(database.pool.clone()).count_after(ledger_store::Checkpoint::START).await? as u64;
+    for projection in projections {
+        let mut progress = Progress::new(projection.name(), Some(total));
+        let started = std::time::Instant::now();
+        let report =
+            ledger_projections::rebuild(&database.pool, projection.as_ref(), &mut |events| progress.set(events))
+                .await?;
+        progress.finish();
+        println!(
+            "rebuilt {}: {} events read, {} applied, in {:.1} s",
+            projection.name(),
+            report.events_read,
+            report.events_applied,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// A position, an RFC 3339 time, or a date (the end of that day, UTC).
+pub fn parse_as_of(text: &str) -> anyhow::Result<AsOf> {
+    if let Ok(position) = text.parse::<i64>() {
+        return Ok(AsOf::Position(position));
+    }
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(AsOf::Time(time.with_timezone(&Utc)));
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let end = date.and_hms_micro_opt(23, 59, 59, 999_999).expect("a valid time").and_utc();
+        return Ok(AsOf::Time(end));
+    }
+    bail!("--as-of {text:?} is not a position, an RFC 3339 time or a YYYY-MM-DD date")
+}
+
+async fn replay(database: &Database, as_of: &str, entity: &str) -> anyhow::Result<()> {
+    let point = parse_as_of(as_of)?;
+    let store = EventStore::new(database.pool.clone());
+    let (kind, id) = entity.split_once(':').context("--entity must be KIND:ID, e.g. wallet:6f1c...")?;
+    let id_uuid = || id.parse::<Uuid>().with_context(|| format!("{id:?} is not a UUID"));
+    let state = match kind {
+        "employee" => {
+            aggregate_as_of::<EmployeeAggregate>(&store, id_uuid()?, point).await?.map(|state| views::employee(&state))
+        }
+        "wallet" => {
+            aggregate_as_of::<WalletAggregate>(&store, id_uuid()?, point).await?.map(|state| views::wallet(&state))
+        }
+        "payroll_run" => aggregate_as_of::<PayrollRunAggregate>(&store, id_uuid()?, point)
+            .await?
+            .map(|state| views::payroll_run(&state)),
+        "transaction" => aggregate_as_of::<TransactionAggregate>(&store, id_uuid()?, point)
+            .await?
+            .map(|state| views::transaction(&state)),
+        "account" => {
+            Some(serde_json::json!({ "account": id, "balances": account_balance_as_of(&store, id, point).await? }))
+        }
+        other => bail!("unknown entity kind {other:?}: employee, wallet, payroll_run, transaction or account"),
+    };
+    let state = state.with_context(|| format!("{entity} did not exist as of {as_of}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "entity": entity, "as_of": point, "state": state }))?
+    );
+    Ok(())
+}
+
+async fn verify(database: &Database, stream_id: Option<Uuid>) -> anyhow::Result<ExitCode> {
+    let store = EventStore::new(database.pool.clone());
+    let scope = stream_id.map_or(VerifyScope::All, VerifyScope::Stream);
+    let total = store.count_after(ledger_store::Checkpoint::START).await? as u64;
+    let mut progress = Progress::new("verify", Some(total));
+    let report = store.verify(scope, &mut |events| progress.set(events)).await?;
+    progress.finish();
+    match report.first_break() {
+        None => {
+            println!(
+                "intact: {} events in {} streams, every hash chain recomputed and matching",
+                report.events_checked, report.streams_checked
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(first) => {
+            println!(
+                "BROKEN: {} stream(s) with a bad event; first at position {}:",
+                report.breaks.len(),
+                first.global_position
+            );
+            for chain_break in &report.breaks {
+                println!(
+                    "  stream {} version {} (position {}): {:?}",
+                    chain_break.stream_id, chain_break.stream_version, chain_break.global_position, chain_break.kind
+                );
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn keys(database: &Database, command: KeysCommand) -> anyhow::Result<()> {
+    use ledger_server::keys;
+    let pool = &database.pool;
+    match command {
+        KeysCommand::Create { org, role, label } => {
+            let key = keys::create(pool, org, role.into(), &label).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+            eprintln!(
+                "created {} key {} for organization {org}; the token is shown this once:",
+                key.role.as_str(),
+                key.key_id
+            );
+            println!("{}", key.token);
+        }
+        KeysCommand::List { org } => {
+            for key in keys::list(pool, org).await.map_err(|error| anyhow::anyhow!("{error}"))? {
+                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}  {}  {:<10}  {:<7}  {}", key.key_id, key.organization_id, key.role, state, key.label);
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            if !keys::revoke(pool, key_id).await.map_err(|error| anyhow::anyhow!("{error}"))? {
+                bail!("no active key {key_id}");
+            }
+            println!("revoked {key_id}");
+        }
+    }
+    Ok(())
+}
+
+/// A ledger over the database, for commands that act.
+pub fn ledger(database: &Database) -> ledger_server::ledger::Ledger {
+    ledger_server::ledger::Ledger::new(
+        EventStore::new(database.pool.clone()),
+        Arc::new(ledger_server::metrics::Metrics::new()),
+    )
+}
