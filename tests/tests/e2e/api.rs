@@ -256,3 +256,37 @@ async fn processing_killed_half_way_pays_everyone_exactly_once_when_run_again() 
     assert_eq!(credited_twice, 0, "nobody paid twice");
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_and_names_every_route() {
+    let world = World::new().await;
+    let served: Value = world.client.get(world.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let checked_in: Value = serde_json::from_str(include_str!("../../../docs/openapi.json")).unwrap();
+    assert_eq!(served, checked_in);
+    let paths = served["paths"].as_object().unwrap();
+    // Every route answers something other than the router's fallback, and is documented.
+    for (path, operations) in paths {
+        for method in operations.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{kind}", "employee")
+                .replace("{rule_id}", "tax");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = world.client.request(method.clone(), world.url(&concrete)).send().await.unwrap();
+            assert_ne!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not routed"
+            );
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(
+                !body["detail"].as_str().unwrap_or_default().contains("no such route"),
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    let (status, body) = world.get("/v1/no-such-thing", &world.admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["detail"].as_str().unwrap().contains("no such route"));
+    world.stop().await;
+}

@@ -1,0 +1,136 @@
+//! The CLI end to end, against a private PostgreSQL the CLI starts itself (no DATABASE_URL).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use uuid::Uuid;
+
+/// A data folder of its own under the system temp folder (readable by the `postgres` user
+/// when the tests run as root), removed at the end.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> DataDir {
+        let dir = std::env::temp_dir().join(format!("payroll-ledger-cli-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        DataDir(dir)
+    }
+
+    fn pg(&self) -> PathBuf {
+        self.0.join("pg")
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_payroll-ledger"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("PAYROLL_LEDGER_DATA_DIR", data_dir)
+        .output()
+        .expect("the CLI runs")
+}
+
+fn ok(data_dir: &Path, args: &[&str]) -> String {
+    let output = cli(data_dir, args);
+    assert!(
+        output.status.success(),
+        "payroll-ledger {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn demo_id(name: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("payroll-ledger demo:{name}").as_bytes())
+}
+
+fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"))).collect()
+}
+
+#[test]
+fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
+    let dir = DataDir::new();
+    let migrated = ok(&dir.pg(), &["migrate"]);
+    assert!(migrated.contains("applied") && !migrated.contains("pending"), "{migrated}");
+    let status = ok(&dir.pg(), &["migrate", "--status"]);
+    assert!(status.lines().all(|line| line.trim_start().starts_with("applied")), "{status}");
+
+    let demo = ok(&dir.pg(), &["demo", "--employees", "60"]);
+    assert!(demo.contains("Completed") && demo.contains("verify       intact"), "{demo}");
+    assert!(demo.contains("retro line"), "the backdated raise shows as a retro line: {demo}");
+
+    let events = ndjson(&ok(&dir.pg(), &["events", "--format", "ndjson"]));
+    assert!(events.len() > 300, "{} events", events.len());
+    assert!(events.windows(2).all(|pair| pair[0]["global_position"].as_i64() < pair[1]["global_position"].as_i64()));
+    let csv = ok(&dir.pg(), &["events", "--format", "csv", "--event-type", "PayrollRunCompleted"]);
+    assert_eq!(csv.lines().count(), 3, "a header and two completed runs: {csv}");
+
+    let verified = cli(&dir.pg(), &["verify"]);
+    assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));
+
+    // Employee 1 got a raise backdated into December: before it, one rate; now, two.
+    let employee = demo_id("employee:1");
+    let raises = ndjson(&ok(
+        &dir.pg(),
+        &["events", "--stream-id", &employee.to_string(), "--event-type", "EmployeePayRateChanged"],
+    ));
+    let raise_position = raises[0]["global_position"].as_i64().unwrap();
+    let entity = format!("employee:{employee}");
+    let before: serde_json::Value = serde_json::from_str(&ok(
+        &dir.pg(),
+        &["replay", "--entity", &entity, "--as-of", &(raise_position - 1).to_string()],
+    ))
+    .unwrap();
+    let now: serde_json::Value =
+        serde_json::from_str(&ok(&dir.pg(), &["replay", "--entity", &entity, "--as-of", "2999-01-01"])).unwrap();
+    assert_eq!(before["state"]["rates"].as_array().unwrap().len(), 1);
+    assert_eq!(now["state"]["rates"].as_array().unwrap().len(), 2);
+    assert_ne!(before["state"]["rates"], now["state"]["rates"]);
+
+    let bad = cli(&dir.pg(), &["replay", "--entity", &entity, "--as-of", "yesterday-ish"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&bad.stderr);
+    assert!(message.lines().last().unwrap().contains("--as-of"), "{message}");
+}
+
+#[test]
+fn a_second_demo_on_the_same_data_pays_nobody_twice() {
+    let dir = DataDir::new();
+    ok(&dir.pg(), &["demo", "--employees", "40"]);
+    let paid = |dir: &DataDir| ndjson(&ok(&dir.pg(), &["events", "--event-type", "PayrollItemPaid"])).len();
+    let first = paid(&dir);
+    assert!(first > 0);
+    let again = ok(&dir.pg(), &["demo", "--employees", "40"]);
+    assert!(again.contains("nothing was paid twice"), "{again}");
+    assert_eq!(paid(&dir), first);
+}
+
+#[test]
+fn without_postgres_binaries_it_says_what_to_install() {
+    let dir = DataDir::new();
+    let empty = dir.0.join("no-binaries");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_payroll-ledger"))
+        .args(["migrate"])
+        .env_remove("DATABASE_URL")
+        .env("PATH", "")
+        .env("PG_BINDIR", &empty)
+        .env("PAYROLL_LEDGER_DATA_DIR", dir.pg())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.contains("no PostgreSQL server binaries found") && message.contains("apt-get install postgresql"),
+        "{message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+}
