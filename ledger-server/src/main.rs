@@ -75,6 +75,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Measure the engine against raw PostgreSQL on the same server (see docs/benchmarks.md).
+    Bench(cli::bench::BenchArgs),
     /// Run a real payroll end to end: 1,000 employees, a month paid and settled, a report.
     Demo {
         /// Employees to hire.

@@ -15,6 +15,11 @@ use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamAppend, S
 pub const APPEND_EVENTS_MAX: usize = 100_000;
 /// Rows per INSERT statement: one round trip each.
 pub const INSERT_CHUNK_ROWS: usize = 5_000;
+/// From this many events an append streams its rows with COPY instead of INSERT: no
+/// per-statement planning, no RETURNING; the positions are read back once.
+pub const COPY_ROWS_MIN: usize = 200;
+/// Bytes buffered before a COPY chunk is sent.
+const COPY_BUFFER_BYTES: usize = 1 << 20;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 /// Up to this many streams an append locks each stream; above it, it takes the whole log
 /// exclusively so that the lock table stays small.
@@ -383,6 +388,63 @@ async fn insert_events(
         positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
     }
     assert_eq!(positions.len(), request.event_count(), "every event got a position");
+    Ok(positions)
+}
+
+/// Escapes a value for COPY's text format.
+fn push_copy_field(line: &mut String, value: &str) {
+    for character in value.chars() {
+        match character {
+            '\\' => line.push_str("\\\\"),
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push_str("\\t"),
+            other => line.push(other),
+        }
+    }
+}
+
+const COPY_EVENTS: &str = "copy ledger.events \
+    (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) from stdin";
+
+/// Streams the events with COPY (the chain trigger fires per row, as for INSERT), then reads
+/// back the positions this transaction wrote.
+async fn copy_events(
+    transaction: &mut Transaction<'_, Postgres>,
+    request: &AppendRequest,
+    first_versions: &[u64],
+    metadata: &str,
+) -> Result<Vec<i64>> {
+    let mut copy = transaction.copy_in_raw(COPY_EVENTS).await?;
+    let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
+    let mut escaped_metadata = String::with_capacity(metadata.len() + 8);
+    push_copy_field(&mut escaped_metadata, metadata);
+    for (stream, first_version) in request.streams.iter().zip(first_versions) {
+        for (offset, event) in stream.events.iter().enumerate() {
+            use std::fmt::Write as _;
+            let _ = write!(buffer, "{}\t{}\t", event.event_id, stream.organization_id);
+            push_copy_field(&mut buffer, &stream.stream_type);
+            let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, first_version + offset as u64);
+            push_copy_field(&mut buffer, &event.event_type);
+            let _ = write!(buffer, "\t{}\t", event.schema_version);
+            push_copy_field(&mut buffer, &event.payload.to_string());
+            buffer.push('\t');
+            buffer.push_str(&escaped_metadata);
+            buffer.push('\n');
+            if buffer.len() >= COPY_BUFFER_BYTES {
+                copy.send(buffer.as_bytes()).await?;
+                buffer.clear();
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer.as_bytes()).await?;
+    }
+    copy.finish().await.map_err(map_unique_violation)?;
+    let positions = sqlx::query_scalar("select global_position from ledger.events where transaction_id = pg_current_xact_id() order by global_position")
+        .fetch_all(&mut **transaction)
+        .await?;
+    assert_eq!(positions.len(), request.event_count(), "every copied event got a position");
     Ok(positions)
 }
 

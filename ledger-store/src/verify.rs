@@ -95,7 +95,7 @@ impl StoredEvent {
         })
     }
 
-    /// The same bytes as `ledger.event_canonical` in the migration: each field's text as
+    /// The same bytes as the `ledger.events_chain` trigger hashes: each field's text as
     /// `<byte length>:<text>;`.
     fn canonical_form(&self) -> Vec<u8> {
         let fields = [

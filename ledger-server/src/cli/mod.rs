@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod bench;
 mod database;
 mod demo;
 pub mod events;
@@ -65,6 +66,7 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Verify { stream_id } => return verify(database, stream_id).await,
         Command::Keys { command } => keys(database, command).await?,
         Command::Demo { employees } => demo::run(database, employees).await?,
+        Command::Bench(args) => bench::run(database, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,8 +219,9 @@ async fn keys(database: &Database, command: KeysCommand) -> anyhow::Result<()> {
 
 /// A ledger over the database, for commands that act.
 pub fn ledger(database: &Database) -> ledger_server::ledger::Ledger {
-    ledger_server::ledger::Ledger::new(
-        EventStore::new(database.pool.clone()),
-        Arc::new(ledger_server::metrics::Metrics::new()),
-    )
+    ledger_over(database.pool.clone())
+}
+
+pub fn ledger_over(pool: sqlx::PgPool) -> ledger_server::ledger::Ledger {
+    ledger_server::ledger::Ledger::new(EventStore::new(pool), Arc::new(ledger_server::metrics::Metrics::new()))
 }

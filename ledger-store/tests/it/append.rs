@@ -263,3 +263,25 @@ async fn the_schema_version_is_visible_to_readers_for_upcasting() {
     let events = store.read_stream(stream_id, 1).await.unwrap();
     assert_eq!(events.iter().map(|e| e.schema_version).collect::<Vec<_>>(), vec![1, 3]);
 }
+
+#[tokio::test]
+async fn a_large_append_goes_by_copy_and_keeps_every_character() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let awkward = "tab\there, newline\nthere, backslash \\ and \\N, quote \" and ünïcødé ✓";
+    let mut request = numbered(organization, stream_id, ExpectedVersion::NoStream, ledger_store::COPY_ROWS_MIN + 1);
+    request.streams[0].events[7].payload = json!({ "text": awkward, "nested": { "list": [awkward, 1.5, null] } });
+    request.streams[0].stream_type = "type\twith\\odd chars".to_owned();
+    request.metadata.actor = "actor\nwith newline".to_owned();
+
+    let result = store.append(&request).await.unwrap();
+
+    assert_eq!(result.positions.len(), ledger_store::COPY_ROWS_MIN + 1);
+    let events = store.read_stream(stream_id, 1).await.unwrap();
+    assert_eq!(events[7].payload, request.streams[0].events[7].payload);
+    assert_eq!(events[0].stream_type, request.streams[0].stream_type);
+    assert_eq!(events[0].metadata["actor"], "actor\nwith newline");
+    assert_eq!(events.iter().map(|e| e.global_position).collect::<Vec<_>>(), result.positions);
+    assert!(store.verify_all().await.unwrap().is_intact());
+}

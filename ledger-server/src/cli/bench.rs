@@ -1,0 +1,475 @@
+//! `payroll-ledger bench`: the engine measured against raw PostgreSQL on the same server, in
+//! one invocation. Each figure is the median of `--repeat` runs, with min and max.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::NaiveDate;
+use clap::Args;
+use ledger_core::Aggregate;
+use ledger_core::calendar::{PayFrequency, PayPeriod};
+use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
+use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
+use ledger_core::money::{Currency, Money};
+use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
+use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::wallet::{WalletAggregate, WalletCommand};
+use ledger_projections::replay::{AsOf, aggregate_as_of};
+use ledger_server::ledger::{Context, Ledger, stream_append};
+use ledger_server::payroll::{Settlement, process, settle_run};
+use ledger_store::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::database::Database;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Events per batched append (and rows per COPY).
+    #[arg(long, default_value_t = 30_000)]
+    events: usize,
+    /// Runs per figure; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Appends per writer for the single-command latency.
+    #[arg(long, default_value_t = 300)]
+    appends_per_writer: usize,
+    /// Payroll sizes to run end to end, comma-separated.
+    #[arg(long, default_value = "10000", value_delimiter = ',')]
+    employees: Vec<usize>,
+    /// Replays per as-of latency figure.
+    #[arg(long, default_value_t = 200)]
+    replays: usize,
+    /// Write the figures as JSON here too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Median, min and max of several runs of one figure.
+#[derive(Debug, Clone, Serialize)]
+struct Figure {
+    name: String,
+    unit: &'static str,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Figure {
+    fn of(name: impl Into<String>, unit: &'static str, mut samples: Vec<f64>) -> Figure {
+        samples.sort_by(f64::total_cmp);
+        Figure {
+            name: name.into(),
+            unit,
+            median: percentile(&samples, 0.5),
+            min: samples[0],
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    let index = ((sorted.len() - 1) as f64 * fraction).round() as usize;
+    sorted[index]
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    machine: serde_json::Value,
+    figures: Vec<Figure>,
+}
+
+impl Report {
+    fn add(&mut self, figure: Figure) {
+        println!(
+            "{:<58} {:>14.1} {:<10} (min {:.1}, max {:.1})",
+            figure.name, figure.median, figure.unit, figure.min, figure.max
+        );
+        self.figures.push(figure);
+    }
+}
+
+pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.repeat >= 1 && args.events >= 3, "--repeat must be at least 1 and --events at least 3");
+    let pool = bench_database(&database.pool).await?;
+    let mut report = Report { machine: machine(&pool).await?, ..Report::default() };
+    println!("{}", serde_json::to_string_pretty(&report.machine)?);
+    append_against_copy(&pool, &args, &mut report).await?;
+    single_command_latency(&pool, &args, &mut report).await?;
+    for employees in &args.employees {
+        payroll_end_to_end(&pool, *employees, &mut report).await?;
+    }
+    projection_throughput(&pool, &mut report).await?;
+    replay_latency(&pool, &args, &mut report).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("figures written to {}", path.display());
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// A fresh database `payroll_ledger_bench` on the same server, migrated.
+async fn bench_database(admin: &PgPool) -> anyhow::Result<PgPool> {
+    sqlx::query("drop database if exists payroll_ledger_bench with (force)").execute(admin).await?;
+    sqlx::query("create database payroll_ledger_bench").execute(admin).await?;
+    let options = admin.connect_options().as_ref().clone().database("payroll_ledger_bench");
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(24).connect_with(options).await?;
+    ledger_store::MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+async fn machine(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
+    let mut settings = serde_json::Map::new();
+    for name in
+        ["server_version", "shared_buffers", "synchronous_commit", "fsync", "wal_level", "max_wal_size", "work_mem"]
+    {
+        let value: String = sqlx::query_scalar(&format!("show {name}")).fetch_one(pool).await?;
+        settings.insert(name.to_owned(), value.into());
+    }
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| info.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(serde_json::json!({
+        "cores": std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(0),
+        "memory": memory,
+        "postgres": settings,
+    }))
+}
+
+/// A payload the size of a payroll payment event.
+fn payload(n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "employee_id": Uuid::from_u128(n as u128),
+        "transaction_id": Uuid::from_u128(n as u128 + 7),
+        "net": { "amount": format!("{}.{:02}", 3000 + n % 5000, n % 100), "currency": { "code": "USD", "scale": 2 } },
+    })
+}
+
+/// `events` events over `events / 3` new streams, three each.
+fn batch(organization: Uuid, events: usize) -> AppendRequest {
+    let streams = (0..events / 3)
+        .map(|stream| StreamAppend {
+            organization_id: organization,
+            stream_type: "bench".to_owned(),
+            stream_id: Uuid::new_v4(),
+            expected_version: ExpectedVersion::NoStream,
+            events: (0..3).map(|n| NewEvent::new("BenchEvent", 1, payload(stream * 3 + n))).collect(),
+        })
+        .collect();
+    AppendRequest {
+        streams,
+        metadata: Metadata::by("bench"),
+        idempotency_key: Some(Uuid::new_v4().to_string()),
+        fingerprint: None,
+    }
+}
+
+/// The same rows as COPY text into a scratch table with the event table's columns, defaults,
+/// constraints and indexes (and no triggers).
+fn copy_text(request: &AppendRequest) -> String {
+    let metadata = serde_json::to_string(&request.metadata).expect("metadata serializes");
+    let mut text = String::with_capacity(request.event_count() * 400);
+    for stream in &request.streams {
+        for (index, event) in stream.events.iter().enumerate() {
+            let hash = hex::encode(Uuid::new_v4().as_bytes()).repeat(2);
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t\\\\x{hash}\n",
+                event.event_id,
+                stream.organization_id,
+                stream.stream_type,
+                stream.stream_id,
+                index + 1,
+                event.event_type,
+                event.schema_version,
+                event.payload.to_string().replace('\\', "\\\\"),
+                metadata.replace('\\', "\\\\"),
+            ));
+        }
+    }
+    text
+}
+
+async fn append_against_copy(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    sqlx::query("create schema bench_raw").execute(pool).await?;
+    sqlx::query("create table bench_raw.events (like ledger.events including all)").execute(pool).await?;
+    let store = EventStore::new(pool.clone());
+    let organization = Uuid::new_v4();
+    let (mut copy_rates, mut append_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.repeat {
+        let request = batch(organization, args.events);
+        let text = copy_text(&request);
+        let started = Instant::now();
+        let mut connection = pool.acquire().await?;
+        let mut copy = connection
+            .copy_in_raw(
+                "copy bench_raw.events (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata, hash) from stdin",
+            )
+            .await?;
+        copy.send(text.as_bytes()).await?;
+        copy.finish().await?;
+        drop(connection);
+        let copy_rate = request.event_count() as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        store.append(&request).await?;
+        let append_rate = request.event_count() as f64 / started.elapsed().as_secs_f64();
+        copy_rates.push(copy_rate);
+        append_rates.push(append_rate);
+        ratios.push(100.0 * append_rate / copy_rate);
+    }
+    report.add(Figure::of(format!("raw COPY of {} event rows", args.events), "events/s", copy_rates));
+    report.add(Figure::of(
+        format!("batched append of {} events (chain, idempotency)", args.events),
+        "events/s",
+        append_rates,
+    ));
+    report.add(Figure::of("batched append as a share of raw COPY", "%", ratios));
+    Ok(())
+}
+
+async fn single_command_latency(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let store = EventStore::new(pool.clone());
+    for writers in [1usize, 16] {
+        let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|_| {
+                    let store = store.clone();
+                    let appends = args.appends_per_writer;
+                    tokio::spawn(async move {
+                        let (organization, stream) = (Uuid::new_v4(), Uuid::new_v4());
+                        let mut latencies = Vec::with_capacity(appends);
+                        for version in 0..appends as u64 {
+                            let expected =
+                                if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+                            let request = AppendRequest::single(
+                                StreamAppend {
+                                    organization_id: organization,
+                                    stream_type: "bench".to_owned(),
+                                    stream_id: stream,
+                                    expected_version: expected,
+                                    events: vec![NewEvent::new("BenchEvent", 1, payload(version as usize))],
+                                },
+                                Metadata::by("bench"),
+                            );
+                            let started = Instant::now();
+                            store.append(&request).await?;
+                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        Ok::<_, ledger_store::StoreError>(latencies)
+                    })
+                })
+                .collect();
+            let mut latencies = Vec::new();
+            for task in tasks {
+                latencies.extend(task.await??);
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            latencies.sort_by(f64::total_cmp);
+            p50s.push(percentile(&latencies, 0.5));
+            p99s.push(percentile(&latencies, 0.99));
+            rates.push(latencies.len() as f64 / elapsed);
+        }
+        report.add(Figure::of(format!("single-event append, {writers} writer(s): p50"), "ms", p50s));
+        report.add(Figure::of(format!("single-event append, {writers} writer(s): p99"), "ms", p99s));
+        report.add(Figure::of(format!("single-event append, {writers} writer(s): throughput"), "appends/s", rates));
+    }
+    Ok(())
+}
+
+fn usd(cents: i64) -> Money {
+    Money::new(Decimal::new(cents, 2), Currency::usd()).expect("cents fit USD")
+}
+
+fn date(year: i32, month: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, month, day).expect("a valid date")
+}
+
+/// An organization with `employees` employees (monthly, KYC approved) and wallets, hired
+/// in bulk appends (not timed).
+async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
+    let organization = Uuid::new_v4();
+    let context = Context::system(organization, "bench:processor");
+    let register = OrganizationCommand::Register {
+        organization_id: OrganizationId::from_uuid(organization),
+        name: "Bench".to_owned(),
+        base_currency: Currency::usd(),
+        pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: date(2026, 1, 1) },
+    };
+    ledger.execute::<OrganizationAggregate>(&context, organization, register).await?;
+    let rule = ledger_core::gross_to_net::DeductionRule {
+        id: "tax".to_owned(),
+        name: "tax".to_owned(),
+        party: ledger_core::gross_to_net::RuleParty::Employee,
+        calculation: ledger_core::gross_to_net::RuleCalculation::Percentage { rate: Decimal::new(15, 2) },
+        liability_account: "tax".to_owned(),
+    };
+    ledger
+        .execute::<OrganizationAggregate>(&context, organization, OrganizationCommand::ConfigureRule { rule })
+        .await?;
+    let numbers: Vec<usize> = (0..employees).collect();
+    for chunk in numbers.chunks(1_000) {
+        let mut streams = Vec::with_capacity(chunk.len() * 2);
+        for n in chunk {
+            let (employee, wallet) = (Uuid::new_v4(), Uuid::new_v4());
+            let hire = EmployeeCommand::Hire {
+                employee_id: EmployeeId::from_uuid(employee),
+                organization_id: OrganizationId::from_uuid(organization),
+                personal: PersonalData { full_name: format!("Employee {n}"), email: None, address: None },
+                position: "Clerk".to_owned(),
+                department: "Operations".to_owned(),
+                rate: PayRate { amount: usd(300_000 + (*n as i64 % 5_000) * 100), basis: PayBasis::Monthly },
+                pay_frequency: PayFrequency::Monthly,
+                start_date: date(2025, 1, 1),
+            };
+            let mut events = EmployeeAggregate::decide(&None, hire)?;
+            let state = EmployeeAggregate::fold(&events);
+            events.extend(EmployeeAggregate::decide(
+                &state,
+                EmployeeCommand::ChangeKycStatus { status: KycStatus::Approved, note: None },
+            )?);
+            let open = WalletCommand::Open {
+                wallet_id: WalletId::from_uuid(wallet),
+                organization_id: OrganizationId::from_uuid(organization),
+                employee_id: EmployeeId::from_uuid(employee),
+                public_key: format!("key{n}"),
+                currency: Currency::usd(),
+            };
+            streams.push(stream_append::<EmployeeAggregate>(organization, employee, 0, &events));
+            streams.push(stream_append::<WalletAggregate>(
+                organization,
+                wallet,
+                0,
+                &WalletAggregate::decide(&None, open)?,
+            ));
+        }
+        ledger.append(&context, streams, false).await?;
+    }
+    Ok(context)
+}
+
+async fn payroll_end_to_end(pool: &PgPool, employees: usize, report: &mut Report) -> anyhow::Result<()> {
+    let ledger = super::ledger_over(pool.clone()).with_pay_batch_items(1_000);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let projectors = ledger_server::server::start_projectors(
+        pool,
+        ledger_projections::RunnerOptions { batch_size: 2_000, ..Default::default() },
+        None,
+        &stopped,
+    );
+    let context = staff(&ledger, employees).await?;
+    ledger.wait_for_head(Duration::from_secs(3_600)).await?;
+    let approver = Context::system(context.organization_id(), "bench:approver");
+    let run = Uuid::new_v4();
+    let mut phases: Vec<(&str, f64)> = Vec::new();
+    let started = Instant::now();
+    let mut mark = Instant::now();
+    let mut phase = |name: &'static str, mark: &mut Instant| {
+        phases.push((name, mark.elapsed().as_secs_f64()));
+        *mark = Instant::now();
+    };
+    let create = PayrollRunCommand::Create {
+        payroll_run_id: PayrollRunId::from_uuid(run),
+        organization_id: OrganizationId::from_uuid(context.organization_id()),
+        period: PayPeriod::new(date(2026, 1, 1), date(2026, 1, 31))?,
+        frequency: PayFrequency::Monthly,
+        currency: Currency::usd(),
+        kind: RunKind::Regular,
+        actor: context.actor(),
+    };
+    ledger.execute::<PayrollRunAggregate>(&context, run, create).await?;
+    ledger_server::payroll::calculate(&ledger, &context, run).await?;
+    phase("calculate", &mut mark);
+    ledger
+        .execute::<PayrollRunAggregate>(&approver, run, PayrollRunCommand::Approve { actor: approver.actor() })
+        .await?;
+    phase("approve", &mut mark);
+    let processed = process(&ledger, &context, run).await?;
+    anyhow::ensure!(processed.paid == employees as u64, "paid {} of {employees}", processed.paid);
+    phase("pay", &mut mark);
+    settle_run(&ledger, &context, run, |transaction: TransactionId| Settlement {
+        signature: format!("sig-{transaction}"),
+        block_hash: "bench-block".to_owned(),
+    })
+    .await?;
+    phase("settle", &mut mark);
+    ledger.wait_for_head(Duration::from_secs(3_600)).await?;
+    phase("projections caught up", &mut mark);
+    let total = started.elapsed().as_secs_f64();
+    for (name, seconds) in phases {
+        report.add(Figure::of(format!("payroll run {employees} employees: {name}"), "s", vec![seconds]));
+    }
+    report.add(Figure::of(format!("payroll run {employees} employees: total"), "s", vec![total]));
+    stop.send(true)?;
+    for projector in projectors {
+        projector.await??;
+    }
+    Ok(())
+}
+
+async fn projection_throughput(pool: &PgPool, report: &mut Report) -> anyhow::Result<()> {
+    let store = EventStore::new(pool.clone());
+    let events = store.count_after(ledger_store::Checkpoint::START).await? as f64;
+    let started = Instant::now();
+    for projection in ledger_projections::projections::all() {
+        let one = Instant::now();
+        ledger_projections::rebuild(pool, projection.as_ref(), &mut |_| {}).await?;
+        report.add(Figure::of(
+            format!("rebuild {} over {events} events", projection.name()),
+            "events/s",
+            vec![events / one.elapsed().as_secs_f64()],
+        ));
+    }
+    report.add(Figure::of(
+        format!("rebuild of all projections over {events} events"),
+        "s",
+        vec![started.elapsed().as_secs_f64()],
+    ));
+    Ok(())
+}
+
+async fn replay_latency(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let store = EventStore::new(pool.clone());
+    let (head, _) = store.head().await?.context("the log is not empty")?;
+    let employees: Vec<Uuid> =
+        sqlx::query_scalar("select employee_id from employee.employees order by random() limit $1")
+            .bind(args.replays as i64)
+            .fetch_all(pool)
+            .await?;
+    let wallets: Vec<Uuid> = sqlx::query_scalar("select wallet_id from wallet.wallets order by random() limit $1")
+        .bind(args.replays as i64)
+        .fetch_all(pool)
+        .await?;
+    let point = AsOf::Position(head / 2 + head / 4);
+    let events = store.count_after(ledger_store::Checkpoint::START).await?;
+    for (kind, ids) in [("employee", &employees), ("wallet", &wallets)] {
+        let mut latencies = Vec::with_capacity(ids.len());
+        for id in ids {
+            let started = Instant::now();
+            match kind {
+                "employee" => drop(aggregate_as_of::<EmployeeAggregate>(&store, *id, point).await?),
+                _ => drop(aggregate_as_of::<WalletAggregate>(&store, *id, point).await?),
+            }
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if latencies.is_empty() {
+            continue;
+        }
+        latencies.sort_by(f64::total_cmp);
+        report.add(Figure::of(
+            format!("replay {kind} as of a position ({events} events): p50"),
+            "ms",
+            vec![percentile(&latencies, 0.5)],
+        ));
+        report.add(Figure::of(
+            format!("replay {kind} as of a position ({events} events): p99"),
+            "ms",
+            vec![percentile(&latencies, 0.99)],
+        ));
+    }
+    Ok(())
+}
