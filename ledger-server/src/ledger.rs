@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 
 /// Attempts of one command before a version conflict is returned to the caller.
 pub const COMMAND_ATTEMPTS_MAX: usize = 5;
-/// The longest a read waits for projections to reach a position.
+/// The longest an API read may ask to wait for projections to reach a position.
 pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(30);
 
 /// Who acts, in which organization, under which idempotency key.
@@ -269,7 +269,7 @@ impl Ledger {
     pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> AppResult<()> {
         let names: Vec<&str> =
             ledger_projections::projections::all().iter().map(|projection| projection.name()).collect();
-        let deadline = Instant::now() + timeout.min(WAIT_FOR_POSITION_MAX);
+        let deadline = Instant::now() + timeout;
         loop {
             if projected(self.pool(), position, &names).await? {
                 return Ok(());

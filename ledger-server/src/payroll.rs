@@ -33,8 +33,9 @@ use crate::ledger::{Context, Ledger, Written, fold_stream, stream_append};
 pub const PAY_BATCH_ITEMS: usize = 500;
 /// Streams loaded per query.
 pub const LOAD_BATCH_STREAMS: usize = 1_000;
-/// How long a command waits for the read tables it looks facts up in.
-const LOOKUP_WAIT: Duration = Duration::from_secs(30);
+/// How long a command waits for the read tables it looks facts up in (after a bulk import
+/// the projections may be minutes behind).
+const LOOKUP_WAIT: Duration = Duration::from_secs(300);
 /// Attempts of one payment batch that conflicts with another processor.
 const BATCH_ATTEMPTS_MAX: usize = 5;
 
@@ -198,7 +199,7 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
     // The idempotency key stands for starting the run; the payments and the completion are
     // idempotent by the run's own state.
     let context = &context.without_idempotency();
-    let (mut run, _) = load_run(ledger, context, run_id).await?;
+    let (mut run, version) = load_run(ledger, context, run_id).await?;
     let (mut paid_now, mut failed_now, mut position) = (0, 0, 0);
     if run.status == RunStatus::Processing {
         let pending: Vec<Uuid> = run
@@ -208,8 +209,9 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
             .map(|(id, _)| id.as_uuid())
             .collect();
         let wallets = wallets_of(ledger, context, &run, &pending).await?;
+        let mut loaded = (run.clone(), version);
         for batch in pending.chunks(ledger.pay_batch_items()) {
-            let (paid, failed, written) = pay_batch(ledger, context, run_id, batch, &wallets).await?;
+            let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
             paid_now += paid;
             failed_now += failed;
             position = position.max(written);
@@ -245,12 +247,18 @@ async fn pay_batch(
     ledger: &Ledger,
     context: &Context,
     run_id: Uuid,
+    loaded: &mut (PayrollRun, u64),
     batch: &[Uuid],
     wallets: &HashMap<Uuid, Uuid>,
 ) -> AppResult<(u64, u64, i64)> {
     let organization_id = context.organization_id();
     for attempt in 1..=BATCH_ATTEMPTS_MAX {
-        let (run, run_version) = load_run(ledger, context, run_id).await?;
+        // The run as this processor last wrote it; reloaded only after a conflict, since
+        // loading a run of many items costs more than paying a batch of them.
+        if attempt > 1 {
+            *loaded = load_run(ledger, context, run_id).await?;
+        }
+        let (run, run_version) = (loaded.0.clone(), loaded.1);
         if run.status != RunStatus::Processing {
             return Ok((0, 0, 0));
         }
@@ -311,7 +319,10 @@ async fn pay_batch(
         }
         streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
         match ledger.append(context, streams, false).await {
-            Ok(result) => return Ok((paid, failed, result.last_position())),
+            Ok(result) => {
+                *loaded = (state.expect("the run exists"), run_version + run_events.len() as u64);
+                return Ok((paid, failed, result.last_position()));
+            }
             Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,
             Err(error) => return Err(error.into()),
         }

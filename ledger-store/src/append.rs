@@ -33,7 +33,11 @@ const LOCK_OBJECT_LOG: i32 = 0;
 
 pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
     validate(request)?;
-    let request_hash = request.fingerprint.clone().unwrap_or_else(|| request_hash(request).to_vec());
+    let request_hash = match (&request.idempotency_key, &request.fingerprint) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(fingerprint)) => fingerprint.clone(),
+        (Some(_), None) => request_hash(request).to_vec(),
+    };
     let mut transaction = pool.begin().await?;
     if let Some(key) = &request.idempotency_key
         && let Some(result) = earlier_result(&mut transaction, key, &request_hash).await?
@@ -159,29 +163,53 @@ fn validate_stream(stream_index: usize, stream: &StreamAppend) -> Result<()> {
 /// The fingerprint an idempotency key is bound to: what the request asks to record and who
 /// asks. Event ids and correlation ids are left out, since a client's retry may mint new ones.
 fn request_hash(request: &AppendRequest) -> [u8; 32] {
-    let streams: Vec<serde_json::Value> = request
-        .streams
-        .iter()
-        .map(|stream| {
-            serde_json::json!({
-                "organization_id": stream.organization_id,
-                "stream_type": stream.stream_type,
-                "stream_id": stream.stream_id,
-                "expected_version": stream.expected_version,
-                "events": stream.events.iter().map(|event| serde_json::json!({
-                    "event_type": event.event_type,
-                    "schema_version": event.schema_version,
-                    "payload": event.payload,
-                })).collect::<Vec<_>>(),
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        event_type: &'a str,
+        schema_version: i32,
+        payload: &'a serde_json::Value,
+    }
+    #[derive(serde::Serialize)]
+    struct Stream<'a> {
+        organization_id: Uuid,
+        stream_type: &'a str,
+        stream_id: Uuid,
+        expected_version: ExpectedVersion,
+        events: Vec<Event<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Fingerprint<'a> {
+        streams: Vec<Stream<'a>>,
+        actor: &'a str,
+        role: Option<&'a str>,
+    }
+    let fingerprint = Fingerprint {
+        streams: request
+            .streams
+            .iter()
+            .map(|stream| Stream {
+                organization_id: stream.organization_id,
+                stream_type: &stream.stream_type,
+                stream_id: stream.stream_id,
+                expected_version: stream.expected_version,
+                events: stream
+                    .events
+                    .iter()
+                    .map(|event| Event {
+                        event_type: &event.event_type,
+                        schema_version: event.schema_version,
+                        payload: &event.payload,
+                    })
+                    .collect(),
             })
-        })
-        .collect();
-    let fingerprint = serde_json::json!({
-        "streams": streams,
-        "actor": request.metadata.actor,
-        "role": request.metadata.role,
-    });
-    Sha256::digest(fingerprint.to_string().as_bytes()).into()
+            .collect(),
+        actor: &request.metadata.actor,
+        role: request.metadata.role.as_deref(),
+    };
+    // Serialized straight into the hasher: no copy of the payloads.
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, &fingerprint).expect("a fingerprint serializes");
+    hasher.finalize().into()
 }
 
 /// Waits for any other request with the same key, then returns its stored result (or the
@@ -364,6 +392,9 @@ async fn insert_events(
     let mut metadata = request.metadata.clone();
     metadata.idempotency_key.clone_from(&request.idempotency_key);
     let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
+    if request.event_count() >= COPY_ROWS_MIN {
+        return copy_events(transaction, request, first_versions, &metadata).await;
+    }
     let mut positions = Vec::with_capacity(request.event_count());
     let mut columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS.min(request.event_count()));
     // Chunks follow request order, so a stream's versions are inserted in increasing order
@@ -404,6 +435,17 @@ fn push_copy_field(line: &mut String, value: &str) {
     }
 }
 
+/// Writes JSON for COPY's text format. Compact JSON has no raw newline, carriage return or
+/// tab (inside strings they are escaped), so only its backslashes need doubling.
+fn push_json_field(line: &mut String, value: &serde_json::Value) {
+    let json = value.to_string();
+    if json.contains('\\') {
+        line.push_str(&json.replace('\\', "\\\\"));
+    } else {
+        line.push_str(&json);
+    }
+}
+
 const COPY_EVENTS: &str = "copy ledger.events \
     (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) from stdin";
 
@@ -427,7 +469,7 @@ async fn copy_events(
             let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, first_version + offset as u64);
             push_copy_field(&mut buffer, &event.event_type);
             let _ = write!(buffer, "\t{}\t", event.schema_version);
-            push_copy_field(&mut buffer, &event.payload.to_string());
+            push_json_field(&mut buffer, &event.payload);
             buffer.push('\t');
             buffer.push_str(&escaped_metadata);
             buffer.push('\n');

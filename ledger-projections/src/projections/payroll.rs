@@ -165,15 +165,30 @@ async fn set_item(
     Ok(())
 }
 
-/// Recounts the run's paid and failed items from its items.
-async fn recount(connection: &mut PgConnection, event: &RecordedEvent) -> Result<()> {
+/// Moves an item to `status` and keeps the run's paid and failed counts in step, by the
+/// item's status before (one row each: no recount over the run's items).
+async fn move_item(
+    connection: &mut PgConnection,
+    event: &RecordedEvent,
+    employee_id: Uuid,
+    status: &str,
+    transaction_id: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<()> {
+    let before: Option<String> =
+        sqlx::query_scalar("select status from payroll_items where payroll_run_id = $1 and employee_id = $2")
+            .bind(event.stream_id)
+            .bind(employee_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    set_item(connection, event, employee_id, status, transaction_id, reason).await?;
+    let delta = |wanted: &str| i64::from(status == wanted) - i64::from(before.as_deref() == Some(wanted));
     sqlx::query(
-        "update payroll_runs r set paid_count = c.paid, failed_count = c.failed, last_position = $2 \
-         from (select count(*) filter (where status = 'paid') as paid, count(*) filter (where status = 'failed') as failed \
-               from payroll_items where payroll_run_id = $1) c \
-         where r.payroll_run_id = $1",
+        "update payroll_runs set paid_count = paid_count + $2, failed_count = failed_count + $3, last_position = $4 where payroll_run_id = $1",
     )
     .bind(event.stream_id)
+    .bind(delta("paid"))
+    .bind(delta("failed"))
     .bind(event.global_position)
     .execute(connection)
     .await?;
@@ -231,14 +246,12 @@ impl PayrollProjection {
                     .await?
             }
             PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. } => {
-                set_item(connection, event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid()), None)
+                move_item(connection, event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid()), None)
                     .await?;
                 record_paid_earnings(connection, event, employee_id.as_uuid(), rust_decimal::Decimal::ONE).await?;
-                recount(connection, event).await?;
             }
             PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
-                set_item(connection, event, employee_id.as_uuid(), "failed", None, Some(reason)).await?;
-                recount(connection, event).await?;
+                move_item(connection, event, employee_id.as_uuid(), "failed", None, Some(reason)).await?;
             }
             PayrollRunEvent::PayrollRunCompleted { status, .. } => {
                 set_run(connection, event, "status = $2::text", Some(&serde_name(status))).await?;

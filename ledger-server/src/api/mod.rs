@@ -227,7 +227,8 @@ pub struct Consistency {
 impl Consistency {
     pub async fn wait(&self, ledger: &Ledger) -> AppResult<()> {
         if let Some(position) = self.wait_for_position {
-            let timeout = Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000));
+            let timeout =
+                Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000)).min(crate::ledger::WAIT_FOR_POSITION_MAX);
             ledger.wait_for_position(position, timeout).await?;
         }
         Ok(())

@@ -26,7 +26,8 @@ use database::Database;
 pub use progress::Progress;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let migrate = !matches!(cli.command, Command::Migrate { status: true });
+    // The bench migrates a database of its own, not the one it connects to.
+    let migrate = !matches!(cli.command, Command::Migrate { status: true } | Command::Bench(_));
     let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrate).await?;
     let keep = matches!(cli.command, Command::Serve { .. });
     let outcome = dispatch(cli.command, &database).await;
