@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{AppState, Auth, Command, Consistency, MoneyInput, parse_id, written};
+use super::{AppState, Auth, Command, Consistency, MoneyInput, parse_id, read_page, read_row, written};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 use crate::ledger::Ledger;
@@ -221,20 +221,8 @@ pub async fn list(
     Auth(identity): Auth,
     Query(query): Query<ListQuery>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
-    query.consistency().wait(&state.ledger).await?;
-    let limit = query.limit();
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(e) from employee.employees e where $1::uuid is null or employee_id > $1 order by employee_id limit $2",
-    )
-    .bind(query.after)
-    .bind(limit)
-    .fetch_all(&mut *read)
-    .await?;
-    read.commit().await?;
-    let next =
-        if rows.len() as i64 == limit { rows.last().and_then(|row| row.get("employee_id").cloned()) } else { None };
+    let sql = "select to_jsonb(e) from employee.employees e where $1::uuid is null or employee_id > $1 order by employee_id limit $2";
+    let (rows, next) = read_page(&state, &identity, &query, sql, "employee_id").await?;
     Ok(Json(serde_json::json!({ "employees": rows, "next_after": next })))
 }
 
@@ -245,17 +233,9 @@ pub async fn show(
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
     let employee_id = parse_id(&id, "employee id")?;
-    consistency.wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> =
-        sqlx::query_scalar("select to_jsonb(e) from employee.employees e where employee_id = $1")
-            .bind(employee_id)
-            .fetch_optional(&mut *read)
-            .await?;
-    read.commit().await?;
-    row.map(Json).ok_or_else(|| AppError::NotFound(format!("no employee {employee_id}")))
+    let sql = "select to_jsonb(e) from employee.employees e where employee_id = $1";
+    read_row(&state, &identity, consistency, sql, employee_id, format!("no employee {employee_id}")).await
 }
 
 /// `GET /v1/employees/{id}/history`: every effective-dated change with its validity.

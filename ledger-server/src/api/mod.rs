@@ -246,3 +246,42 @@ pub fn written(status: StatusCode, id_field: &str, id: Uuid, written: Written) -
 pub fn parse_id(text: &str, field: &str) -> AppResult<Uuid> {
     text.parse().map_err(|_| AppError::bad_request(field, format!("{text:?} is not a UUID")))
 }
+
+/// One JSON row, read as the organization's API reader (row-level security), or 404 with
+/// `missing`. `sql` takes the id as `$1`.
+pub async fn read_row(
+    state: &AppState,
+    identity: &Identity,
+    consistency: Consistency,
+    sql: &str,
+    id: Uuid,
+    missing: String,
+) -> AppResult<Json<serde_json::Value>> {
+    identity.require(Permission::Read)?;
+    consistency.wait(&state.ledger).await?;
+    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
+    let row: Option<serde_json::Value> = sqlx::query_scalar(sql).bind(id).fetch_optional(&mut *read).await?;
+    read.commit().await?;
+    row.map(Json).ok_or(AppError::NotFound(missing))
+}
+
+/// A page of JSON rows, read as the organization's API reader. `sql` takes the cursor (the
+/// last `key` of the previous page, or null) as `$1` and the limit as `$2`. Returns the rows
+/// and the next cursor.
+pub async fn read_page(
+    state: &AppState,
+    identity: &Identity,
+    query: &employees::ListQuery,
+    sql: &str,
+    key: &str,
+) -> AppResult<(Vec<serde_json::Value>, Option<serde_json::Value>)> {
+    identity.require(Permission::Read)?;
+    query.consistency().wait(&state.ledger).await?;
+    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
+    let rows: Vec<serde_json::Value> =
+        sqlx::query_scalar(sql).bind(query.after).bind(query.limit()).fetch_all(&mut *read).await?;
+    read.commit().await?;
+    let next =
+        if rows.len() as i64 == query.limit() { rows.last().and_then(|row| row.get(key).cloned()) } else { None };
+    Ok((rows, next))
+}

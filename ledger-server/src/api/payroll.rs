@@ -11,7 +11,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::employees::ListQuery;
-use super::{AppState, Auth, Command, Consistency, currency, parse_id, written};
+use super::{AppState, Auth, Command, Consistency, currency, parse_id, read_page, read_row, written};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
@@ -124,18 +124,9 @@ pub async fn list(
     Auth(identity): Auth,
     Query(query): Query<ListQuery>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
-    query.consistency().wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(r) from payroll.payroll_runs r where $1::uuid is null or payroll_run_id > $1 order by payroll_run_id limit $2",
-    )
-    .bind(query.after)
-    .bind(query.limit())
-    .fetch_all(&mut *read)
-    .await?;
-    read.commit().await?;
-    Ok(Json(serde_json::json!({ "payroll_runs": rows })))
+    let sql = "select to_jsonb(r) from payroll.payroll_runs r where $1::uuid is null or payroll_run_id > $1 order by payroll_run_id limit $2";
+    let (rows, next) = read_page(&state, &identity, &query, sql, "payroll_run_id").await?;
+    Ok(Json(serde_json::json!({ "payroll_runs": rows, "next_after": next })))
 }
 
 /// `GET /v1/payroll-runs/{id}`.
@@ -145,17 +136,9 @@ pub async fn show(
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
     let run_id = parse_id(&id, "payroll run id")?;
-    consistency.wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> =
-        sqlx::query_scalar("select to_jsonb(r) from payroll.payroll_runs r where payroll_run_id = $1")
-            .bind(run_id)
-            .fetch_optional(&mut *read)
-            .await?;
-    read.commit().await?;
-    row.map(Json).ok_or_else(|| AppError::NotFound(format!("no payroll run {run_id}")))
+    let sql = "select to_jsonb(r) from payroll.payroll_runs r where payroll_run_id = $1";
+    read_row(&state, &identity, consistency, sql, run_id, format!("no payroll run {run_id}")).await
 }
 
 /// `GET /v1/payroll-runs/{id}/items?after=<employee>&limit=N`.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::employees::ListQuery;
-use super::{AppState, Auth, Command, Consistency, MoneyInput, currency, parse_id, written};
+use super::{AppState, Auth, Command, Consistency, MoneyInput, currency, parse_id, read_page, read_row, written};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
@@ -90,22 +90,9 @@ pub async fn list(
     Auth(identity): Auth,
     Query(query): Query<ListQuery>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
-    query.consistency().wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(w) from wallet.wallets w where $1::uuid is null or wallet_id > $1 order by wallet_id limit $2",
-    )
-    .bind(query.after)
-    .bind(query.limit())
-    .fetch_all(&mut *read)
-    .await?;
-    read.commit().await?;
-    let next = if rows.len() as i64 == query.limit() {
-        rows.last().and_then(|row| row.get("wallet_id").cloned())
-    } else {
-        None
-    };
+    let sql =
+        "select to_jsonb(w) from wallet.wallets w where $1::uuid is null or wallet_id > $1 order by wallet_id limit $2";
+    let (rows, next) = read_page(&state, &identity, &query, sql, "wallet_id").await?;
     Ok(Json(serde_json::json!({ "wallets": rows, "next_after": next })))
 }
 
@@ -116,17 +103,9 @@ pub async fn show(
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
     let wallet_id = parse_id(&id, "wallet id")?;
-    consistency.wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> =
-        sqlx::query_scalar("select to_jsonb(w) from wallet.wallets w where wallet_id = $1")
-            .bind(wallet_id)
-            .fetch_optional(&mut *read)
-            .await?;
-    read.commit().await?;
-    row.map(Json).ok_or_else(|| AppError::NotFound(format!("no wallet {wallet_id}")))
+    let sql = "select to_jsonb(w) from wallet.wallets w where wallet_id = $1";
+    read_row(&state, &identity, consistency, sql, wallet_id, format!("no wallet {wallet_id}")).await
 }
 
 /// `GET /v1/wallets/{id}/statement?after=<position>`: movements with running balance.
@@ -170,19 +149,10 @@ pub async fn transaction(
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
 ) -> AppResult<Json<serde_json::Value>> {
-    identity.require(Permission::Read)?;
     let transaction_id = parse_id(&id, "transaction id")?;
-    consistency.wait(&state.ledger).await?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(t) || jsonb_build_object( \
+    let sql = "select to_jsonb(t) || jsonb_build_object( \
            'postings', (select jsonb_agg(to_jsonb(p) order by line) from transaction.postings p where p.transaction_id = t.transaction_id), \
            'log', (select jsonb_agg(to_jsonb(l) order by global_position) from transaction.transaction_logs l where l.transaction_id = t.transaction_id)) \
-         from transaction.transactions t where transaction_id = $1",
-    )
-    .bind(transaction_id)
-    .fetch_optional(&mut *read)
-    .await?;
-    read.commit().await?;
-    row.map(Json).ok_or_else(|| AppError::NotFound(format!("no transaction {transaction_id}")))
+         from transaction.transactions t where transaction_id = $1";
+    read_row(&state, &identity, consistency, sql, transaction_id, format!("no transaction {transaction_id}")).await
 }
