@@ -398,17 +398,17 @@ impl Demo {
         } else {
             println!("  {payments_after} payments recorded; run the demo again: it pays nobody twice.");
         }
+        // The program as it was invoked (cargo run puts it under target/), so the lines below
+        // can be pasted as they are.
+        let program = std::env::args().next().unwrap_or_else(|| "payroll-ledger".to_owned());
         println!();
         println!("Try next (data in {}):", database.location);
+        println!("  {program} events --stream-id {} --format ndjson   # the events of an employee", employee_id(1));
         println!(
-            "  payroll-ledger events --stream-id {} --format ndjson   # the events of an employee",
-            employee_id(1)
-        );
-        println!(
-            "  payroll-ledger replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
+            "  {program} replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
             wallet_id(1)
         );
-        println!("  payroll-ledger verify   # recompute every hash chain");
+        println!("  {program} verify   # recompute every hash chain");
         Ok(())
     }
 }
