@@ -94,5 +94,24 @@ async fn one_organization_reads_nothing_of_another() {
     let own: i64 =
         sqlx::query_scalar("select count(*) from employee.employees").fetch_one(&mut connection).await.unwrap();
     assert_eq!(own, 1);
+    sqlx::query("rollback").execute(&mut connection).await.unwrap();
+
+    // A rebuild swaps in new tables: they are guarded the same way.
+    let employee_projection = ledger_projections::projections::by_name("employee").unwrap();
+    ledger_projections::rebuild(&world.db.pool, employee_projection.as_ref(), &mut |_| {}).await.unwrap();
+    let (status, _) = world.get(&format!("/v1/employees/{employee}"), other).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mine = world.ok(Method::GET, &format!("/v1/employees/{employee}"), &world.admin, None).await;
+    assert_eq!(mine["employee_id"], employee.as_str());
+    sqlx::query("begin").execute(&mut connection).await.unwrap();
+    sqlx::query("set local role ledger_api_reader").execute(&mut connection).await.unwrap();
+    sqlx::query("select set_config('ledger.organization_id', $1, true)")
+        .bind(world.other_organization.to_string())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let rebuilt: i64 =
+        sqlx::query_scalar("select count(*) from employee.employees").fetch_one(&mut connection).await.unwrap();
+    assert_eq!(rebuilt, 0, "the rebuilt table shows another organization's rows");
     world.stop().await;
 }
