@@ -27,6 +27,15 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// Applies one event.
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
 
+    /// Applies a batch of handled events in log order. By default one by one; a projection
+    /// may write a batch's rows in one statement instead.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        for (event, decoded) in events {
+            self.apply(connection, event, decoded).await?;
+        }
+        Ok(())
+    }
+
     /// Empties its tables (the runner then replays from the start).
     async fn reset(&self, connection: &mut PgConnection) -> Result<()> {
         crate::schema::truncate_tables(connection, self.schema()).await

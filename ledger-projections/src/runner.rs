@@ -64,16 +64,12 @@ pub(crate) async fn apply_batch(
 ) -> Result<usize> {
     sqlx::query(&format!("set local search_path to {}, public", quote(schema))).execute(&mut *connection).await?;
     let handled = projection.event_types();
-    let mut applied = 0;
-    for event in events {
-        if !handled.contains(&event.event_type.as_str()) {
-            continue;
-        }
-        let decoded = decode(event)?;
-        projection.apply(connection, event, &decoded).await?;
-        applied += 1;
+    let mut batch = Vec::with_capacity(events.len());
+    for event in events.iter().filter(|event| handled.contains(&event.event_type.as_str())) {
+        batch.push((event, decode(event)?));
     }
-    Ok(applied)
+    projection.apply_all(connection, &batch).await?;
+    Ok(batch.len())
 }
 
 impl Runner {

@@ -17,28 +17,60 @@ use crate::projection::Projection;
 #[derive(Debug, Clone, Copy)]
 pub struct ComplianceProjection;
 
-async fn audit(connection: &mut PgConnection, event: &RecordedEvent) -> Result<()> {
-    let text = |key: &str| event.metadata.get(key).and_then(|value| value.as_str()).map(str::to_owned);
-    let correlation_id = text("correlation_id").and_then(|id| id.parse::<Uuid>().ok());
+/// One audit row per event, for a whole batch in one statement.
+async fn audit(connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+    let text =
+        |event: &RecordedEvent, key: &str| event.metadata.get(key).and_then(|value| value.as_str()).map(str::to_owned);
+    let mut columns = AuditColumns::default();
+    for (event, _) in events {
+        columns.positions.push(event.global_position);
+        columns.organizations.push(event.organization_id);
+        columns.actors.push(text(event, "actor").unwrap_or_default());
+        columns.roles.push(text(event, "role"));
+        columns.actions.push(event.event_type.clone());
+        columns.resources.push(event.stream_type.clone());
+        columns.resource_ids.push(event.stream_id);
+        columns.versions.push(event.stream_version as i64);
+        columns.correlations.push(text(event, "correlation_id").and_then(|id| id.parse::<Uuid>().ok()));
+        columns.idempotency_keys.push(text(event, "idempotency_key"));
+        columns.times.push(event.recorded_at);
+    }
     sqlx::query(
         "insert into audit_logs (global_position, organization_id, actor, role, action, resource, resource_id, stream_version, \
            correlation_id, idempotency_key, recorded_at, last_position) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $1)",
+         select p, o, a, r, ac, re, ri, v, c, k, t, p \
+         from unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::int8[], $9::uuid[], \
+                     $10::text[], $11::timestamptz[]) as rows(p, o, a, r, ac, re, ri, v, c, k, t)",
     )
-    .bind(event.global_position)
-    .bind(event.organization_id)
-    .bind(text("actor").unwrap_or_default())
-    .bind(text("role"))
-    .bind(&event.event_type)
-    .bind(&event.stream_type)
-    .bind(event.stream_id)
-    .bind(event.stream_version as i64)
-    .bind(correlation_id)
-    .bind(text("idempotency_key"))
-    .bind(event.recorded_at)
+    .bind(&columns.positions)
+    .bind(&columns.organizations)
+    .bind(&columns.actors)
+    .bind(&columns.roles)
+    .bind(&columns.actions)
+    .bind(&columns.resources)
+    .bind(&columns.resource_ids)
+    .bind(&columns.versions)
+    .bind(&columns.correlations)
+    .bind(&columns.idempotency_keys)
+    .bind(&columns.times)
     .execute(connection)
     .await?;
     Ok(())
+}
+
+#[derive(Default)]
+struct AuditColumns {
+    positions: Vec<i64>,
+    organizations: Vec<Uuid>,
+    actors: Vec<String>,
+    roles: Vec<Option<String>>,
+    actions: Vec<String>,
+    resources: Vec<String>,
+    resource_ids: Vec<Uuid>,
+    versions: Vec<i64>,
+    correlations: Vec<Option<Uuid>>,
+    idempotency_keys: Vec<Option<String>>,
+    times: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 const REGISTER: &str = "\
@@ -205,11 +237,27 @@ impl Projection for ComplianceProjection {
     }
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
-        audit(connection, event).await?;
-        match decoded {
-            AnyEvent::PayrollRun(run_event) => apply_run(connection, event, run_event).await,
-            AnyEvent::Transaction(transaction_event) => apply_transaction(connection, event, transaction_event).await,
-            _ => Ok(()),
+        self.apply_all(connection, &[(event, decoded.clone())]).await
+    }
+
+    /// The audit rows of the whole batch in one statement, then the reports' working rows.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
         }
+        audit(connection, events).await?;
+        for (event, decoded) in events {
+            apply_report_rows(connection, event, decoded).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The working rows the register and journal are written from.
+async fn apply_report_rows(connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
+    match decoded {
+        AnyEvent::PayrollRun(run_event) => apply_run(connection, event, run_event).await,
+        AnyEvent::Transaction(transaction_event) => apply_transaction(connection, event, transaction_event).await,
+        _ => Ok(()),
     }
 }
