@@ -1,4 +1,4 @@
-//! Stored envelopes back into domain events, by stream type.
+//! Domain events to envelopes for appending, and stored envelopes back into domain events.
 
 use ledger_core::employee::{EmployeeAggregate, EmployeeEvent};
 use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
@@ -6,7 +6,8 @@ use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
 use ledger_core::transaction::{TransactionAggregate, TransactionEvent};
 use ledger_core::wallet::{WalletAggregate, WalletEvent};
 use ledger_core::{Aggregate, DomainEvent, EventEnvelope};
-use ledger_store::RecordedEvent;
+use ledger_store::{ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
 
@@ -60,4 +61,32 @@ pub fn decode_stream<E: DomainEvent>(events: &[RecordedEvent]) -> Result<Vec<E>>
                 .map_err(|source| ProjectionError::Decode { global_position: event.global_position, source })
         })
         .collect()
+}
+
+/// One stream's part of an append, from decided events: `version` is the stream's current
+/// version (0 for a new stream), which the append expects exactly.
+pub fn stream_append<A: Aggregate>(
+    organization_id: Uuid,
+    stream_id: Uuid,
+    version: u64,
+    events: &[A::Event],
+) -> StreamAppend {
+    StreamAppend {
+        organization_id,
+        stream_type: A::STREAM_TYPE.to_owned(),
+        stream_id,
+        expected_version: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
+        events: events
+            .iter()
+            .map(|event| {
+                let envelope = event.to_envelope();
+                NewEvent {
+                    event_id: Uuid::new_v4(),
+                    event_type: envelope.event_type,
+                    schema_version: envelope.schema_version,
+                    payload: envelope.payload,
+                }
+            })
+            .collect(),
+    }
 }

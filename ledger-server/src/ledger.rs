@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger_core::{Aggregate, DomainEvent};
+use ledger_core::Aggregate;
 use ledger_projections::decode::decode_stream;
 use ledger_store::checkpoint::projected;
-use ledger_store::{
-    AppendRequest, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError,
-    StreamAppend,
-};
+use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, RecordedEvent, StoreError, StreamAppend};
 use sha2::Digest;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -124,32 +121,7 @@ pub struct Ledger {
     pay_batch_items: usize,
 }
 
-/// One stream's part of an append, from decided events.
-pub fn stream_append<A: Aggregate>(
-    organization_id: Uuid,
-    stream_id: Uuid,
-    version: u64,
-    events: &[A::Event],
-) -> StreamAppend {
-    StreamAppend {
-        organization_id,
-        stream_type: A::STREAM_TYPE.to_owned(),
-        stream_id,
-        expected_version: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
-        events: events
-            .iter()
-            .map(|event| {
-                let envelope = event.to_envelope();
-                NewEvent {
-                    event_id: Uuid::new_v4(),
-                    event_type: envelope.event_type,
-                    schema_version: envelope.schema_version,
-                    payload: envelope.payload,
-                }
-            })
-            .collect(),
-    }
-}
+pub use ledger_projections::decode::stream_append;
 
 /// Folds one stream's recorded events, checking that it belongs to `organization_id`.
 pub fn fold_stream<A: Aggregate>(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::{Employee, EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
 use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, RuleCalculation, RuleParty};
@@ -16,9 +17,8 @@ use ledger_core::transaction::{
     wallet_account,
 };
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
-use ledger_core::{Aggregate, DomainEvent};
-use ledger_projections::decode::decode_stream;
-use ledger_store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
+use ledger_projections::decode::{decode_stream, stream_append};
+use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, StreamAppend};
 use uuid::Uuid;
 
 /// Deterministic dice for a workload; the seed is printed so a failure can be replayed.
@@ -74,24 +74,7 @@ pub async fn decided<A: Aggregate>(
 ) -> StreamAppend {
     let (state, version) = load::<A>(store, stream_id).await;
     let events = A::decide(&state, command).unwrap_or_else(|error| panic!("{} {stream_id}: {error}", A::STREAM_TYPE));
-    StreamAppend {
-        organization_id: organization,
-        stream_type: A::STREAM_TYPE.to_owned(),
-        stream_id,
-        expected_version: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
-        events: events
-            .iter()
-            .map(|event| {
-                let envelope = event.to_envelope();
-                NewEvent {
-                    event_id: Uuid::new_v4(),
-                    event_type: envelope.event_type,
-                    schema_version: envelope.schema_version,
-                    payload: envelope.payload,
-                }
-            })
-            .collect(),
-    }
+    stream_append::<A>(organization, stream_id, version, &events)
 }
 
 pub async fn append(store: &EventStore, actor: &str, streams: Vec<StreamAppend>) -> AppendResult {
