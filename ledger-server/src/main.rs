@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Without DATABASE_URL every command uses a private PostgreSQL that it starts from the
 /// installed server binaries, with its data in --data-dir.
 #[derive(Debug, Parser)]
-#[command(name = "payroll-ledger", version, about, long_about = None)]
+#[command(name = "payroll-ledger", version)]
 struct Cli {
     /// The PostgreSQL to use, e.g. postgres://user:password@host:5432/db. Unset: a private server.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
