@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use ledger_core::Aggregate;
 use ledger_core::transaction::{Direction, TransactionEvent};
-use ledger_core::{Aggregate, DomainEvent};
 use ledger_store::{EventQuery, EventStore, READ_BATCH_MAX, RecordedEvent};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -110,10 +110,4 @@ pub async fn account_balance_as_of(store: &EventStore, account: &str, as_of: AsO
             balance: debits - credits,
         })
         .collect())
-}
-
-/// The event types an aggregate's stream may hold (for callers that pick the aggregate by
-/// the stream type they find).
-pub fn event_types<A: Aggregate>() -> &'static [&'static str] {
-    <A::Event as DomainEvent>::EVENT_TYPES
 }

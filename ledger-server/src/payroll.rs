@@ -17,8 +17,8 @@ use ledger_core::payroll::{
     ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus,
 };
 use ledger_core::transaction::{
-    Direction, Posting, TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings,
-    reversed_postings, wallet_account,
+    Direction, LedgerTransaction, Posting, TransactionAggregate, TransactionCommand, TransactionReference,
+    payroll_item_postings, reversed_postings, wallet_account,
 };
 use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
 use ledger_store::StoreError;
@@ -376,63 +376,54 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
     let (run, run_version) = load_run(ledger, context, run_id).await?;
     let run_events =
         PayrollRunAggregate::decide(&Some(run.clone()), PayrollRunCommand::Reverse { reason, actor: context.actor() })?;
-    let paid: Vec<(EmployeeId, TransactionId, Money)> = run
+    let paid: Vec<(EmployeeId, TransactionId, &Money)> = run
         .items
         .values()
         .filter_map(|item| match item.status {
-            ItemStatus::Paid { transaction_id } => Some((item.item.employee_id, transaction_id, item.item.net.clone())),
+            ItemStatus::Paid { transaction_id } => Some((item.item.employee_id, transaction_id, &item.item.net)),
             _ => None,
         })
         .collect();
-    let originals = load_many::<TransactionAggregate>(
-        ledger,
-        organization_id,
-        &paid.iter().map(|(_, id, _)| id.as_uuid()).collect::<Vec<_>>(),
-    )
-    .await?;
+    let transaction_ids: Vec<Uuid> = paid.iter().map(|(_, id, _)| id.as_uuid()).collect();
+    let originals = load_many::<TransactionAggregate>(ledger, organization_id, &transaction_ids).await?;
+    // Each paid item with its payment and the wallet that payment credited.
+    let payments: Vec<(EmployeeId, &LedgerTransaction, Option<Uuid>, &Money)> = paid
+        .iter()
+        .filter_map(|(employee, original, net)| {
+            let (Some(transaction), _) = originals.get(&original.as_uuid())? else { return None };
+            let wallet = transaction
+                .postings
+                .iter()
+                .find_map(|posting| posting.account.strip_prefix("wallet:"))
+                .and_then(|id| id.parse::<Uuid>().ok());
+            Some((*employee, transaction, wallet, *net))
+        })
+        .collect();
+    let wallet_ids: Vec<Uuid> = payments.iter().filter_map(|(_, _, wallet, _)| *wallet).collect();
+    let wallets = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
     let mut streams = vec![stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events)];
-    let mut wallet_ids = Vec::new();
-    for (employee, original, _) in &paid {
-        let Some((Some(transaction), _)) = originals.get(&original.as_uuid()) else { continue };
-        let wallet = transaction
-            .postings
-            .iter()
-            .find_map(|posting| posting.account.strip_prefix("wallet:"))
-            .and_then(|id| id.parse::<Uuid>().ok());
-        wallet_ids.push((*employee, *original, wallet));
-    }
-    let wallets = load_many::<WalletAggregate>(
-        ledger,
-        organization_id,
-        &wallet_ids.iter().filter_map(|(_, _, wallet)| *wallet).collect::<Vec<_>>(),
-    )
-    .await?;
-    for ((employee, original, wallet), (_, _, net)) in wallet_ids.iter().zip(&paid) {
+    for (employee, transaction, wallet, net) in payments {
         let reversal = TransactionId::from_uuid(Uuid::new_v4());
-        let Some((Some(transaction), _)) = originals.get(&original.as_uuid()) else { continue };
         let record = TransactionCommand::Record {
             transaction_id: reversal,
             organization_id: OrganizationId::from_uuid(organization_id),
             postings: reversed_postings(&transaction.postings),
             reference: TransactionReference::PayrollReversal {
                 payroll_run_id: PayrollRunId::from_uuid(run_id),
-                employee_id: *employee,
+                employee_id: employee,
             },
         };
-        streams.push(stream_append::<TransactionAggregate>(
-            organization_id,
-            reversal.as_uuid(),
-            0,
-            &TransactionAggregate::decide(&None, record)?,
-        ));
+        let record = TransactionAggregate::decide(&None, record)?;
+        streams.push(stream_append::<TransactionAggregate>(organization_id, reversal.as_uuid(), 0, &record));
         if let Some(wallet_id) = wallet
-            && let Some((Some(wallet_state), version)) = wallets.get(wallet_id)
+            && let Some((Some(wallet_state), version)) = wallets.get(&wallet_id)
         {
+            // Take back what the wallet still holds of the net; the rest is owed outside.
             let take_back = net.clone().min(wallet_state.balance.clone())?;
             if take_back.is_positive() {
                 let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
                 let events = WalletAggregate::decide(&Some(wallet_state.clone()), debit)?;
-                streams.push(stream_append::<WalletAggregate>(organization_id, *wallet_id, *version, &events));
+                streams.push(stream_append::<WalletAggregate>(organization_id, wallet_id, *version, &events));
             }
         }
     }

@@ -54,6 +54,31 @@ impl EventStore {
         Ok(())
     }
 
+    /// The versions of the migrations applied to this database, ascending; empty before the
+    /// first.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
+        let applied = sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+            .fetch_all(&self.pool)
+            .await;
+        match applied {
+            Ok(versions) => Ok(versions),
+            // No migration table yet: nothing applied.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// How many events of `event_type` an organization has.
+    pub async fn count_events(&self, organization_id: Uuid, event_type: &str) -> Result<i64> {
+        let count =
+            sqlx::query_scalar("select count(*) from ledger.events where organization_id = $1 and event_type = $2")
+                .bind(organization_id)
+                .bind(event_type)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count)
+    }
+
     /// Appends the request's events atomically: all streams or none.
     ///
     /// # Errors

@@ -20,8 +20,7 @@ pub async fn health() -> &'static str {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let expected =
         ledger_store::MIGRATOR.iter().filter(|migration| migration.migration_type.is_up_migration()).count() as i64;
-    let applied: Result<i64, sqlx::Error> =
-        sqlx::query_scalar("select count(*) from _sqlx_migrations where success").fetch_one(state.ledger.pool()).await;
+    let applied = state.ledger.store().applied_migrations().await.map(|versions| versions.len() as i64);
     match applied {
         Ok(applied) if applied == expected => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
         Ok(applied) => (

@@ -144,13 +144,7 @@ impl Demo {
     }
 
     async fn count(&self, event_type: &str) -> anyhow::Result<i64> {
-        let count =
-            sqlx::query_scalar("select count(*) from ledger.events where organization_id = $1 and event_type = $2")
-                .bind(self.organization)
-                .bind(event_type)
-                .fetch_one(self.ledger.pool())
-                .await?;
-        Ok(count)
+        Ok(self.ledger.store().count_events(self.organization, event_type).await?)
     }
 
     fn register(&self) -> Step<'_, ()> {

@@ -76,10 +76,7 @@ async fn migrate(database: &Database, status: bool) -> anyhow::Result<()> {
     if !status {
         println!("migrations applied to {}", database.location);
     }
-    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
-        .fetch_all(&database.pool)
-        .await
-        .unwrap_or_default();
+    let applied = EventStore::new(database.pool.clone()).applied_migrations().await?;
     for migration in ledger_store::MIGRATOR.iter() {
         let state = if applied.contains(&migration.version) { "applied" } else { "pending" };
         println!("{state:>8}  {}  {}", migration.version, migration.description);
