@@ -290,3 +290,116 @@ async fn the_openapi_document_is_served_and_names_every_route() {
     assert!(body["detail"].as_str().unwrap().contains("no such route"));
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_run_is_reversed_once_under_races_and_retries() {
+    let world = Arc::new(World::new().await);
+    world.register().await;
+    let mut wallets = Vec::new();
+    for _ in 0..3 {
+        wallets.push(world.hire("3000.00", true).await.1);
+    }
+    let run = world.calculated_run().await;
+    let reason = json!({ "reason": "paid the wrong month" });
+    let (status, problem) =
+        world.post(&format!("/v1/payroll-runs/{run}/reverse"), &world.processor, reason.clone()).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_status")),
+        "not paid yet"
+    );
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    let (status, _) = world.post(&format!("/v1/payroll-runs/{run}/reverse"), &world.processor, json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a reversal needs a reason");
+
+    let reversals: Vec<_> = ["reverse-a", "reverse-b"]
+        .into_iter()
+        .map(|key| {
+            let (world, run, reason) = (world.clone(), run.clone(), reason.clone());
+            tokio::spawn(async move {
+                let path = format!("/v1/payroll-runs/{run}/reverse");
+                (key, world.call(Method::POST, &path, &world.processor, Some(reason), Some(key)).await)
+            })
+        })
+        .collect();
+    let mut winner = None;
+    for reversal in reversals {
+        let (key, (status, body)) = reversal.await.unwrap();
+        if status.is_success() {
+            assert!(winner.replace(key).is_none(), "only one reversal succeeds");
+        } else {
+            assert!(matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT), "{status} {body}");
+        }
+    }
+    let winner = winner.expect("one reversal succeeds");
+    let (status, again) = world
+        .call(Method::POST, &format!("/v1/payroll-runs/{run}/reverse"), &world.processor, Some(reason), Some(winner))
+        .await;
+    assert_eq!((status, again["replayed"].as_bool()), (StatusCode::OK, Some(true)));
+
+    assert_eq!(world.count_of("PayrollRunReversed").await, 1);
+    assert_eq!(world.count_of("TransactionRecorded").await, 6, "three payments, three reversals");
+    assert_eq!(world.count_of("WalletDebited").await, 3);
+    let position = again["position"].as_i64().unwrap();
+    for wallet in &wallets {
+        let balance = world
+            .ok(Method::GET, &format!("/v1/wallets/{wallet}?wait_for_position={position}"), &world.processor, None)
+            .await;
+        assert_eq!(decimal(&balance["balance"]), Decimal::ZERO, "the net was taken back");
+    }
+    let world = Arc::into_inner(world).unwrap();
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_never_overdraw_under_races_retries_and_bad_input() {
+    let world = Arc::new(World::new().await);
+    world.register().await;
+    let (_, wallet) = world.hire("1000.00", true).await;
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    // Net pay: 1,000.00 less 10% tax = 900.00.
+    let path = format!("/v1/wallets/{wallet}/withdrawals");
+    let withdraw = |amount: &str| json!({ "amount": { "amount": amount, "currency": "USD" }, "destination": "bank:DE89370400440532013000" });
+
+    let (status, problem) = world.post(&path, &world.processor, withdraw("900.01")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("insufficient_funds")));
+    let (status, _) = world.post(&path, &world.processor, withdraw("0.001")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = world
+        .post(&path, &world.processor, json!({ "amount": { "amount": "1.00", "currency": "USD" }, "destination": " " }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (first, once) =
+        world.call(Method::POST, &path, &world.processor, Some(withdraw("100.00")), Some("payout-1")).await;
+    let (second, twice) =
+        world.call(Method::POST, &path, &world.processor, Some(withdraw("100.00")), Some("payout-1")).await;
+    assert_eq!((first, second), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(once["transaction_id"], twice["transaction_id"]);
+    assert_eq!(world.count_of("WalletDebited").await, 1);
+
+    // 800.00 left: two withdrawals of 500.00 at once, only one fits.
+    let racers: Vec<_> = ["payout-2", "payout-3"]
+        .into_iter()
+        .map(|key| {
+            let (world, path, body) = (world.clone(), path.clone(), withdraw("500.00"));
+            tokio::spawn(async move { world.call(Method::POST, &path, &world.processor, Some(body), Some(key)).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for racer in racers {
+        statuses.push(racer.await.unwrap().0);
+    }
+    assert_eq!(statuses.iter().filter(|status| status.is_success()).count(), 1, "{statuses:?}");
+    assert_eq!(world.count_of("WalletDebited").await, 2);
+    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
+    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    let balance =
+        world.ok(Method::GET, &format!("/v1/wallets/{wallet}?wait_for_position={last}"), &world.processor, None).await;
+    assert_eq!(decimal(&balance["balance"]), "300.00".parse::<Decimal>().unwrap());
+    let world = Arc::into_inner(world).unwrap();
+    world.stop().await;
+}
