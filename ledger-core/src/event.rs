@@ -73,14 +73,30 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
 
     /// The event from a stored envelope, upcasting an older payload to today's shape.
     fn from_envelope(envelope: &EventEnvelope) -> Result<Self, DecodeError> {
-        if !Self::EVENT_TYPES.contains(&envelope.event_type.as_str()) {
-            return Err(DecodeError::UnknownType(envelope.event_type.clone()));
+        Self::decode(&envelope.event_type, envelope.schema_version, &envelope.payload)
+    }
+
+    /// The event from a stored type, version and payload. A payload of today's version is
+    /// decoded where it lies (a run's calculation can be megabytes); an older one is
+    /// upcast first.
+    fn decode(event_type: &str, schema_version: i32, payload: &Value) -> Result<Self, DecodeError> {
+        if !Self::EVENT_TYPES.contains(&event_type) {
+            return Err(DecodeError::UnknownType(event_type.to_owned()));
         }
-        let payload = crate::upcast::upcast(&envelope.event_type, envelope.schema_version, envelope.payload.clone())?;
-        let tagged = serde_json::json!({ TAG: envelope.event_type, CONTENT: payload });
-        serde_json::from_value(tagged).map_err(|error| DecodeError::Payload {
-            event_type: envelope.event_type.clone(),
-            version: envelope.schema_version,
+        let upcast;
+        let payload = if schema_version == crate::upcast::current_schema_version(event_type) {
+            payload
+        } else {
+            upcast = crate::upcast::upcast(event_type, schema_version, payload.clone())?;
+            &upcast
+        };
+        let tag = Value::String(event_type.to_owned());
+        let tagged = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
+            [(TAG, &tag), (CONTENT, payload)].into_iter(),
+        );
+        Self::deserialize(tagged).map_err(|error| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            version: schema_version,
             problem: error.to_string(),
         })
     }

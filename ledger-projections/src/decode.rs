@@ -5,7 +5,7 @@ use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
 use ledger_core::transaction::{TransactionAggregate, TransactionEvent};
 use ledger_core::wallet::{WalletAggregate, WalletEvent};
-use ledger_core::{Aggregate, DomainEvent, EventEnvelope};
+use ledger_core::{Aggregate, DomainEvent};
 use ledger_store::{ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
 use uuid::Uuid;
 
@@ -24,29 +24,22 @@ pub enum AnyEvent {
     Other,
 }
 
-fn envelope(event: &RecordedEvent) -> EventEnvelope {
-    EventEnvelope {
-        event_type: event.event_type.clone(),
-        schema_version: event.schema_version,
-        payload: event.payload.clone(),
-    }
+fn decode_one<E: DomainEvent>(event: &RecordedEvent) -> std::result::Result<E, ledger_core::DecodeError> {
+    E::decode(&event.event_type, event.schema_version, &event.payload)
 }
 
 /// Decodes one stored event, upcasting older payloads.
 pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
     let fail = |source| ProjectionError::Decode { global_position: event.global_position, source };
-    let envelope = envelope(event);
     Ok(match event.stream_type.as_str() {
         OrganizationAggregate::STREAM_TYPE => {
-            AnyEvent::Organization(OrganizationEvent::from_envelope(&envelope).map_err(fail)?)
+            AnyEvent::Organization(decode_one::<OrganizationEvent>(event).map_err(fail)?)
         }
-        EmployeeAggregate::STREAM_TYPE => AnyEvent::Employee(EmployeeEvent::from_envelope(&envelope).map_err(fail)?),
-        WalletAggregate::STREAM_TYPE => AnyEvent::Wallet(WalletEvent::from_envelope(&envelope).map_err(fail)?),
-        PayrollRunAggregate::STREAM_TYPE => {
-            AnyEvent::PayrollRun(PayrollRunEvent::from_envelope(&envelope).map_err(fail)?)
-        }
+        EmployeeAggregate::STREAM_TYPE => AnyEvent::Employee(decode_one::<EmployeeEvent>(event).map_err(fail)?),
+        WalletAggregate::STREAM_TYPE => AnyEvent::Wallet(decode_one::<WalletEvent>(event).map_err(fail)?),
+        PayrollRunAggregate::STREAM_TYPE => AnyEvent::PayrollRun(decode_one::<PayrollRunEvent>(event).map_err(fail)?),
         TransactionAggregate::STREAM_TYPE => {
-            AnyEvent::Transaction(TransactionEvent::from_envelope(&envelope).map_err(fail)?)
+            AnyEvent::Transaction(decode_one::<TransactionEvent>(event).map_err(fail)?)
         }
         _ => AnyEvent::Other,
     })
@@ -57,7 +50,7 @@ pub fn decode_stream<E: DomainEvent>(events: &[RecordedEvent]) -> Result<Vec<E>>
     events
         .iter()
         .map(|event| {
-            E::from_envelope(&envelope(event))
+            decode_one::<E>(event)
                 .map_err(|source| ProjectionError::Decode { global_position: event.global_position, source })
         })
         .collect()

@@ -24,6 +24,12 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// The event types it handles; others are skipped (the checkpoint still advances).
     fn event_types(&self) -> Vec<&'static str>;
 
+    /// The handled event types whose payload it reads; the others it gets as
+    /// [`AnyEvent::Other`] without their payload being fetched. All handled types by default.
+    fn payload_types(&self) -> Vec<&'static str> {
+        self.event_types()
+    }
+
     /// Applies one event.
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
 

@@ -1,13 +1,13 @@
 //! Rebuild: replay a projection from the start into a shadow schema, then swap it in, so
 //! readers never see a half-built table.
 
+use ledger_store::Checkpoint;
 use ledger_store::checkpoint::{lock_checkpoint, reset_checkpoint};
-use ledger_store::{Checkpoint, EventStore};
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::error::Result;
 use crate::projection::Projection;
-use crate::runner::apply_batch;
+use crate::runner::{apply_batch, read_batch};
 use crate::schema::{is_reference_data, quote, tables};
 
 /// The advisory-lock class of rebuilds (two-integer key space): one rebuild per projection
@@ -74,7 +74,7 @@ pub async fn rebuild(
     let mut transaction = pool.begin().await?;
     lock_checkpoint(&mut transaction, projection.name()).await?;
     loop {
-        let events = EventStore::read_all_in(&mut transaction, report.checkpoint, REBUILD_BATCH_SIZE).await?;
+        let events = read_batch(&mut transaction, projection, report.checkpoint, REBUILD_BATCH_SIZE).await?;
         let Some(last) = events.last() else { break };
         report.checkpoint = last.checkpoint();
         report.events_read += events.len() as u64;
@@ -98,7 +98,7 @@ async fn catch_up_shadow(
     shadow: &str,
     report: &mut RebuildReport,
 ) -> Result<bool> {
-    let events = EventStore::read_all_in(&mut transaction, report.checkpoint, REBUILD_BATCH_SIZE).await?;
+    let events = read_batch(&mut transaction, projection, report.checkpoint, REBUILD_BATCH_SIZE).await?;
     let Some(last) = events.last() else { return Ok(false) };
     let applied = apply_batch(&mut transaction, projection, shadow, &events).await?;
     transaction.commit().await?;

@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::decode::decode;
+use crate::decode::{AnyEvent, decode};
 use crate::error::Result;
 use crate::projection::Projection;
 use crate::schema::quote;
@@ -63,13 +63,24 @@ pub(crate) async fn apply_batch(
     events: &[RecordedEvent],
 ) -> Result<usize> {
     sqlx::query(&format!("set local search_path to {}, public", quote(schema))).execute(&mut *connection).await?;
-    let handled = projection.event_types();
+    let (handled, with_payload) = (projection.event_types(), projection.payload_types());
     let mut batch = Vec::with_capacity(events.len());
     for event in events.iter().filter(|event| handled.contains(&event.event_type.as_str())) {
-        batch.push((event, decode(event)?));
+        let decoded = if with_payload.contains(&event.event_type.as_str()) { decode(event)? } else { AnyEvent::Other };
+        batch.push((event, decoded));
     }
     projection.apply_all(connection, &batch).await?;
     Ok(batch.len())
+}
+
+/// The next events after `after` for `projection`, with the payloads it reads.
+pub(crate) async fn read_batch(
+    connection: &mut PgConnection,
+    projection: &dyn Projection,
+    after: Checkpoint,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
+    Ok(EventStore::read_all_in_with_payloads(connection, after, limit, &projection.payload_types()).await?)
 }
 
 impl Runner {
@@ -87,7 +98,8 @@ impl Runner {
         let mut transaction = self.pool.begin().await?;
         let name = self.projection.name();
         let checkpoint = lock_checkpoint(&mut transaction, name).await?;
-        let events = EventStore::read_all_in(&mut transaction, checkpoint, self.options.batch_size).await?;
+        let events =
+            read_batch(&mut transaction, self.projection.as_ref(), checkpoint, self.options.batch_size).await?;
         let Some(last) = events.last() else {
             transaction.rollback().await?;
             return Ok(StepOutcome::CaughtUp);

@@ -209,7 +209,7 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
             .map(|(id, _)| id.as_uuid())
             .collect();
         let wallets = wallets_of(ledger, context, &run, &pending).await?;
-        let mut loaded = (run.clone(), version);
+        let mut loaded = Some((run, version));
         for batch in pending.chunks(ledger.pay_batch_items()) {
             let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
             paid_now += paid;
@@ -243,23 +243,26 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
 
 /// Pays the still-pending items of `batch` in one append; on a conflict with another
 /// processor, reloads and tries again (items it paid meanwhile are skipped).
+///
+/// `loaded` is the run as this processor last wrote it, moved in and out rather than
+/// copied (a run of many items is large); `None` after a failed attempt, and then reloaded,
+/// as it is after a conflict.
 async fn pay_batch(
     ledger: &Ledger,
     context: &Context,
     run_id: Uuid,
-    loaded: &mut (PayrollRun, u64),
+    loaded: &mut Option<(PayrollRun, u64)>,
     batch: &[Uuid],
     wallets: &HashMap<Uuid, Uuid>,
 ) -> AppResult<(u64, u64, i64)> {
     let organization_id = context.organization_id();
     for attempt in 1..=BATCH_ATTEMPTS_MAX {
-        // The run as this processor last wrote it; reloaded only after a conflict, since
-        // loading a run of many items costs more than paying a batch of them.
-        if attempt > 1 {
-            *loaded = load_run(ledger, context, run_id).await?;
-        }
-        let (run, run_version) = (loaded.0.clone(), loaded.1);
+        let (run, run_version) = match loaded.take() {
+            Some(loaded) => loaded,
+            None => load_run(ledger, context, run_id).await?,
+        };
         if run.status != RunStatus::Processing {
+            *loaded = Some((run, run_version));
             return Ok((0, 0, 0));
         }
         let wallet_ids: Vec<Uuid> = batch.iter().filter_map(|employee| wallets.get(employee).copied()).collect();
@@ -315,14 +318,16 @@ async fn pay_batch(
             streams.append(&mut payment);
         }
         if run_events.is_empty() {
+            *loaded = Some((state.expect("the run exists"), run_version));
             return Ok((0, 0, 0));
         }
         streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
         match ledger.append(context, streams, false).await {
             Ok(result) => {
-                *loaded = (state.expect("the run exists"), run_version + run_events.len() as u64);
+                *loaded = Some((state.expect("the run exists"), run_version + run_events.len() as u64));
                 return Ok((paid, failed, result.last_position()));
             }
+            // Another processor wrote the run: `loaded` stays empty and is reloaded.
             Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,
             Err(error) => return Err(error.into()),
         }

@@ -106,7 +106,7 @@ impl EventStore {
 
     /// Up to `limit` events after the checkpoint in gap-free order (see `read.rs`).
     pub async fn read_all(&self, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
-        read::read_all(&self.pool, after, limit).await
+        read::read_all(&self.pool, after, limit, None).await
     }
 
     /// The same as [`EventStore::read_all`], inside the caller's transaction (projectors
@@ -116,7 +116,19 @@ impl EventStore {
         after: Checkpoint,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        read::read_all(connection, after, limit).await
+        read::read_all(connection, after, limit, None).await
+    }
+
+    /// The same as [`EventStore::read_all_in`], but only events whose type is in
+    /// `payload_types` carry their payload; the others have a JSON `null` one. For readers
+    /// that skip most types and still must step over them in order.
+    pub async fn read_all_in_with_payloads(
+        connection: &mut sqlx::PgConnection,
+        after: Checkpoint,
+        limit: usize,
+        payload_types: &[&str],
+    ) -> Result<Vec<RecordedEvent>> {
+        read::read_all(connection, after, limit, Some(payload_types)).await
     }
 
     /// How many committed events lie after the checkpoint (a projection's lag).

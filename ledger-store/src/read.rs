@@ -56,27 +56,40 @@ pub(crate) async fn read_stream(
 /// Up to `limit` events after `after`, in `(transaction_id, global_position)` order, and only
 /// from transactions older than every transaction still running: an event that commits late
 /// is waited for, never skipped.
+///
+/// With `payload_types`, only events of those types carry their payload; the others come
+/// with a JSON `null` payload (a projector skips what it does not handle, and a payroll
+/// run's calculation can be megabytes).
 pub(crate) async fn read_all(
     executor: impl PgExecutor<'_>,
     after: Checkpoint,
     limit: usize,
+    payload_types: Option<&[&str]>,
 ) -> Result<Vec<RecordedEvent>> {
     if limit == 0 || limit > READ_BATCH_MAX {
         return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {limit}")));
     }
+    let columns = match payload_types {
+        None => EVENT_COLUMNS.to_owned(),
+        Some(_) => EVENT_COLUMNS.replacen(
+            " payload,",
+            " case when event_type = any($4) then payload else 'null'::jsonb end as payload,",
+            1,
+        ),
+    };
     let sql = format!(
-        "select {EVENT_COLUMNS} from ledger.events \
+        "select {columns} from ledger.events \
          where (transaction_id, global_position) > ($1::text::xid8, $2) \
            and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
          order by transaction_id, global_position \
          limit $3"
     );
-    let rows = sqlx::query(&sql)
-        .bind(after.transaction_id.to_string())
-        .bind(after.global_position)
-        .bind(limit as i64)
-        .fetch_all(executor)
-        .await?;
+    let mut query =
+        sqlx::query(&sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit as i64);
+    if let Some(types) = payload_types {
+        query = query.bind(types);
+    }
+    let rows = query.fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
 }
 

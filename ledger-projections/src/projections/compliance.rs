@@ -1,7 +1,9 @@
+use std::collections::HashSet;
+
 use async_trait::async_trait;
-use ledger_core::EVENT_CATALOG;
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_core::transaction::{Direction, TransactionEvent, TransactionReference};
+use ledger_core::{DomainEvent, EVENT_CATALOG};
 use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -130,27 +132,117 @@ async fn reports(connection: &mut PgConnection, event: &RecordedEvent, status: &
     Ok(())
 }
 
-async fn set_item(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    employee_id: Uuid,
-    status: &str,
-    transaction_id: Option<Uuid>,
-) -> Result<()> {
-    sqlx::query(
-        "update run_items set status = $3, transaction_id = coalesce($4, transaction_id), last_position = $5 \
-         where payroll_run_id = $1 and employee_id = $2",
-    )
-    .bind(event.stream_id)
-    .bind(employee_id)
-    .bind(status)
-    .bind(transaction_id)
-    .bind(event.global_position)
-    .execute(connection)
-    .await?;
-    Ok(())
+/// Report working rows gathered from a batch: run postings (inserts) and item status
+/// changes, written before any other run event is applied (a completion's reports read
+/// them), and before a second change of the same item.
+#[derive(Default)]
+struct ReportRows {
+    seen: HashSet<(Uuid, Uuid)>,
+    item_runs: Vec<Uuid>,
+    item_employees: Vec<Uuid>,
+    item_statuses: Vec<&'static str>,
+    item_transactions: Vec<Option<Uuid>>,
+    item_positions: Vec<i64>,
+    postings: PostingColumns,
 }
 
+#[derive(Default)]
+struct PostingColumns {
+    runs: Vec<Uuid>,
+    transactions: Vec<Uuid>,
+    lines: Vec<i32>,
+    accounts: Vec<String>,
+    directions: Vec<&'static str>,
+    amounts: Vec<rust_decimal::Decimal>,
+    currencies: Vec<String>,
+    positions: Vec<i64>,
+}
+
+impl ReportRows {
+    /// Gathers `decoded` if it only adds rows (or none); false for a run event that must be
+    /// applied on its own.
+    fn gather(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> bool {
+        match decoded {
+            AnyEvent::PayrollRun(PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. })
+                if !self.seen.contains(&(event.stream_id, employee_id.as_uuid())) =>
+            {
+                self.item(event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid()))
+            }
+            AnyEvent::PayrollRun(PayrollRunEvent::PayrollItemFailed { employee_id, .. })
+                if !self.seen.contains(&(event.stream_id, employee_id.as_uuid())) =>
+            {
+                self.item(event, employee_id.as_uuid(), "failed", None)
+            }
+            AnyEvent::Transaction(TransactionEvent::TransactionRecorded { postings, reference, .. }) => {
+                let (TransactionReference::PayrollItem { payroll_run_id, .. }
+                | TransactionReference::PayrollReversal { payroll_run_id, .. }) = reference
+                else {
+                    return true;
+                };
+                for (line, posting) in postings.iter().enumerate() {
+                    let rows = &mut self.postings;
+                    rows.runs.push(payroll_run_id.as_uuid());
+                    rows.transactions.push(event.stream_id);
+                    rows.lines.push(line as i32);
+                    rows.accounts.push(posting.account.clone());
+                    rows.directions.push(if posting.direction == Direction::Debit { "debit" } else { "credit" });
+                    rows.amounts.push(posting.amount.amount());
+                    rows.currencies.push(posting.amount.currency().code().to_owned());
+                    rows.positions.push(event.global_position);
+                }
+            }
+            AnyEvent::PayrollRun(_) => return false,
+            _ => {}
+        }
+        true
+    }
+
+    fn item(&mut self, event: &RecordedEvent, employee: Uuid, status: &'static str, transaction: Option<Uuid>) {
+        self.seen.insert((event.stream_id, employee));
+        self.item_runs.push(event.stream_id);
+        self.item_employees.push(employee);
+        self.item_statuses.push(status);
+        self.item_transactions.push(transaction);
+        self.item_positions.push(event.global_position);
+    }
+
+    async fn write(self, connection: &mut PgConnection) -> Result<()> {
+        if !self.item_runs.is_empty() {
+            sqlx::query(
+                "update run_items i set status = s, transaction_id = coalesce(t, i.transaction_id), last_position = p \
+                 from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[]) as rows(r, e, s, t, p) \
+                 where i.payroll_run_id = rows.r and i.employee_id = rows.e",
+            )
+            .bind(&self.item_runs)
+            .bind(&self.item_employees)
+            .bind(&self.item_statuses)
+            .bind(&self.item_transactions)
+            .bind(&self.item_positions)
+            .execute(&mut *connection)
+            .await?;
+        }
+        let postings = &self.postings;
+        if !postings.runs.is_empty() {
+            sqlx::query(
+                "insert into run_postings (payroll_run_id, transaction_id, line, account, direction, amount, currency, last_position) \
+                 select * from unnest($1::uuid[], $2::uuid[], $3::int4[], $4::text[], $5::text[], $6::numeric[], $7::text[], $8::int8[])",
+            )
+            .bind(&postings.runs)
+            .bind(&postings.transactions)
+            .bind(&postings.lines)
+            .bind(&postings.accounts)
+            .bind(&postings.directions)
+            .bind(&postings.amounts)
+            .bind(&postings.currencies)
+            .bind(&postings.positions)
+            .execute(connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies a run event that does not only add rows.
 async fn apply_run(connection: &mut PgConnection, event: &RecordedEvent, run_event: &PayrollRunEvent) -> Result<()> {
     match run_event {
         PayrollRunEvent::PayrollRunCalculated { items, .. } => {
@@ -158,65 +250,33 @@ async fn apply_run(connection: &mut PgConnection, event: &RecordedEvent, run_eve
                 .bind(event.stream_id)
                 .execute(&mut *connection)
                 .await?;
-            for item in items {
-                sqlx::query(
-                    "insert into run_items (payroll_run_id, employee_id, organization_id, item, status, last_position) values ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(event.stream_id)
-                .bind(item.employee_id.as_uuid())
-                .bind(event.organization_id)
-                .bind(to_json(item))
-                .bind(if item.hold.is_some() { "held" } else { "pending" })
-                .bind(event.global_position)
-                .execute(&mut *connection)
-                .await?;
-            }
-        }
-        PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. } => {
-            set_item(connection, event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid())).await?;
-        }
-        PayrollRunEvent::PayrollItemFailed { employee_id, .. } => {
-            set_item(connection, event, employee_id.as_uuid(), "failed", None).await?
+            let employees: Vec<Uuid> = items.iter().map(|item| item.employee_id.as_uuid()).collect();
+            let contents: Vec<serde_json::Value> = items.iter().map(to_json).collect();
+            let statuses: Vec<&str> =
+                items.iter().map(|item| if item.hold.is_some() { "held" } else { "pending" }).collect();
+            sqlx::query(
+                "insert into run_items (payroll_run_id, employee_id, organization_id, item, status, last_position) \
+                 select $1, e, $2, i, s, $3 from unnest($4::uuid[], $5::jsonb[], $6::text[]) as rows(e, i, s)",
+            )
+            .bind(event.stream_id)
+            .bind(event.organization_id)
+            .bind(event.global_position)
+            .bind(&employees)
+            .bind(&contents)
+            .bind(&statuses)
+            .execute(&mut *connection)
+            .await?;
         }
         PayrollRunEvent::PayrollRunCompleted { status, .. } => reports(connection, event, &serde_name(status)).await?,
         PayrollRunEvent::PayrollRunReversed { items, .. } => {
+            let mut rows = ReportRows::default();
             for item in items {
-                set_item(connection, event, item.employee_id.as_uuid(), "reversed", None).await?;
+                rows.item(event, item.employee_id.as_uuid(), "reversed", None);
             }
+            rows.write(connection).await?;
             reports(connection, event, "reversed").await?;
         }
         _ => {}
-    }
-    Ok(())
-}
-
-/// Keeps the postings of payroll payments and reversals, for the run's journal.
-async fn apply_transaction(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    transaction_event: &TransactionEvent,
-) -> Result<()> {
-    let TransactionEvent::TransactionRecorded { postings, reference, .. } = transaction_event else { return Ok(()) };
-    let (TransactionReference::PayrollItem { payroll_run_id, .. }
-    | TransactionReference::PayrollReversal { payroll_run_id, .. }) = reference
-    else {
-        return Ok(());
-    };
-    for (line, posting) in postings.iter().enumerate() {
-        sqlx::query(
-            "insert into run_postings (payroll_run_id, transaction_id, line, account, direction, amount, currency, last_position) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(payroll_run_id.as_uuid())
-        .bind(event.stream_id)
-        .bind(line as i32)
-        .bind(&posting.account)
-        .bind(if posting.direction == Direction::Debit { "debit" } else { "credit" })
-        .bind(posting.amount.amount())
-        .bind(posting.amount.currency().code())
-        .bind(event.global_position)
-        .execute(&mut *connection)
-        .await?;
     }
     Ok(())
 }
@@ -236,28 +296,36 @@ impl Projection for ComplianceProjection {
         EVENT_CATALOG.iter().flat_map(|(_, types)| types.iter().copied()).collect()
     }
 
+    /// The audit row needs only the envelope; the report rows need runs' and transactions'
+    /// payloads.
+    fn payload_types(&self) -> Vec<&'static str> {
+        [PayrollRunEvent::EVENT_TYPES, TransactionEvent::EVENT_TYPES].concat()
+    }
+
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         self.apply_all(connection, &[(event, decoded.clone())]).await
     }
 
-    /// The audit rows of the whole batch in one statement, then the reports' working rows.
+    /// The audit rows of the whole batch in one statement, then the reports' working rows
+    /// (gathered, and written before any event that reads them).
     async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
         audit(connection, events).await?;
+        let mut rows = ReportRows::default();
         for (event, decoded) in events {
-            apply_report_rows(connection, event, decoded).await?;
+            if rows.gather(event, decoded) {
+                continue;
+            }
+            std::mem::take(&mut rows).write(connection).await?;
+            // A second change of an item is gathered anew; other run events apply now.
+            if !rows.gather(event, decoded)
+                && let AnyEvent::PayrollRun(run_event) = decoded
+            {
+                apply_run(connection, event, run_event).await?;
+            }
         }
-        Ok(())
-    }
-}
-
-/// The working rows the register and journal are written from.
-async fn apply_report_rows(connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
-    match decoded {
-        AnyEvent::PayrollRun(run_event) => apply_run(connection, event, run_event).await,
-        AnyEvent::Transaction(transaction_event) => apply_transaction(connection, event, transaction_event).await,
-        _ => Ok(()),
+        rows.write(connection).await
     }
 }

@@ -1,8 +1,10 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_store::RecordedEvent;
 use serde_json::json;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::serde_name;
 use crate::decode::AnyEvent;
@@ -14,26 +16,79 @@ use crate::projection::Projection;
 #[derive(Debug, Clone, Copy)]
 pub struct NotificationProjection;
 
-async fn notify(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    recipient: String,
-    kind: &str,
-    payload: serde_json::Value,
-) -> Result<()> {
-    sqlx::query(
-        "insert into notifications (global_position, recipient, kind, organization_id, payload, created_at, last_position) \
-         values ($1, $2, $3, $4, $5, $6, $1)",
-    )
-    .bind(event.global_position)
-    .bind(recipient)
-    .bind(kind)
-    .bind(event.organization_id)
-    .bind(payload)
-    .bind(event.recorded_at)
-    .execute(connection)
-    .await?;
-    Ok(())
+/// The notifications of a batch, inserted in one statement.
+#[derive(Default)]
+struct Notifications {
+    positions: Vec<i64>,
+    recipients: Vec<String>,
+    kinds: Vec<&'static str>,
+    organizations: Vec<Uuid>,
+    payloads: Vec<serde_json::Value>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl Notifications {
+    fn notify(&mut self, event: &RecordedEvent, recipient: String, kind: &'static str, payload: serde_json::Value) {
+        self.positions.push(event.global_position);
+        self.recipients.push(recipient);
+        self.kinds.push(kind);
+        self.organizations.push(event.organization_id);
+        self.payloads.push(payload);
+        self.times.push(event.recorded_at);
+    }
+
+    /// What people should be told about one event.
+    fn of(&mut self, event: &RecordedEvent, run_event: &PayrollRunEvent) {
+        let run = event.stream_id;
+        let payroll_team = format!("organization:{}:payroll", event.organization_id);
+        match run_event {
+            PayrollRunEvent::PayrollRunCalculated { items, totals, .. } => {
+                let payload = json!({ "payroll_run_id": run, "items": totals.items, "net": totals.net.amount() });
+                let approvers = format!("organization:{}:approvers", event.organization_id);
+                self.notify(event, approvers, "run_awaiting_approval", payload);
+                for item in items {
+                    if let Some(hold) = &item.hold {
+                        let payload = json!({ "payroll_run_id": run, "employee_id": item.employee_id, "reason": hold.to_string() });
+                        let recipient = format!("{payroll_team}:employee:{}", item.employee_id);
+                        self.notify(event, recipient, "payment_held", payload);
+                    }
+                }
+            }
+            PayrollRunEvent::PayrollItemPaid { employee_id, net, .. } => {
+                let payload = json!({ "payroll_run_id": run, "net": net.amount(), "currency": net.currency().code() });
+                self.notify(event, format!("employee:{employee_id}"), "payslip_ready", payload);
+            }
+            PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
+                let payload = json!({ "payroll_run_id": run, "employee_id": employee_id, "reason": reason });
+                self.notify(event, payroll_team, "payment_failed", payload);
+            }
+            PayrollRunEvent::PayrollRunCompleted { status, paid, failed, held } => {
+                let payload = json!({ "payroll_run_id": run, "status": serde_name(status), "paid": paid, "failed": failed, "held": held });
+                self.notify(event, payroll_team, "run_completed", payload);
+            }
+            _ => {}
+        }
+    }
+
+    async fn write(self, connection: &mut PgConnection) -> Result<()> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into notifications (global_position, recipient, kind, organization_id, payload, created_at, last_position) \
+             select p, r, k, o, d, t, p \
+             from unnest($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::jsonb[], $6::timestamptz[]) as rows(p, r, k, o, d, t)",
+        )
+        .bind(&self.positions)
+        .bind(&self.recipients)
+        .bind(&self.kinds)
+        .bind(&self.organizations)
+        .bind(&self.payloads)
+        .bind(&self.times)
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -51,48 +106,17 @@ impl Projection for NotificationProjection {
     }
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
-        let AnyEvent::PayrollRun(run_event) = decoded else { return Ok(()) };
-        let run = event.stream_id;
-        let payroll_team = format!("organization:{}:payroll", event.organization_id);
-        match run_event {
-            PayrollRunEvent::PayrollRunCalculated { items, totals, .. } => {
-                let payload = json!({ "payroll_run_id": run, "items": totals.items, "net": totals.net.amount() });
-                notify(
-                    connection,
-                    event,
-                    format!("organization:{}:approvers", event.organization_id),
-                    "run_awaiting_approval",
-                    payload,
-                )
-                .await?;
-                for item in items {
-                    if let Some(hold) = &item.hold {
-                        let payload = json!({ "payroll_run_id": run, "employee_id": item.employee_id, "reason": hold.to_string() });
-                        notify(
-                            connection,
-                            event,
-                            format!("{payroll_team}:employee:{}", item.employee_id),
-                            "payment_held",
-                            payload,
-                        )
-                        .await?;
-                    }
-                }
+        self.apply_all(connection, &[(event, decoded.clone())]).await
+    }
+
+    /// Only inserts: a batch's notifications go in one statement.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        let mut notifications = Notifications::default();
+        for (event, decoded) in events {
+            if let AnyEvent::PayrollRun(run_event) = decoded {
+                notifications.of(event, run_event);
             }
-            PayrollRunEvent::PayrollItemPaid { employee_id, net, .. } => {
-                let payload = json!({ "payroll_run_id": run, "net": net.amount(), "currency": net.currency().code() });
-                notify(connection, event, format!("employee:{employee_id}"), "payslip_ready", payload).await?;
-            }
-            PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
-                let payload = json!({ "payroll_run_id": run, "employee_id": employee_id, "reason": reason });
-                notify(connection, event, payroll_team, "payment_failed", payload).await?;
-            }
-            PayrollRunEvent::PayrollRunCompleted { status, paid, failed, held } => {
-                let payload = json!({ "payroll_run_id": run, "status": serde_name(status), "paid": paid, "failed": failed, "held": held });
-                notify(connection, event, payroll_team, "run_completed", payload).await?;
-            }
-            _ => {}
         }
-        Ok(())
+        notifications.write(connection).await
     }
 }

@@ -1,9 +1,12 @@
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use async_trait::async_trait;
 use ledger_core::DomainEvent;
 use ledger_core::gross_to_net::{EarningKind, PayrollItem};
 use ledger_core::organization::{OrganizationEvent, PaySchedule};
 use ledger_core::payroll::{PayrollRunEvent, RunKind, RunTotals};
 use ledger_store::RecordedEvent;
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -58,28 +61,41 @@ async fn calculated(
         .execute(&mut *connection)
         .await?;
     let held = items.iter().filter(|item| item.hold.is_some()).count() as i64;
+    let mut columns = ItemColumns::default();
     for item in items {
-        sqlx::query(
-            "insert into payroll_items (payroll_run_id, employee_id, organization_id, gross, deductions, contributions, net, earnings, \
-               deduction_lines, contribution_lines, status, hold_reason, last_position) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(event.stream_id)
-        .bind(item.employee_id.as_uuid())
-        .bind(event.organization_id)
-        .bind(item.gross.amount())
-        .bind(item.deductions_total.amount())
-        .bind(item.contributions_total.amount())
-        .bind(item.net.amount())
-        .bind(to_json(&item.earnings))
-        .bind(to_json(&item.deductions))
-        .bind(to_json(&item.contributions))
-        .bind(if item.hold.is_some() { "held" } else { "pending" })
-        .bind(item.hold.as_ref().map(ToString::to_string))
-        .bind(event.global_position)
-        .execute(&mut *connection)
-        .await?;
+        columns.employees.push(item.employee_id.as_uuid());
+        columns.gross.push(item.gross.amount());
+        columns.deductions.push(item.deductions_total.amount());
+        columns.contributions.push(item.contributions_total.amount());
+        columns.net.push(item.net.amount());
+        columns.earnings.push(to_json(&item.earnings));
+        columns.deduction_lines.push(to_json(&item.deductions));
+        columns.contribution_lines.push(to_json(&item.contributions));
+        columns.statuses.push(if item.hold.is_some() { "held" } else { "pending" });
+        columns.holds.push(item.hold.as_ref().map(ToString::to_string));
     }
+    sqlx::query(
+        "insert into payroll_items (payroll_run_id, employee_id, organization_id, gross, deductions, contributions, net, earnings, \
+           deduction_lines, contribution_lines, status, hold_reason, last_position) \
+         select $1, e, $2, g, d, c, n, er, dl, cl, s, h, $3 \
+         from unnest($4::uuid[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::jsonb[], $10::jsonb[], $11::jsonb[], \
+                     $12::text[], $13::text[]) as rows(e, g, d, c, n, er, dl, cl, s, h)",
+    )
+    .bind(event.stream_id)
+    .bind(event.organization_id)
+    .bind(event.global_position)
+    .bind(&columns.employees)
+    .bind(&columns.gross)
+    .bind(&columns.deductions)
+    .bind(&columns.contributions)
+    .bind(&columns.net)
+    .bind(&columns.earnings)
+    .bind(&columns.deduction_lines)
+    .bind(&columns.contribution_lines)
+    .bind(&columns.statuses)
+    .bind(&columns.holds)
+    .execute(&mut *connection)
+    .await?;
     sqlx::query(
         "update payroll_runs set status = 'calculated', calculated_by = $2, item_count = $3, gross = $4, deductions = $5, \
            contributions = $6, net = $7, employer_cost = $8, held_count = $9, paid_count = 0, failed_count = 0, last_position = $10 \
@@ -100,99 +116,199 @@ async fn calculated(
     Ok(())
 }
 
-/// Records what an item paid per period (`sign` -1 for a reversal): regular lines for the
-/// run's period, retro lines for the period they correct.
-async fn record_paid_earnings(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    employee_id: Uuid,
-    sign: rust_decimal::Decimal,
-) -> Result<()> {
-    let (earnings, period_start, period_end, currency): (serde_json::Value, chrono::NaiveDate, chrono::NaiveDate, String) = sqlx::query_as(
-        "select i.earnings, r.period_start, r.period_end, r.currency from payroll_items i join payroll_runs r using (payroll_run_id) \
-         where i.payroll_run_id = $1 and i.employee_id = $2",
-    )
-    .bind(event.stream_id)
-    .bind(employee_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let lines: Vec<ledger_core::gross_to_net::EarningLine> =
-        serde_json::from_value(earnings).expect("stored earnings decode");
-    for (index, line) in lines.iter().enumerate() {
-        let (start, end) = match &line.kind {
-            EarningKind::Regular { .. } => (period_start, period_end),
-            EarningKind::Retro { period } => (period.start(), period.end()),
-        };
-        sqlx::query(
-            "insert into paid_earnings (employee_id, global_position, line, organization_id, payroll_run_id, period_start, period_end, \
-               amount, currency, last_position) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $2)",
+#[derive(Default)]
+struct ItemColumns {
+    employees: Vec<Uuid>,
+    gross: Vec<Decimal>,
+    deductions: Vec<Decimal>,
+    contributions: Vec<Decimal>,
+    net: Vec<Decimal>,
+    earnings: Vec<serde_json::Value>,
+    deduction_lines: Vec<serde_json::Value>,
+    contribution_lines: Vec<serde_json::Value>,
+    statuses: Vec<&'static str>,
+    holds: Vec<Option<String>>,
+}
+
+/// Items of runs moving to a new status (paid, failed or reversed), gathered from a batch
+/// and written in a few statements: the items, the runs' paid and failed counts (moved by
+/// the delta against each item's status before, no recount) and what was paid per period.
+#[derive(Default)]
+struct ItemMoves {
+    seen: HashSet<(Uuid, Uuid)>,
+    runs: Vec<Uuid>,
+    employees: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    transactions: Vec<Option<Uuid>>,
+    reasons: Vec<Option<String>>,
+    positions: Vec<i64>,
+    organizations: Vec<Uuid>,
+}
+
+impl ItemMoves {
+    /// Whether the batch already moves this item (then it is written first: one move per
+    /// item per statement).
+    /// A payment or failure of an item; other events are not item moves.
+    fn item_moved(&mut self, event: &RecordedEvent, run_event: &PayrollRunEvent) -> bool {
+        match run_event {
+            PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. } => {
+                self.push(event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid()), None)
+            }
+            PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
+                self.push(event, employee_id.as_uuid(), "failed", None, Some(reason))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn has(&self, run: Uuid, employee: Uuid) -> bool {
+        self.seen.contains(&(run, employee))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        event: &RecordedEvent,
+        employee: Uuid,
+        status: &'static str,
+        transaction: Option<Uuid>,
+        reason: Option<&str>,
+    ) {
+        self.seen.insert((event.stream_id, employee));
+        self.runs.push(event.stream_id);
+        self.employees.push(employee);
+        self.statuses.push(status);
+        self.transactions.push(transaction);
+        self.reasons.push(reason.map(str::to_owned));
+        self.positions.push(event.global_position);
+        self.organizations.push(event.organization_id);
+    }
+
+    async fn write(self, connection: &mut PgConnection) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        type Before = (Uuid, Uuid, String, serde_json::Value, chrono::NaiveDate, chrono::NaiveDate, String);
+        let before: Vec<Before> = sqlx::query_as(
+            "select i.payroll_run_id, i.employee_id, i.status, i.earnings, r.period_start, r.period_end, r.currency \
+             from unnest($1::uuid[], $2::uuid[]) as rows(r, e) \
+             join payroll_items i on i.payroll_run_id = rows.r and i.employee_id = rows.e \
+             join payroll_runs r on r.payroll_run_id = rows.r",
         )
-        .bind(employee_id)
-        .bind(event.global_position)
-        .bind(index as i32)
-        .bind(event.organization_id)
-        .bind(event.stream_id)
-        .bind(start)
-        .bind(end)
-        .bind(line.amount.amount() * sign)
-        .bind(&currency)
+        .bind(&self.runs)
+        .bind(&self.employees)
+        .fetch_all(&mut *connection)
+        .await?;
+        let before: HashMap<(Uuid, Uuid), Before> = before.into_iter().map(|row| ((row.0, row.1), row)).collect();
+        sqlx::query(
+            "update payroll_items i set status = s, transaction_id = coalesce(t, i.transaction_id), failure_reason = f, last_position = p \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int8[]) as rows(r, e, s, t, f, p) \
+             where i.payroll_run_id = rows.r and i.employee_id = rows.e",
+        )
+        .bind(&self.runs)
+        .bind(&self.employees)
+        .bind(&self.statuses)
+        .bind(&self.transactions)
+        .bind(&self.reasons)
+        .bind(&self.positions)
         .execute(&mut *connection)
         .await?;
-    }
-    Ok(())
-}
-
-async fn set_item(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    employee_id: Uuid,
-    status: &str,
-    transaction_id: Option<Uuid>,
-    reason: Option<&str>,
-) -> Result<()> {
-    sqlx::query(
-        "update payroll_items set status = $3, transaction_id = coalesce($4, transaction_id), failure_reason = $5, last_position = $6 \
-         where payroll_run_id = $1 and employee_id = $2",
-    )
-    .bind(event.stream_id)
-    .bind(employee_id)
-    .bind(status)
-    .bind(transaction_id)
-    .bind(reason)
-    .bind(event.global_position)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
-
-/// Moves an item to `status` and keeps the run's paid and failed counts in step, by the
-/// item's status before (one row each: no recount over the run's items).
-async fn move_item(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    employee_id: Uuid,
-    status: &str,
-    transaction_id: Option<Uuid>,
-    reason: Option<&str>,
-) -> Result<()> {
-    let before: Option<String> =
-        sqlx::query_scalar("select status from payroll_items where payroll_run_id = $1 and employee_id = $2")
-            .bind(event.stream_id)
-            .bind(employee_id)
-            .fetch_optional(&mut *connection)
+        // Per run: (paid delta, failed delta, last position).
+        let mut counts: BTreeMap<Uuid, (i64, i64, i64)> = BTreeMap::new();
+        let mut earnings = EarningColumns::default();
+        for index in 0..self.runs.len() {
+            let (run, employee, status) = (self.runs[index], self.employees[index], self.statuses[index]);
+            let Some((_, _, was, lines, period_start, period_end, currency)) = before.get(&(run, employee)) else {
+                continue;
+            };
+            let count = counts.entry(run).or_default();
+            if status != "reversed" {
+                count.0 += i64::from(status == "paid") - i64::from(was == "paid");
+                count.1 += i64::from(status == "failed") - i64::from(was == "failed");
+                count.2 = self.positions[index];
+            }
+            let sign = match status {
+                "paid" => Decimal::ONE,
+                "reversed" => Decimal::NEGATIVE_ONE,
+                _ => continue,
+            };
+            let lines: Vec<ledger_core::gross_to_net::EarningLine> =
+                serde_json::from_value(lines.clone()).expect("stored earnings decode");
+            for (line, earning) in lines.iter().enumerate() {
+                let (start, end) = match &earning.kind {
+                    EarningKind::Regular { .. } => (*period_start, *period_end),
+                    EarningKind::Retro { period } => (period.start(), period.end()),
+                };
+                earnings.employees.push(employee);
+                earnings.positions.push(self.positions[index]);
+                earnings.lines.push(line as i32);
+                earnings.organizations.push(self.organizations[index]);
+                earnings.runs.push(run);
+                earnings.starts.push(start);
+                earnings.ends.push(end);
+                earnings.amounts.push(earning.amount.amount() * sign);
+                earnings.currencies.push(currency.clone());
+            }
+        }
+        counts.retain(|_, count| count.2 > 0);
+        if !counts.is_empty() {
+            let (mut runs, mut paid, mut failed, mut positions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (run, (paid_delta, failed_delta, position)) in counts {
+                runs.push(run);
+                paid.push(paid_delta);
+                failed.push(failed_delta);
+                positions.push(position);
+            }
+            sqlx::query(
+                "update payroll_runs r set paid_count = paid_count + pd, failed_count = failed_count + fd, last_position = p \
+                 from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) as rows(id, pd, fd, p) where r.payroll_run_id = rows.id",
+            )
+            .bind(&runs)
+            .bind(&paid)
+            .bind(&failed)
+            .bind(&positions)
+            .execute(&mut *connection)
             .await?;
-    set_item(connection, event, employee_id, status, transaction_id, reason).await?;
-    let delta = |wanted: &str| i64::from(status == wanted) - i64::from(before.as_deref() == Some(wanted));
-    sqlx::query(
-        "update payroll_runs set paid_count = paid_count + $2, failed_count = failed_count + $3, last_position = $4 where payroll_run_id = $1",
-    )
-    .bind(event.stream_id)
-    .bind(delta("paid"))
-    .bind(delta("failed"))
-    .bind(event.global_position)
-    .execute(connection)
-    .await?;
-    Ok(())
+        }
+        if !earnings.employees.is_empty() {
+            sqlx::query(
+                "insert into paid_earnings (employee_id, global_position, line, organization_id, payroll_run_id, period_start, period_end, \
+                   amount, currency, last_position) \
+                 select e, p, l, o, r, s, en, a, c, p \
+                 from unnest($1::uuid[], $2::int8[], $3::int4[], $4::uuid[], $5::uuid[], $6::date[], $7::date[], $8::numeric[], $9::text[]) \
+                   as rows(e, p, l, o, r, s, en, a, c)",
+            )
+            .bind(&earnings.employees)
+            .bind(&earnings.positions)
+            .bind(&earnings.lines)
+            .bind(&earnings.organizations)
+            .bind(&earnings.runs)
+            .bind(&earnings.starts)
+            .bind(&earnings.ends)
+            .bind(&earnings.amounts)
+            .bind(&earnings.currencies)
+            .execute(connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct EarningColumns {
+    employees: Vec<Uuid>,
+    positions: Vec<i64>,
+    lines: Vec<i32>,
+    organizations: Vec<Uuid>,
+    runs: Vec<Uuid>,
+    starts: Vec<chrono::NaiveDate>,
+    ends: Vec<chrono::NaiveDate>,
+    amounts: Vec<Decimal>,
+    currencies: Vec<String>,
 }
 
 impl PayrollProjection {
@@ -245,13 +361,10 @@ impl PayrollProjection {
                 set_run(connection, event, "status = 'processing', approved_by = coalesce($2::text, approved_by)", None)
                     .await?
             }
-            PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, .. } => {
-                move_item(connection, event, employee_id.as_uuid(), "paid", Some(transaction_id.as_uuid()), None)
-                    .await?;
-                record_paid_earnings(connection, event, employee_id.as_uuid(), rust_decimal::Decimal::ONE).await?;
-            }
-            PayrollRunEvent::PayrollItemFailed { employee_id, reason } => {
-                move_item(connection, event, employee_id.as_uuid(), "failed", None, Some(reason)).await?;
+            PayrollRunEvent::PayrollItemPaid { .. } | PayrollRunEvent::PayrollItemFailed { .. } => {
+                let mut moves = ItemMoves::default();
+                moves.item_moved(event, run_event);
+                moves.write(connection).await?;
             }
             PayrollRunEvent::PayrollRunCompleted { status, .. } => {
                 set_run(connection, event, "status = $2::text", Some(&serde_name(status))).await?;
@@ -261,16 +374,11 @@ impl PayrollProjection {
                     .await?
             }
             PayrollRunEvent::PayrollRunReversed { items, .. } => {
+                let mut moves = ItemMoves::default();
                 for item in items {
-                    set_item(connection, event, item.employee_id.as_uuid(), "reversed", None, None).await?;
-                    record_paid_earnings(
-                        connection,
-                        event,
-                        item.employee_id.as_uuid(),
-                        rust_decimal::Decimal::NEGATIVE_ONE,
-                    )
-                    .await?;
+                    moves.push(event, item.employee_id.as_uuid(), "reversed", None, None);
                 }
+                moves.write(connection).await?;
                 set_run(connection, event, "status = 'reversed', approved_by = coalesce($2::text, approved_by)", None)
                     .await?;
             }
@@ -293,6 +401,26 @@ impl Projection for PayrollProjection {
         let mut types = PayrollRunEvent::EVENT_TYPES.to_vec();
         types.extend(["OrganizationRegistered", "OrganizationSettingsChanged"]);
         types
+    }
+
+    /// Payments and failures of items are gathered and written together; any other event
+    /// first writes what was gathered before it, as does a second move of the same item.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        let mut moves = ItemMoves::default();
+        for (event, decoded) in events {
+            if let AnyEvent::PayrollRun(
+                run_event @ (PayrollRunEvent::PayrollItemPaid { employee_id, .. }
+                | PayrollRunEvent::PayrollItemFailed { employee_id, .. }),
+            ) = decoded
+                && !moves.has(event.stream_id, employee_id.as_uuid())
+            {
+                moves.item_moved(event, run_event);
+                continue;
+            }
+            std::mem::take(&mut moves).write(connection).await?;
+            self.apply(connection, event, decoded).await?;
+        }
+        moves.write(connection).await
     }
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {

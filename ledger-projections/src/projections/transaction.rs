@@ -1,4 +1,7 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use ledger_core::transaction::{Direction, Posting, TransactionEvent, TransactionReference};
 use ledger_store::RecordedEvent;
 use rust_decimal::Decimal;
@@ -15,55 +18,10 @@ use crate::projection::Projection;
 #[derive(Debug, Clone, Copy)]
 pub struct TransactionProjection;
 
-/// Adds (`sign` 1) or takes out (`sign` -1) postings from the account balances.
-async fn move_balances(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    postings: &[(String, String, Decimal, String)],
-    sign: Decimal,
-) -> Result<()> {
-    for (account, direction, amount, currency) in postings {
-        let (debit, credit) =
-            if direction == "debit" { (*amount * sign, Decimal::ZERO) } else { (Decimal::ZERO, *amount * sign) };
-        sqlx::query(
-            "insert into account_balances (account, currency, organization_id, debits, credits, balance, last_position) \
-             values ($1, $2, $3, $4, $5, $4 - $5, $6) \
-             on conflict (account, currency) do update set debits = account_balances.debits + excluded.debits, \
-               credits = account_balances.credits + excluded.credits, \
-               balance = account_balances.balance + excluded.debits - excluded.credits, last_position = excluded.last_position",
-        )
-        .bind(account)
-        .bind(currency)
-        .bind(event.organization_id)
-        .bind(debit)
-        .bind(credit)
-        .bind(event.global_position)
-        .execute(&mut *connection)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn log(
-    connection: &mut PgConnection,
-    event: &RecordedEvent,
-    status: &str,
-    detail: serde_json::Value,
-) -> Result<()> {
-    sqlx::query(
-        "insert into transaction_logs (transaction_id, global_position, organization_id, status, detail, recorded_at, last_position) \
-         values ($1, $2, $3, $4, $5, $6, $2)",
-    )
-    .bind(event.stream_id)
-    .bind(event.global_position)
-    .bind(event.organization_id)
-    .bind(status)
-    .bind(detail)
-    .bind(event.recorded_at)
-    .execute(connection)
-    .await?;
-    Ok(())
-}
+/// Adds a row's debits and credits to an account's balance.
+const BALANCE_CONFLICT: &str = "on conflict (account, currency) do update set debits = account_balances.debits + excluded.debits, \
+     credits = account_balances.credits + excluded.credits, \
+     balance = account_balances.balance + excluded.debits - excluded.credits, last_position = excluded.last_position";
 
 fn reference_columns(reference: &TransactionReference) -> (&'static str, Option<Uuid>, Option<Uuid>, Option<Uuid>) {
     match reference {
@@ -77,67 +35,24 @@ fn reference_columns(reference: &TransactionReference) -> (&'static str, Option<
     }
 }
 
-async fn recorded(
+/// A failed or voided transaction no longer counts in the balances.
+async fn cancelled(
     connection: &mut PgConnection,
     event: &RecordedEvent,
-    postings: &[Posting],
-    reference: &TransactionReference,
+    status: &'static str,
+    reason: &str,
 ) -> Result<()> {
-    let (kind, payroll_run_id, employee_id, wallet_id) = reference_columns(reference);
-    sqlx::query(
-        "insert into transactions (transaction_id, organization_id, status, reference_kind, payroll_run_id, employee_id, wallet_id, recorded_at, last_position) \
-         values ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(event.stream_id)
-    .bind(event.organization_id)
-    .bind(kind)
-    .bind(payroll_run_id)
-    .bind(employee_id)
-    .bind(wallet_id)
-    .bind(event.recorded_at)
-    .bind(event.global_position)
-    .execute(&mut *connection)
-    .await?;
-    let mut rows = Vec::with_capacity(postings.len());
-    for (line, posting) in postings.iter().enumerate() {
-        let direction = match posting.direction {
-            Direction::Debit => "debit",
-            Direction::Credit => "credit",
-        };
-        sqlx::query(
-            "insert into postings (transaction_id, line, organization_id, account, direction, amount, currency, last_position) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(event.stream_id)
-        .bind(line as i32)
-        .bind(event.organization_id)
-        .bind(&posting.account)
-        .bind(direction)
-        .bind(posting.amount.amount())
-        .bind(posting.amount.currency().code())
-        .bind(event.global_position)
-        .execute(&mut *connection)
-        .await?;
-        rows.push((
-            posting.account.clone(),
-            direction.to_owned(),
-            posting.amount.amount(),
-            posting.amount.currency().code().to_owned(),
-        ));
-    }
-    move_balances(connection, event, &rows, Decimal::ONE).await?;
-    log(connection, event, "pending", serde_json::json!({ "reference": to_json(reference) })).await
-}
-
-/// A failed or voided transaction no longer counts in the balances.
-async fn cancelled(connection: &mut PgConnection, event: &RecordedEvent, status: &str, reason: &str) -> Result<()> {
-    let rows: Vec<(String, String, Decimal, String)> = sqlx::query_as(
+    let postings: Vec<(String, String, Decimal, String)> = sqlx::query_as(
         "select account, direction, amount, currency from postings where transaction_id = $1 order by line",
     )
     .bind(event.stream_id)
     .fetch_all(&mut *connection)
     .await?;
-    move_balances(connection, event, &rows, Decimal::NEGATIVE_ONE).await?;
+    let mut rows = Rows::default();
+    for (account, direction, amount, currency) in postings {
+        let direction = if direction == "debit" { Direction::Debit } else { Direction::Credit };
+        rows.move_balance(event, account, currency, direction, -amount);
+    }
     sqlx::query(
         "update transactions set status = $2, failure_reason = $3, last_position = $4 where transaction_id = $1",
     )
@@ -147,7 +62,242 @@ async fn cancelled(connection: &mut PgConnection, event: &RecordedEvent, status:
     .bind(event.global_position)
     .execute(&mut *connection)
     .await?;
-    log(connection, event, status, serde_json::json!({ "reason": reason })).await
+    rows.log(event, status, serde_json::json!({ "reason": reason }));
+    rows.write(connection).await
+}
+
+/// The rows of a run of recorded and settled transactions, written in a few statements
+/// (a payroll run records and settles thousands). Settlements follow the inserts, so a
+/// transaction recorded and settled in the same batch ends settled.
+#[derive(Default)]
+struct Rows {
+    transactions: TransactionColumns,
+    postings: PostingColumns,
+    /// (account, currency) -> (organization, debits, credits, last position).
+    balances: BTreeMap<(String, String), (Uuid, Decimal, Decimal, i64)>,
+    settled: SettledColumns,
+    logs: LogColumns,
+}
+
+#[derive(Default)]
+struct TransactionColumns {
+    ids: Vec<Uuid>,
+    organizations: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    runs: Vec<Option<Uuid>>,
+    employees: Vec<Option<Uuid>>,
+    wallets: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    positions: Vec<i64>,
+}
+
+#[derive(Default)]
+struct PostingColumns {
+    transactions: Vec<Uuid>,
+    lines: Vec<i32>,
+    organizations: Vec<Uuid>,
+    accounts: Vec<String>,
+    directions: Vec<&'static str>,
+    amounts: Vec<Decimal>,
+    currencies: Vec<String>,
+    positions: Vec<i64>,
+}
+
+#[derive(Default)]
+struct SettledColumns {
+    ids: Vec<Uuid>,
+    signatures: Vec<String>,
+    block_hashes: Vec<String>,
+    positions: Vec<i64>,
+}
+
+#[derive(Default)]
+struct LogColumns {
+    transactions: Vec<Uuid>,
+    positions: Vec<i64>,
+    organizations: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    details: Vec<serde_json::Value>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl Rows {
+    /// Every recording, settlement and cancellation logs a row.
+    fn is_empty(&self) -> bool {
+        self.logs.transactions.is_empty()
+    }
+
+    fn log(&mut self, event: &RecordedEvent, status: &'static str, detail: serde_json::Value) {
+        let logs = &mut self.logs;
+        logs.transactions.push(event.stream_id);
+        logs.positions.push(event.global_position);
+        logs.organizations.push(event.organization_id);
+        logs.statuses.push(status);
+        logs.details.push(detail);
+        logs.times.push(event.recorded_at);
+    }
+
+    fn recorded(&mut self, event: &RecordedEvent, postings: &[Posting], reference: &TransactionReference) {
+        let (kind, payroll_run_id, employee_id, wallet_id) = reference_columns(reference);
+        let transactions = &mut self.transactions;
+        transactions.ids.push(event.stream_id);
+        transactions.organizations.push(event.organization_id);
+        transactions.kinds.push(kind);
+        transactions.runs.push(payroll_run_id);
+        transactions.employees.push(employee_id);
+        transactions.wallets.push(wallet_id);
+        transactions.times.push(event.recorded_at);
+        transactions.positions.push(event.global_position);
+        for (line, posting) in postings.iter().enumerate() {
+            let direction = direction_name(posting.direction);
+            let rows = &mut self.postings;
+            rows.transactions.push(event.stream_id);
+            rows.lines.push(line as i32);
+            rows.organizations.push(event.organization_id);
+            rows.accounts.push(posting.account.clone());
+            rows.directions.push(direction);
+            rows.amounts.push(posting.amount.amount());
+            rows.currencies.push(posting.amount.currency().code().to_owned());
+            rows.positions.push(event.global_position);
+            self.move_balance(
+                event,
+                posting.account.clone(),
+                posting.amount.currency().code().to_owned(),
+                posting.direction,
+                posting.amount.amount(),
+            );
+        }
+        self.log(event, "pending", serde_json::json!({ "reference": to_json(reference) }));
+    }
+
+    /// Adds `amount` (negative to take it out) to an account's debits or credits.
+    fn move_balance(
+        &mut self,
+        event: &RecordedEvent,
+        account: String,
+        currency: String,
+        direction: Direction,
+        amount: Decimal,
+    ) {
+        let balance = self.balances.entry((account, currency)).or_insert((
+            event.organization_id,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            0,
+        ));
+        match direction {
+            Direction::Debit => balance.1 += amount,
+            Direction::Credit => balance.2 += amount,
+        }
+        balance.3 = event.global_position;
+    }
+
+    fn settled(&mut self, event: &RecordedEvent, signature: &str, block_hash: &str) {
+        self.settled.ids.push(event.stream_id);
+        self.settled.signatures.push(signature.to_owned());
+        self.settled.block_hashes.push(block_hash.to_owned());
+        self.settled.positions.push(event.global_position);
+        self.log(event, "settled", serde_json::json!({ "signature": signature, "block_hash": block_hash }));
+    }
+
+    async fn write(self, connection: &mut PgConnection) -> Result<()> {
+        let Rows { transactions, postings, balances, settled, logs } = self;
+        if !transactions.ids.is_empty() {
+            sqlx::query(
+                "insert into transactions (transaction_id, organization_id, status, reference_kind, payroll_run_id, employee_id, wallet_id, \
+                   recorded_at, last_position) \
+                 select id, o, 'pending', k, r, e, w, t, p \
+                 from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::timestamptz[], $8::int8[]) \
+                   as rows(id, o, k, r, e, w, t, p)",
+            )
+            .bind(&transactions.ids)
+            .bind(&transactions.organizations)
+            .bind(&transactions.kinds)
+            .bind(&transactions.runs)
+            .bind(&transactions.employees)
+            .bind(&transactions.wallets)
+            .bind(&transactions.times)
+            .bind(&transactions.positions)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !postings.transactions.is_empty() {
+            sqlx::query(
+                "insert into postings (transaction_id, line, organization_id, account, direction, amount, currency, last_position) \
+                 select * from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], $8::int8[])",
+            )
+            .bind(&postings.transactions)
+            .bind(&postings.lines)
+            .bind(&postings.organizations)
+            .bind(&postings.accounts)
+            .bind(&postings.directions)
+            .bind(&postings.amounts)
+            .bind(&postings.currencies)
+            .bind(&postings.positions)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !balances.is_empty() {
+            let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for ((account, currency), (organization, debits, credits, position)) in balances {
+                columns.0.push(account);
+                columns.1.push(currency);
+                columns.2.push(organization);
+                columns.3.push(debits);
+                columns.4.push(credits);
+                columns.5.push(position);
+            }
+            sqlx::query(&format!(
+                "insert into account_balances (account, currency, organization_id, debits, credits, balance, last_position) \
+                 select a, c, o, d, cr, d - cr, p \
+                 from unnest($1::text[], $2::text[], $3::uuid[], $4::numeric[], $5::numeric[], $6::int8[]) as rows(a, c, o, d, cr, p) \
+                 {BALANCE_CONFLICT}"
+            ))
+            .bind(&columns.0)
+            .bind(&columns.1)
+            .bind(&columns.2)
+            .bind(&columns.3)
+            .bind(&columns.4)
+            .bind(&columns.5)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !settled.ids.is_empty() {
+            sqlx::query(
+                "update transactions t set status = 'settled', signature = s, block_hash = b, last_position = p \
+                 from unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) as rows(id, s, b, p) where t.transaction_id = rows.id",
+            )
+            .bind(&settled.ids)
+            .bind(&settled.signatures)
+            .bind(&settled.block_hashes)
+            .bind(&settled.positions)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !logs.transactions.is_empty() {
+            sqlx::query(
+                "insert into transaction_logs (transaction_id, global_position, organization_id, status, detail, recorded_at, last_position) \
+                 select id, p, o, s, d, t, p \
+                 from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[], $6::timestamptz[]) as rows(id, p, o, s, d, t)",
+            )
+            .bind(&logs.transactions)
+            .bind(&logs.positions)
+            .bind(&logs.organizations)
+            .bind(&logs.statuses)
+            .bind(&logs.details)
+            .bind(&logs.times)
+            .execute(connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Debit => "debit",
+        Direction::Credit => "credit",
+    }
 }
 
 #[async_trait]
@@ -166,28 +316,47 @@ impl Projection for TransactionProjection {
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         let AnyEvent::Transaction(transaction_event) = decoded else { return Ok(()) };
+        let mut rows = Rows::default();
         match transaction_event {
             TransactionEvent::TransactionRecorded { postings, reference, .. } => {
-                recorded(connection, event, postings, reference).await
+                rows.recorded(event, postings, reference)
             }
             TransactionEvent::TransactionSettled { signature, block_hash } => {
-                sqlx::query("update transactions set status = 'settled', signature = $2, block_hash = $3, last_position = $4 where transaction_id = $1")
-                    .bind(event.stream_id)
-                    .bind(signature)
-                    .bind(block_hash)
-                    .bind(event.global_position)
-                    .execute(&mut *connection)
-                    .await?;
-                log(
-                    connection,
-                    event,
-                    "settled",
-                    serde_json::json!({ "signature": signature, "block_hash": block_hash }),
-                )
-                .await
+                rows.settled(event, signature, block_hash)
             }
-            TransactionEvent::TransactionFailed { reason } => cancelled(connection, event, "failed", reason).await,
-            TransactionEvent::TransactionVoided { reason } => cancelled(connection, event, "voided", reason).await,
+            TransactionEvent::TransactionFailed { reason } => {
+                return cancelled(connection, event, "failed", reason).await;
+            }
+            TransactionEvent::TransactionVoided { reason } => {
+                return cancelled(connection, event, "voided", reason).await;
+            }
         }
+        rows.write(connection).await
+    }
+
+    /// Recordings and settlements are gathered and written together; a failure or a void
+    /// (which reads the postings back) first writes what was gathered before it.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        let mut rows = Rows::default();
+        for (event, decoded) in events {
+            match decoded {
+                AnyEvent::Transaction(TransactionEvent::TransactionRecorded { postings, reference, .. }) => {
+                    rows.recorded(event, postings, reference)
+                }
+                AnyEvent::Transaction(TransactionEvent::TransactionSettled { signature, block_hash }) => {
+                    rows.settled(event, signature, block_hash)
+                }
+                _ => {
+                    if !rows.is_empty() {
+                        std::mem::take(&mut rows).write(connection).await?;
+                    }
+                    self.apply(connection, event, decoded).await?;
+                }
+            }
+        }
+        if !rows.is_empty() {
+            rows.write(connection).await?;
+        }
+        Ok(())
     }
 }

@@ -240,10 +240,21 @@ impl Payroll {
             if dice.chance(10) {
                 let fail = PayrollRunCommand::MarkItemFailed { employee_id: employee, reason: "rail rejected".into() };
                 execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), fail).await;
-                continue;
+                // Most failed items stay failed; some are retried and paid.
+                if !dice.chance(30) {
+                    continue;
+                }
             }
             let transaction = self.pay(run, employee, &run_item.item).await;
-            if dice.chance(80) {
+            if dice.chance(5) {
+                // The rail rejected the payment, or it was voided: out of the balances again.
+                let cancel = if dice.chance(50) {
+                    TransactionCommand::Fail { reason: "rail rejected".into() }
+                } else {
+                    TransactionCommand::Void { reason: "entered twice".into() }
+                };
+                execute::<TransactionAggregate>(&store, self.organization, transaction.as_uuid(), cancel).await;
+            } else if dice.chance(80) {
                 let settle = TransactionCommand::Settle {
                     signature: format!("sig-{transaction}"),
                     block_hash: format!("block-{}", dice.below(1000)),

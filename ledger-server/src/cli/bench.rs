@@ -45,6 +45,20 @@ pub struct BenchArgs {
     /// Write the figures as JSON here too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Measure only these parts (all when not given); rebuild and replay run over whatever
+    /// the earlier parts wrote.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
+}
+
+/// The parts of the benchmark, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Append,
+    Latency,
+    Payroll,
+    Rebuild,
+    Replay,
 }
 
 /// Median, min and max of several runs of one figure.
@@ -96,13 +110,24 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     let pool = bench_database(&database.pool).await?;
     let mut report = Report { machine: machine(&pool).await?, ..Report::default() };
     println!("{}", serde_json::to_string_pretty(&report.machine)?);
-    append_against_copy(&pool, &args, &mut report).await?;
-    single_command_latency(&pool, &args, &mut report).await?;
-    for employees in &args.employees {
-        payroll_end_to_end(&pool, *employees, &mut report).await?;
+    let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    if runs(Part::Append) {
+        append_against_copy(&pool, &args, &mut report).await?;
     }
-    projection_throughput(&pool, &mut report).await?;
-    replay_latency(&pool, &args, &mut report).await?;
+    if runs(Part::Latency) {
+        single_command_latency(&pool, &args, &mut report).await?;
+    }
+    if runs(Part::Payroll) {
+        for employees in &args.employees {
+            payroll_end_to_end(&pool, *employees, &mut report).await?;
+        }
+    }
+    if runs(Part::Rebuild) {
+        projection_throughput(&pool, &mut report).await?;
+    }
+    if runs(Part::Replay) {
+        replay_latency(&pool, &args, &mut report).await?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("figures written to {}", path.display());
