@@ -212,12 +212,54 @@ impl Ledger {
         if let Some(written) = self.replayed(context).await? {
             return Ok(written);
         }
+        let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+        self.decide_and_append::<A>(context, stream_id, &mut loaded, command).await
+    }
+
+    /// [`Ledger::execute`] against a state the caller already holds with its version (a
+    /// payroll run of many items costs more to load than to change), which it keeps current:
+    /// the new events are folded in, and it is reloaded after a conflict or when the request
+    /// repeats an earlier one.
+    pub async fn execute_loaded<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        loaded: &mut (A::State, u64),
+        command: A::Command,
+    ) -> AppResult<Written>
+    where
+        A::Command: Clone,
+    {
+        if let Some(written) = self.replayed(context).await? {
+            *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+            return Ok(written);
+        }
+        self.decide_and_append::<A>(context, stream_id, loaded, command).await
+    }
+
+    async fn decide_and_append<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        loaded: &mut (A::State, u64),
+        command: A::Command,
+    ) -> AppResult<Written>
+    where
+        A::Command: Clone,
+    {
         for attempt in 1..=COMMAND_ATTEMPTS_MAX {
-            let (state, version) = self.load::<A>(context.organization_id(), stream_id).await?;
-            let events = A::decide(&state, command.clone())?;
-            let stream = stream_append::<A>(context.organization_id(), stream_id, version, &events);
+            if attempt > 1 {
+                *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+            }
+            let events = A::decide(&loaded.0, command.clone())?;
+            let stream = stream_append::<A>(context.organization_id(), stream_id, loaded.1, &events);
             match self.append(context, vec![stream], true).await {
-                Ok(result) => return Ok(result.into()),
+                Ok(result) => {
+                    let state = std::mem::take(&mut loaded.0);
+                    loaded.0 = events.iter().fold(state, A::evolve);
+                    loaded.1 += events.len() as u64;
+                    return Ok(result.into());
+                }
                 Err(StoreError::Conflict { .. }) if attempt < COMMAND_ATTEMPTS_MAX => continue,
                 Err(error) => return Err(error.into()),
             }

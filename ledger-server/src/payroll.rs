@@ -128,9 +128,9 @@ pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppR
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);
     }
-    let (run, _) = load_run(ledger, context, run_id).await?;
+    let (run, version) = load_run(ledger, context, run_id).await?;
     let command = calculation(ledger, context, &run).await?;
-    ledger.execute::<PayrollRunAggregate>(context, run_id, command).await
+    ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut (Some(run), version), command).await
 }
 
 /// What a calculation would give, without recording it.
@@ -188,48 +188,67 @@ async fn wallets_of(
 /// atomic append of the run, the transactions and the wallets. Resumable: run again after a
 /// crash, it pays the rest and nobody twice. Completes the run when nothing is pending.
 pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<ProcessReport> {
-    let (run, _) = load_run(ledger, context, run_id).await?;
-    if run.status == RunStatus::Approved {
-        let start = PayrollRunCommand::StartProcessing { actor: context.actor() };
-        match ledger.execute::<PayrollRunAggregate>(context, run_id, start).await {
-            Ok(_) | Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {}
-            Err(error) => return Err(error),
+    // The run is loaded once and kept current as this processor writes it (reloaded after a
+    // conflict with another processor): a run of many items costs more to load than a batch.
+    let mut loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+    let status = |loaded: &(Option<PayrollRun>, u64)| loaded.0.as_ref().map(|run| run.status);
+    match status(&loaded) {
+        None => return Err(AppError::NotFound(format!("no payroll run {run_id}"))),
+        Some(RunStatus::Approved) => {
+            let start = PayrollRunCommand::StartProcessing { actor: context.actor() };
+            match ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut loaded, start).await {
+                Ok(_) | Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {}
+                Err(error) => return Err(error),
+            }
         }
+        Some(_) => {}
     }
     // The idempotency key stands for starting the run; the payments and the completion are
     // idempotent by the run's own state.
     let context = &context.without_idempotency();
-    let (mut run, version) = load_run(ledger, context, run_id).await?;
     let (mut paid_now, mut failed_now, mut position) = (0, 0, 0);
-    if run.status == RunStatus::Processing {
-        let pending: Vec<Uuid> = run
-            .items
-            .iter()
-            .filter(|(_, item)| item.status == ItemStatus::Pending)
-            .map(|(id, _)| id.as_uuid())
-            .collect();
-        let wallets = wallets_of(ledger, context, &run, &pending).await?;
-        let mut loaded = Some((run, version));
-        for batch in pending.chunks(ledger.pay_batch_items()) {
-            let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
-            paid_now += paid;
-            failed_now += failed;
-            position = position.max(written);
+    match status(&loaded) {
+        Some(RunStatus::Processing) => {
+            let run = loaded.0.take().expect("the run exists");
+            let pending: Vec<Uuid> = run
+                .items
+                .iter()
+                .filter(|(_, item)| item.status == ItemStatus::Pending)
+                .map(|(id, _)| id.as_uuid())
+                .collect();
+            let wallets = wallets_of(ledger, context, &run, &pending).await?;
+            let mut held = Some((run, loaded.1));
+            for batch in pending.chunks(ledger.pay_batch_items()) {
+                let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut held, batch, &wallets).await?;
+                paid_now += paid;
+                failed_now += failed;
+                position = position.max(written);
+            }
+            loaded = match held {
+                Some((run, version)) => (Some(run), version),
+                None => ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?,
+            };
+            let complete = PayrollRunCommand::Complete;
+            match ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut loaded, complete).await {
+                Ok(written) => position = position.max(written.position),
+                // Another processor completed it meanwhile.
+                Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {
+                    loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+                }
+                Err(error) => return Err(error),
+            }
         }
-        match ledger.execute::<PayrollRunAggregate>(context, run_id, PayrollRunCommand::Complete).await {
-            Ok(written) => position = position.max(written.position),
-            // Another processor completed it meanwhile.
-            Err(AppError::Domain(ledger_core::DomainError::WrongStatus { .. })) => {}
-            Err(error) => return Err(error),
+        Some(RunStatus::Completed | RunStatus::PartiallyFailed) => {}
+        Some(status) => {
+            return Err(AppError::Domain(ledger_core::DomainError::WrongStatus {
+                entity: "payroll run",
+                action: "process",
+                status: format!("{status:?}"),
+            }));
         }
-        run = load_run(ledger, context, run_id).await?.0;
-    } else if !matches!(run.status, RunStatus::Completed | RunStatus::PartiallyFailed) {
-        return Err(AppError::Domain(ledger_core::DomainError::WrongStatus {
-            entity: "payroll run",
-            action: "process",
-            status: format!("{:?}", run.status),
-        }));
+        None => unreachable!("the run exists"),
     }
+    let run = loaded.0.expect("the run exists");
     Ok(ProcessReport {
         status: run.status,
         paid_now,
