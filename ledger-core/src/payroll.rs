@@ -14,6 +14,9 @@ use crate::money::{Currency, Money};
 
 /// The most items one run may hold.
 pub const RUN_ITEMS_MAX: usize = 200_000;
+/// The most items one `PayrollItemsCalculated` event carries: a calculation is recorded as
+/// bounded chunks of items and a header with the totals, so no event grows with the payroll.
+pub const CALCULATION_CHUNK_ITEMS: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -112,6 +115,8 @@ pub struct PayrollRun {
     pub approved_by: Option<String>,
     pub items: BTreeMap<EmployeeId, RunItem>,
     pub totals: RunTotals,
+    /// Items of a calculation whose header (`PayrollRunCalculated`) is still to come.
+    pub calculating: Vec<PayrollItem>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +174,17 @@ pub enum PayrollRunEvent {
         kind: RunKind,
         created_by: String,
     },
+    /// One chunk of a calculation's items (at most [`CALCULATION_CHUNK_ITEMS`]); chunk 0
+    /// starts a calculation. The `PayrollRunCalculated` header follows the last chunk in
+    /// the same append.
+    PayrollItemsCalculated {
+        chunk: u32,
+        items: Vec<PayrollItem>,
+    },
+    /// Closes a calculation: its totals are the sum of the chunks' items. `items` is empty
+    /// since chunks exist; a calculation recorded before carries all its items here.
     PayrollRunCalculated {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         items: Vec<PayrollItem>,
         totals: RunTotals,
         calculated_by: String,
@@ -209,6 +224,7 @@ pub enum PayrollRunEvent {
 impl DomainEvent for PayrollRunEvent {
     const EVENT_TYPES: &'static [&'static str] = &[
         "PayrollRunCreated",
+        "PayrollItemsCalculated",
         "PayrollRunCalculated",
         "PayrollRunApproved",
         "PayrollRunProcessingStarted",
@@ -277,7 +293,16 @@ fn calculate(
         items.push(calculate_item(input, run.period, run.frequency, &run.currency, &rules)?);
     }
     let totals = RunTotals::of(&run.currency, &items)?;
-    Ok(vec![PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by: actor }])
+    let mut events: Vec<PayrollRunEvent> = items
+        .chunks(CALCULATION_CHUNK_ITEMS)
+        .enumerate()
+        .map(|(chunk, items)| PayrollRunEvent::PayrollItemsCalculated {
+            chunk: u32::try_from(chunk).expect("a run's chunks fit u32"),
+            items: items.to_vec(),
+        })
+        .collect();
+    events.push(PayrollRunEvent::PayrollRunCalculated { items: Vec::new(), totals, calculated_by: actor });
+    Ok(events)
 }
 
 fn approve(run: &PayrollRun, actor: String) -> Result<Vec<PayrollRunEvent>, DomainError> {
@@ -412,21 +437,29 @@ fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
     };
     match event {
         PayrollRunEvent::PayrollRunCreated { .. } => unreachable!("a run is created once"),
+        PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
+            if *chunk == 0 {
+                run.calculating.clear();
+            }
+            run.calculating.extend(items.iter().cloned());
+        }
         PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by } => {
-            run.items = items
-                .iter()
+            let mut calculated = std::mem::take(&mut run.calculating);
+            calculated.extend(items.iter().cloned());
+            run.items = calculated
+                .into_iter()
                 .map(|item| {
                     let status = match &item.hold {
                         Some(hold) => ItemStatus::Held { hold: hold.clone() },
                         None => ItemStatus::Pending,
                     };
-                    (item.employee_id, RunItem { item: item.clone(), status })
+                    (item.employee_id, RunItem { item, status })
                 })
                 .collect();
             run.totals = totals.clone();
             // Pair assertion: the totals recorded are the sum of the items recorded.
             assert_eq!(
-                RunTotals::of(&run.currency, items).expect("one currency per run"),
+                RunTotals::of(&run.currency, run.items.values().map(|item| &item.item)).expect("one currency per run"),
                 run.totals,
                 "run totals = sum of items"
             );
@@ -491,6 +524,7 @@ impl Aggregate for PayrollRunAggregate {
                 approved_by: None,
                 items: BTreeMap::new(),
                 totals: RunTotals::of(currency, []).expect("empty totals"),
+                calculating: Vec::new(),
             }),
             (Some(run), event) => Some(evolve_existing(run, event)),
             (None, event) => panic!("a payroll run's first event is its creation, not {event:?}"),

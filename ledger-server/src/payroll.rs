@@ -141,7 +141,8 @@ pub async fn preview(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
     Ok(events
         .into_iter()
         .flat_map(|event| match event {
-            PayrollRunEvent::PayrollRunCalculated { items, .. } => items,
+            PayrollRunEvent::PayrollItemsCalculated { items, .. }
+            | PayrollRunEvent::PayrollRunCalculated { items, .. } => items,
             _ => Vec::new(),
         })
         .collect())

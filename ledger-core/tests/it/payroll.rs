@@ -1,11 +1,14 @@
 use ledger_core::Aggregate;
 use ledger_core::DomainError;
+use ledger_core::DomainEvent;
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::EmployeeAggregate;
 use ledger_core::gross_to_net::ItemInput;
 use ledger_core::ids::{PayrollRunId, TransactionId};
 use ledger_core::money::Currency;
-use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus};
+use ledger_core::payroll::{
+    CALCULATION_CHUNK_ITEMS, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus,
+};
 use uuid::Uuid;
 
 use crate::{day, employee_id, hired, january, monthly, organization_id, usd, when};
@@ -203,4 +206,69 @@ fn a_run_rejects_empty_duplicate_or_foreign_employees() {
     let other =
         when::<Run>(&events, PayrollRunCommand::Calculate { inputs: foreign, rules: vec![], actor: "alice".into() });
     assert!(matches!(other, Err(DomainError::Invalid { problem, .. }) if problem.contains("another organization")));
+}
+
+/// `n` employees with approved KYC, 3,000.00 a month each.
+fn many_inputs(n: u128) -> Vec<ItemInput> {
+    (1..=n)
+        .map(|number| ItemInput {
+            employee: EmployeeAggregate::fold(&hired(employee_id(number), monthly("3000.00"), day(2025, 1, 1)))
+                .unwrap(),
+            paid_periods: vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn a_calculation_is_recorded_as_bounded_chunks_then_a_header_with_the_totals() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    let calculate = PayrollRunCommand::Calculate { inputs: many_inputs(2_501), rules: vec![], actor: "alice".into() };
+    let recorded = when::<Run>(&events, calculate).unwrap();
+    let chunks: Vec<(u32, usize)> = recorded
+        .iter()
+        .filter_map(|event| match event {
+            PayrollRunEvent::PayrollItemsCalculated { chunk, items } => Some((*chunk, items.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunks, vec![(0, CALCULATION_CHUNK_ITEMS), (1, CALCULATION_CHUNK_ITEMS), (2, 501)]);
+    let Some(PayrollRunEvent::PayrollRunCalculated { items, totals, .. }) = recorded.last() else {
+        panic!("the header comes last: {:?}", recorded.last());
+    };
+    assert!(items.is_empty(), "the header carries no items");
+    assert_eq!(totals.items, 2_501);
+    assert_eq!(totals.gross, usd("7503000.00"));
+    events.extend(recorded);
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Calculated);
+    assert_eq!(run.items.len(), 2_501);
+    assert!(run.calculating.is_empty());
+
+    // A recalculation with fewer employees replaces every item, not only the first chunk's.
+    let again = PayrollRunCommand::Calculate { inputs: many_inputs(1_200), rules: vec![], actor: "alice".into() };
+    step(&mut events, again);
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.items.len(), 1_200);
+    assert_eq!(run.totals.items, 1_200);
+    assert!(!run.items.contains_key(&employee_id(1_201)));
+}
+
+#[test]
+fn a_calculation_recorded_before_chunks_existed_still_folds_with_its_items() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    let recorded = when::<Run>(&events, calculate("alice")).unwrap();
+    let Some(PayrollRunEvent::PayrollItemsCalculated { items, .. }) = recorded.first() else { panic!("a chunk first") };
+    let Some(PayrollRunEvent::PayrollRunCalculated { totals, calculated_by, .. }) = recorded.last() else {
+        panic!("a header last")
+    };
+    // The stored shape of then: one event with every item.
+    let legacy = serde_json::json!({ "items": items, "totals": totals, "calculated_by": calculated_by });
+    let legacy = PayrollRunEvent::decode("PayrollRunCalculated", 1, &legacy).unwrap();
+    events.push(legacy);
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Calculated);
+    assert_eq!(run.items.len(), 2);
+    assert!(matches!(run.items[&employee_id(2)].status, ItemStatus::Held { .. }));
 }

@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use ledger_core::gross_to_net::PayrollItem;
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_core::transaction::{Direction, TransactionEvent, TransactionReference};
 use ledger_core::{DomainEvent, EVENT_CATALOG};
@@ -245,27 +246,12 @@ impl ReportRows {
 /// Applies a run event that does not only add rows.
 async fn apply_run(connection: &mut PgConnection, event: &RecordedEvent, run_event: &PayrollRunEvent) -> Result<()> {
     match run_event {
-        PayrollRunEvent::PayrollRunCalculated { items, .. } => {
-            sqlx::query("delete from run_items where payroll_run_id = $1")
-                .bind(event.stream_id)
-                .execute(&mut *connection)
-                .await?;
-            let employees: Vec<Uuid> = items.iter().map(|item| item.employee_id.as_uuid()).collect();
-            let contents: Vec<serde_json::Value> = items.iter().map(to_json).collect();
-            let statuses: Vec<&str> =
-                items.iter().map(|item| if item.hold.is_some() { "held" } else { "pending" }).collect();
-            sqlx::query(
-                "insert into run_items (payroll_run_id, employee_id, organization_id, item, status, last_position) \
-                 select $1, e, $2, i, s, $3 from unnest($4::uuid[], $5::jsonb[], $6::text[]) as rows(e, i, s)",
-            )
-            .bind(event.stream_id)
-            .bind(event.organization_id)
-            .bind(event.global_position)
-            .bind(&employees)
-            .bind(&contents)
-            .bind(&statuses)
-            .execute(&mut *connection)
-            .await?;
+        PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
+            run_items(connection, event, *chunk == 0, items).await?
+        }
+        // A calculation recorded before chunks existed carries its items.
+        PayrollRunEvent::PayrollRunCalculated { items, .. } if !items.is_empty() => {
+            run_items(connection, event, true, items).await?
         }
         PayrollRunEvent::PayrollRunCompleted { status, .. } => reports(connection, event, &serde_name(status)).await?,
         PayrollRunEvent::PayrollRunReversed { items, .. } => {
@@ -278,6 +264,37 @@ async fn apply_run(connection: &mut PgConnection, event: &RecordedEvent, run_eve
         }
         _ => {}
     }
+    Ok(())
+}
+
+/// A chunk of a calculation's items; the first one replaces an earlier calculation's.
+async fn run_items(
+    connection: &mut PgConnection,
+    event: &RecordedEvent,
+    first: bool,
+    items: &[PayrollItem],
+) -> Result<()> {
+    if first {
+        sqlx::query("delete from run_items where payroll_run_id = $1")
+            .bind(event.stream_id)
+            .execute(&mut *connection)
+            .await?;
+    }
+    let employees: Vec<Uuid> = items.iter().map(|item| item.employee_id.as_uuid()).collect();
+    let contents: Vec<serde_json::Value> = items.iter().map(to_json).collect();
+    let statuses: Vec<&str> = items.iter().map(|item| if item.hold.is_some() { "held" } else { "pending" }).collect();
+    sqlx::query(
+        "insert into run_items (payroll_run_id, employee_id, organization_id, item, status, last_position) \
+                 select $1, e, $2, i, s, $3 from unnest($4::uuid[], $5::jsonb[], $6::text[]) as rows(e, i, s)",
+    )
+    .bind(event.stream_id)
+    .bind(event.organization_id)
+    .bind(event.global_position)
+    .bind(&employees)
+    .bind(&contents)
+    .bind(&statuses)
+    .execute(&mut *connection)
+    .await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use ledger_core::gross_to_net::PayrollItem;
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_store::RecordedEvent;
 use serde_json::json;
@@ -37,22 +38,28 @@ impl Notifications {
         self.times.push(event.recorded_at);
     }
 
+    /// The payroll team hears of every held item of a calculation.
+    fn held(&mut self, event: &RecordedEvent, payroll_team: &str, items: &[PayrollItem]) {
+        for item in items {
+            if let Some(hold) = &item.hold {
+                let payload = json!({ "payroll_run_id": event.stream_id, "employee_id": item.employee_id, "reason": hold.to_string() });
+                let recipient = format!("{payroll_team}:employee:{}", item.employee_id);
+                self.notify(event, recipient, "payment_held", payload);
+            }
+        }
+    }
+
     /// What people should be told about one event.
     fn of(&mut self, event: &RecordedEvent, run_event: &PayrollRunEvent) {
         let run = event.stream_id;
         let payroll_team = format!("organization:{}:payroll", event.organization_id);
         match run_event {
+            PayrollRunEvent::PayrollItemsCalculated { items, .. } => self.held(event, &payroll_team, items),
             PayrollRunEvent::PayrollRunCalculated { items, totals, .. } => {
                 let payload = json!({ "payroll_run_id": run, "items": totals.items, "net": totals.net.amount() });
                 let approvers = format!("organization:{}:approvers", event.organization_id);
                 self.notify(event, approvers, "run_awaiting_approval", payload);
-                for item in items {
-                    if let Some(hold) = &item.hold {
-                        let payload = json!({ "payroll_run_id": run, "employee_id": item.employee_id, "reason": hold.to_string() });
-                        let recipient = format!("{payroll_team}:employee:{}", item.employee_id);
-                        self.notify(event, recipient, "payment_held", payload);
-                    }
-                }
+                self.held(event, &payroll_team, items);
             }
             PayrollRunEvent::PayrollItemPaid { employee_id, net, .. } => {
                 let payload = json!({ "payroll_run_id": run, "net": net.amount(), "currency": net.currency().code() });
@@ -102,7 +109,13 @@ impl Projection for NotificationProjection {
     }
 
     fn event_types(&self) -> Vec<&'static str> {
-        vec!["PayrollRunCalculated", "PayrollItemPaid", "PayrollItemFailed", "PayrollRunCompleted"]
+        vec![
+            "PayrollItemsCalculated",
+            "PayrollRunCalculated",
+            "PayrollItemPaid",
+            "PayrollItemFailed",
+            "PayrollRunCompleted",
+        ]
     }
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {

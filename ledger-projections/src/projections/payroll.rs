@@ -49,18 +49,23 @@ async fn set_run(
     Ok(())
 }
 
-async fn calculated(
+/// A chunk of a calculation's items; the first one replaces the items of an earlier
+/// calculation.
+async fn items_calculated(
     connection: &mut PgConnection,
     event: &RecordedEvent,
+    first: bool,
     items: &[PayrollItem],
-    totals: &RunTotals,
-    by: &str,
 ) -> Result<()> {
-    sqlx::query("delete from payroll_items where payroll_run_id = $1")
-        .bind(event.stream_id)
-        .execute(&mut *connection)
-        .await?;
-    let held = items.iter().filter(|item| item.hold.is_some()).count() as i64;
+    if first {
+        sqlx::query("delete from payroll_items where payroll_run_id = $1")
+            .bind(event.stream_id)
+            .execute(&mut *connection)
+            .await?;
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
     let mut columns = ItemColumns::default();
     for item in items {
         columns.employees.push(item.employee_id.as_uuid());
@@ -96,9 +101,25 @@ async fn calculated(
     .bind(&columns.holds)
     .execute(&mut *connection)
     .await?;
+    Ok(())
+}
+
+/// The header closing a calculation. One recorded before chunks existed carries its items.
+async fn calculated(
+    connection: &mut PgConnection,
+    event: &RecordedEvent,
+    items: &[PayrollItem],
+    totals: &RunTotals,
+    by: &str,
+) -> Result<()> {
+    if !items.is_empty() {
+        items_calculated(connection, event, true, items).await?;
+    }
     sqlx::query(
         "update payroll_runs set status = 'calculated', calculated_by = $2, item_count = $3, gross = $4, deductions = $5, \
-           contributions = $6, net = $7, employer_cost = $8, held_count = $9, paid_count = 0, failed_count = 0, last_position = $10 \
+           contributions = $6, net = $7, employer_cost = $8, \
+           held_count = (select count(*) from payroll_items i where i.payroll_run_id = $1 and i.status = 'held'), \
+           paid_count = 0, failed_count = 0, last_position = $9 \
          where payroll_run_id = $1",
     )
     .bind(event.stream_id)
@@ -109,7 +130,6 @@ async fn calculated(
     .bind(totals.contributions.amount())
     .bind(totals.net.amount())
     .bind(totals.employer_cost.amount())
-    .bind(held)
     .bind(event.global_position)
     .execute(connection)
     .await?;
@@ -350,6 +370,9 @@ impl PayrollProjection {
                 .bind(event.global_position)
                 .execute(connection)
                 .await?;
+            }
+            PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
+                items_calculated(connection, event, *chunk == 0, items).await?
             }
             PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by } => {
                 calculated(connection, event, items, totals, calculated_by).await?

@@ -84,6 +84,7 @@ async fn the_full_lifecycle_over_http() {
     assert!(
         actions.starts_with(&[
             "PayrollRunCreated",
+            "PayrollItemsCalculated",
             "PayrollRunCalculated",
             "PayrollRunApproved",
             "PayrollRunProcessingStarted"
