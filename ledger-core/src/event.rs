@@ -76,6 +76,27 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
         Self::decode(&envelope.event_type, envelope.schema_version, &envelope.payload)
     }
 
+    /// The event from a stored type, version and payload text. A payload of today's
+    /// version is parsed straight into the event; an older one through a JSON value, to be
+    /// upcast.
+    fn decode_text(event_type: &str, schema_version: i32, payload: &str) -> Result<Self, DecodeError> {
+        if !Self::EVENT_TYPES.contains(&event_type) {
+            return Err(DecodeError::UnknownType(event_type.to_owned()));
+        }
+        let problem = |error: serde_json::Error| DecodeError::Payload {
+            event_type: event_type.to_owned(),
+            version: schema_version,
+            problem: error.to_string(),
+        };
+        if schema_version != crate::upcast::current_schema_version(event_type) {
+            let value: Value = serde_json::from_str(payload).map_err(problem)?;
+            return Self::decode(event_type, schema_version, &value);
+        }
+        let tag = serde_json::to_string(event_type).expect("a string serializes");
+        let tagged = format!("{{\"{TAG}\":{tag},\"{CONTENT}\":{payload}}}");
+        serde_json::from_str(&tagged).map_err(problem)
+    }
+
     /// The event from a stored type, version and payload. A payload of today's version is
     /// decoded where it lies (a run's calculation can be megabytes); an older one is
     /// upcast first.

@@ -25,7 +25,7 @@ pub enum AnyEvent {
 }
 
 fn decode_one<E: DomainEvent>(event: &RecordedEvent) -> std::result::Result<E, ledger_core::DecodeError> {
-    E::decode(&event.event_type, event.schema_version, &event.payload)
+    E::decode_text(&event.event_type, event.schema_version, event.payload.text())
 }
 
 /// Decodes one stored event, upcasting older payloads.

@@ -168,13 +168,54 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The payload's shape version as written; the domain upcasts older ones on read.
     pub schema_version: i32,
-    pub payload: serde_json::Value,
+    pub payload: Payload,
     pub metadata: serde_json::Value,
     pub recorded_at: DateTime<Utc>,
     #[serde(with = "hex_bytes_option")]
     pub prev_hash: Option<Vec<u8>>,
     #[serde(with = "hex_bytes")]
     pub hash: Vec<u8>,
+}
+
+/// A stored payload as the JSON text PostgreSQL returned (jsonb's canonical form), parsed
+/// only by whoever reads it: into the domain's types directly, without an intermediate
+/// `serde_json::Value` (a tree of maps several times the text's size), or into a `Value`
+/// on request.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(Box<serde_json::value::RawValue>);
+
+impl Payload {
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The payload as a JSON value.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).expect("a stored payload is JSON")
+    }
+
+    pub fn from_value(value: &serde_json::Value) -> Payload {
+        Payload(serde_json::value::to_raw_value(value).expect("a JSON value serializes"))
+    }
+
+    pub(crate) fn from_text(text: String) -> Result<Payload, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(Payload)
+    }
+}
+
+/// Two payloads are equal when their texts are: PostgreSQL returns jsonb in one canonical form.
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.text())
+    }
 }
 
 impl RecordedEvent {

@@ -22,7 +22,7 @@ use uuid::Uuid;
 pub use append::{APPEND_EVENTS_MAX, COPY_ROWS_MIN, IDEMPOTENCY_KEY_BYTES_MAX, INSERT_CHUNK_ROWS, STREAM_LOCKS_MAX};
 pub use error::{Result, StoreError};
 pub use event::{
-    AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+    AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, Payload, RecordedEvent, StreamAppend,
     StreamHead,
 };
 pub use query::EventQuery;

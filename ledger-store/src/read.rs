@@ -6,13 +6,13 @@ use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::event::{Checkpoint, RecordedEvent};
+use crate::event::{Checkpoint, Payload, RecordedEvent};
 
 /// The most events one `read_all` call returns.
 pub const READ_BATCH_MAX: usize = 10_000;
 
 pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::int8 as transaction_id, event_id, organization_id, \
-     stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
+     stream_type, stream_id, stream_version, event_type, schema_version, payload::text as payload_text, metadata, recorded_at, prev_hash, hash";
 
 pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
     let transaction_id: i64 = row.try_get("transaction_id")?;
@@ -27,7 +27,8 @@ pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
         stream_version: u64::try_from(stream_version).expect("stream versions are positive"),
         event_type: row.try_get("event_type")?,
         schema_version: row.try_get("schema_version")?,
-        payload: row.try_get("payload")?,
+        payload: Payload::from_text(row.try_get::<String, _>("payload_text")?)
+            .map_err(|error| StoreError::invalid("payload", error.to_string()))?,
         metadata: row.try_get("metadata")?,
         recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
         prev_hash: row.try_get("prev_hash")?,
@@ -72,8 +73,8 @@ pub(crate) async fn read_all(
     let columns = match payload_types {
         None => EVENT_COLUMNS.to_owned(),
         Some(_) => EVENT_COLUMNS.replacen(
-            " payload,",
-            " case when event_type = any($4) then payload else 'null'::jsonb end as payload,",
+            " payload::text as payload_text,",
+            " case when event_type = any($4) then payload::text else 'null' end as payload_text,",
             1,
         ),
     };

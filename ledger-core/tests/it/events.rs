@@ -14,6 +14,8 @@ fn an_event_becomes_an_envelope_with_its_type_version_and_payload() {
     assert_eq!(envelope.schema_version, 2);
     assert!(envelope.payload.get("event_type").is_none());
     assert_eq!(EmployeeEvent::from_envelope(&envelope).unwrap(), events[0]);
+    let text = envelope.payload.to_string();
+    assert_eq!(EmployeeEvent::decode_text("EmployeeHired", 2, &text).unwrap(), events[0]);
     let kyc = events[1].to_envelope();
     assert_eq!((kyc.event_type.as_str(), kyc.schema_version), ("EmployeeKycStatusChanged", 1));
 }
@@ -41,6 +43,8 @@ fn a_version_1_payload_still_decodes_into_todays_event() {
     let event = EmployeeEvent::from_envelope(&envelope).unwrap();
     let today = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1)).remove(0);
     assert_eq!(event, today);
+    // Decoded from the stored text, as readers of the store do.
+    assert_eq!(EmployeeEvent::decode_text("EmployeeHired", 1, EMPLOYEE_HIRED_V1).unwrap(), today);
 }
 
 #[test]
@@ -58,6 +62,15 @@ fn unknown_types_future_versions_and_bad_payloads_are_decode_errors() {
         payload: json!({ "end_date": "soon" }),
     };
     assert!(matches!(EmployeeEvent::from_envelope(&bad), Err(DecodeError::Payload { .. })));
+    assert!(matches!(
+        EmployeeEvent::decode_text("EmployeeTerminated", 1, r#"{"end_date":"soon"}"#),
+        Err(DecodeError::Payload { .. })
+    ));
+    assert!(matches!(EmployeeEvent::decode_text("EmployeeTeleported", 1, "{}"), Err(DecodeError::UnknownType(_))));
+    assert!(matches!(
+        EmployeeEvent::decode_text("EmployeeHired", 3, "{}"),
+        Err(DecodeError::FutureVersion { found: 3, current: 2, .. })
+    ));
 }
 
 #[test]

@@ -131,7 +131,7 @@ impl<W: Write> Writer<W> {
                     event_type: &event.event_type,
                     schema_version: event.schema_version,
                     actor: event.metadata.get("actor").and_then(|actor| actor.as_str()).unwrap_or_default(),
-                    payload: event.payload.to_string(),
+                    payload: event.payload.text().to_owned(),
                     hash: hex::encode(&event.hash),
                 })?;
             }

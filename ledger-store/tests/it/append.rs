@@ -23,7 +23,7 @@ async fn append_then_read_stream_gives_versions_one_to_n_with_a_chain() {
     for pair in events.windows(2) {
         assert_eq!(pair[1].prev_hash.as_deref(), Some(&pair[0].hash[..]));
     }
-    assert_eq!(events[3].payload, json!({ "n": 0 }));
+    assert_eq!(events[3].payload.to_value(), json!({ "n": 0 }));
     assert_eq!(events[0].metadata["actor"], "tester");
     assert_eq!(store.read_stream(stream_id, 4).await.unwrap().len(), 2);
 }
@@ -279,7 +279,7 @@ async fn a_large_append_goes_by_copy_and_keeps_every_character() {
 
     assert_eq!(result.positions.len(), ledger_store::COPY_ROWS_MIN + 1);
     let events = store.read_stream(stream_id, 1).await.unwrap();
-    assert_eq!(events[7].payload, request.streams[0].events[7].payload);
+    assert_eq!(events[7].payload.to_value(), request.streams[0].events[7].payload);
     assert_eq!(events[0].stream_type, request.streams[0].stream_type);
     assert_eq!(events[0].metadata["actor"], "actor\nwith newline");
     assert_eq!(events.iter().map(|e| e.global_position).collect::<Vec<_>>(), result.positions);
