@@ -285,6 +285,7 @@ async fn pay_batch(
             *loaded = Some((run, run_version));
             return Ok((0, 0, 0));
         }
+        let started = std::time::Instant::now();
         let wallet_ids: Vec<Uuid> = batch.iter().filter_map(|employee| wallets.get(employee).copied()).collect();
         let wallet_states = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
         let mut state = Some(run);
@@ -342,7 +343,15 @@ async fn pay_batch(
             return Ok((0, 0, 0));
         }
         streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
-        match ledger.append(context, streams, false).await {
+        let decided = started.elapsed();
+        let appended = ledger.append(context, streams, false).await;
+        tracing::debug!(
+            items = run_events.len(),
+            decide_ms = decided.as_millis() as u64,
+            append_ms = (started.elapsed() - decided).as_millis() as u64,
+            "payment batch"
+        );
+        match appended {
             Ok(result) => {
                 *loaded = Some((state.expect("the run exists"), run_version + run_events.len() as u64));
                 return Ok((paid, failed, result.last_position()));
