@@ -1,8 +1,12 @@
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::employee::{EmployeeEvent, PayRate};
 use ledger_store::RecordedEvent;
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::serde_name;
 use crate::decode::AnyEvent;
@@ -103,6 +107,169 @@ async fn update(
     Ok(())
 }
 
+/// Hires and KYC decisions of a batch, written in a few statements (a bulk import hires
+/// thousands). A hire is its stream's first event, so its history rows are the employee's
+/// first and current ones; KYC decisions follow the inserts, the last one per employee wins.
+#[derive(Default)]
+struct Hires {
+    employees: HireColumns,
+    history: HistoryColumns,
+    /// employee -> (KYC status, position of the decision)
+    kyc: BTreeMap<Uuid, (String, i64)>,
+}
+
+#[derive(Default)]
+struct HireColumns {
+    ids: Vec<Uuid>,
+    organizations: Vec<Uuid>,
+    names: Vec<String>,
+    emails: Vec<Option<String>>,
+    positions: Vec<String>,
+    departments: Vec<String>,
+    currencies: Vec<String>,
+    frequencies: Vec<String>,
+    rates: Vec<Decimal>,
+    bases: Vec<String>,
+    starts: Vec<NaiveDate>,
+    last_positions: Vec<i64>,
+}
+
+#[derive(Default)]
+struct HistoryColumns {
+    employees: Vec<Uuid>,
+    positions: Vec<i64>,
+    organizations: Vec<Uuid>,
+    changes: Vec<&'static str>,
+    valid_from: Vec<NaiveDate>,
+    rates: Vec<Option<Decimal>>,
+    bases: Vec<Option<String>>,
+    job_positions: Vec<Option<String>>,
+    departments: Vec<Option<String>>,
+    reasons: Vec<Option<String>>,
+    times: Vec<DateTime<Utc>>,
+}
+
+impl Hires {
+    fn is_empty(&self) -> bool {
+        self.employees.ids.is_empty() && self.kyc.is_empty()
+    }
+
+    /// Gathers `decoded` if it is a hire or a KYC decision; false otherwise.
+    fn gather(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> bool {
+        match decoded {
+            AnyEvent::Employee(EmployeeEvent::EmployeeHired {
+                employee_id,
+                organization_id,
+                personal,
+                position,
+                department,
+                rate,
+                pay_frequency,
+                start_date,
+            }) => {
+                let rows = &mut self.employees;
+                rows.ids.push(employee_id.as_uuid());
+                rows.organizations.push(organization_id.as_uuid());
+                rows.names.push(personal.full_name.clone());
+                rows.emails.push(personal.email.clone());
+                rows.positions.push(position.clone());
+                rows.departments.push(department.clone());
+                rows.currencies.push(rate.amount.currency().code().to_owned());
+                rows.frequencies.push(serde_name(pay_frequency));
+                rows.rates.push(rate.amount.amount());
+                rows.bases.push(basis_name(rate));
+                rows.starts.push(*start_date);
+                rows.last_positions.push(event.global_position);
+                let history = &mut self.history;
+                for change in ["pay_rate", "position"] {
+                    let is_rate = change == "pay_rate";
+                    history.employees.push(event.stream_id);
+                    history.positions.push(event.global_position);
+                    history.organizations.push(event.organization_id);
+                    history.changes.push(change);
+                    history.valid_from.push(*start_date);
+                    history.rates.push(is_rate.then(|| rate.amount.amount()));
+                    history.bases.push(is_rate.then(|| basis_name(rate)));
+                    history.job_positions.push((!is_rate).then(|| position.clone()));
+                    history.departments.push((!is_rate).then(|| department.clone()));
+                    history.reasons.push(is_rate.then(|| "hired".to_owned()));
+                    history.times.push(event.recorded_at);
+                }
+            }
+            AnyEvent::Employee(EmployeeEvent::EmployeeKycStatusChanged { status, .. }) => {
+                self.kyc.insert(event.stream_id, (serde_name(status), event.global_position));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    async fn write(self, connection: &mut PgConnection) -> Result<()> {
+        let Hires { employees, history, kyc } = self;
+        if !employees.ids.is_empty() {
+            sqlx::query(
+                "insert into employees (employee_id, organization_id, full_name, email, position, department, currency, pay_frequency, \
+                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position) \
+                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp \
+                 from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                             $9::numeric[], $10::text[], $11::date[], $12::int8[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp)",
+            )
+            .bind(&employees.ids)
+            .bind(&employees.organizations)
+            .bind(&employees.names)
+            .bind(&employees.emails)
+            .bind(&employees.positions)
+            .bind(&employees.departments)
+            .bind(&employees.currencies)
+            .bind(&employees.frequencies)
+            .bind(&employees.rates)
+            .bind(&employees.bases)
+            .bind(&employees.starts)
+            .bind(&employees.last_positions)
+            .execute(&mut *connection)
+            .await?;
+            sqlx::query(
+                "insert into employee_history (employee_id, global_position, organization_id, change, valid_from, rate_amount, rate_basis, \
+                   position, department, reason, recorded_at, last_position) \
+                 select e, p, o, c, v, r, b, jp, d, re, t, p \
+                 from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::date[], $6::numeric[], $7::text[], $8::text[], \
+                             $9::text[], $10::text[], $11::timestamptz[]) as rows(e, p, o, c, v, r, b, jp, d, re, t)",
+            )
+            .bind(&history.employees)
+            .bind(&history.positions)
+            .bind(&history.organizations)
+            .bind(&history.changes)
+            .bind(&history.valid_from)
+            .bind(&history.rates)
+            .bind(&history.bases)
+            .bind(&history.job_positions)
+            .bind(&history.departments)
+            .bind(&history.reasons)
+            .bind(&history.times)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !kyc.is_empty() {
+            let (mut ids, mut statuses, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+            for (id, (status, position)) in kyc {
+                ids.push(id);
+                statuses.push(status);
+                positions.push(position);
+            }
+            sqlx::query(
+                "update employees e set kyc_status = s, last_position = p \
+                 from unnest($1::uuid[], $2::text[], $3::int8[]) as rows(id, s, p) where e.employee_id = rows.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&positions)
+            .execute(connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Projection for EmployeeProjection {
     fn name(&self) -> &'static str {
@@ -117,40 +284,29 @@ impl Projection for EmployeeProjection {
         <EmployeeEvent as ledger_core::DomainEvent>::EVENT_TYPES.to_vec()
     }
 
+    /// Hires and KYC decisions are gathered and written together; any other change first
+    /// writes what was gathered before it.
+    async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
+        let mut hires = Hires::default();
+        for (event, decoded) in events {
+            if hires.gather(event, decoded) {
+                continue;
+            }
+            if !hires.is_empty() {
+                std::mem::take(&mut hires).write(connection).await?;
+            }
+            self.apply(connection, event, decoded).await?;
+        }
+        hires.write(connection).await
+    }
+
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         let AnyEvent::Employee(employee_event) = decoded else { return Ok(()) };
         match employee_event {
-            EmployeeEvent::EmployeeHired {
-                employee_id,
-                organization_id,
-                personal,
-                position,
-                department,
-                rate,
-                pay_frequency,
-                start_date,
-            } => {
-                sqlx::query(
-                    "insert into employees (employee_id, organization_id, full_name, email, position, department, currency, pay_frequency, \
-                       rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 'active', $11, null, $12)",
-                )
-                .bind(employee_id.as_uuid())
-                .bind(organization_id.as_uuid())
-                .bind(&personal.full_name)
-                .bind(&personal.email)
-                .bind(position)
-                .bind(department)
-                .bind(rate.amount.currency().code())
-                .bind(serde_name(pay_frequency))
-                .bind(rate.amount.amount())
-                .bind(basis_name(rate))
-                .bind(start_date)
-                .bind(event.global_position)
-                .execute(&mut *connection)
-                .await?;
-                record_change(connection, event, *start_date, Change::PayRate { rate, reason: "hired" }).await?;
-                record_change(connection, event, *start_date, Change::Position { position, department }).await?;
+            EmployeeEvent::EmployeeHired { .. } | EmployeeEvent::EmployeeKycStatusChanged { .. } => {
+                let mut hires = Hires::default();
+                hires.gather(event, decoded);
+                hires.write(connection).await?;
             }
             EmployeeEvent::EmployeePayRateChanged { rate, effective_from, reason } => {
                 record_change(connection, event, *effective_from, Change::PayRate { rate, reason }).await?;
@@ -166,16 +322,6 @@ impl Projection for EmployeeProjection {
                 .execute(&mut *connection)
                 .await?;
                 record_change(connection, event, *effective_from, Change::Position { position, department }).await?;
-            }
-            EmployeeEvent::EmployeeKycStatusChanged { status, .. } => {
-                update(
-                    connection,
-                    event,
-                    "kyc_status = $2::text, end_date = coalesce($3::date, end_date)",
-                    Some(serde_name(status)),
-                    None,
-                )
-                .await?;
             }
             EmployeeEvent::EmployeeTerminated { end_date, .. } => {
                 update(

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// the earlier parts wrote.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Keep the events an earlier run left in `payroll_ledger_bench` (with `--only
+    /// rebuild,replay`: measure again over the same log) instead of starting empty.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 /// The parts of the benchmark, in the order they run.
@@ -107,7 +111,7 @@ impl Report {
 
 pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.repeat >= 1 && args.events >= 3, "--repeat must be at least 1 and --events at least 3");
-    let pool = bench_database(&database.pool).await?;
+    let pool = bench_database(&database.pool, args.keep_database).await?;
     let mut report = Report { machine: machine(&pool).await?, ..Report::default() };
     println!("{}", serde_json::to_string_pretty(&report.machine)?);
     let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
@@ -149,10 +153,16 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh database `payroll_ledger_bench` on the same server, migrated.
-async fn bench_database(admin: &PgPool) -> anyhow::Result<PgPool> {
-    sqlx::query("drop database if exists payroll_ledger_bench with (force)").execute(admin).await?;
-    sqlx::query("create database payroll_ledger_bench").execute(admin).await?;
+/// The database `payroll_ledger_bench` on the same server, new (or kept), migrated.
+async fn bench_database(admin: &PgPool, keep: bool) -> anyhow::Result<PgPool> {
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = 'payroll_ledger_bench')")
+            .fetch_one(admin)
+            .await?;
+    if !(keep && exists) {
+        sqlx::query("drop database if exists payroll_ledger_bench with (force)").execute(admin).await?;
+        sqlx::query("create database payroll_ledger_bench").execute(admin).await?;
+    }
     let options = admin.connect_options().as_ref().clone().database("payroll_ledger_bench");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(24).connect_with(options).await?;
     ledger_store::MIGRATOR.run(&pool).await?;
