@@ -67,12 +67,15 @@ pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<App
         replayed: false,
     };
     if let Some(key) = &request.idempotency_key {
-        sqlx::query("insert into ledger.idempotency_keys (idempotency_key, request_hash, result) values ($1, $2, $3)")
-            .bind(key)
-            .bind(&request_hash)
-            .bind(sqlx::types::Json(&result))
-            .execute(&mut *transaction)
-            .await?;
+        // The result is read back from the events of this transaction when the key repeats.
+        sqlx::query(
+            "insert into ledger.idempotency_keys (idempotency_key, request_hash, transaction_id) \
+             values ($1, $2, pg_current_xact_id())",
+        )
+        .bind(key)
+        .bind(&request_hash)
+        .execute(&mut *transaction)
+        .await?;
     }
     transaction.commit().await?;
     Ok(result)
@@ -224,27 +227,58 @@ async fn earlier_result(
         .bind(key)
         .execute(&mut **transaction)
         .await?;
-    stored_result(&mut **transaction, key, request_hash).await
+    stored_result(transaction, key, request_hash).await
 }
 
 /// The stored result of an idempotency key, if the key was used: `Ok(None)` when it is new,
 /// the result when it was used with the same fingerprint, `IdempotencyMismatch` otherwise.
+///
+/// The result is rebuilt from the events the key's transaction appended: their positions,
+/// and per stream (in the order the request named them, which is the order they were
+/// written in) the last version. Keys recorded before this kept a copy of the result.
 async fn stored_result(
-    executor: impl sqlx::PgExecutor<'_>,
+    connection: &mut sqlx::PgConnection,
     key: &str,
     fingerprint: &[u8],
 ) -> Result<Option<AppendResult>> {
-    let stored: Option<(Vec<u8>, sqlx::types::Json<AppendResult>)> =
-        sqlx::query_as("select request_hash, result from ledger.idempotency_keys where idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(executor)
-            .await?;
+    type Stored = (Vec<u8>, Option<sqlx::types::Json<AppendResult>>, Option<String>);
+    let stored: Option<Stored> = sqlx::query_as(
+        "select request_hash, result, transaction_id::text from ledger.idempotency_keys where idempotency_key = $1",
+    )
+    .bind(key)
+    .fetch_optional(&mut *connection)
+    .await?;
     match stored {
         None => Ok(None),
-        Some((stored_hash, result)) if stored_hash == fingerprint => {
-            Ok(Some(AppendResult { replayed: true, ..result.0 }))
+        Some((stored_hash, _, _)) if stored_hash != fingerprint => {
+            Err(StoreError::IdempotencyMismatch { key: key.to_owned() })
         }
-        Some(_) => Err(StoreError::IdempotencyMismatch { key: key.to_owned() }),
+        Some((_, Some(result), _)) => Ok(Some(AppendResult { replayed: true, ..result.0 })),
+        Some((_, None, transaction_id)) => {
+            let transaction_id = transaction_id.expect("a key without a stored result has its transaction id");
+            let written: Vec<(i64, Uuid, i64)> = sqlx::query_as(
+                "select global_position, stream_id, stream_version from ledger.events \
+                 where transaction_id = $1::text::xid8 order by global_position",
+            )
+            .bind(&transaction_id)
+            .fetch_all(&mut *connection)
+            .await?;
+            let mut result =
+                AppendResult { positions: Vec::with_capacity(written.len()), streams: Vec::new(), replayed: true };
+            let mut index: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+            for (position, stream_id, version) in written {
+                result.positions.push(position);
+                let version = u64::try_from(version).expect("stream versions are positive");
+                match index.get(&stream_id) {
+                    Some(&at) => result.streams[at].version = result.streams[at].version.max(version),
+                    None => {
+                        index.insert(stream_id, result.streams.len());
+                        result.streams.push(StreamHead { stream_id, version });
+                    }
+                }
+            }
+            Ok(Some(result))
+        }
     }
 }
 
@@ -541,5 +575,6 @@ fn parse_clash(detail: &str) -> Option<(Uuid, u64)> {
 
 /// What an idempotency key already stands for, without waiting for a request in flight.
 pub(crate) async fn idempotent_result(pool: &PgPool, key: &str, fingerprint: &[u8]) -> Result<Option<AppendResult>> {
-    stored_result(pool, key, fingerprint).await
+    let mut connection = pool.acquire().await?;
+    stored_result(&mut connection, key, fingerprint).await
 }

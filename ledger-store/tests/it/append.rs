@@ -285,3 +285,53 @@ async fn a_large_append_goes_by_copy_and_keeps_every_character() {
     assert_eq!(events.iter().map(|e| e.global_position).collect::<Vec<_>>(), result.positions);
     assert!(store.verify_all().await.unwrap().is_intact());
 }
+
+/// A repeated key's result is read back from the events its transaction appended: every
+/// position, and each stream's head in the order the request named the streams (here not
+/// the order of their ids), for a large append by COPY across many streams.
+#[tokio::test]
+async fn a_repeated_large_request_gets_back_every_position_and_head_in_request_order() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let mut streams: Vec<Uuid> = (0..120).map(|_| Uuid::new_v4()).collect();
+    streams.sort_unstable_by(|a, b| b.cmp(a));
+    let mut request = numbered(organization, streams[0], ExpectedVersion::NoStream, 3);
+    for stream_id in &streams[1..] {
+        request.streams.push(numbered(organization, *stream_id, ExpectedVersion::NoStream, 3).streams.remove(0));
+    }
+    let request = request.with_idempotency_key("import-7");
+    assert!(request.event_count() > ledger_store::COPY_ROWS_MIN);
+
+    let first = store.append(&request).await.unwrap();
+    let again = store.append(&request).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.positions, first.positions);
+    assert_eq!(again.streams, first.streams);
+    assert_eq!(again.streams.iter().map(|head| head.stream_id).collect::<Vec<_>>(), streams);
+    assert!(again.streams.iter().all(|head| head.version == 3));
+    assert_eq!(event_count(&db.pool).await, 360);
+}
+
+/// Keys recorded before results were read back from the events kept a copy of the result;
+/// a retry of one still gets it.
+#[tokio::test]
+async fn a_key_recorded_with_a_stored_result_still_replays_it() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let request = numbered(organization, stream_id, ExpectedVersion::NoStream, 2).with_idempotency_key("old-key");
+    let first = store.append(&request).await.unwrap();
+    // Turn the key into the earlier form: a stored result, no transaction id.
+    sqlx::query(
+        "update ledger.idempotency_keys set result = $1, transaction_id = null where idempotency_key = 'old-key'",
+    )
+    .bind(sqlx::types::Json(&first))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let again = store.append(&request).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.positions, again.streams), (first.positions, first.streams));
+    assert_eq!(event_count(&db.pool).await, 2);
+}
