@@ -210,25 +210,20 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
     let (mut paid_now, mut failed_now, mut position) = (0, 0, 0);
     match status(&loaded) {
         Some(RunStatus::Processing) => {
-            let run = loaded.0.take().expect("the run exists");
+            let run = loaded.0.as_ref().expect("the run exists");
             let pending: Vec<Uuid> = run
                 .items
                 .iter()
                 .filter(|(_, item)| item.status == ItemStatus::Pending)
                 .map(|(id, _)| id.as_uuid())
                 .collect();
-            let wallets = wallets_of(ledger, context, &run, &pending).await?;
-            let mut held = Some((run, loaded.1));
+            let wallets = wallets_of(ledger, context, run, &pending).await?;
             for batch in pending.chunks(ledger.pay_batch_items()) {
-                let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut held, batch, &wallets).await?;
+                let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
                 paid_now += paid;
                 failed_now += failed;
                 position = position.max(written);
             }
-            loaded = match held {
-                Some((run, version)) => (Some(run), version),
-                None => ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?,
-            };
             let complete = PayrollRunCommand::Complete;
             match ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut loaded, complete).await {
                 Ok(written) => position = position.max(written.position),
@@ -264,25 +259,26 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
 /// Pays the still-pending items of `batch` in one append; on a conflict with another
 /// processor, reloads and tries again (items it paid meanwhile are skipped).
 ///
-/// `loaded` is the run as this processor last wrote it, moved in and out rather than
-/// copied (a run of many items is large); `None` after a failed attempt, and then reloaded,
-/// as it is after a conflict.
+/// `loaded` is the run and its version as this processor last wrote it, kept current; the
+/// run is moved out for the batch rather than copied (a run of many items is large), and
+/// after a conflict it is reloaded.
 async fn pay_batch(
     ledger: &Ledger,
     context: &Context,
     run_id: Uuid,
-    loaded: &mut Option<(PayrollRun, u64)>,
+    loaded: &mut (Option<PayrollRun>, u64),
     batch: &[Uuid],
     wallets: &HashMap<Uuid, Uuid>,
 ) -> AppResult<(u64, u64, i64)> {
     let organization_id = context.organization_id();
     for attempt in 1..=BATCH_ATTEMPTS_MAX {
-        let (run, run_version) = match loaded.take() {
-            Some(loaded) => loaded,
-            None => load_run(ledger, context, run_id).await?,
-        };
+        if attempt > 1 {
+            *loaded = ledger.load::<PayrollRunAggregate>(organization_id, run_id).await?;
+        }
+        let run_version = loaded.1;
+        let run = loaded.0.take().ok_or_else(|| AppError::NotFound(format!("no payroll run {run_id}")))?;
         if run.status != RunStatus::Processing {
-            *loaded = Some((run, run_version));
+            loaded.0 = Some(run);
             return Ok((0, 0, 0));
         }
         let started = std::time::Instant::now();
@@ -339,7 +335,7 @@ async fn pay_batch(
             streams.append(&mut payment);
         }
         if run_events.is_empty() {
-            *loaded = Some((state.expect("the run exists"), run_version));
+            loaded.0 = state;
             return Ok((0, 0, 0));
         }
         streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
@@ -353,10 +349,10 @@ async fn pay_batch(
         );
         match appended {
             Ok(result) => {
-                *loaded = Some((state.expect("the run exists"), run_version + run_events.len() as u64));
+                *loaded = (state, run_version + run_events.len() as u64);
                 return Ok((paid, failed, result.last_position()));
             }
-            // Another processor wrote the run: `loaded` stays empty and is reloaded.
+            // Another processor wrote the run: it is reloaded.
             Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,
             Err(error) => return Err(error.into()),
         }

@@ -196,10 +196,6 @@ impl Payload {
         serde_json::from_str(self.0.get()).expect("a stored payload is JSON")
     }
 
-    pub fn from_value(value: &serde_json::Value) -> Payload {
-        Payload(serde_json::value::to_raw_value(value).expect("a JSON value serializes"))
-    }
-
     pub(crate) fn from_text(text: String) -> Result<Payload, serde_json::Error> {
         serde_json::value::RawValue::from_string(text).map(Payload)
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
 use crate::event::RecordedEvent;
-use crate::read::{EVENT_COLUMNS, READ_BATCH_MAX, event_from_row};
+use crate::read::{ALL_PAYLOADS, READ_BATCH_MAX, event_columns, event_from_row};
 
 /// Which events to return. Every filter is optional; `limit` is required.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,7 +53,7 @@ impl EventQuery {
 pub(crate) async fn query_events(executor: impl PgExecutor<'_>, query: &EventQuery) -> Result<Vec<RecordedEvent>> {
     query.validate()?;
     let mut sql: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("select {EVENT_COLUMNS} from ledger.events where true"));
+        QueryBuilder::new(format!("select {} from ledger.events where true", event_columns(ALL_PAYLOADS)));
     if let Some(organization_id) = query.organization_id {
         sql.push(" and organization_id = ").push_bind(organization_id);
     }

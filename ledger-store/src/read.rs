@@ -11,8 +11,17 @@ use crate::event::{Checkpoint, Payload, RecordedEvent};
 /// The most events one `read_all` call returns.
 pub const READ_BATCH_MAX: usize = 10_000;
 
-pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text::int8 as transaction_id, event_id, organization_id, \
-     stream_type, stream_id, stream_version, event_type, schema_version, payload::text as payload_text, metadata, recorded_at, prev_hash, hash";
+/// The columns `event_from_row` reads, with `payload` the expression giving the payload's
+/// text (`payload::text` for every event).
+pub(crate) fn event_columns(payload: &str) -> String {
+    format!(
+        "global_position, transaction_id::text::int8 as transaction_id, event_id, organization_id, stream_type, stream_id, \
+         stream_version, event_type, schema_version, {payload} as payload_text, metadata, recorded_at, prev_hash, hash"
+    )
+}
+
+/// Every event's payload.
+pub(crate) const ALL_PAYLOADS: &str = "payload::text";
 
 pub(crate) fn event_from_row(row: &PgRow) -> Result<RecordedEvent> {
     let transaction_id: i64 = row.try_get("transaction_id")?;
@@ -44,7 +53,8 @@ pub(crate) async fn read_stream(
 ) -> Result<Vec<RecordedEvent>> {
     let from_version = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
     let sql = format!(
-        "select {EVENT_COLUMNS} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version"
+        "select {} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version",
+        event_columns(ALL_PAYLOADS)
     );
     let rows = sqlx::query(&sql).bind(stream_id).bind(from_version).fetch_all(executor).await?;
     let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
@@ -70,14 +80,10 @@ pub(crate) async fn read_all(
     if limit == 0 || limit > READ_BATCH_MAX {
         return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {limit}")));
     }
-    let columns = match payload_types {
-        None => EVENT_COLUMNS.to_owned(),
-        Some(_) => EVENT_COLUMNS.replacen(
-            " payload::text as payload_text,",
-            " case when event_type = any($4) then payload::text else 'null' end as payload_text,",
-            1,
-        ),
-    };
+    let columns = event_columns(match payload_types {
+        None => ALL_PAYLOADS,
+        Some(_) => "case when event_type = any($4) then payload::text else 'null' end",
+    });
     let sql = read_all_sql(&columns);
     let mut query =
         sqlx::query(&sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit as i64);
@@ -136,7 +142,8 @@ pub(crate) async fn count_after(executor: impl PgExecutor<'_>, after: Checkpoint
 /// first appearance. One query: for loading many aggregates at once.
 pub(crate) async fn read_streams(executor: impl PgExecutor<'_>, stream_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
     let sql = format!(
-        "select {EVENT_COLUMNS} from ledger.events where stream_id = any($1) order by stream_id, stream_version"
+        "select {} from ledger.events where stream_id = any($1) order by stream_id, stream_version",
+        event_columns(ALL_PAYLOADS)
     );
     let rows = sqlx::query(&sql).bind(stream_ids).fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
@@ -155,7 +162,7 @@ mod tests {
         let mut transaction = db.pool.begin().await.unwrap();
         sqlx::query("set local enable_sort = off").execute(&mut *transaction).await.unwrap();
         sqlx::query("set local enable_seqscan = off").execute(&mut *transaction).await.unwrap();
-        let sql = format!("explain (format json) {}", read_all_sql(EVENT_COLUMNS));
+        let sql = format!("explain (format json) {}", read_all_sql(&event_columns(ALL_PAYLOADS)));
         let plan: serde_json::Value =
             sqlx::query_scalar(&sql).bind("1").bind(0_i64).bind(10_i64).fetch_one(&mut *transaction).await.unwrap();
         let plan = plan.to_string();

@@ -3,13 +3,13 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use ledger_core::gross_to_net::PayrollItem;
 use ledger_core::payroll::PayrollRunEvent;
-use ledger_core::transaction::{Direction, TransactionEvent, TransactionReference};
+use ledger_core::transaction::{TransactionEvent, TransactionReference};
 use ledger_core::{DomainEvent, EVENT_CATALOG};
 use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{serde_name, to_json};
+use super::{direction_name, serde_name, to_json};
 use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
@@ -186,7 +186,7 @@ impl ReportRows {
                     rows.transactions.push(event.stream_id);
                     rows.lines.push(line as i32);
                     rows.accounts.push(posting.account.clone());
-                    rows.directions.push(if posting.direction == Direction::Debit { "debit" } else { "credit" });
+                    rows.directions.push(direction_name(posting.direction));
                     rows.amounts.push(posting.amount.amount());
                     rows.currencies.push(posting.amount.currency().code().to_owned());
                     rows.positions.push(event.global_position);

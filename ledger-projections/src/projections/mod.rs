@@ -48,6 +48,14 @@ fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("domain values serialize")
 }
 
+/// How a posting's direction is stored.
+fn direction_name(direction: ledger_core::transaction::Direction) -> &'static str {
+    match direction {
+        ledger_core::transaction::Direction::Debit => "debit",
+        ledger_core::transaction::Direction::Credit => "credit",
+    }
+}
+
 /// A unit enum's serde name (`PayFrequency::SemiMonthly` -> `semi_monthly`).
 fn serde_name<T: serde::Serialize>(value: &T) -> String {
     match to_json(value) {

@@ -2,12 +2,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use ledger_core::DomainEvent;
-use ledger_core::gross_to_net::{EarningKind, PayrollItem};
+use ledger_core::gross_to_net::{EarningKind, EarningLine, PayrollItem};
 use ledger_core::organization::{OrganizationEvent, PaySchedule};
 use ledger_core::payroll::{PayrollRunEvent, RunKind, RunTotals};
 use ledger_store::RecordedEvent;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{serde_name, to_json};
@@ -212,7 +213,7 @@ impl ItemMoves {
         if self.is_empty() {
             return Ok(());
         }
-        type Before = (Uuid, Uuid, String, serde_json::Value, chrono::NaiveDate, chrono::NaiveDate, String);
+        type Before = (Uuid, Uuid, String, Json<Vec<EarningLine>>, chrono::NaiveDate, chrono::NaiveDate, String);
         let before: Vec<Before> = sqlx::query_as(
             "select i.payroll_run_id, i.employee_id, i.status, i.earnings, r.period_start, r.period_end, r.currency \
              from unnest($1::uuid[], $2::uuid[]) as rows(r, e) \
@@ -256,8 +257,6 @@ impl ItemMoves {
                 "reversed" => Decimal::NEGATIVE_ONE,
                 _ => continue,
             };
-            let lines: Vec<ledger_core::gross_to_net::EarningLine> =
-                serde_json::from_value(lines.clone()).expect("stored earnings decode");
             for (line, earning) in lines.iter().enumerate() {
                 let (start, end) = match &earning.kind {
                     EarningKind::Regular { .. } => (*period_start, *period_end),

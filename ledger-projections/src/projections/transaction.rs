@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::to_json;
+use super::{direction_name, to_json};
 use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
@@ -290,13 +290,6 @@ impl Rows {
             .await?;
         }
         Ok(())
-    }
-}
-
-fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Debit => "debit",
-        Direction::Credit => "credit",
     }
 }
 
