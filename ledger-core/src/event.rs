@@ -4,9 +4,12 @@
 //! event type name (`EmployeeHired`), the content is the payload. Names are persisted for
 //! ever: never rename one; add a schema version and an upcaster instead.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::DomainError;
 
@@ -41,6 +44,15 @@ pub struct EventEnvelope {
     pub payload: Value,
 }
 
+/// An event encoded for appending: the payload is JSON text serialized straight from the
+/// event, with no `serde_json::Value` tree in between (a run's calculation is megabytes).
+#[derive(Debug, Clone)]
+pub struct EncodedEvent {
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: Box<RawValue>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("unknown event type {0:?}")]
@@ -69,6 +81,27 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
         assert!(payload.is_object(), "{event_type}'s payload is an object");
         let schema_version = crate::upcast::current_schema_version(&event_type);
         EventEnvelope { event_type, schema_version, payload }
+    }
+
+    /// The event's type, schema version and payload text, to append. The same payload as
+    /// [`DomainEvent::to_envelope`]'s, its keys in the event's field order.
+    fn encode(&self) -> EncodedEvent {
+        #[derive(Deserialize)]
+        struct Tagged<'a> {
+            #[serde(borrow)]
+            event_type: Cow<'a, str>,
+            #[serde(borrow, default)]
+            payload: Option<&'a RawValue>,
+        }
+        let text = serde_json::to_string(self).expect("events serialize");
+        let tagged: Tagged<'_> = serde_json::from_str(&text).expect("an event serializes to its tag and content");
+        let payload = match tagged.payload {
+            Some(payload) => payload.to_owned(),
+            None => RawValue::from_string("{}".to_owned()).expect("an empty object is JSON"),
+        };
+        assert!(payload.get().starts_with('{'), "{}'s payload is an object", tagged.event_type);
+        let schema_version = crate::upcast::current_schema_version(&tagged.event_type);
+        EncodedEvent { event_type: tagged.event_type.into_owned(), schema_version, payload }
     }
 
     /// The event from a stored envelope, upcasting an older payload to today's shape.

@@ -6,7 +6,7 @@ use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
 use ledger_core::transaction::{TransactionAggregate, TransactionEvent};
 use ledger_core::wallet::{WalletAggregate, WalletEvent};
 use ledger_core::{Aggregate, DomainEvent};
-use ledger_store::{ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use ledger_store::{ExpectedVersion, NewEvent, Payload, RecordedEvent, StreamAppend};
 use uuid::Uuid;
 
 use crate::error::{ProjectionError, Result};
@@ -72,13 +72,8 @@ pub fn stream_append<A: Aggregate>(
         events: events
             .iter()
             .map(|event| {
-                let envelope = event.to_envelope();
-                NewEvent {
-                    event_id: Uuid::new_v4(),
-                    event_type: envelope.event_type,
-                    schema_version: envelope.schema_version,
-                    payload: envelope.payload,
-                }
+                let encoded = event.encode();
+                NewEvent::with_payload(encoded.event_type, encoded.schema_version, Payload::from_raw(encoded.payload))
             })
             .collect(),
     }

@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamAppend, StreamHead};
+use crate::event::{AppendRequest, AppendResult, ExpectedVersion, Payload, StreamAppend, StreamHead};
 
 /// The most events one append may carry (a payroll run of 100,000 employees pays in
 /// several appends).
@@ -36,11 +36,11 @@ pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<App
     let request_hash = match (&request.idempotency_key, &request.fingerprint) {
         (None, _) => Vec::new(),
         (Some(_), Some(fingerprint)) => fingerprint.clone(),
-        (Some(_), None) => request_hash(request).to_vec(),
+        (Some(_), None) => request_hash(request, PayloadForm::Text).to_vec(),
     };
     let mut transaction = pool.begin().await?;
     if let Some(key) = &request.idempotency_key
-        && let Some(result) = earlier_result(&mut transaction, key, &request_hash).await?
+        && let Some(result) = earlier_result(&mut transaction, key, &request_hash, request).await?
     {
         transaction.rollback().await?;
         return Ok(result);
@@ -163,14 +163,35 @@ fn validate_stream(stream_index: usize, stream: &StreamAppend) -> Result<()> {
     Ok(())
 }
 
+/// How a payload enters a request's fingerprint.
+#[derive(Clone, Copy)]
+enum PayloadForm {
+    /// Its text as the request carries it.
+    Text,
+    /// Parsed and written again with sorted keys: how keys recorded before payloads were
+    /// carried as text were hashed.
+    Sorted,
+}
+
+struct FingerprintPayload<'a>(&'a Payload, PayloadForm);
+
+impl serde::Serialize for FingerprintPayload<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.1 {
+            PayloadForm::Text => self.0.raw().serialize(serializer),
+            PayloadForm::Sorted => self.0.to_value().serialize(serializer),
+        }
+    }
+}
+
 /// The fingerprint an idempotency key is bound to: what the request asks to record and who
 /// asks. Event ids and correlation ids are left out, since a client's retry may mint new ones.
-fn request_hash(request: &AppendRequest) -> [u8; 32] {
+fn request_hash(request: &AppendRequest, form: PayloadForm) -> [u8; 32] {
     #[derive(serde::Serialize)]
     struct Event<'a> {
         event_type: &'a str,
         schema_version: i32,
-        payload: &'a serde_json::Value,
+        payload: FingerprintPayload<'a>,
     }
     #[derive(serde::Serialize)]
     struct Stream<'a> {
@@ -201,7 +222,7 @@ fn request_hash(request: &AppendRequest) -> [u8; 32] {
                     .map(|event| Event {
                         event_type: &event.event_type,
                         schema_version: event.schema_version,
-                        payload: &event.payload,
+                        payload: FingerprintPayload(&event.payload, form),
                     })
                     .collect(),
             })
@@ -221,17 +242,20 @@ async fn earlier_result(
     transaction: &mut Transaction<'_, Postgres>,
     key: &str,
     request_hash: &[u8],
+    request: &AppendRequest,
 ) -> Result<Option<AppendResult>> {
     sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_CLASS_IDEMPOTENCY)
         .bind(key)
         .execute(&mut **transaction)
         .await?;
-    stored_result(transaction, key, request_hash).await
+    stored_result(transaction, key, request_hash, Some(request)).await
 }
 
 /// The stored result of an idempotency key, if the key was used: `Ok(None)` when it is new,
 /// the result when it was used with the same fingerprint, `IdempotencyMismatch` otherwise.
+/// A key recorded before payloads were hashed as text is also compared with the `request`'s
+/// fingerprint in that earlier form, when the store computed it.
 ///
 /// The result is rebuilt from the events the key's transaction appended: their positions,
 /// and per stream (in the order the request named them, which is the order they were
@@ -240,6 +264,7 @@ async fn stored_result(
     connection: &mut sqlx::PgConnection,
     key: &str,
     fingerprint: &[u8],
+    request: Option<&AppendRequest>,
 ) -> Result<Option<AppendResult>> {
     type Stored = (Vec<u8>, Option<sqlx::types::Json<AppendResult>>, Option<String>);
     let stored: Option<Stored> = sqlx::query_as(
@@ -250,7 +275,12 @@ async fn stored_result(
     .await?;
     match stored {
         None => Ok(None),
-        Some((stored_hash, _, _)) if stored_hash != fingerprint => {
+        Some((stored_hash, _, _))
+            if stored_hash != fingerprint
+                && !request.is_some_and(|request| {
+                    request.fingerprint.is_none() && stored_hash == request_hash(request, PayloadForm::Sorted)
+                }) =>
+        {
             Err(StoreError::IdempotencyMismatch { key: key.to_owned() })
         }
         Some((_, Some(result), _)) => Ok(Some(AppendResult { replayed: true, ..result.0 })),
@@ -442,7 +472,7 @@ async fn insert_events(
             columns.stream_versions.push((first_version + offset as u64) as i64);
             columns.event_types.push(event.event_type.clone());
             columns.schema_versions.push(event.schema_version);
-            columns.payloads.push(event.payload.to_string());
+            columns.payloads.push(event.payload.text().to_owned());
             if columns.len() == INSERT_CHUNK_ROWS {
                 positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
                 columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS);
@@ -470,13 +500,12 @@ fn push_copy_field(line: &mut String, value: &str) {
 }
 
 /// Writes JSON for COPY's text format. Compact JSON has no raw newline, carriage return or
-/// tab (inside strings they are escaped), so only its backslashes need doubling.
-fn push_json_field(line: &mut String, value: &serde_json::Value) {
-    let json = value.to_string();
-    if json.contains('\\') {
-        line.push_str(&json.replace('\\', "\\\\"));
+/// tab (inside strings they are escaped): unless it has a backslash, it goes as it is.
+fn push_json_field(line: &mut String, json: &str) {
+    if json.bytes().any(|byte| matches!(byte, b'\\' | b'\n' | b'\r' | b'\t')) {
+        push_copy_field(line, json);
     } else {
-        line.push_str(&json);
+        line.push_str(json);
     }
 }
 
@@ -503,7 +532,7 @@ async fn copy_events(
             let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, first_version + offset as u64);
             push_copy_field(&mut buffer, &event.event_type);
             let _ = write!(buffer, "\t{}\t", event.schema_version);
-            push_json_field(&mut buffer, &event.payload);
+            push_json_field(&mut buffer, event.payload.text());
             buffer.push('\t');
             buffer.push_str(&escaped_metadata);
             buffer.push('\n');
@@ -576,5 +605,5 @@ fn parse_clash(detail: &str) -> Option<(Uuid, u64)> {
 /// What an idempotency key already stands for, without waiting for a request in flight.
 pub(crate) async fn idempotent_result(pool: &PgPool, key: &str, fingerprint: &[u8]) -> Result<Option<AppendResult>> {
     let mut connection = pool.acquire().await?;
-    stored_result(&mut connection, key, fingerprint).await
+    stored_result(&mut connection, key, fingerprint, None).await
 }

@@ -38,13 +38,18 @@ pub struct NewEvent {
     pub event_type: String,
     /// The version of the payload's shape, for upcasting on read. Starts at 1.
     pub schema_version: i32,
-    /// A JSON object.
-    pub payload: serde_json::Value,
+    /// A JSON object, as text.
+    pub payload: Payload,
 }
 
 impl NewEvent {
     /// An event with a fresh random id.
     pub fn new(event_type: impl Into<String>, schema_version: i32, payload: serde_json::Value) -> Self {
+        NewEvent::with_payload(event_type, schema_version, Payload::from(payload))
+    }
+
+    /// An event with a fresh random id, its payload already JSON text.
+    pub fn with_payload(event_type: impl Into<String>, schema_version: i32, payload: Payload) -> Self {
         NewEvent { event_id: Uuid::new_v4(), event_type: event_type.into(), schema_version, payload }
     }
 }
@@ -177,10 +182,10 @@ pub struct RecordedEvent {
     pub hash: Vec<u8>,
 }
 
-/// A stored payload as the JSON text PostgreSQL returned (jsonb's canonical form), parsed
-/// only by whoever reads it: into the domain's types directly, without an intermediate
-/// `serde_json::Value` (a tree of maps several times the text's size), or into a `Value`
-/// on request.
+/// A payload as JSON text: as the writer serialized it, or as PostgreSQL returned it (jsonb's
+/// canonical form). Parsed only by whoever reads it: into the domain's types directly,
+/// without an intermediate `serde_json::Value` (a tree of maps several times the text's
+/// size), or into a `Value` on request.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Payload(Box<serde_json::value::RawValue>);
@@ -196,12 +201,35 @@ impl Payload {
         serde_json::from_str(self.0.get()).expect("a stored payload is JSON")
     }
 
+    /// JSON text already checked to be JSON.
+    pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> Payload {
+        Payload(raw)
+    }
+
+    /// The JSON text as a raw value, for serializing it verbatim.
+    pub fn raw(&self) -> &serde_json::value::RawValue {
+        &self.0
+    }
+
+    /// Whether the text is a JSON object.
+    pub fn is_object(&self) -> bool {
+        self.text().trim_start().starts_with('{')
+    }
+
     pub(crate) fn from_text(text: String) -> Result<Payload, serde_json::Error> {
         serde_json::value::RawValue::from_string(text).map(Payload)
     }
 }
 
-/// Two payloads are equal when their texts are: PostgreSQL returns jsonb in one canonical form.
+impl From<serde_json::Value> for Payload {
+    fn from(value: serde_json::Value) -> Payload {
+        Payload(serde_json::value::to_raw_value(&value).expect("a JSON value serializes"))
+    }
+}
+
+/// Two payloads are equal when their texts are: PostgreSQL returns jsonb in one canonical
+/// form (payloads to append with keys in another order are not equal, though they store the
+/// same jsonb).
 impl PartialEq for Payload {
     fn eq(&self, other: &Payload) -> bool {
         self.text() == other.text()

@@ -26,6 +26,12 @@ fn assert_round_trip<E: DomainEvent>(events: &[E]) {
         let stored = serde_json::to_string(&envelope.payload).unwrap();
         let loaded = ledger_core::EventEnvelope { payload: serde_json::from_str(&stored).unwrap(), ..envelope };
         assert_eq!(&E::from_envelope(&loaded).unwrap(), event);
+        // The text appended is the same payload, and decodes to the same event.
+        let encoded = event.encode();
+        assert_eq!((&encoded.event_type, encoded.schema_version), (&loaded.event_type, loaded.schema_version));
+        let text = encoded.payload.get();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(text).unwrap(), loaded.payload);
+        assert_eq!(&E::decode_text(&encoded.event_type, encoded.schema_version, text).unwrap(), event);
     }
 }
 

@@ -234,7 +234,7 @@ fn copy_text(request: &AppendRequest) -> String {
                 index + 1,
                 event.event_type,
                 event.schema_version,
-                event.payload.to_string().replace('\\', "\\\\"),
+                event.payload.text().replace('\\', "\\\\"),
                 metadata.replace('\\', "\\\\"),
             ));
         }

@@ -198,7 +198,7 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
     empty_type.streams[0].events[0].event_type = String::new();
     cases.push(("streams[0].events[0].event_type", empty_type));
     let mut not_object = good();
-    not_object.streams[0].events[0].payload = json!([1, 2]);
+    not_object.streams[0].events[0].payload = json!([1, 2]).into();
     cases.push(("streams[0].events[0].payload", not_object));
     let mut nil_stream = good();
     nil_stream.streams[0].stream_id = Uuid::nil();
@@ -271,7 +271,10 @@ async fn a_large_append_goes_by_copy_and_keeps_every_character() {
     let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
     let awkward = "tab\there, newline\nthere, backslash \\ and \\N, quote \" and ünïcødé ✓";
     let mut request = numbered(organization, stream_id, ExpectedVersion::NoStream, ledger_store::COPY_ROWS_MIN + 1);
-    request.streams[0].events[7].payload = json!({ "text": awkward, "nested": { "list": [awkward, 1.5, null] } });
+    request.streams[0].events[7].payload =
+        json!({ "text": awkward, "nested": { "list": [awkward, 1.5, null] } }).into();
+    // Text as a client may send it: raw newlines and tabs between the tokens.
+    request.streams[0].events[8].payload = raw_payload("{\n\t\"pretty\": [1,\r\n 2],\t\"odd\": \"\\\\N\"\n}");
     request.streams[0].stream_type = "type\twith\\odd chars".to_owned();
     request.metadata.actor = "actor\nwith newline".to_owned();
 
@@ -279,7 +282,8 @@ async fn a_large_append_goes_by_copy_and_keeps_every_character() {
 
     assert_eq!(result.positions.len(), ledger_store::COPY_ROWS_MIN + 1);
     let events = store.read_stream(stream_id, 1).await.unwrap();
-    assert_eq!(events[7].payload.to_value(), request.streams[0].events[7].payload);
+    assert_eq!(events[7].payload.to_value(), request.streams[0].events[7].payload.to_value());
+    assert_eq!(events[8].payload.to_value(), json!({ "pretty": [1, 2], "odd": "\\N" }));
     assert_eq!(events[0].stream_type, request.streams[0].stream_type);
     assert_eq!(events[0].metadata["actor"], "actor\nwith newline");
     assert_eq!(events.iter().map(|e| e.global_position).collect::<Vec<_>>(), result.positions);
@@ -334,4 +338,31 @@ async fn a_key_recorded_with_a_stored_result_still_replays_it() {
     assert!(again.replayed);
     assert_eq!((again.positions, again.streams), (first.positions, first.streams));
     assert_eq!(event_count(&db.pool).await, 2);
+}
+
+fn raw_payload(text: &str) -> ledger_store::Payload {
+    ledger_store::Payload::from_raw(serde_json::value::RawValue::from_string(text.to_owned()).unwrap())
+}
+
+/// A key is bound to the payload's text, and, as keys recorded before payloads were carried as
+/// text were, to its parsed form: a retry whose payload has the same keys in another order is
+/// the same request, one with another value is not.
+#[tokio::test]
+async fn a_retry_with_the_payload_keys_in_another_order_is_the_same_request() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let with_payload = |text: &str| {
+        let mut request = numbered(organization, stream_id, ExpectedVersion::NoStream, 1).with_idempotency_key("order");
+        request.streams[0].events[0].payload = raw_payload(text);
+        request
+    };
+    let first = store.append(&with_payload(r#"{"amount":"10.00","employee":"e1"}"#)).await.unwrap();
+
+    let again = store.append(&with_payload(r#"{"employee":"e1","amount":"10.00"}"#)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.positions, first.positions);
+    let other = store.append(&with_payload(r#"{"employee":"e1","amount":"11.00"}"#)).await.unwrap_err();
+    assert!(matches!(other, StoreError::IdempotencyMismatch { .. }), "{other:?}");
+    assert_eq!(event_count(&db.pool).await, 1);
 }
