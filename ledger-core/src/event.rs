@@ -27,6 +27,12 @@ pub trait Aggregate {
     /// Folds one event into the state. Never fails: events are facts.
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
 
+    /// [`Aggregate::evolve`] with an event the caller is done with: an aggregate may move
+    /// the event's data into its state instead of copying it (a run's calculated items).
+    fn evolve_owned(state: Self::State, event: Self::Event) -> Self::State {
+        Self::evolve(state, &event)
+    }
+
     /// The state after `events`, from the start.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self::State
     where

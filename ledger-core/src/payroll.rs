@@ -2,6 +2,7 @@
 //! failed); void before payment, reverse after it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -131,9 +132,10 @@ pub enum PayrollRunCommand {
         actor: String,
     },
     /// Calculates, or recalculates while not approved. Employees and their payment history
-    /// are looked up by the caller.
+    /// are looked up by the caller; shared, so that retrying the command after a conflict
+    /// does not copy every employee.
     Calculate {
-        inputs: Vec<ItemInput>,
+        inputs: Arc<[ItemInput]>,
         rules: Vec<DeductionRule>,
         actor: String,
     },
@@ -266,7 +268,7 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
 
 fn calculate(
     run: &PayrollRun,
-    inputs: Vec<ItemInput>,
+    inputs: Arc<[ItemInput]>,
     rules: Vec<DeductionRule>,
     actor: String,
 ) -> Result<Vec<PayrollRunEvent>, DomainError> {
@@ -282,7 +284,7 @@ fn calculate(
     }
     let mut seen = HashSet::with_capacity(inputs.len());
     let mut items = Vec::with_capacity(inputs.len());
-    for input in &inputs {
+    for input in inputs.iter() {
         let employee = &input.employee;
         if employee.organization_id != run.organization_id {
             return Err(DomainError::invalid(format!("employee {}", employee.id), "belongs to another organization"));
@@ -293,14 +295,15 @@ fn calculate(
         items.push(calculate_item(input, run.period, run.frequency, &run.currency, &rules)?);
     }
     let totals = RunTotals::of(&run.currency, &items)?;
-    let mut events: Vec<PayrollRunEvent> = items
-        .chunks(CALCULATION_CHUNK_ITEMS)
-        .enumerate()
-        .map(|(chunk, items)| PayrollRunEvent::PayrollItemsCalculated {
-            chunk: u32::try_from(chunk).expect("a run's chunks fit u32"),
-            items: items.to_vec(),
-        })
-        .collect();
+    // The items move into their chunks: one copy of the run's items, not two.
+    let mut events = Vec::with_capacity(items.len().div_ceil(CALCULATION_CHUNK_ITEMS) + 1);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        events.push(PayrollRunEvent::PayrollItemsCalculated {
+            chunk: u32::try_from(events.len()).expect("a run's chunks fit u32"),
+            items: items.by_ref().take(CALCULATION_CHUNK_ITEMS).collect(),
+        });
+    }
     events.push(PayrollRunEvent::PayrollRunCalculated { items: Vec::new(), totals, calculated_by: actor });
     Ok(events)
 }
@@ -495,6 +498,21 @@ impl Aggregate for PayrollRunAggregate {
             (None, command @ PayrollRunCommand::Create { .. }) => create(command),
             (None, _) => Err(DomainError::NotFound { entity: "payroll run", id: "(not created)".to_owned() }),
             (Some(run), command) => decide_existing(run, command),
+        }
+    }
+
+    /// A calculation's items move into the run (at 100,000 employees, copying them would
+    /// hold the run's items twice while a calculation is folded).
+    fn evolve_owned(state: Self::State, event: PayrollRunEvent) -> Self::State {
+        match (state, event) {
+            (Some(mut run), PayrollRunEvent::PayrollItemsCalculated { chunk, items }) => {
+                if chunk == 0 {
+                    run.calculating.clear();
+                }
+                run.calculating.extend(items);
+                Some(run)
+            }
+            (state, event) => Self::evolve(state, &event),
         }
     }
 

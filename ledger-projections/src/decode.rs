@@ -47,13 +47,12 @@ pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
 
 /// Decodes a stream's events into one aggregate's events.
 pub fn decode_stream<E: DomainEvent>(events: &[RecordedEvent]) -> Result<Vec<E>> {
-    events
-        .iter()
-        .map(|event| {
-            decode_one::<E>(event)
-                .map_err(|source| ProjectionError::Decode { global_position: event.global_position, source })
-        })
-        .collect()
+    events.iter().map(decode_recorded).collect()
+}
+
+/// One recorded event as its aggregate's event; a failure names the event's position.
+pub fn decode_recorded<E: DomainEvent>(event: &RecordedEvent) -> Result<E> {
+    decode_one::<E>(event).map_err(|source| ProjectionError::Decode { global_position: event.global_position, source })
 }
 
 /// One stream's part of an append, from decided events: `version` is the stream's current

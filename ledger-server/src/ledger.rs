@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger_core::Aggregate;
-use ledger_projections::decode::decode_stream;
+use ledger_projections::decode::decode_recorded;
 use ledger_store::checkpoint::projected;
 use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, RecordedEvent, StoreError, StreamAppend};
 use sha2::Digest;
@@ -134,8 +134,12 @@ pub fn fold_stream<A: Aggregate>(
     {
         return Err(AppError::NotFound(format!("no {} {stream_id} in this organization", A::STREAM_TYPE)));
     }
-    let events: Vec<A::Event> = decode_stream(recorded)?;
-    Ok((A::fold(&events), recorded.len() as u64))
+    // One event at a time, moved into the state: a run's items are never held twice.
+    let mut state = A::State::default();
+    for event in recorded {
+        state = A::evolve_owned(state, decode_recorded::<A::Event>(event)?);
+    }
+    Ok((state, recorded.len() as u64))
 }
 
 impl Ledger {
@@ -256,8 +260,8 @@ impl Ledger {
             match self.append(context, vec![stream], true).await {
                 Ok(result) => {
                     let state = std::mem::take(&mut loaded.0);
-                    loaded.0 = events.iter().fold(state, A::evolve);
                     loaded.1 += events.len() as u64;
+                    loaded.0 = events.into_iter().fold(state, A::evolve_owned);
                     return Ok(result.into());
                 }
                 Err(StoreError::Conflict { .. }) if attempt < COMMAND_ATTEMPTS_MAX => continue,

@@ -101,16 +101,18 @@ async fn calculation(ledger: &Ledger, context: &Context, run: &PayrollRun) -> Ap
     let organization = organization
         .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
     let rules: Vec<_> = organization.rules.into_values().collect();
-    let employees = load_many::<EmployeeAggregate>(ledger, organization_id, &candidates).await?;
+    // Each employee moves from the loaded states into its input: one copy of the run's
+    // employees in memory, not two.
+    let mut employees = load_many::<EmployeeAggregate>(ledger, organization_id, &candidates).await?;
     let mut inputs = Vec::with_capacity(candidates.len());
     for id in &candidates {
-        let Some((Some(employee), _)) = employees.get(id) else { continue };
-        let input = ItemInput { employee: employee.clone(), paid_periods: history.remove(id).unwrap_or_default() };
+        let Some((Some(employee), _)) = employees.remove(id) else { continue };
+        let input = ItemInput { employee, paid_periods: history.remove(id).unwrap_or_default() };
         if is_owed(&input, run, &rules) {
             inputs.push(input);
         }
     }
-    Ok(PayrollRunCommand::Calculate { inputs, rules, actor: context.actor() })
+    Ok(PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: context.actor() })
 }
 
 /// Whether an employee belongs in a run: employed on a day of its period, or owed a

@@ -18,6 +18,10 @@ pub const INSERT_CHUNK_ROWS: usize = 5_000;
 /// From this many events an append streams its rows with COPY instead of INSERT: no
 /// per-statement planning, no RETURNING; the positions are read back once.
 pub const COPY_ROWS_MIN: usize = 200;
+/// From this many payload bytes an append streams its rows with COPY whatever their number
+/// (a run's calculation is ~100 events of ~700 KB each): a chunk at a time, instead of
+/// copying every payload into statement parameters.
+pub const COPY_PAYLOAD_BYTES_MIN: usize = 1 << 20;
 /// Bytes buffered before a COPY chunk is sent.
 const COPY_BUFFER_BYTES: usize = 1 << 20;
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
@@ -456,7 +460,9 @@ async fn insert_events(
     let mut metadata = request.metadata.clone();
     metadata.idempotency_key.clone_from(&request.idempotency_key);
     let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
-    if request.event_count() >= COPY_ROWS_MIN {
+    let payload_bytes: usize =
+        request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text().len()).sum();
+    if request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN {
         return copy_events(transaction, request, first_versions, &metadata).await;
     }
     let mut positions = Vec::with_capacity(request.event_count());

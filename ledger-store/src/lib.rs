@@ -19,14 +19,17 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use append::{APPEND_EVENTS_MAX, COPY_ROWS_MIN, IDEMPOTENCY_KEY_BYTES_MAX, INSERT_CHUNK_ROWS, STREAM_LOCKS_MAX};
+pub use append::{
+    APPEND_EVENTS_MAX, COPY_PAYLOAD_BYTES_MIN, COPY_ROWS_MIN, IDEMPOTENCY_KEY_BYTES_MAX, INSERT_CHUNK_ROWS,
+    STREAM_LOCKS_MAX,
+};
 pub use error::{Result, StoreError};
 pub use event::{
     AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, Payload, RecordedEvent, StreamAppend,
     StreamHead,
 };
 pub use query::EventQuery;
-pub use read::READ_BATCH_MAX;
+pub use read::{PayloadSelection, READ_BATCH_MAX};
 pub use subscribe::{NOTIFY_CHANNEL, Subscription, SubscriptionOptions};
 pub use verify::{BreakKind, ChainBreak, VerifyReport, VerifyScope};
 
@@ -119,16 +122,18 @@ impl EventStore {
         read::read_all(connection, after, limit, None).await
     }
 
-    /// The same as [`EventStore::read_all_in`], but only events whose type is in
-    /// `payload_types` carry their payload; the others have a JSON `null` one. For readers
-    /// that skip most types and still must step over them in order.
+    /// The same as [`EventStore::read_all_in`], but only events whose type the selection
+    /// names carry their payload (the others have a JSON `null` one), and the batch ends
+    /// once its payloads reach the selection's stored bytes (with the event that reaches it).
+    /// For readers that skip most types and still must step over them in order, in bounded
+    /// memory.
     pub async fn read_all_in_with_payloads(
         connection: &mut sqlx::PgConnection,
         after: Checkpoint,
         limit: usize,
-        payload_types: &[&str],
+        payloads: PayloadSelection<'_>,
     ) -> Result<Vec<RecordedEvent>> {
-        read::read_all(connection, after, limit, Some(payload_types)).await
+        read::read_all(connection, after, limit, Some(payloads)).await
     }
 
     /// How many committed events lie after the checkpoint (a projection's lag).

@@ -68,30 +68,51 @@ pub(crate) async fn read_stream(
 /// from transactions older than every transaction still running: an event that commits late
 /// is waited for, never skipped.
 ///
-/// With `payload_types`, only events of those types carry their payload; the others come
+/// With `payloads`, only events of the types it names carry their payload; the others come
 /// with a JSON `null` payload (a projector skips what it does not handle, and a payroll
-/// run's calculation can be megabytes).
+/// run's calculation can be megabytes). The batch also ends once its payloads reach the
+/// byte budget (as stored, so compressed), with the event that reaches it: never empty, and
+/// a reader's memory stays bounded whatever the events' sizes.
 pub(crate) async fn read_all(
     executor: impl PgExecutor<'_>,
     after: Checkpoint,
     limit: usize,
-    payload_types: Option<&[&str]>,
+    payloads: Option<PayloadSelection<'_>>,
 ) -> Result<Vec<RecordedEvent>> {
     if limit == 0 || limit > READ_BATCH_MAX {
         return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {limit}")));
     }
-    let columns = event_columns(match payload_types {
-        None => ALL_PAYLOADS,
-        Some(_) => "case when event_type = any($4) then payload::text else 'null' end",
-    });
-    let sql = read_all_sql(&columns);
+    let sql = match payloads {
+        None => read_all_sql(&event_columns(ALL_PAYLOADS)),
+        Some(_) => read_selected_sql(),
+    };
     let mut query =
         sqlx::query(&sql).bind(after.transaction_id.to_string()).bind(after.global_position).bind(limit as i64);
-    if let Some(types) = payload_types {
-        query = query.bind(types);
+    if let Some(selection) = payloads {
+        query = query.bind(selection.types).bind(i64::try_from(selection.bytes_max).unwrap_or(i64::MAX));
     }
     let rows = query.fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// Which payloads a gap-free read carries, and how many stored bytes of them at most.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadSelection<'a> {
+    pub types: &'a [&'a str],
+    pub bytes_max: usize,
+}
+
+/// The gap-free read of selected payloads within a byte budget: the running sum walks the
+/// same index order, and the outer filter keeps the prefix within the budget.
+fn read_selected_sql() -> String {
+    const SELECTED: &str = "case when event_type = any($4) then payload::text else 'null' end";
+    const SIZE: &str = "case when event_type = any($4) then pg_column_size(payload) else 0 end";
+    let columns = format!(
+        "{}, {SIZE} as payload_size, \
+         sum({SIZE}) over (order by events.transaction_id, events.global_position) as payload_bytes",
+        event_columns(SELECTED)
+    );
+    format!("select * from ({}) batch where payload_bytes - payload_size < $5", read_all_sql(&columns))
 }
 
 /// The gap-free read. The order names the table's columns: the output column
@@ -165,6 +186,19 @@ mod tests {
         let sql = format!("explain (format json) {}", read_all_sql(&event_columns(ALL_PAYLOADS)));
         let plan: serde_json::Value =
             sqlx::query_scalar(&sql).bind("1").bind(0_i64).bind(10_i64).fetch_one(&mut *transaction).await.unwrap();
+        let plan = plan.to_string();
+        assert!(!plan.contains("\"Sort\""), "{plan}");
+        assert!(plan.contains("events_transaction_order"), "{plan}");
+        let sql = format!("explain (format json) {}", read_selected_sql());
+        let plan: serde_json::Value = sqlx::query_scalar(&sql)
+            .bind("1")
+            .bind(0_i64)
+            .bind(10_i64)
+            .bind(vec!["A"])
+            .bind(1_i64)
+            .fetch_one(&mut *transaction)
+            .await
+            .unwrap();
         let plan = plan.to_string();
         assert!(!plan.contains("\"Sort\""), "{plan}");
         assert!(plan.contains("events_transaction_order"), "{plan}");

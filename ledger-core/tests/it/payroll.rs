@@ -37,7 +37,7 @@ fn inputs() -> Vec<ItemInput> {
 }
 
 fn calculate(actor: &str) -> PayrollRunCommand {
-    PayrollRunCommand::Calculate { inputs: inputs(), rules: vec![], actor: actor.into() }
+    PayrollRunCommand::Calculate { inputs: inputs().into(), rules: vec![], actor: actor.into() }
 }
 
 fn step(events: &mut Vec<PayrollRunEvent>, command: PayrollRunCommand) {
@@ -193,18 +193,24 @@ fn an_off_cycle_run_needs_a_reason() {
 #[test]
 fn a_run_rejects_empty_duplicate_or_foreign_employees() {
     let events = when::<Run>(&[], create(RunKind::Regular)).unwrap();
-    let empty =
-        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: vec![], rules: vec![], actor: "alice".into() });
+    let empty = when::<Run>(
+        &events,
+        PayrollRunCommand::Calculate { inputs: Vec::new().into(), rules: vec![], actor: "alice".into() },
+    );
     assert!(matches!(empty, Err(DomainError::Invalid { .. })));
     let mut twice = inputs();
     twice.push(twice[0].clone());
-    let duplicate =
-        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: twice, rules: vec![], actor: "alice".into() });
+    let duplicate = when::<Run>(
+        &events,
+        PayrollRunCommand::Calculate { inputs: twice.into(), rules: vec![], actor: "alice".into() },
+    );
     assert!(matches!(duplicate, Err(DomainError::Invalid { problem, .. }) if problem.contains("twice")));
     let mut foreign = inputs();
     foreign[0].employee.organization_id = ledger_core::ids::OrganizationId::from_uuid(Uuid::from_u128(0xbad));
-    let other =
-        when::<Run>(&events, PayrollRunCommand::Calculate { inputs: foreign, rules: vec![], actor: "alice".into() });
+    let other = when::<Run>(
+        &events,
+        PayrollRunCommand::Calculate { inputs: foreign.into(), rules: vec![], actor: "alice".into() },
+    );
     assert!(matches!(other, Err(DomainError::Invalid { problem, .. }) if problem.contains("another organization")));
 }
 
@@ -223,7 +229,8 @@ fn many_inputs(n: u128) -> Vec<ItemInput> {
 fn a_calculation_is_recorded_as_bounded_chunks_then_a_header_with_the_totals() {
     let mut events = Vec::new();
     step(&mut events, create(RunKind::Regular));
-    let calculate = PayrollRunCommand::Calculate { inputs: many_inputs(2_501), rules: vec![], actor: "alice".into() };
+    let calculate =
+        PayrollRunCommand::Calculate { inputs: many_inputs(2_501).into(), rules: vec![], actor: "alice".into() };
     let recorded = when::<Run>(&events, calculate).unwrap();
     let chunks: Vec<(u32, usize)> = recorded
         .iter()
@@ -246,12 +253,16 @@ fn a_calculation_is_recorded_as_bounded_chunks_then_a_header_with_the_totals() {
     assert!(run.calculating.is_empty());
 
     // A recalculation with fewer employees replaces every item, not only the first chunk's.
-    let again = PayrollRunCommand::Calculate { inputs: many_inputs(1_200), rules: vec![], actor: "alice".into() };
+    let again =
+        PayrollRunCommand::Calculate { inputs: many_inputs(1_200).into(), rules: vec![], actor: "alice".into() };
     step(&mut events, again);
     let run = Run::fold(&events).unwrap();
     assert_eq!(run.items.len(), 1_200);
     assert_eq!(run.totals.items, 1_200);
     assert!(!run.items.contains_key(&employee_id(1_201)));
+    // Folding events the caller is done with moves the items and gives the same run.
+    let moved = events.iter().cloned().fold(None, Run::evolve_owned);
+    assert_eq!(moved.as_ref(), Some(&run));
 }
 
 #[test]

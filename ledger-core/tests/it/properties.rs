@@ -142,9 +142,11 @@ proptest! {
             kind: RunKind::Regular,
             actor: "alice".into(),
         }).unwrap();
-        events.extend(when::<PayrollRunAggregate>(&events, PayrollRunCommand::Calculate { inputs, rules, actor: "alice".into() }).unwrap());
+        events.extend(when::<PayrollRunAggregate>(&events, PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() }).unwrap());
         assert_round_trip(&events);
         let run = PayrollRunAggregate::fold(&events).unwrap();
+        let moved = events.iter().cloned().fold(None, PayrollRunAggregate::evolve_owned);
+        prop_assert_eq!(moved.as_ref(), Some(&run));
         let items: Vec<_> = run.items.values().map(|run_item| run_item.item.clone()).collect();
         prop_assert_eq!(&run.totals, &RunTotals::of(&Currency::usd(), &items).unwrap());
         for item in &items {

@@ -216,7 +216,7 @@ impl Payroll {
         }
         let (organization_state, _) = load::<OrganizationAggregate>(&store, self.organization).await;
         let rules: Vec<DeductionRule> = organization_state.unwrap().rules.into_values().collect();
-        let calculate = PayrollRunCommand::Calculate { inputs, rules, actor: "alice".into() };
+        let calculate = PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() };
         execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), calculate).await;
         execute::<PayrollRunAggregate>(
             &store,

@@ -366,3 +366,30 @@ async fn a_retry_with_the_payload_keys_in_another_order_is_the_same_request() {
     assert!(matches!(other, StoreError::IdempotencyMismatch { .. }), "{other:?}");
     assert_eq!(event_count(&db.pool).await, 1);
 }
+
+/// A few events with large payloads (a run's calculation chunks) also go by COPY: every byte
+/// arrives, the chain holds, and a retry of the key gets the same positions.
+#[tokio::test]
+async fn a_few_large_payloads_go_by_copy_and_arrive_whole() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let line = "tab\there \\ ünïcødé ✓ ".repeat(30);
+    let big = |n: usize| json!({ "chunk": n, "lines": vec![line.clone(); ledger_store::COPY_PAYLOAD_BYTES_MIN / line.len() / 2] });
+    let events = (0..3).map(|n| event("Chunk", big(n))).collect();
+    let request =
+        AppendRequest::single(stream(organization, stream_id, ExpectedVersion::NoStream, events), Metadata::by("t"))
+            .with_idempotency_key("chunks");
+    assert!(request.event_count() < ledger_store::COPY_ROWS_MIN);
+
+    let result = store.append(&request).await.unwrap();
+    let again = store.append(&request).await.unwrap();
+
+    assert_eq!(again.positions, result.positions);
+    let stored = store.read_stream(stream_id, 1).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.global_position).collect::<Vec<_>>(), result.positions);
+    for (n, event) in stored.iter().enumerate() {
+        assert_eq!(event.payload.to_value(), big(n));
+    }
+    assert!(store.verify_all().await.unwrap().is_intact());
+}
