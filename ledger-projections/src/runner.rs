@@ -44,7 +44,14 @@ pub enum StepOutcome {
         applied: usize,
     },
     CaughtUp,
+    /// Nothing to read yet, though events after the checkpoint have committed: a transaction
+    /// that began before them is still running (it may append events that come first, so the
+    /// gap-free read waits for it). Worth another step soon; no notification will come.
+    HeldBack,
 }
+
+/// How long a runner waits before stepping again when it was held back.
+pub const HELD_BACK_RETRY: Duration = Duration::from_millis(50);
 
 /// Runs one projection.
 #[derive(Debug, Clone)]
@@ -109,8 +116,9 @@ impl Runner {
         let events =
             read_batch(&mut transaction, self.projection.as_ref(), checkpoint, self.options.batch_size).await?;
         let Some(last) = events.last() else {
+            let held_back = EventStore::committed_after(&mut transaction, checkpoint).await?;
             transaction.rollback().await?;
-            return Ok(StepOutcome::CaughtUp);
+            return Ok(if held_back { StepOutcome::HeldBack } else { StepOutcome::CaughtUp });
         };
         let next = last.checkpoint();
         let applied =
@@ -120,13 +128,17 @@ impl Runner {
         Ok(StepOutcome::Progressed { events: events.len(), applied })
     }
 
-    /// Steps until caught up; returns the events read. For tests and one-off catch-ups.
+    /// Steps until caught up (waiting out a transaction that holds the log back); returns the
+    /// events read. For tests and one-off catch-ups.
     pub async fn catch_up(&self) -> Result<u64> {
         let mut total = 0u64;
-        while let StepOutcome::Progressed { events, .. } = self.step().await? {
-            total += events as u64;
+        loop {
+            match self.step().await? {
+                StepOutcome::Progressed { events, .. } => total += events as u64,
+                StepOutcome::HeldBack => tokio::time::sleep(HELD_BACK_RETRY).await,
+                StepOutcome::CaughtUp => return Ok(total),
+            }
         }
-        Ok(total)
     }
 
     /// Runs until `shutdown` turns true: waits as a standby until it holds the projection's
@@ -138,12 +150,16 @@ impl Runner {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         while !*shutdown.borrow() {
-            if self.step().await? != StepOutcome::CaughtUp {
-                continue;
-            }
+            // Held back, the events it waits for have been notified already: it steps again
+            // soon instead of sleeping until the poll interval.
+            let wait = match self.step().await? {
+                StepOutcome::Progressed { .. } => continue,
+                StepOutcome::HeldBack => HELD_BACK_RETRY,
+                StepOutcome::CaughtUp => self.options.poll_interval,
+            };
             tokio::select! {
                 _ = listener.recv() => {}
-                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -287,9 +287,14 @@ impl Ledger {
     pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> AppResult<()> {
         let names: Vec<&str> =
             ledger_projections::projections::all().iter().map(|projection| projection.name()).collect();
+        self.wait_for_projections(&names, position, timeout).await
+    }
+
+    /// Waits until the named projections have applied the event at `position`.
+    async fn wait_for_projections(&self, names: &[&str], position: i64, timeout: Duration) -> AppResult<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if projected(self.pool(), position, &names).await? {
+            if projected(self.pool(), position, names).await? {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -305,6 +310,16 @@ impl Ledger {
     pub async fn wait_for_head(&self, timeout: Duration) -> AppResult<()> {
         match self.store.head().await? {
             Some((position, _)) => self.wait_for_position(position, timeout).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the named projections, those a lookup reads, have applied everything
+    /// committed so far (not the others: a payment's wallet lookup need not wait for the
+    /// compliance reports of the calculation before it).
+    pub async fn wait_for_head_of(&self, names: &[&str], timeout: Duration) -> AppResult<()> {
+        match self.store.head().await? {
+            Some((position, _)) => self.wait_for_projections(names, position, timeout).await,
             None => Ok(()),
         }
     }

@@ -21,6 +21,8 @@ use ledger_core::transaction::{
     payroll_item_postings, reversed_postings, wallet_account,
 };
 use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
+use ledger_projections::Projection;
+use ledger_projections::projections::{EmployeeProjection, PayrollProjection, WalletProjection};
 use ledger_store::StoreError;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -70,7 +72,8 @@ async fn load_run(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult
 /// at the run's frequency and currency, their payment history, and the organization's rules.
 async fn calculation(ledger: &Ledger, context: &Context, run: &PayrollRun) -> AppResult<PayrollRunCommand> {
     let organization_id = context.organization_id();
-    ledger.wait_for_head(LOOKUP_WAIT).await?;
+    // Reads the employee table and the payroll projection's paid earnings.
+    ledger.wait_for_head_of(&[EmployeeProjection.name(), PayrollProjection.name()], LOOKUP_WAIT).await?;
     let mut read = ledger.tenant_read(organization_id).await?;
     let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
     let candidates: Vec<Uuid> = sqlx::query_scalar(
@@ -173,7 +176,7 @@ async fn wallets_of(
     run: &PayrollRun,
     employees: &[Uuid],
 ) -> AppResult<HashMap<Uuid, Uuid>> {
-    ledger.wait_for_head(LOOKUP_WAIT).await?;
+    ledger.wait_for_head_of(&[WalletProjection.name()], LOOKUP_WAIT).await?;
     let mut read = ledger.tenant_read(context.organization_id()).await?;
     let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "select distinct on (employee_id) employee_id, wallet_id from wallet.wallets \
@@ -193,7 +196,9 @@ async fn wallets_of(
 pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<ProcessReport> {
     // The run is loaded once and kept current as this processor writes it (reloaded after a
     // conflict with another processor): a run of many items costs more to load than a batch.
+    let started = std::time::Instant::now();
     let mut loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+    tracing::debug!(load_ms = started.elapsed().as_millis() as u64, "processing: run loaded");
     let status = |loaded: &(Option<PayrollRun>, u64)| loaded.0.as_ref().map(|run| run.status);
     match status(&loaded) {
         None => return Err(AppError::NotFound(format!("no payroll run {run_id}"))),
@@ -220,6 +225,7 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
                 .map(|(id, _)| id.as_uuid())
                 .collect();
             let wallets = wallets_of(ledger, context, run, &pending).await?;
+            tracing::debug!(since_start_ms = started.elapsed().as_millis() as u64, "processing: wallets looked up");
             for batch in pending.chunks(ledger.pay_batch_items()) {
                 let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
                 paid_now += paid;

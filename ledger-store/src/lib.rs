@@ -136,6 +136,12 @@ impl EventStore {
         read::read_all(connection, after, limit, Some(payloads)).await
     }
 
+    /// Whether any event after the checkpoint has committed, visible or not yet to the
+    /// gap-free read (which also waits for older transactions still running).
+    pub async fn committed_after(connection: &mut sqlx::PgConnection, after: Checkpoint) -> Result<bool> {
+        read::committed_after(connection, after).await
+    }
+
     /// How many committed events lie after the checkpoint (a projection's lag).
     pub async fn count_after(&self, after: Checkpoint) -> Result<i64> {
         read::count_after(&self.pool, after).await

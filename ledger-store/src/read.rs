@@ -147,6 +147,19 @@ pub(crate) async fn recorded_at(executor: impl PgExecutor<'_>, global_position: 
     Ok(time)
 }
 
+/// Whether any committed event lies after `after` in `(transaction_id, global_position)`
+/// order, whether or not the gap-free read may return it yet.
+pub(crate) async fn committed_after(executor: impl PgExecutor<'_>, after: Checkpoint) -> Result<bool> {
+    let found = sqlx::query_scalar(
+        "select exists (select 1 from ledger.events where (transaction_id, global_position) > ($1::text::xid8, $2))",
+    )
+    .bind(after.transaction_id.to_string())
+    .bind(after.global_position)
+    .fetch_one(executor)
+    .await?;
+    Ok(found)
+}
+
 /// How many committed events lie after `after` in `(transaction_id, global_position)` order.
 pub(crate) async fn count_after(executor: impl PgExecutor<'_>, after: Checkpoint) -> Result<i64> {
     let count = sqlx::query_scalar(

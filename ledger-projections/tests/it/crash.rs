@@ -105,6 +105,11 @@ async fn a_failure_in_the_middle_of_a_batch_rolls_it_back_and_the_retry_applies_
     let flaky = Arc::new(Flaky { applies: AtomicUsize::new(0), fail_at: 7, delay: std::time::Duration::ZERO });
     let runner =
         Runner::new(db.pool.clone(), flaky.clone(), RunnerOptions { batch_size: 40, ..RunnerOptions::default() });
+    // The first batch must hold the failing event: wait until another test's transaction
+    // (the log's horizon is the cluster's) no longer holds any of the events back.
+    while store.read_all(ledger_store::Checkpoint::START, 40).await.unwrap().len() < 40 {
+        tokio::time::sleep(ledger_projections::runner::HELD_BACK_RETRY).await;
+    }
 
     let error = runner.step().await.unwrap_err();
     assert!(error.to_string().contains("injected"), "{error}");
@@ -137,5 +142,38 @@ async fn an_aborted_runner_task_resumes_without_losing_or_repeating() {
     }
     let runner = Runner::new(db.pool.clone(), Arc::new(WalletProjection), options);
     runner.catch_up().await.unwrap();
+    assert_wallets_match_the_log(&db).await;
+}
+
+/// A transaction that began before committed events holds the gap-free read back (it may
+/// still append events that come first): the runner reports that it is held back, not
+/// caught up, so it steps again soon instead of sleeping until the poll interval; once the
+/// transaction ends, everything is applied.
+#[tokio::test]
+async fn a_runner_held_back_by_an_older_transaction_says_so_and_catches_up_after_it() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let runner = Runner::new(db.pool.clone(), Arc::new(WalletProjection), RunnerOptions::default());
+    let mut payroll = Payroll::register(store.clone()).await;
+    let (_, wallet) = payroll.hire(100_000, day(2026, 1, 1), true).await;
+    runner.catch_up().await.unwrap();
+    let balance = || sqlx::query_scalar::<_, Decimal>("select balance from wallet.wallets").fetch_one(&db.pool);
+    let before = balance().await.unwrap();
+
+    // The older transaction is kept short: the log's horizon is the cluster's, so it holds
+    // back every other test's readers too while it runs.
+    let mut older = db.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()").execute(&mut *older).await.unwrap();
+    let credit =
+        WalletCommand::Credit { amount: usd_cents(250), transaction_id: TransactionId::from_uuid(Uuid::new_v4()) };
+    execute::<WalletAggregate>(&store, payroll.organization, wallet.as_uuid(), credit).await;
+    let held = runner.step().await.unwrap();
+    older.commit().await.unwrap();
+    assert_eq!(held, StepOutcome::HeldBack);
+    assert_eq!(balance().await.unwrap(), before, "nothing after the older transaction is applied while it runs");
+
+    assert_eq!(runner.catch_up().await.unwrap(), 1);
+    assert_eq!(balance().await.unwrap(), before + Decimal::new(250, 2));
+    assert_eq!(runner.step().await.unwrap(), StepOutcome::CaughtUp);
     assert_wallets_match_the_log(&db).await;
 }
