@@ -149,15 +149,21 @@ pub(crate) async fn recorded_at(executor: impl PgExecutor<'_>, global_position: 
 
 /// Whether any committed event lies after `after` in `(transaction_id, global_position)`
 /// order, whether or not the gap-free read may return it yet.
+///
+/// The first such event by the index, not `exists (...)`: the planner drops an ordering
+/// inside `exists` and, expecting a third of the log to match, scans the table from the
+/// start for a row that lies at its end (1 s per call at 1.4M events, seven runners asking
+/// every 50 ms).
 pub(crate) async fn committed_after(executor: impl PgExecutor<'_>, after: Checkpoint) -> Result<bool> {
-    let found = sqlx::query_scalar(
-        "select exists (select 1 from ledger.events where (transaction_id, global_position) > ($1::text::xid8, $2))",
+    let found: Option<i64> = sqlx::query_scalar(
+        "select global_position from ledger.events where (transaction_id, global_position) > ($1::text::xid8, $2) \
+         order by events.transaction_id, events.global_position limit 1",
     )
     .bind(after.transaction_id.to_string())
     .bind(after.global_position)
-    .fetch_one(executor)
+    .fetch_optional(executor)
     .await?;
-    Ok(found)
+    Ok(found.is_some())
 }
 
 /// How many committed events lie after `after` in `(transaction_id, global_position)` order.
