@@ -109,7 +109,7 @@ impl EventStore {
 
     /// Up to `limit` events after the checkpoint in gap-free order (see `read.rs`).
     pub async fn read_all(&self, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
-        read::read_all(&self.pool, after, limit, None).await
+        read::read_all(&self.pool, after, limit).await
     }
 
     /// The same as [`EventStore::read_all`], inside the caller's transaction (projectors
@@ -119,12 +119,12 @@ impl EventStore {
         after: Checkpoint,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        read::read_all(connection, after, limit, None).await
+        read::read_all(connection, after, limit).await
     }
 
     /// The same as [`EventStore::read_all_in`], but only events whose type the selection
     /// names carry their payload (the others have a JSON `null` one), and the batch ends
-    /// once its payloads reach the selection's stored bytes (with the event that reaches it).
+    /// once its payload text reaches the selection's bytes (with the event that reaches it).
     /// For readers that skip most types and still must step over them in order, in bounded
     /// memory.
     pub async fn read_all_in_with_payloads(
@@ -133,7 +133,7 @@ impl EventStore {
         limit: usize,
         payloads: PayloadSelection<'_>,
     ) -> Result<Vec<RecordedEvent>> {
-        read::read_all(connection, after, limit, Some(payloads)).await
+        read::read_all_selected(connection, after, limit, payloads).await
     }
 
     /// Whether any event after the checkpoint has committed, visible or not yet to the

@@ -59,7 +59,7 @@ impl Subscription {
     /// The next non-empty batch; waits for new events as long as it takes.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>> {
         loop {
-            let batch = read::read_all(&self.pool, self.checkpoint, self.options.batch_size, None).await?;
+            let batch = read::read_all(&self.pool, self.checkpoint, self.options.batch_size).await?;
             if let Some(last) = batch.last() {
                 self.checkpoint = last.checkpoint();
                 return Ok(batch);

@@ -41,47 +41,64 @@ async fn read_all_rejects_a_limit_out_of_bounds() {
 }
 
 /// A reader that selects payloads gets them only for its types, and its batch ends once the
-/// payloads reach the byte budget: never empty, skipped types not counted, and paging on
-/// from the last event read misses nothing.
+/// payload text reaches the byte budget: never empty, skipped types counted as their `null`,
+/// large payloads (fetched apart) and small ones alike, and paging on from the last event
+/// read misses nothing.
 #[tokio::test]
-async fn a_payload_selection_bounds_a_batch_by_stored_bytes() {
+async fn a_payload_selection_bounds_a_batch_by_bytes() {
     let db = TestDatabase::new().await;
     let store = db.store();
     let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
-    let noise = |n: usize| (0..n).map(|_| Uuid::new_v4().simple().to_string()).collect::<String>();
+    // Random hex does not compress: stored larger than what a read carries inline.
+    let large =
+        || serde_json::json!({ "blob": (0..2_000).map(|_| Uuid::new_v4().simple().to_string()).collect::<String>() });
     let events = vec![
-        crate::event("Big", serde_json::json!({ "blob": noise(300) })),
-        crate::event("Skipped", serde_json::json!({ "blob": noise(3000) })),
-        crate::event("Big", serde_json::json!({ "blob": noise(300) })),
-        crate::event("Big", serde_json::json!({ "blob": noise(300) })),
-        crate::event("Big", serde_json::json!({ "blob": noise(300) })),
+        crate::event("Big", serde_json::json!({ "blob": "x".repeat(10_000) })),
+        crate::event("Skipped", large()),
+        crate::event("Big", large()),
+        crate::event("Big", large()),
+        crate::event("Big", large()),
     ];
-    store
-        .append(&AppendRequest::single(
-            crate::stream(organization, stream_id, ExpectedVersion::NoStream, events),
-            Metadata::by("t"),
-        ))
-        .await
-        .unwrap();
+    let request = AppendRequest::single(
+        crate::stream(organization, stream_id, ExpectedVersion::NoStream, events),
+        Metadata::by("t"),
+    );
+    store.append(&request).await.unwrap();
     let mut connection = db.pool.acquire().await.unwrap();
-    let sizes: Vec<i32> =
-        sqlx::query_scalar("select pg_column_size(payload) from ledger.events order by global_position")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    // A batch ends once its payloads reach the budget: the first two "Big" ones reach it (the
-    // skipped one between costs nothing), the third is left for the next batch.
-    let budget = (sizes[0] + sizes[2]) as usize;
+    let (texts, stored): (Vec<String>, Vec<i32>) = sqlx::query_as::<_, (String, i32)>(
+        "select payload::text, pg_column_size(payload) from ledger.events order by global_position",
+    )
+    .fetch_all(&mut *connection)
+    .await
+    .unwrap()
+    .into_iter()
+    .unzip();
+    assert!(stored[0] < 16 * 1024 && stored[2] > 16 * 1024, "one small and large ones: {stored:?}");
+    let size = |n: usize| texts[n].len();
+
+    // The first two "Big" payloads reach the budget: the third is left for the next batch.
+    let budget = size(0) + "null".len() + size(2);
     let first = read_big(&mut connection, Checkpoint::START, budget).await;
     assert_eq!(first.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert_eq!(first[1].payload.text(), "null");
-    assert!(first[0].payload.text().len() > 9_000);
-    assert!(sizes[4] < budget as i32, "the third would fit alone");
+    assert_eq!(first.iter().map(|e| e.payload.text()).collect::<Vec<_>>(), vec![&texts[0], "null", &texts[2]]);
     let rest = read_big(&mut connection, first.last().unwrap().checkpoint(), budget).await;
     assert_eq!(rest.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![4, 5]);
-    // A budget smaller than one payload still reads that one.
+    assert_eq!(rest[1].payload.text(), texts[4]);
+    // The skipped event's `null` counts; a budget smaller than one payload still reads it.
+    let two = read_big(&mut connection, Checkpoint::START, size(0) + "null".len()).await;
+    assert_eq!(two.len(), 2);
     let one = read_big(&mut connection, Checkpoint::START, 1).await;
     assert_eq!(one.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1]);
+    // Without a budget to speak of, the limit ends the batch.
+    let limited = EventStore::read_all_in_with_payloads(
+        &mut connection,
+        Checkpoint::START,
+        4,
+        PayloadSelection { types: &["Big"], bytes_max: usize::MAX },
+    )
+    .await
+    .unwrap();
+    assert_eq!(limited.len(), 4);
 }
 
 async fn read_big(connection: &mut sqlx::PgConnection, after: Checkpoint, bytes_max: usize) -> Vec<RecordedEvent> {
