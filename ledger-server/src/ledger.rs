@@ -142,6 +142,10 @@ pub fn fold_stream<A: Aggregate>(
     Ok((state, recorded.len() as u64))
 }
 
+fn all_projection_names() -> Vec<&'static str> {
+    ledger_projections::projections::all().iter().map(|projection| projection.name()).collect()
+}
+
 impl Ledger {
     pub fn new(store: EventStore, metrics: Arc<Metrics>) -> Ledger {
         Ledger { store, metrics, pay_batch_items: crate::payroll::PAY_BATCH_ITEMS }
@@ -285,9 +289,7 @@ impl Ledger {
 
     /// Waits until every projection has applied the event at `position`.
     pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> AppResult<()> {
-        let names: Vec<&str> =
-            ledger_projections::projections::all().iter().map(|projection| projection.name()).collect();
-        self.wait_for_projections(&names, position, timeout).await
+        self.wait_for_projections(&all_projection_names(), position, timeout).await
     }
 
     /// Waits until the named projections have applied the event at `position`.
@@ -308,10 +310,7 @@ impl Ledger {
 
     /// Waits until every projection has applied everything committed so far.
     pub async fn wait_for_head(&self, timeout: Duration) -> AppResult<()> {
-        match self.store.head().await? {
-            Some((position, _)) => self.wait_for_position(position, timeout).await,
-            None => Ok(()),
-        }
+        self.wait_for_head_of(&all_projection_names(), timeout).await
     }
 
     /// Waits until the named projections, those a lookup reads, have applied everything

@@ -492,8 +492,13 @@ async fn insert_events(
     Ok(positions)
 }
 
-/// Escapes a value for COPY's text format.
+/// Escapes a value for COPY's text format. Most values (compact JSON among them: inside its
+/// strings these characters are escaped already) have nothing to escape and go as they are.
 fn push_copy_field(line: &mut String, value: &str) {
+    if !value.bytes().any(|byte| matches!(byte, b'\\' | b'\n' | b'\r' | b'\t')) {
+        line.push_str(value);
+        return;
+    }
     for character in value.chars() {
         match character {
             '\\' => line.push_str("\\\\"),
@@ -502,16 +507,6 @@ fn push_copy_field(line: &mut String, value: &str) {
             '\t' => line.push_str("\\t"),
             other => line.push(other),
         }
-    }
-}
-
-/// Writes JSON for COPY's text format. Compact JSON has no raw newline, carriage return or
-/// tab (inside strings they are escaped): unless it has a backslash, it goes as it is.
-fn push_json_field(line: &mut String, json: &str) {
-    if json.bytes().any(|byte| matches!(byte, b'\\' | b'\n' | b'\r' | b'\t')) {
-        push_copy_field(line, json);
-    } else {
-        line.push_str(json);
     }
 }
 
@@ -538,7 +533,7 @@ async fn copy_events(
             let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, first_version + offset as u64);
             push_copy_field(&mut buffer, &event.event_type);
             let _ = write!(buffer, "\t{}\t", event.schema_version);
-            push_json_field(&mut buffer, event.payload.text());
+            push_copy_field(&mut buffer, event.payload.text());
             buffer.push('\t');
             buffer.push_str(&escaped_metadata);
             buffer.push('\n');
