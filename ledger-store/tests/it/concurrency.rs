@@ -43,6 +43,39 @@ async fn two_writers_at_the_same_expected_version_one_wins_one_conflicts() {
     assert_eq!(versions, (1..=21).collect::<Vec<_>>());
 }
 
+/// Two writers racing to append a few large payloads (they go by COPY, as a run's
+/// calculation does) at one expected version: one wins whole, the other conflicts and
+/// leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_large_payload_writers_at_one_version_one_wins_whole() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let blob = "y".repeat(ledger_store::COPY_PAYLOAD_BYTES_MIN / 2);
+    let barrier = Arc::new(Barrier::new(2));
+    let writers = (0..2).map(|writer| {
+        let (store, barrier, blob) = (store.clone(), barrier.clone(), blob.clone());
+        tokio::spawn(async move {
+            let events = (0..3).map(|n| event("Chunk", json!({ "writer": writer, "n": n, "blob": blob }))).collect();
+            let request = AppendRequest::single(
+                stream(organization, stream_id, ExpectedVersion::NoStream, events),
+                Metadata::by("t"),
+            );
+            barrier.wait().await;
+            store.append(&request).await
+        })
+    });
+    let results: Vec<_> = futures_join(writers).await;
+    let won: Vec<usize> = (0..2).filter(|&writer| results[writer].is_ok()).collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let lost = &results[1 - won[0]];
+    assert!(matches!(lost, Err(StoreError::Conflict { expected: ExpectedVersion::NoStream, .. })), "{lost:?}");
+    let stored = store.read_stream(stream_id, 1).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored.iter().all(|event| event.payload.to_value()["writer"] == won[0]));
+    assert_eq!(event_count(&db.pool).await, 3);
+}
+
 async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
     let mut results = Vec::new();
     for task in tasks.collect::<Vec<_>>() {
