@@ -1,9 +1,10 @@
 //! The payroll run: draft -> calculated -> approved -> processing -> completed (or partially
 //! failed); void before payment, reverse after it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar::{PayFrequency, PayPeriod};
@@ -48,10 +49,34 @@ pub enum ItemStatus {
     Failed { reason: String },
 }
 
+/// What a run keeps of one item: its amounts in the run's currency, the stream version of
+/// the event that records the whole item (its calculation chunk) and its status. The lines
+/// (earnings, deductions, contributions) stay in that event: at 100,000 employees the whole
+/// items would be hundreds of megabytes, this is ~150 bytes an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunItem {
-    pub item: PayrollItem,
+    pub gross: Decimal,
+    pub deductions: Decimal,
+    pub contributions: Decimal,
+    pub net: Decimal,
+    pub recorded_at_version: u64,
     pub status: ItemStatus,
+}
+
+impl RunItem {
+    fn of(item: &PayrollItem, recorded_at_version: u64) -> RunItem {
+        RunItem {
+            gross: item.gross.amount(),
+            deductions: item.deductions_total.amount(),
+            contributions: item.contributions_total.amount(),
+            net: item.net.amount(),
+            recorded_at_version,
+            status: match &item.hold {
+                Some(hold) => ItemStatus::Held { hold: hold.clone() },
+                None => ItemStatus::Pending,
+            },
+        }
+    }
 }
 
 /// Sums over all items of a run.
@@ -66,26 +91,55 @@ pub struct RunTotals {
 }
 
 impl RunTotals {
-    pub fn of<'a>(
-        currency: &Currency,
-        items: impl IntoIterator<Item = &'a PayrollItem>,
-    ) -> Result<RunTotals, DomainError> {
+    /// No items yet.
+    pub fn zero(currency: &Currency) -> RunTotals {
         let zero = Money::zero(currency.clone());
-        let mut totals = RunTotals {
+        RunTotals {
             items: 0,
             gross: zero.clone(),
             deductions: zero.clone(),
             contributions: zero.clone(),
             net: zero.clone(),
             employer_cost: zero,
-        };
+        }
+    }
+
+    pub fn of<'a>(
+        currency: &Currency,
+        items: impl IntoIterator<Item = &'a PayrollItem>,
+    ) -> Result<RunTotals, DomainError> {
+        let mut totals = RunTotals::zero(currency);
+        for item in items {
+            totals.add(item)?;
+        }
+        Ok(totals)
+    }
+
+    /// Counts one more item.
+    pub fn add(&mut self, item: &PayrollItem) -> Result<(), DomainError> {
+        self.items += 1;
+        self.gross = self.gross.checked_add(&item.gross)?;
+        self.deductions = self.deductions.checked_add(&item.deductions_total)?;
+        self.contributions = self.contributions.checked_add(&item.contributions_total)?;
+        self.net = self.net.checked_add(&item.net)?;
+        self.employer_cost = self.employer_cost.checked_add(&item.employer_cost())?;
+        Ok(())
+    }
+
+    /// The totals of the items a run keeps (amounts in `currency`).
+    pub fn of_run_items<'a>(
+        currency: &Currency,
+        items: impl IntoIterator<Item = &'a RunItem>,
+    ) -> Result<RunTotals, DomainError> {
+        let mut totals = RunTotals::zero(currency);
+        let money = |amount: Decimal| Money::new(amount, currency.clone());
         for item in items {
             totals.items += 1;
-            totals.gross = totals.gross.checked_add(&item.gross)?;
-            totals.deductions = totals.deductions.checked_add(&item.deductions_total)?;
-            totals.contributions = totals.contributions.checked_add(&item.contributions_total)?;
-            totals.net = totals.net.checked_add(&item.net)?;
-            totals.employer_cost = totals.employer_cost.checked_add(&item.employer_cost())?;
+            totals.gross = totals.gross.checked_add(&money(item.gross)?)?;
+            totals.deductions = totals.deductions.checked_add(&money(item.deductions)?)?;
+            totals.contributions = totals.contributions.checked_add(&money(item.contributions)?)?;
+            totals.net = totals.net.checked_add(&money(item.net)?)?;
+            totals.employer_cost = totals.employer_cost.checked_add(&money(item.gross + item.contributions)?)?;
         }
         Ok(totals)
     }
@@ -117,7 +171,17 @@ pub struct PayrollRun {
     pub items: BTreeMap<EmployeeId, RunItem>,
     pub totals: RunTotals,
     /// Items of a calculation whose header (`PayrollRunCalculated`) is still to come.
-    pub calculating: Vec<PayrollItem>,
+    pub calculating: Vec<(EmployeeId, RunItem)>,
+    /// The events folded so far: the run stream's version, which locates each item's
+    /// calculation chunk.
+    pub version: u64,
+}
+
+impl PayrollRun {
+    /// An amount of this run's currency (an item's amounts are kept as bare decimals).
+    pub fn money(&self, amount: Decimal) -> Money {
+        Money::new(amount, self.currency.clone()).expect("a run's amounts are in its currency")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -266,45 +330,128 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
     }])
 }
 
+/// A calculation built one employee at a time and recorded as it goes: every
+/// [`CALCULATION_CHUNK_ITEMS`] items make a `PayrollItemsCalculated` chunk, and
+/// [`Calculation::finish`] gives the last chunk and the `PayrollRunCalculated` header with the
+/// totals. A caller streams a run of any size through it holding one chunk of employees and
+/// items at a time. Employees come in ascending id order (which is how a repeated employee is
+/// caught without remembering every id).
+#[derive(Debug)]
+pub struct Calculation {
+    organization_id: OrganizationId,
+    period: PayPeriod,
+    frequency: PayFrequency,
+    currency: Currency,
+    rules: Vec<DeductionRule>,
+    actor: String,
+    chunk: Vec<PayrollItem>,
+    chunks: u32,
+    totals: RunTotals,
+    last: Option<EmployeeId>,
+}
+
+impl Calculation {
+    /// Starts a calculation (or a recalculation while not approved) of `run`.
+    pub fn start(run: &PayrollRun, rules: Vec<DeductionRule>, actor: String) -> Result<Calculation, DomainError> {
+        if !matches!(run.status, RunStatus::Draft | RunStatus::Calculated) {
+            return Err(wrong_status(run, "recalculate"));
+        }
+        require_text("actor", &actor)?;
+        Ok(Calculation {
+            organization_id: run.organization_id,
+            period: run.period,
+            frequency: run.frequency,
+            currency: run.currency.clone(),
+            rules,
+            actor,
+            chunk: Vec::with_capacity(CALCULATION_CHUNK_ITEMS),
+            chunks: 0,
+            totals: RunTotals::zero(&run.currency),
+            last: None,
+        })
+    }
+
+    /// Items so far.
+    pub fn items(&self) -> u64 {
+        self.totals.items
+    }
+
+    /// Calculates one employee's item; returns a chunk event once one is full.
+    pub fn add(&mut self, input: &ItemInput) -> Result<Option<PayrollRunEvent>, DomainError> {
+        let employee = &input.employee;
+        if employee.organization_id != self.organization_id {
+            return Err(DomainError::invalid(format!("employee {}", employee.id), "belongs to another organization"));
+        }
+        match self.last {
+            Some(last) if last == employee.id => {
+                return Err(DomainError::invalid(format!("employee {}", employee.id), "appears twice in the run"));
+            }
+            Some(last) if last > employee.id => {
+                return Err(DomainError::invalid(
+                    format!("employee {}", employee.id),
+                    format!("comes after employee {last}: a calculation takes employees in ascending id order"),
+                ));
+            }
+            _ => {}
+        }
+        if self.totals.items as usize >= RUN_ITEMS_MAX {
+            return Err(DomainError::invalid(
+                "employees",
+                format!("a run pays 1 to {RUN_ITEMS_MAX} employees, not more"),
+            ));
+        }
+        self.last = Some(employee.id);
+        let item = calculate_item(input, self.period, self.frequency, &self.currency, &self.rules)?;
+        self.totals.add(&item)?;
+        self.chunk.push(item);
+        Ok((self.chunk.len() == CALCULATION_CHUNK_ITEMS).then(|| self.take_chunk()))
+    }
+
+    fn take_chunk(&mut self) -> PayrollRunEvent {
+        let items = std::mem::replace(&mut self.chunk, Vec::with_capacity(CALCULATION_CHUNK_ITEMS));
+        let chunk = self.chunks;
+        self.chunks += 1;
+        PayrollRunEvent::PayrollItemsCalculated { chunk, items }
+    }
+
+    /// The last chunk (if items are left) and the header. A run pays at least one employee.
+    pub fn finish(mut self) -> Result<Vec<PayrollRunEvent>, DomainError> {
+        if self.totals.items == 0 {
+            return Err(DomainError::invalid("employees", format!("a run pays 1 to {RUN_ITEMS_MAX} employees, not 0")));
+        }
+        let mut events = Vec::with_capacity(2);
+        if !self.chunk.is_empty() {
+            events.push(self.take_chunk());
+        }
+        events.push(PayrollRunEvent::PayrollRunCalculated {
+            items: Vec::new(),
+            totals: self.totals,
+            calculated_by: self.actor,
+        });
+        Ok(events)
+    }
+}
+
 fn calculate(
     run: &PayrollRun,
     inputs: Arc<[ItemInput]>,
     rules: Vec<DeductionRule>,
     actor: String,
 ) -> Result<Vec<PayrollRunEvent>, DomainError> {
-    if !matches!(run.status, RunStatus::Draft | RunStatus::Calculated) {
-        return Err(wrong_status(run, "recalculate"));
-    }
-    require_text("actor", &actor)?;
-    if inputs.is_empty() || inputs.len() > RUN_ITEMS_MAX {
+    let mut calculation = Calculation::start(run, rules, actor)?;
+    if inputs.len() > RUN_ITEMS_MAX {
         return Err(DomainError::invalid(
             "employees",
             format!("a run pays 1 to {RUN_ITEMS_MAX} employees, not {}", inputs.len()),
         ));
     }
-    let mut seen = HashSet::with_capacity(inputs.len());
-    let mut items = Vec::with_capacity(inputs.len());
-    for input in inputs.iter() {
-        let employee = &input.employee;
-        if employee.organization_id != run.organization_id {
-            return Err(DomainError::invalid(format!("employee {}", employee.id), "belongs to another organization"));
-        }
-        if !seen.insert(employee.id) {
-            return Err(DomainError::invalid(format!("employee {}", employee.id), "appears twice in the run"));
-        }
-        items.push(calculate_item(input, run.period, run.frequency, &run.currency, &rules)?);
+    let mut sorted: Vec<&ItemInput> = inputs.iter().collect();
+    sorted.sort_by_key(|input| input.employee.id);
+    let mut events = Vec::with_capacity(inputs.len().div_ceil(CALCULATION_CHUNK_ITEMS) + 1);
+    for input in sorted {
+        events.extend(calculation.add(input)?);
     }
-    let totals = RunTotals::of(&run.currency, &items)?;
-    // The items move into their chunks: one copy of the run's items, not two.
-    let mut events = Vec::with_capacity(items.len().div_ceil(CALCULATION_CHUNK_ITEMS) + 1);
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        events.push(PayrollRunEvent::PayrollItemsCalculated {
-            chunk: u32::try_from(events.len()).expect("a run's chunks fit u32"),
-            items: items.by_ref().take(CALCULATION_CHUNK_ITEMS).collect(),
-        });
-    }
-    events.push(PayrollRunEvent::PayrollRunCalculated { items: Vec::new(), totals, calculated_by: actor });
+    events.extend(calculation.finish()?);
     Ok(events)
 }
 
@@ -339,7 +486,7 @@ fn mark_paid(
         ItemStatus::Paid { .. } => Err(DomainError::AlreadyPaid { employee_id }),
         // A failed payment may be retried.
         ItemStatus::Pending | ItemStatus::Failed { .. } => {
-            Ok(vec![PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, net: run_item.item.net.clone() }])
+            Ok(vec![PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, net: run.money(run_item.net) }])
         }
     }
 }
@@ -386,15 +533,15 @@ fn reverse(run: &PayrollRun, reason: String, actor: String) -> Result<Vec<Payrol
     require_text("actor", &actor)?;
     let items: Vec<ReversalItem> = run
         .items
-        .values()
-        .filter_map(|run_item| match run_item.status {
+        .iter()
+        .filter_map(|(employee_id, run_item)| match run_item.status {
             ItemStatus::Paid { transaction_id } => Some(ReversalItem {
-                employee_id: run_item.item.employee_id,
+                employee_id: *employee_id,
                 reverses_transaction_id: transaction_id,
-                gross: run_item.item.gross.negated(),
-                deductions: run_item.item.deductions_total.negated(),
-                contributions: run_item.item.contributions_total.negated(),
-                net: run_item.item.net.negated(),
+                gross: run.money(-run_item.gross),
+                deductions: run.money(-run_item.deductions),
+                contributions: run.money(-run_item.contributions),
+                net: run.money(-run_item.net),
             }),
             _ => None,
         })
@@ -435,6 +582,7 @@ fn decide_existing(run: &PayrollRun, command: PayrollRunCommand) -> Result<Vec<P
 }
 
 fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
+    run.version += 1;
     let set_item_status = |run: &mut PayrollRun, employee_id: &EmployeeId, status: ItemStatus| {
         run.items.get_mut(employee_id).expect("a paid or failed item was calculated").status = status;
     };
@@ -444,25 +592,18 @@ fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
             if *chunk == 0 {
                 run.calculating.clear();
             }
-            run.calculating.extend(items.iter().cloned());
+            let version = run.version;
+            run.calculating.extend(items.iter().map(|item| (item.employee_id, RunItem::of(item, version))));
         }
         PayrollRunEvent::PayrollRunCalculated { items, totals, calculated_by } => {
             let mut calculated = std::mem::take(&mut run.calculating);
-            calculated.extend(items.iter().cloned());
-            run.items = calculated
-                .into_iter()
-                .map(|item| {
-                    let status = match &item.hold {
-                        Some(hold) => ItemStatus::Held { hold: hold.clone() },
-                        None => ItemStatus::Pending,
-                    };
-                    (item.employee_id, RunItem { item, status })
-                })
-                .collect();
+            // A calculation recorded before chunks existed carries its items here.
+            calculated.extend(items.iter().map(|item| (item.employee_id, RunItem::of(item, run.version))));
+            run.items = calculated.into_iter().collect();
             run.totals = totals.clone();
             // Pair assertion: the totals recorded are the sum of the items recorded.
             assert_eq!(
-                RunTotals::of(&run.currency, run.items.values().map(|item| &item.item)).expect("one currency per run"),
+                RunTotals::of_run_items(&run.currency, run.items.values()).expect("one currency per run"),
                 run.totals,
                 "run totals = sum of items"
             );
@@ -501,21 +642,6 @@ impl Aggregate for PayrollRunAggregate {
         }
     }
 
-    /// A calculation's items move into the run (at 100,000 employees, copying them would
-    /// hold the run's items twice while a calculation is folded).
-    fn evolve_owned(state: Self::State, event: PayrollRunEvent) -> Self::State {
-        match (state, event) {
-            (Some(mut run), PayrollRunEvent::PayrollItemsCalculated { chunk, items }) => {
-                if chunk == 0 {
-                    run.calculating.clear();
-                }
-                run.calculating.extend(items);
-                Some(run)
-            }
-            (state, event) => Self::evolve(state, &event),
-        }
-    }
-
     fn evolve(state: Self::State, event: &PayrollRunEvent) -> Self::State {
         match (state, event) {
             (
@@ -541,8 +667,9 @@ impl Aggregate for PayrollRunAggregate {
                 calculated_by: None,
                 approved_by: None,
                 items: BTreeMap::new(),
-                totals: RunTotals::of(currency, []).expect("empty totals"),
+                totals: RunTotals::zero(currency),
                 calculating: Vec::new(),
+                version: 1,
             }),
             (Some(run), event) => Some(evolve_existing(run, event)),
             (None, event) => panic!("a payroll run's first event is its creation, not {event:?}"),

@@ -7,7 +7,7 @@ use ledger_core::gross_to_net::ItemInput;
 use ledger_core::ids::{PayrollRunId, TransactionId};
 use ledger_core::money::Currency;
 use ledger_core::payroll::{
-    CALCULATION_CHUNK_ITEMS, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus,
+    CALCULATION_CHUNK_ITEMS, Calculation, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus,
 };
 use uuid::Uuid;
 
@@ -263,6 +263,47 @@ fn a_calculation_is_recorded_as_bounded_chunks_then_a_header_with_the_totals() {
     // Folding events the caller is done with moves the items and gives the same run.
     let moved = events.iter().cloned().fold(None, Run::evolve_owned);
     assert_eq!(moved.as_ref(), Some(&run));
+    // Each item points at the chunk (by stream version) that records it whole.
+    for (employee, kept) in &run.items {
+        let PayrollRunEvent::PayrollItemsCalculated { items, .. } = &events[kept.recorded_at_version as usize - 1] else {
+            panic!("version {} of the run is not a chunk", kept.recorded_at_version)
+        };
+        let item = items.iter().find(|item| item.employee_id == *employee).expect("the chunk holds the item");
+        assert_eq!((kept.gross, kept.net), (item.gross.amount(), item.net.amount()));
+    }
+}
+
+#[test]
+fn a_calculation_streamed_one_employee_at_a_time_records_what_the_command_records() {
+    let mut events = Vec::new();
+    step(&mut events, create(RunKind::Regular));
+    let run = Run::fold(&events).unwrap();
+    let mut inputs = many_inputs(2_345);
+    let mut calculation = Calculation::start(&run, vec![], "alice".into()).unwrap();
+    let mut streamed = Vec::new();
+    for input in &inputs {
+        streamed.extend(calculation.add(input).unwrap());
+    }
+    assert_eq!(calculation.items(), 2_345);
+    streamed.extend(calculation.finish().unwrap());
+    // The command takes employees in any order; it records them by id.
+    inputs.reverse();
+    let command = PayrollRunCommand::Calculate { inputs: inputs.clone().into(), rules: vec![], actor: "alice".into() };
+    assert_eq!(when::<Run>(&events, command).unwrap(), streamed);
+
+    // Streamed, the order is the caller's to keep: one out of order is refused, naming both.
+    let mut calculation = Calculation::start(&run, vec![], "alice".into()).unwrap();
+    calculation.add(&inputs[0]).unwrap();
+    let error = calculation.add(&inputs[1]).unwrap_err();
+    assert!(error.to_string().contains("ascending id order"), "{error}");
+    // Nothing to pay is refused at the end; a processing run refuses to start one.
+    let empty = Calculation::start(&run, vec![], "alice".into()).unwrap().finish();
+    assert!(matches!(empty, Err(DomainError::Invalid { problem, .. }) if problem.contains("not 0")));
+    let processing = Run::fold(&processing()).unwrap();
+    assert!(matches!(
+        Calculation::start(&processing, vec![], "alice".into()),
+        Err(DomainError::WrongStatus { .. })
+    ));
 }
 
 #[test]
@@ -282,4 +323,6 @@ fn a_calculation_recorded_before_chunks_existed_still_folds_with_its_items() {
     assert_eq!(run.status, RunStatus::Calculated);
     assert_eq!(run.items.len(), 2);
     assert!(matches!(run.items[&employee_id(2)].status, ItemStatus::Held { .. }));
+    // Its items are recorded whole in the header itself.
+    assert!(run.items.values().all(|item| item.recorded_at_version == events.len() as u64));
 }

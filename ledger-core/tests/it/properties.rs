@@ -2,10 +2,10 @@
 
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, EmployeeEvent, KycStatus, PayBasis, PayRate};
-use ledger_core::gross_to_net::{DeductionRule, ItemInput, RuleCalculation, RuleParty, calculate_item};
+use ledger_core::gross_to_net::{DeductionRule, ItemInput, PayrollItem, RuleCalculation, RuleParty, calculate_item};
 use ledger_core::ids::{PayrollRunId, TransactionId, WalletId};
 use ledger_core::money::{Currency, Money};
-use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind, RunTotals};
+use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunTotals};
 use ledger_core::transaction::{Direction, Posting, check_balanced, payroll_item_postings};
 use ledger_core::wallet::{WalletAggregate, WalletCommand, WalletEvent};
 use ledger_core::{Aggregate, DomainError, DomainEvent};
@@ -147,8 +147,27 @@ proptest! {
         let run = PayrollRunAggregate::fold(&events).unwrap();
         let moved = events.iter().cloned().fold(None, PayrollRunAggregate::evolve_owned);
         prop_assert_eq!(moved.as_ref(), Some(&run));
-        let items: Vec<_> = run.items.values().map(|run_item| run_item.item.clone()).collect();
+        // The whole items are in the calculation's chunks; the run keeps each one's amounts
+        // and the stream version of its chunk.
+        let items: Vec<PayrollItem> = events
+            .iter()
+            .flat_map(|event| match event {
+                PayrollRunEvent::PayrollItemsCalculated { items, .. } => items.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
         prop_assert_eq!(&run.totals, &RunTotals::of(&Currency::usd(), &items).unwrap());
+        prop_assert_eq!(run.items.len(), items.len());
+        for item in &items {
+            let kept = &run.items[&item.employee_id];
+            prop_assert_eq!(
+                (kept.gross, kept.deductions, kept.contributions, kept.net),
+                (item.gross.amount(), item.deductions_total.amount(), item.contributions_total.amount(), item.net.amount())
+            );
+            let chunk = &events[kept.recorded_at_version as usize - 1];
+            let recorded = matches!(chunk, PayrollRunEvent::PayrollItemsCalculated { items, .. } if items.contains(item));
+            prop_assert!(recorded, "item of {} is not in the event at version {}", item.employee_id, kept.recorded_at_version);
+        }
         for item in &items {
             prop_assert_eq!(item.gross.checked_sub(&item.deductions_total).unwrap(), item.net.clone());
             prop_assert!(!item.net.is_negative());
