@@ -8,7 +8,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::event::{AppendRequest, AppendResult, ExpectedVersion, Payload, StreamAppend, StreamHead};
+use crate::event::{
+    AppendRequest, AppendResult, ExpectedVersion, Metadata, NewEvent, Payload, StreamAppend, StreamHead, StreamedAppend,
+};
 
 /// The most events one append may carry (a payroll run of 100,000 employees pays in
 /// several appends).
@@ -44,7 +46,7 @@ pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<App
     };
     let mut transaction = pool.begin().await?;
     if let Some(key) = &request.idempotency_key
-        && let Some(result) = earlier_result(&mut transaction, key, &request_hash, request).await?
+        && let Some(result) = earlier_result(&mut transaction, key, &request_hash, Some(request)).await?
     {
         transaction.rollback().await?;
         return Ok(result);
@@ -71,18 +73,143 @@ pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<App
         replayed: false,
     };
     if let Some(key) = &request.idempotency_key {
-        // The result is read back from the events of this transaction when the key repeats.
-        sqlx::query(
-            "insert into ledger.idempotency_keys (idempotency_key, request_hash, transaction_id) \
-             values ($1, $2, pg_current_xact_id())",
-        )
-        .bind(key)
-        .bind(&request_hash)
-        .execute(&mut *transaction)
-        .await?;
+        record_key(&mut transaction, key, &request_hash).await?;
     }
     transaction.commit().await?;
     Ok(result)
+}
+
+/// Binds the key to this transaction: its result is read back from the transaction's events
+/// when the key repeats.
+async fn record_key(transaction: &mut Transaction<'_, Postgres>, key: &str, request_hash: &[u8]) -> Result<()> {
+    sqlx::query(
+        "insert into ledger.idempotency_keys (idempotency_key, request_hash, transaction_id) \
+         values ($1, $2, pg_current_xact_id())",
+    )
+    .bind(key)
+    .bind(request_hash)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// Appends one stream's events as `events` produces them, in one transaction (see
+/// [`crate::EventStore::append_streamed`]).
+pub(crate) async fn append_streamed<E, S>(
+    pool: &PgPool,
+    append: &StreamedAppend,
+    events: S,
+) -> std::result::Result<AppendResult, E>
+where
+    E: From<StoreError>,
+    S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+{
+    let target = StreamAppend {
+        organization_id: append.organization_id,
+        stream_type: append.stream_type.clone(),
+        stream_id: append.stream_id,
+        expected_version: append.expected_version,
+        events: Vec::new(),
+    };
+    validate_envelope(&append.metadata, append.idempotency_key.as_deref(), append.fingerprint.as_deref())?;
+    validate_target(0, &target)?;
+    let mut transaction = pool.begin().await.map_err(StoreError::from)?;
+    if let Some(key) = &append.idempotency_key {
+        // The events are not known before they are written: the caller says what "the same
+        // request" is.
+        let fingerprint = append.fingerprint.as_deref().ok_or_else(|| {
+            StoreError::invalid(
+                "fingerprint",
+                "a streamed append with an idempotency key needs its request's fingerprint",
+            )
+        })?;
+        if let Some(result) = earlier_result(&mut transaction, key, fingerprint, None).await? {
+            transaction.rollback().await.map_err(StoreError::from)?;
+            return Ok(result);
+        }
+    }
+    lock_streams(&mut transaction, std::slice::from_ref(&target)).await?;
+    let first_version = check_expected_versions(&mut transaction, std::slice::from_ref(&target)).await?[0];
+    let metadata = metadata_text(&append.metadata, append.idempotency_key.as_deref());
+    let mut copy = transaction.copy_in_raw(COPY_EVENTS).await.map_err(StoreError::from)?;
+    let copied = copy_from_source(&mut copy, &target, first_version, &metadata, events).await;
+    let count = match copied {
+        Ok(count) => count,
+        Err(error) => {
+            // Nothing of it is written: the copy is aborted and the transaction rolls back.
+            let _ = copy.abort("the append's events could not all be produced").await;
+            return Err(error);
+        }
+    };
+    copy.finish().await.map_err(map_unique_violation)?;
+    let positions = positions_written(&mut transaction, count).await?;
+    if let Some(key) = &append.idempotency_key {
+        record_key(&mut transaction, key, append.fingerprint.as_deref().expect("checked above")).await?;
+    }
+    transaction.commit().await.map_err(StoreError::from)?;
+    Ok(AppendResult {
+        positions,
+        streams: vec![StreamHead { stream_id: append.stream_id, version: first_version + count as u64 - 1 }],
+        replayed: false,
+    })
+}
+
+/// Sends the source's events into the COPY a buffer at a time, each checked as it comes.
+async fn copy_from_source<E, S>(
+    copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
+    target: &StreamAppend,
+    first_version: u64,
+    metadata: &str,
+    events: S,
+) -> std::result::Result<usize, E>
+where
+    E: From<StoreError>,
+    S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+{
+    use futures_util::StreamExt as _;
+    let mut events = std::pin::pin!(events);
+    let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
+    let escaped_metadata = escaped(metadata);
+    let mut event_ids = HashSet::new();
+    let mut count = 0;
+    while let Some(event) = events.next().await {
+        let event = event?;
+        validate_event(0, count, &event)?;
+        if !event_ids.insert(event.event_id) {
+            return Err(StoreError::invalid(
+                format!("streams[0].events[{count}].event_id"),
+                format!("event id {} appears twice", event.event_id),
+            )
+            .into());
+        }
+        if count == APPEND_EVENTS_MAX {
+            return Err(StoreError::invalid(
+                "streams",
+                format!("more than {APPEND_EVENTS_MAX} events: the limit of one append"),
+            )
+            .into());
+        }
+        push_copy_line(&mut buffer, target, first_version + count as u64, &event, &escaped_metadata);
+        count += 1;
+        if buffer.len() >= COPY_BUFFER_BYTES {
+            copy.send(buffer.as_bytes()).await.map_err(StoreError::from)?;
+            buffer.clear();
+        }
+    }
+    if count == 0 {
+        return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
+    }
+    if !buffer.is_empty() {
+        copy.send(buffer.as_bytes()).await.map_err(StoreError::from)?;
+    }
+    Ok(count)
+}
+
+/// The metadata stored with every event of an append: the request's, with its key.
+fn metadata_text(metadata: &Metadata, idempotency_key: Option<&str>) -> String {
+    let mut metadata = metadata.clone();
+    metadata.idempotency_key = idempotency_key.map(str::to_owned);
+    serde_json::to_string(&metadata).expect("metadata serializes")
 }
 
 fn validate(request: &AppendRequest) -> Result<()> {
@@ -96,20 +223,7 @@ fn validate(request: &AppendRequest) -> Result<()> {
             format!("{event_count} events exceed the limit of {APPEND_EVENTS_MAX} per append"),
         ));
     }
-    if request.metadata.actor.trim().is_empty() {
-        return Err(StoreError::invalid("metadata.actor", "must name who acts"));
-    }
-    if request.fingerprint.as_ref().is_some_and(|fingerprint| fingerprint.is_empty()) {
-        return Err(StoreError::invalid("fingerprint", "must not be empty"));
-    }
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
-    {
-        return Err(StoreError::invalid(
-            "idempotency_key",
-            format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes long"),
-        ));
-    }
+    validate_envelope(&request.metadata, request.idempotency_key.as_deref(), request.fingerprint.as_deref())?;
     let mut stream_ids = HashSet::with_capacity(request.streams.len());
     let mut event_ids = HashSet::with_capacity(event_count);
     for (stream_index, stream) in request.streams.iter().enumerate() {
@@ -132,7 +246,41 @@ fn validate(request: &AppendRequest) -> Result<()> {
     Ok(())
 }
 
+/// What every append needs besides its events: who acts, and a well-formed key.
+fn validate_envelope(metadata: &Metadata, idempotency_key: Option<&str>, fingerprint: Option<&[u8]>) -> Result<()> {
+    if metadata.actor.trim().is_empty() {
+        return Err(StoreError::invalid("metadata.actor", "must name who acts"));
+    }
+    if fingerprint.is_some_and(|fingerprint| fingerprint.is_empty()) {
+        return Err(StoreError::invalid("fingerprint", "must not be empty"));
+    }
+    if let Some(key) = idempotency_key
+        && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX)
+    {
+        return Err(StoreError::invalid(
+            "idempotency_key",
+            format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate_stream(stream_index: usize, stream: &StreamAppend) -> Result<()> {
+    validate_target(stream_index, stream)?;
+    if stream.events.is_empty() {
+        return Err(StoreError::invalid(
+            format!("streams[{stream_index}].events"),
+            "a stream in an append needs at least one event",
+        ));
+    }
+    for (event_index, event) in stream.events.iter().enumerate() {
+        validate_event(stream_index, event_index, event)?;
+    }
+    Ok(())
+}
+
+/// A stream's identity, without its events.
+fn validate_target(stream_index: usize, stream: &StreamAppend) -> Result<()> {
     let field = |name: &str| format!("streams[{stream_index}].{name}");
     if stream.stream_id.is_nil() {
         return Err(StoreError::invalid(field("stream_id"), "must not be the nil uuid"));
@@ -143,26 +291,25 @@ fn validate_stream(stream_index: usize, stream: &StreamAppend) -> Result<()> {
     if stream.stream_type.trim().is_empty() {
         return Err(StoreError::invalid(field("stream_type"), "must not be empty"));
     }
-    if stream.events.is_empty() {
-        return Err(StoreError::invalid(field("events"), "a stream in an append needs at least one event"));
+    Ok(())
+}
+
+fn validate_event(stream_index: usize, event_index: usize, event: &NewEvent) -> Result<()> {
+    let field = |name: &str| format!("streams[{stream_index}].events[{event_index}].{name}");
+    if event.event_id.is_nil() {
+        return Err(StoreError::invalid(field("event_id"), "must not be the nil uuid"));
     }
-    for (event_index, event) in stream.events.iter().enumerate() {
-        let field = |name: &str| format!("streams[{stream_index}].events[{event_index}].{name}");
-        if event.event_id.is_nil() {
-            return Err(StoreError::invalid(field("event_id"), "must not be the nil uuid"));
-        }
-        if event.event_type.trim().is_empty() {
-            return Err(StoreError::invalid(field("event_type"), "must not be empty"));
-        }
-        if event.schema_version < 1 {
-            return Err(StoreError::invalid(
-                field("schema_version"),
-                format!("must be 1 or more, not {}", event.schema_version),
-            ));
-        }
-        if !event.payload.is_object() {
-            return Err(StoreError::invalid(field("payload"), "must be a JSON object"));
-        }
+    if event.event_type.trim().is_empty() {
+        return Err(StoreError::invalid(field("event_type"), "must not be empty"));
+    }
+    if event.schema_version < 1 {
+        return Err(StoreError::invalid(
+            field("schema_version"),
+            format!("must be 1 or more, not {}", event.schema_version),
+        ));
+    }
+    if !event.payload.is_object() {
+        return Err(StoreError::invalid(field("payload"), "must be a JSON object"));
     }
     Ok(())
 }
@@ -246,14 +393,14 @@ async fn earlier_result(
     transaction: &mut Transaction<'_, Postgres>,
     key: &str,
     request_hash: &[u8],
-    request: &AppendRequest,
+    request: Option<&AppendRequest>,
 ) -> Result<Option<AppendResult>> {
     sqlx::query("select pg_advisory_xact_lock($1, hashtext($2))")
         .bind(LOCK_CLASS_IDEMPOTENCY)
         .bind(key)
         .execute(&mut **transaction)
         .await?;
-    stored_result(transaction, key, request_hash, Some(request)).await
+    stored_result(transaction, key, request_hash, request).await
 }
 
 /// The stored result of an idempotency key, if the key was used: `Ok(None)` when it is new,
@@ -457,9 +604,7 @@ async fn insert_events(
     request: &AppendRequest,
     first_versions: &[u64],
 ) -> Result<Vec<i64>> {
-    let mut metadata = request.metadata.clone();
-    metadata.idempotency_key.clone_from(&request.idempotency_key);
-    let metadata = serde_json::to_string(&metadata).expect("metadata serializes");
+    let metadata = metadata_text(&request.metadata, request.idempotency_key.as_deref());
     let payload_bytes: usize =
         request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text().len()).sum();
     if request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN {
@@ -523,20 +668,10 @@ async fn copy_events(
 ) -> Result<Vec<i64>> {
     let mut copy = transaction.copy_in_raw(COPY_EVENTS).await?;
     let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
-    let mut escaped_metadata = String::with_capacity(metadata.len() + 8);
-    push_copy_field(&mut escaped_metadata, metadata);
+    let escaped_metadata = escaped(metadata);
     for (stream, first_version) in request.streams.iter().zip(first_versions) {
         for (offset, event) in stream.events.iter().enumerate() {
-            use std::fmt::Write as _;
-            let _ = write!(buffer, "{}\t{}\t", event.event_id, stream.organization_id);
-            push_copy_field(&mut buffer, &stream.stream_type);
-            let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, first_version + offset as u64);
-            push_copy_field(&mut buffer, &event.event_type);
-            let _ = write!(buffer, "\t{}\t", event.schema_version);
-            push_copy_field(&mut buffer, event.payload.text());
-            buffer.push('\t');
-            buffer.push_str(&escaped_metadata);
-            buffer.push('\n');
+            push_copy_line(&mut buffer, stream, first_version + offset as u64, event, &escaped_metadata);
             if buffer.len() >= COPY_BUFFER_BYTES {
                 copy.send(buffer.as_bytes()).await?;
                 buffer.clear();
@@ -547,11 +682,38 @@ async fn copy_events(
         copy.send(buffer.as_bytes()).await?;
     }
     copy.finish().await.map_err(map_unique_violation)?;
-    let positions = sqlx::query_scalar("select global_position from ledger.events where transaction_id = pg_current_xact_id() order by global_position")
-        .fetch_all(&mut **transaction)
-        .await?;
-    assert_eq!(positions.len(), request.event_count(), "every copied event got a position");
+    positions_written(transaction, request.event_count()).await
+}
+
+/// The positions this transaction wrote, `count` of them.
+async fn positions_written(transaction: &mut Transaction<'_, Postgres>, count: usize) -> Result<Vec<i64>> {
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "select global_position from ledger.events where transaction_id = pg_current_xact_id() order by global_position",
+    )
+    .fetch_all(&mut **transaction)
+    .await?;
+    assert_eq!(positions.len(), count, "every copied event got a position");
     Ok(positions)
+}
+
+fn escaped(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len() + 8);
+    push_copy_field(&mut escaped, value);
+    escaped
+}
+
+/// One event's row in COPY's text format; `escaped_metadata` is escaped already.
+fn push_copy_line(buffer: &mut String, stream: &StreamAppend, version: u64, event: &NewEvent, escaped_metadata: &str) {
+    use std::fmt::Write as _;
+    let _ = write!(buffer, "{}\t{}\t", event.event_id, stream.organization_id);
+    push_copy_field(buffer, &stream.stream_type);
+    let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, version);
+    push_copy_field(buffer, &event.event_type);
+    let _ = write!(buffer, "\t{}\t", event.schema_version);
+    push_copy_field(buffer, event.payload.text());
+    buffer.push('\t');
+    buffer.push_str(escaped_metadata);
+    buffer.push('\n');
 }
 
 async fn insert_chunk(

@@ -120,6 +120,22 @@ impl AppendRequest {
     }
 }
 
+/// An append of one stream whose events are produced while they are written
+/// ([`crate::EventStore::append_streamed`]): a payroll run's calculation at 100,000 employees
+/// is 70 MB of payloads that need never be in memory at once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamedAppend {
+    pub organization_id: Uuid,
+    pub stream_type: String,
+    pub stream_id: Uuid,
+    pub expected_version: ExpectedVersion,
+    pub metadata: Metadata,
+    pub idempotency_key: Option<String>,
+    /// Required with a key: the events are not known before they are written, so the caller
+    /// says what "the same request" is (an HTTP request's hash).
+    pub fingerprint: Option<Vec<u8>>,
+}
+
 /// A stream's last version after an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamHead {

@@ -26,7 +26,7 @@ pub use append::{
 pub use error::{Result, StoreError};
 pub use event::{
     AppendRequest, AppendResult, Checkpoint, ExpectedVersion, Metadata, NewEvent, Payload, RecordedEvent, StreamAppend,
-    StreamHead,
+    StreamHead, StreamedAppend,
 };
 pub use query::EventQuery;
 pub use read::{PayloadSelection, READ_BATCH_MAX};
@@ -93,6 +93,29 @@ impl EventStore {
         append::append(&self.pool, request).await
     }
 
+    /// Appends one stream's events as `events` produces them, all in one transaction, with
+    /// COPY a megabyte at a time: an append of any size is held in memory a buffer at a time.
+    /// The stream is locked and its version checked before the first event is asked for, so
+    /// a conflict costs nothing produced; each event is checked as it comes. The transaction
+    /// stays open while the source produces (readers of the whole log wait behind it, as for
+    /// any long write).
+    ///
+    /// # Errors
+    /// Those of [`EventStore::append`]; the source's own error when it fails (then nothing is
+    /// written); [`StoreError::Invalid`] for a key without a fingerprint, an event that is
+    /// malformed, no events or more than [`APPEND_EVENTS_MAX`].
+    pub async fn append_streamed<E, S>(
+        &self,
+        append: &StreamedAppend,
+        events: S,
+    ) -> std::result::Result<AppendResult, E>
+    where
+        E: From<StoreError>,
+        S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+    {
+        append::append_streamed(&self.pool, append, events).await
+    }
+
     /// What an idempotency key already stands for: `None` when it is new, the original result
     /// when it was used with this `fingerprint`.
     ///
@@ -105,6 +128,23 @@ impl EventStore {
     /// The events of one stream from `from_version` on (1 for all).
     pub async fn read_stream(&self, stream_id: Uuid, from_version: u64) -> Result<Vec<RecordedEvent>> {
         read::read_stream(&self.pool, stream_id, from_version).await
+    }
+
+    /// Hands each event of one stream from `from_version` on (1 for all) to `each`, in
+    /// version order, as it is read: folding a long stream holds one event at a time.
+    /// Returns how many events there were.
+    pub async fn each_in_stream<E: From<StoreError>>(
+        &self,
+        stream_id: Uuid,
+        from_version: u64,
+        each: impl FnMut(RecordedEvent) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, E> {
+        read::each_in_stream(&self.pool, stream_id, from_version, each).await
+    }
+
+    /// The events of one stream at the given versions (those that exist), in version order.
+    pub async fn read_stream_versions(&self, stream_id: Uuid, versions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        read::read_stream_versions(&self.pool, stream_id, versions).await
     }
 
     /// Up to `limit` events after the checkpoint in gap-free order (see `read.rs`).

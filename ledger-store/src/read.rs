@@ -68,6 +68,51 @@ pub(crate) async fn read_stream(
     Ok(events)
 }
 
+/// Hands each event of one stream from `from_version` on to `each` as its row arrives, in
+/// version order: a stream of any length is folded holding one event at a time (a payroll
+/// run's stream is its calculation's chunks and an event per paid item). Returns how many.
+pub(crate) async fn each_in_stream<E: From<StoreError>>(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    from_version: u64,
+    mut each: impl FnMut(RecordedEvent) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, E> {
+    use futures_util::TryStreamExt as _;
+    let from = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
+    let sql = format!(
+        "select {} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version",
+        event_columns(ALL_PAYLOADS)
+    );
+    let mut rows = sqlx::query(&sql).bind(stream_id).bind(from).fetch(executor);
+    let mut expected = from_version;
+    while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+        let event = event_from_row(&row)?;
+        assert_eq!(event.stream_version, expected, "stream {stream_id} has contiguous versions");
+        expected += 1;
+        each(event)?;
+    }
+    Ok(expected - from_version)
+}
+
+/// The events at the given versions of one stream, in version order (a payroll run's
+/// calculation chunks that hold the items of one payment batch).
+pub(crate) async fn read_stream_versions(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    versions: &[u64],
+) -> Result<Vec<RecordedEvent>> {
+    let versions: Vec<i64> = versions
+        .iter()
+        .map(|version| i64::try_from(*version).map_err(|_| StoreError::invalid("versions", "a version is too large")))
+        .collect::<Result<_>>()?;
+    let sql = format!(
+        "select {} from ledger.events where stream_id = $1 and stream_version = any($2) order by stream_version",
+        event_columns(ALL_PAYLOADS)
+    );
+    let rows = sqlx::query(&sql).bind(stream_id).bind(&versions).fetch_all(executor).await?;
+    rows.iter().map(event_from_row).collect()
+}
+
 /// Up to `limit` events after `after`, in `(transaction_id, global_position)` order, and only
 /// from transactions older than every transaction still running: an event that commits late
 /// is waited for, never skipped.

@@ -7,7 +7,8 @@ use ledger_core::gross_to_net::ItemInput;
 use ledger_core::ids::{PayrollRunId, TransactionId};
 use ledger_core::money::Currency;
 use ledger_core::payroll::{
-    CALCULATION_CHUNK_ITEMS, Calculation, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind, RunStatus,
+    CALCULATION_CHUNK_ITEMS, Calculation, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind,
+    RunStatus,
 };
 use uuid::Uuid;
 
@@ -265,7 +266,8 @@ fn a_calculation_is_recorded_as_bounded_chunks_then_a_header_with_the_totals() {
     assert_eq!(moved.as_ref(), Some(&run));
     // Each item points at the chunk (by stream version) that records it whole.
     for (employee, kept) in &run.items {
-        let PayrollRunEvent::PayrollItemsCalculated { items, .. } = &events[kept.recorded_at_version as usize - 1] else {
+        let PayrollRunEvent::PayrollItemsCalculated { items, .. } = &events[kept.recorded_at_version as usize - 1]
+        else {
             panic!("version {} of the run is not a chunk", kept.recorded_at_version)
         };
         let item = items.iter().find(|item| item.employee_id == *employee).expect("the chunk holds the item");
@@ -300,10 +302,7 @@ fn a_calculation_streamed_one_employee_at_a_time_records_what_the_command_record
     let empty = Calculation::start(&run, vec![], "alice".into()).unwrap().finish();
     assert!(matches!(empty, Err(DomainError::Invalid { problem, .. }) if problem.contains("not 0")));
     let processing = Run::fold(&processing()).unwrap();
-    assert!(matches!(
-        Calculation::start(&processing, vec![], "alice".into()),
-        Err(DomainError::WrongStatus { .. })
-    ));
+    assert!(matches!(Calculation::start(&processing, vec![], "alice".into()), Err(DomainError::WrongStatus { .. })));
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod concurrency;
 mod immutability;
 mod properties;
 mod read;
+mod streamed;
 mod verify;
 
 use ledger_store::{AppendRequest, ExpectedVersion, Metadata, NewEvent, StreamAppend};
