@@ -67,13 +67,18 @@ pub fn stream_append<A: Aggregate>(
         organization_id,
         stream_type: A::STREAM_TYPE.to_owned(),
         stream_id,
-        expected_version: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
-        events: events
-            .iter()
-            .map(|event| {
-                let encoded = event.encode();
-                NewEvent::with_payload(encoded.event_type, encoded.schema_version, Payload::from_raw(encoded.payload))
-            })
-            .collect(),
+        expected_version: expected_version(version),
+        events: events.iter().map(new_event).collect(),
     }
+}
+
+/// What an append expects of a stream now at `version` (0: no stream yet).
+pub fn expected_version(version: u64) -> ExpectedVersion {
+    if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) }
+}
+
+/// One decided event, encoded for appending.
+pub fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
+    let encoded = event.encode();
+    NewEvent::with_payload(encoded.event_type, encoded.schema_version, Payload::from_raw(encoded.payload))
 }

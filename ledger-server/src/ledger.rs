@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use ledger_core::Aggregate;
 use ledger_projections::decode::decode_recorded;
 use ledger_store::checkpoint::projected;
-use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, RecordedEvent, StoreError, StreamAppend};
+use ledger_store::{
+    AppendRequest, AppendResult, EventStore, Metadata, RecordedEvent, StoreError, StreamAppend, StreamedAppend,
+};
 use sha2::Digest;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -123,23 +125,42 @@ pub struct Ledger {
 
 pub use ledger_projections::decode::stream_append;
 
+/// An aggregate folded one recorded event at a time, checking that its stream belongs to the
+/// organization and is of the aggregate's type.
+struct Folding<A: Aggregate> {
+    organization_id: Uuid,
+    stream_id: Uuid,
+    state: A::State,
+    version: u64,
+}
+
+impl<A: Aggregate> Folding<A> {
+    fn new(organization_id: Uuid, stream_id: Uuid) -> Self {
+        Folding { organization_id, stream_id, state: A::State::default(), version: 0 }
+    }
+
+    fn push(&mut self, event: &RecordedEvent) -> AppResult<()> {
+        if self.version == 0 && (event.organization_id != self.organization_id || event.stream_type != A::STREAM_TYPE) {
+            return Err(AppError::NotFound(format!("no {} {} in this organization", A::STREAM_TYPE, self.stream_id)));
+        }
+        // Moved into the state: an event's data is never held twice.
+        self.state = A::evolve_owned(std::mem::take(&mut self.state), decode_recorded::<A::Event>(event)?);
+        self.version += 1;
+        Ok(())
+    }
+}
+
 /// Folds one stream's recorded events, checking that it belongs to `organization_id`.
 pub fn fold_stream<A: Aggregate>(
     organization_id: Uuid,
     stream_id: Uuid,
     recorded: &[RecordedEvent],
 ) -> AppResult<(A::State, u64)> {
-    if let Some(first) = recorded.first()
-        && (first.organization_id != organization_id || first.stream_type != A::STREAM_TYPE)
-    {
-        return Err(AppError::NotFound(format!("no {} {stream_id} in this organization", A::STREAM_TYPE)));
-    }
-    // One event at a time, moved into the state: a run's items are never held twice.
-    let mut state = A::State::default();
+    let mut folding = Folding::<A>::new(organization_id, stream_id);
     for event in recorded {
-        state = A::evolve_owned(state, decode_recorded::<A::Event>(event)?);
+        folding.push(event)?;
     }
-    Ok((state, recorded.len() as u64))
+    Ok((folding.state, folding.version))
 }
 
 fn all_projection_names() -> Vec<&'static str> {
@@ -174,9 +195,12 @@ impl Ledger {
     }
 
     /// An aggregate's state and version; a stream of another organization is not found.
+    /// Folded as the events are read, one at a time (a payroll run's stream is its
+    /// calculation's chunks and an event per payment).
     pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> AppResult<(A::State, u64)> {
-        let recorded = self.store.read_stream(stream_id, 1).await?;
-        fold_stream::<A>(organization_id, stream_id, &recorded)
+        let mut folding = Folding::<A>::new(organization_id, stream_id);
+        self.store.each_in_stream(stream_id, 1, |event| folding.push(&event)).await?;
+        Ok((folding.state, folding.version))
     }
 
     /// The stored result when this request repeats an earlier one with the same key.
@@ -202,6 +226,35 @@ impl Ledger {
         };
         let started = Instant::now();
         let result = self.store.append(&request).await;
+        self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.commands.with_label_values(&[if result.is_ok() { "ok" } else { "rejected" }]).inc();
+        result
+    }
+
+    /// Appends one aggregate's events as `events` produces them (a payroll run's
+    /// calculation, streamed: see [`EventStore::append_streamed`]), with the context's
+    /// metadata and idempotency key. `version` is the stream's version the events follow.
+    pub async fn append_streamed<A: Aggregate, S>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        version: u64,
+        events: S,
+    ) -> AppResult<AppendResult>
+    where
+        S: futures_util::Stream<Item = AppResult<ledger_store::NewEvent>>,
+    {
+        let append = StreamedAppend {
+            organization_id: context.organization_id(),
+            stream_type: A::STREAM_TYPE.to_owned(),
+            stream_id,
+            expected_version: ledger_projections::decode::expected_version(version),
+            metadata: context.metadata(),
+            idempotency_key: context.idempotency.as_ref().map(|idempotency| idempotency.key.clone()),
+            fingerprint: context.idempotency.as_ref().map(|idempotency| idempotency.fingerprint.clone()),
+        };
+        let started = Instant::now();
+        let result = self.store.append_streamed(&append, events).await;
         self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.commands.with_label_values(&[if result.is_ok() { "ok" } else { "rejected" }]).inc();
         result

@@ -2,19 +2,19 @@
 //! employees, processing it (paying every item: run, transaction and wallet in one atomic
 //! append per batch), reversing it, withdrawals.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use ledger_core::Aggregate;
 use ledger_core::calendar::PayPeriod;
 use ledger_core::employee::{Employee, EmployeeAggregate};
-use ledger_core::gross_to_net::{ItemInput, PaidPeriod, PayrollItem};
+use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, PayrollItem};
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
 use ledger_core::money::Money;
 use ledger_core::organization::OrganizationAggregate;
 use ledger_core::payroll::{
-    ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus,
+    Calculation, ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus,
 };
 use ledger_core::transaction::{
     Direction, LedgerTransaction, Posting, TransactionAggregate, TransactionCommand, TransactionReference,
@@ -22,8 +22,9 @@ use ledger_core::transaction::{
 };
 use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
 use ledger_projections::Projection;
+use ledger_projections::decode::{decode_recorded, new_event};
 use ledger_projections::projections::{EmployeeProjection, PayrollProjection, WalletProjection};
-use ledger_store::StoreError;
+use ledger_store::{NewEvent, StoreError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
@@ -68,59 +69,127 @@ async fn load_run(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult
     Ok((run, version))
 }
 
-/// The calculation command of a run: the organization's employees employed in the period
-/// at the run's frequency and currency, their payment history, and the organization's rules.
-async fn calculation(ledger: &Ledger, context: &Context, run: &PayrollRun) -> AppResult<PayrollRunCommand> {
-    let organization_id = context.organization_id();
-    // Reads the employee table and the payroll projection's paid earnings.
-    ledger.wait_for_head_of(&[EmployeeProjection.name(), PayrollProjection.name()], LOOKUP_WAIT).await?;
-    let mut read = ledger.tenant_read(organization_id).await?;
-    let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
-    let candidates: Vec<Uuid> = sqlx::query_scalar(
-        "select employee_id from employee.employees where pay_frequency = $1 and currency = $2 and start_date <= $3 order by employee_id",
-    )
-    .bind(frequency.as_str())
-    .bind(run.currency.code())
-    .bind(run.period.end())
-    .fetch_all(&mut *read)
-    .await?;
-    let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
-        "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
-         where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3 order by 1, 2",
-    )
-    .bind(&candidates)
-    .bind(run.id.as_uuid())
-    .bind(run.currency.code())
-    .fetch_all(&mut *read)
-    .await?;
-    read.commit().await?;
-    let mut history: HashMap<Uuid, Vec<PaidPeriod>> = HashMap::new();
-    for (employee_id, start, end, amount) in paid {
-        let period = PayPeriod::new(start, end)?;
-        let earnings = Money::new(amount, run.currency.clone())?;
-        history.entry(employee_id).or_default().push(PaidPeriod { period, earnings });
+/// A run's calculation read and calculated a chunk of employees at a time: the organization's
+/// employees employed in the period at the run's frequency and currency, their payment
+/// history, and the organization's rules. Only the candidates' ids are read up front; a chunk's
+/// employees, history and items are dropped once its event is produced, so a calculation of
+/// any size holds one chunk.
+struct CalculationSource<'a> {
+    ledger: &'a Ledger,
+    organization_id: Uuid,
+    run: &'a PayrollRun,
+    rules: Vec<DeductionRule>,
+    candidates: Vec<Uuid>,
+    next: usize,
+    calculation: Option<Calculation>,
+}
+
+impl<'a> CalculationSource<'a> {
+    async fn prepare(ledger: &'a Ledger, context: &Context, run: &'a PayrollRun) -> AppResult<CalculationSource<'a>> {
+        let organization_id = context.organization_id();
+        // Reads the employee table and the payroll projection's paid earnings.
+        ledger.wait_for_head_of(&[EmployeeProjection.name(), PayrollProjection.name()], LOOKUP_WAIT).await?;
+        let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
+        let organization = organization
+            .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
+        let rules: Vec<DeductionRule> = organization.rules.into_values().collect();
+        let calculation = Calculation::start(run, rules.clone(), context.actor())?;
+        let mut read = ledger.tenant_read(organization_id).await?;
+        let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
+        // In the order a calculation takes them: ascending id (uuid order is byte order in
+        // PostgreSQL and in Rust alike).
+        let candidates: Vec<Uuid> = sqlx::query_scalar(
+            "select employee_id from employee.employees where pay_frequency = $1 and currency = $2 and start_date <= $3 order by employee_id",
+        )
+        .bind(frequency.as_str())
+        .bind(run.currency.code())
+        .bind(run.period.end())
+        .fetch_all(&mut *read)
+        .await?;
+        read.commit().await?;
+        Ok(CalculationSource {
+            ledger,
+            organization_id,
+            run,
+            rules,
+            candidates,
+            next: 0,
+            calculation: Some(calculation),
+        })
     }
-    let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
-    let organization = organization
-        .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
-    let rules: Vec<_> = organization.rules.into_values().collect();
-    // Each employee moves from the loaded states into its input: one copy of the run's
-    // employees in memory, not two.
-    let mut employees = load_many::<EmployeeAggregate>(ledger, organization_id, &candidates).await?;
-    let mut inputs = Vec::with_capacity(candidates.len());
-    for id in &candidates {
-        let Some((Some(employee), _)) = employees.remove(id) else { continue };
-        let input = ItemInput { employee, paid_periods: history.remove(id).unwrap_or_default() };
-        if is_owed(&input, run, &rules) {
-            inputs.push(input);
+
+    /// The inputs of some candidates: those owed pay in the run, with their history.
+    async fn inputs(&self, candidates: &[Uuid]) -> AppResult<Vec<ItemInput>> {
+        let run = self.run;
+        let mut read = self.ledger.tenant_read(self.organization_id).await?;
+        let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
+            "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
+             where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3 order by 1, 2",
+        )
+        .bind(candidates)
+        .bind(run.id.as_uuid())
+        .bind(run.currency.code())
+        .fetch_all(&mut *read)
+        .await?;
+        read.commit().await?;
+        let mut history: HashMap<Uuid, Vec<PaidPeriod>> = HashMap::new();
+        for (employee_id, start, end, amount) in paid {
+            let period = PayPeriod::new(start, end)?;
+            let earnings = Money::new(amount, run.currency.clone())?;
+            history.entry(employee_id).or_default().push(PaidPeriod { period, earnings });
         }
+        let mut employees = load_many::<EmployeeAggregate>(self.ledger, self.organization_id, candidates).await?;
+        let mut inputs = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            let Some((Some(employee), _)) = employees.remove(id) else { continue };
+            let input = ItemInput { employee, paid_periods: history.remove(id).unwrap_or_default() };
+            if is_owed(&input, run, &self.rules) {
+                inputs.push(input);
+            }
+        }
+        Ok(inputs)
     }
-    Ok(PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: context.actor() })
+
+    /// The calculation's next events: the chunks the next candidates fill, then the last
+    /// chunk and the header; `None` when it is done.
+    async fn next_events(&mut self) -> AppResult<Option<Vec<PayrollRunEvent>>> {
+        if self.calculation.is_none() {
+            return Ok(None);
+        }
+        if self.next < self.candidates.len() {
+            let end = (self.next + LOAD_BATCH_STREAMS).min(self.candidates.len());
+            let inputs = self.inputs(&self.candidates[self.next..end]).await?;
+            self.next = end;
+            let calculation = self.calculation.as_mut().expect("checked above");
+            let mut events = Vec::new();
+            for input in &inputs {
+                events.extend(calculation.add(input)?);
+            }
+            return Ok(Some(events));
+        }
+        let calculation = self.calculation.take().expect("checked above");
+        Ok(Some(calculation.finish()?))
+    }
+
+    /// The calculation's events encoded for the append, produced as it asks for them.
+    fn into_events(self) -> impl futures_util::Stream<Item = AppResult<NewEvent>> + Send + 'a {
+        futures_util::stream::try_unfold((self, VecDeque::new()), |(mut source, mut ready)| async move {
+            loop {
+                if let Some(event) = ready.pop_front() {
+                    return Ok(Some((new_event::<PayrollRunEvent>(&event), (source, ready))));
+                }
+                match source.next_events().await? {
+                    Some(events) => ready.extend(events),
+                    None => return Ok(None),
+                }
+            }
+        })
+    }
 }
 
 /// Whether an employee belongs in a run: employed on a day of its period, or owed a
 /// correction for an earlier one.
-fn is_owed(input: &ItemInput, run: &PayrollRun, rules: &[ledger_core::gross_to_net::DeductionRule]) -> bool {
+fn is_owed(input: &ItemInput, run: &PayrollRun, rules: &[DeductionRule]) -> bool {
     let employee: &Employee = &input.employee;
     run.period.each_day().any(|day| employee.employed_on(day))
         || (!input.paid_periods.is_empty()
@@ -128,29 +197,100 @@ fn is_owed(input: &ItemInput, run: &PayrollRun, rules: &[ledger_core::gross_to_n
                 .is_ok())
 }
 
-/// Calculates (or recalculates) a run and records it.
+/// Calculates (or recalculates) a run and records it: its chunks are appended as they are
+/// calculated (one append, streamed), so the run's size does not decide the memory it takes.
 pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<Written> {
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);
     }
-    let (run, version) = load_run(ledger, context, run_id).await?;
-    let command = calculation(ledger, context, &run).await?;
-    ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut (Some(run), version), command).await
+    for attempt in 1..=crate::ledger::COMMAND_ATTEMPTS_MAX {
+        let (run, version) = load_run(ledger, context, run_id).await?;
+        let source = CalculationSource::prepare(ledger, context, &run).await?;
+        match ledger.append_streamed::<PayrollRunAggregate, _>(context, run_id, version, source.into_events()).await {
+            Ok(result) => return Ok(result.into()),
+            // Another writer changed the run first (the version is checked before anything is
+            // calculated): calculate again from the run as it is now.
+            Err(AppError::Conflict { code: "version_conflict", .. })
+                if attempt < crate::ledger::COMMAND_ATTEMPTS_MAX =>
+            {
+                continue;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// What a calculation would give, without recording it.
 pub async fn preview(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<Vec<PayrollItem>> {
     let (run, _) = load_run(ledger, context, run_id).await?;
-    let command = calculation(ledger, context, &run).await?;
-    let events = PayrollRunAggregate::decide(&Some(run), command)?;
-    Ok(events
-        .into_iter()
-        .flat_map(|event| match event {
-            PayrollRunEvent::PayrollItemsCalculated { items, .. }
-            | PayrollRunEvent::PayrollRunCalculated { items, .. } => items,
-            _ => Vec::new(),
-        })
-        .collect())
+    let mut source = CalculationSource::prepare(ledger, context, &run).await?;
+    let mut items = Vec::new();
+    while let Some(events) = source.next_events().await? {
+        for event in events {
+            if let PayrollRunEvent::PayrollItemsCalculated { items: chunk, .. } = event {
+                items.extend(chunk);
+            }
+        }
+    }
+    Ok(items)
+}
+
+/// The whole items of a run, read back from the calculation events that record them: a
+/// payment needs an item's lines, which the run does not keep. Holds the events of the last
+/// items asked for (a payment batch's items are in one or two chunks, and the next batch
+/// starts where the last one ended).
+#[derive(Debug, Default)]
+pub struct RecordedItems {
+    events: Vec<(u64, HashMap<EmployeeId, PayrollItem>)>,
+}
+
+impl RecordedItems {
+    /// Reads the events that record `employees`' items of `run` (those not held already).
+    pub async fn load(&mut self, ledger: &Ledger, run: &PayrollRun, employees: &[EmployeeId]) -> AppResult<()> {
+        let mut versions: Vec<u64> = employees
+            .iter()
+            .filter_map(|employee| run.items.get(employee))
+            .map(|item| item.recorded_at_version)
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        self.events.retain(|(version, _)| versions.binary_search(version).is_ok());
+        versions.retain(|version| !self.events.iter().any(|(held, _)| held == version));
+        if versions.is_empty() {
+            return Ok(());
+        }
+        for recorded in ledger.store().read_stream_versions(run.id.as_uuid(), &versions).await? {
+            let items = match decode_recorded::<PayrollRunEvent>(&recorded)? {
+                PayrollRunEvent::PayrollItemsCalculated { items, .. }
+                | PayrollRunEvent::PayrollRunCalculated { items, .. } => items,
+                other => {
+                    return Err(AppError::internal(format!(
+                        "version {} of run {} records no items but {other:?}",
+                        recorded.stream_version, run.id
+                    )));
+                }
+            };
+            self.events
+                .push((recorded.stream_version, items.into_iter().map(|item| (item.employee_id, item)).collect()));
+        }
+        Ok(())
+    }
+
+    /// An item [`RecordedItems::load`] read.
+    pub fn get(&self, run: &PayrollRun, employee: EmployeeId) -> AppResult<&PayrollItem> {
+        let version = run.items.get(&employee).map(|item| item.recorded_at_version);
+        self.events
+            .iter()
+            .filter(|(held, _)| Some(*held) == version)
+            .find_map(|(_, items)| items.get(&employee))
+            .ok_or_else(|| {
+                AppError::internal(format!(
+                    "the item of employee {employee} in run {} was not read (version {version:?})",
+                    run.id
+                ))
+            })
+    }
 }
 
 /// The outcome of processing a run.
@@ -226,8 +366,10 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
                 .collect();
             let wallets = wallets_of(ledger, context, run, &pending).await?;
             tracing::debug!(since_start_ms = started.elapsed().as_millis() as u64, "processing: wallets looked up");
+            let mut items = RecordedItems::default();
             for batch in pending.chunks(ledger.pay_batch_items()) {
-                let (paid, failed, written) = pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets).await?;
+                let (paid, failed, written) =
+                    pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets, &mut items).await?;
                 paid_now += paid;
                 failed_now += failed;
                 position = position.max(written);
@@ -277,6 +419,7 @@ async fn pay_batch(
     loaded: &mut (Option<PayrollRun>, u64),
     batch: &[Uuid],
     wallets: &HashMap<Uuid, Uuid>,
+    items: &mut RecordedItems,
 ) -> AppResult<(u64, u64, i64)> {
     let organization_id = context.organization_id();
     for attempt in 1..=BATCH_ATTEMPTS_MAX {
@@ -292,16 +435,18 @@ async fn pay_batch(
         let started = std::time::Instant::now();
         let wallet_ids: Vec<Uuid> = batch.iter().filter_map(|employee| wallets.get(employee).copied()).collect();
         let wallet_states = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
+        let employees: Vec<EmployeeId> = batch.iter().map(|employee| EmployeeId::from_uuid(*employee)).collect();
+        items.load(ledger, &run, &employees).await?;
         let mut state = Some(run);
         let mut run_events = Vec::new();
         let mut streams = Vec::new();
         let (mut paid, mut failed) = (0, 0);
         for employee in batch {
             let run = state.as_ref().expect("the run exists");
-            let item = &run.items[&EmployeeId::from_uuid(*employee)];
-            if item.status != ItemStatus::Pending {
+            if run.items[&EmployeeId::from_uuid(*employee)].status != ItemStatus::Pending {
                 continue;
             }
+            let item = items.get(run, EmployeeId::from_uuid(*employee))?;
             let wallet =
                 wallets.get(employee).and_then(|wallet| wallet_states.get(wallet).map(|state| (*wallet, state)));
             let (command, mut payment) = match wallet {
@@ -310,7 +455,7 @@ async fn pay_batch(
                     let payment = payment_streams(
                         organization_id,
                         run_id,
-                        &item.item,
+                        item,
                         WalletId::from_uuid(wallet_id),
                         wallet,
                         *version,
@@ -414,11 +559,11 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
     let (run, run_version) = load_run(ledger, context, run_id).await?;
     let run_events =
         PayrollRunAggregate::decide(&Some(run.clone()), PayrollRunCommand::Reverse { reason, actor: context.actor() })?;
-    let paid: Vec<(EmployeeId, TransactionId, &Money)> = run
+    let paid: Vec<(EmployeeId, TransactionId, Money)> = run
         .items
-        .values()
-        .filter_map(|item| match item.status {
-            ItemStatus::Paid { transaction_id } => Some((item.item.employee_id, transaction_id, &item.item.net)),
+        .iter()
+        .filter_map(|(employee, item)| match item.status {
+            ItemStatus::Paid { transaction_id } => Some((*employee, transaction_id, run.money(item.net))),
             _ => None,
         })
         .collect();
@@ -434,7 +579,7 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
                 .iter()
                 .find_map(|posting| posting.account.strip_prefix("wallet:"))
                 .and_then(|id| id.parse::<Uuid>().ok());
-            Some((*employee, transaction, wallet, *net))
+            Some((*employee, transaction, wallet, net))
         })
         .collect();
     let wallet_ids: Vec<Uuid> = payments.iter().filter_map(|(_, _, wallet, _)| *wallet).collect();
@@ -457,7 +602,7 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
             && let Some((Some(wallet_state), version)) = wallets.get(&wallet_id)
         {
             // Take back what the wallet still holds of the net; the rest is owed outside.
-            let take_back = net.clone().min(wallet_state.balance.clone())?;
+            let take_back = (*net).clone().min(wallet_state.balance.clone())?;
             if take_back.is_positive() {
                 let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
                 let events = WalletAggregate::decide(&Some(wallet_state.clone()), debit)?;

@@ -7,11 +7,11 @@ use chrono::NaiveDate;
 use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::{Employee, EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
-use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, RuleCalculation, RuleParty};
+use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, PayrollItem, RuleCalculation, RuleParty};
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
-use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind};
 use ledger_core::transaction::{
     TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings, reversed_postings,
     wallet_account,
@@ -59,6 +59,21 @@ pub fn usd_cents(cents: i64) -> Money {
 }
 
 /// The events of a stream, decoded, and its version.
+/// A run's items as its calculation events record them (the run keeps only their amounts).
+async fn calculated_items(store: &EventStore, run: Uuid) -> HashMap<EmployeeId, PayrollItem> {
+    let events: Vec<PayrollRunEvent> = decode_stream(&store.read_stream(run, 1).await.unwrap()).unwrap();
+    let mut items = HashMap::new();
+    for event in events {
+        if let PayrollRunEvent::PayrollItemsCalculated { chunk, items: chunk_items } = event {
+            if chunk == 0 {
+                items.clear();
+            }
+            items.extend(chunk_items.into_iter().map(|item| (item.employee_id, item)));
+        }
+    }
+    items
+}
+
 pub async fn load<A: Aggregate>(store: &EventStore, stream_id: Uuid) -> (A::State, u64) {
     let recorded = store.read_stream(stream_id, 1).await.unwrap();
     let events: Vec<A::Event> = decode_stream(&recorded).unwrap();
@@ -233,7 +248,9 @@ impl Payroll {
         )
         .await;
         let (state, _) = load::<PayrollRunAggregate>(&store, run.as_uuid()).await;
+        let items = calculated_items(&store, run.as_uuid()).await;
         for (employee, run_item) in state.unwrap().items {
+            let item = &items[&employee];
             if run_item.status != ItemStatus::Pending {
                 continue;
             }
@@ -245,7 +262,7 @@ impl Payroll {
                     continue;
                 }
             }
-            let transaction = self.pay(run, employee, &run_item.item).await;
+            let transaction = self.pay(run, employee, item).await;
             if dice.chance(5) {
                 // The rail rejected the payment, or it was voided: out of the balances again.
                 let cancel = if dice.chance(50) {
@@ -261,8 +278,7 @@ impl Payroll {
                 };
                 execute::<TransactionAggregate>(&store, self.organization, transaction.as_uuid(), settle).await;
             }
-            let mut earned: Vec<PaidPeriod> = run_item
-                .item
+            let mut earned: Vec<PaidPeriod> = item
                 .earnings
                 .iter()
                 .map(|line| PaidPeriod {
@@ -331,7 +347,8 @@ impl Payroll {
         let (state, _) = load::<PayrollRunAggregate>(&store, run.as_uuid()).await;
         let state = state.unwrap();
         let organization = OrganizationId::from_uuid(self.organization);
-        for (employee, run_item) in state.items {
+        for (employee, run_item) in &state.items {
+            let employee = *employee;
             let ItemStatus::Paid { transaction_id } = run_item.status else { continue };
             let (original, _) = load::<TransactionAggregate>(&store, transaction_id.as_uuid()).await;
             let reversal = TransactionId::from_uuid(Uuid::new_v4());
@@ -351,7 +368,7 @@ impl Payroll {
                 .await,
             ];
             let (wallet_state, _) = load::<WalletAggregate>(&store, wallet.as_uuid()).await;
-            let take_back = run_item.item.net.clone().min(wallet_state.unwrap().balance).unwrap();
+            let take_back = state.money(run_item.net).min(wallet_state.unwrap().balance).unwrap();
             if take_back.is_positive() {
                 let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
                 streams.push(decided::<WalletAggregate>(&store, self.organization, wallet.as_uuid(), debit).await);

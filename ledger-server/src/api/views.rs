@@ -35,8 +35,22 @@ pub fn wallet(wallet: &Wallet) -> Value {
 }
 
 pub fn payroll_run(run: &PayrollRun) -> Value {
-    let items: Vec<Value> =
-        run.items.values().map(|item| json!({ "item": item.item, "status": item.status })).collect();
+    // What the run keeps of each item: its amounts (in the run's currency) and status. The
+    // lines are in the run's calculation events and in `GET /v1/payroll-runs/{id}/items`.
+    let items: Vec<Value> = run
+        .items
+        .iter()
+        .map(|(employee_id, item)| {
+            json!({
+                "employee_id": employee_id,
+                "gross": item.gross,
+                "deductions": item.deductions,
+                "contributions": item.contributions,
+                "net": item.net,
+                "status": item.status,
+            })
+        })
+        .collect();
     json!({
         "payroll_run_id": run.id,
         "organization_id": run.organization_id,

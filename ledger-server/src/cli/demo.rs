@@ -324,20 +324,25 @@ impl Demo {
         let totals = &run.totals;
         let held: Vec<(EmployeeId, String)> = run
             .items
-            .values()
-            .filter_map(|item| match &item.status {
-                ItemStatus::Held { hold } => Some((item.item.employee_id, hold.to_string())),
+            .iter()
+            .filter_map(|(employee, item)| match &item.status {
+                ItemStatus::Held { hold } => Some((*employee, hold.to_string())),
                 _ => None,
             })
             .collect();
         let paid = run.items.values().filter(|item| matches!(item.status, ItemStatus::Paid { .. })).count();
-        let retro = run
-            .items
-            .values()
-            .flat_map(|item| item.item.earnings.iter().map(move |line| (item.item.employee_id, line)))
-            .filter(|(_, line)| matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }))
-            .map(|(employee, line)| format!("{employee}: {}", line.amount))
-            .collect::<Vec<_>>();
+        // The lines of the items are in the run's calculation events.
+        let employees: Vec<EmployeeId> = run.items.keys().copied().collect();
+        let mut items = ledger_server::payroll::RecordedItems::default();
+        items.load(&self.ledger, &run, &employees).await?;
+        let mut retro = Vec::new();
+        for employee in &employees {
+            for line in &items.get(&run, *employee)?.earnings {
+                if matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }) {
+                    retro.push(format!("{employee}: {}", line.amount));
+                }
+            }
+        }
         let biweekly = (0..self.employees).filter(|n| staff_member(*n).1 == PayFrequency::Biweekly).count();
         let lags = ledger_projections::lag(self.ledger.store()).await?;
         let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;

@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod large_run;
 mod tenancy;
 
 use ledger_server::keys::{self, Role};

@@ -1,0 +1,166 @@
+//! A run of several calculation chunks through the server: the calculation is streamed into
+//! one append and the payments read the items back from its chunks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use ledger_core::Aggregate;
+use ledger_core::calendar::PayFrequency;
+use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
+use ledger_core::ids::{EmployeeId, OrganizationId, WalletId};
+use ledger_core::money::{Currency, Money};
+use ledger_core::payroll::CALCULATION_CHUNK_ITEMS;
+use ledger_core::wallet::{WalletAggregate, WalletCommand};
+use ledger_server::ledger::{Context, Ledger, stream_append};
+use ledger_server::metrics::Metrics;
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::World;
+
+const EMPLOYEES: usize = 2 * CALCULATION_CHUNK_ITEMS + 100;
+
+/// `count` monthly employees (KYC approved, each with a USD wallet), hired in bulk appends.
+async fn staff(ledger: &Ledger, organization: Uuid, count: usize) {
+    let context = Context::system(organization, "hr");
+    let numbers: Vec<usize> = (0..count).collect();
+    for chunk in numbers.chunks(700) {
+        let mut streams = Vec::new();
+        for n in chunk {
+            let (employee, wallet) = (Uuid::new_v4(), Uuid::new_v4());
+            let cents = 250_000 + (*n as i64 % 97) * 1_001;
+            let hire = EmployeeCommand::Hire {
+                employee_id: EmployeeId::from_uuid(employee),
+                organization_id: OrganizationId::from_uuid(organization),
+                personal: PersonalData { full_name: format!("Employee {n}"), email: None, address: None },
+                position: "Clerk".to_owned(),
+                department: "Operations".to_owned(),
+                rate: PayRate {
+                    amount: Money::new(Decimal::new(cents, 2), Currency::usd()).unwrap(),
+                    basis: PayBasis::Monthly,
+                },
+                pay_frequency: PayFrequency::Monthly,
+                start_date: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
+            };
+            let mut events = EmployeeAggregate::decide(&None, hire).unwrap();
+            let hired = EmployeeAggregate::fold(&events);
+            let approve = EmployeeCommand::ChangeKycStatus { status: KycStatus::Approved, note: None };
+            events.extend(EmployeeAggregate::decide(&hired, approve).unwrap());
+            let open = WalletCommand::Open {
+                wallet_id: WalletId::from_uuid(wallet),
+                organization_id: OrganizationId::from_uuid(organization),
+                employee_id: EmployeeId::from_uuid(employee),
+                public_key: format!("key{n}"),
+                currency: Currency::usd(),
+            };
+            streams.push(stream_append::<EmployeeAggregate>(organization, employee, 0, &events));
+            let opened = WalletAggregate::decide(&None, open).unwrap();
+            streams.push(stream_append::<WalletAggregate>(organization, wallet, 0, &opened));
+        }
+        ledger.append(&context, streams, false).await.unwrap();
+    }
+}
+
+/// Whether a COPY into the log is running in some session.
+async fn copying(world: &World) -> bool {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_stat_activity where state = 'active' and query ilike 'copy ledger.events%')",
+    )
+    .fetch_one(&world.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_and_retries_and_pays_exactly() {
+    let world = World::new().await;
+    world.register().await;
+    let ledger = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    staff(&ledger, world.organization, EMPLOYEES).await;
+    let body = json!({ "period": { "start": "2026-01-01", "end": "2026-01-31" } });
+    let created = world.ok(Method::POST, "/v1/payroll-runs", &world.processor, Some(body)).await;
+    let run = created["payroll_run_id"].as_str().unwrap().to_owned();
+    let run_id: Uuid = run.parse().unwrap();
+    let calculate = format!("/v1/payroll-runs/{run}/calculate");
+
+    // Killed while its chunks are being copied: nothing of it is written.
+    let task = {
+        let (ledger, context) = (ledger.clone(), Context::system(world.organization, "processor-1"));
+        tokio::spawn(async move { ledger_server::payroll::calculate(&ledger, &context, run_id).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !copying(&world).await {
+        assert!(Instant::now() < deadline && !task.is_finished(), "the calculation's copy was never seen running");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!task.is_finished(), "the kill came in the middle");
+    task.abort();
+    let _ = task.await;
+    assert_eq!(world.count_of("PayrollItemsCalculated").await, 0);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, 0);
+
+    // Two processors calculating at once: both calculations are recorded whole, one after
+    // the other (the second waited for the run's lock, found it changed and calculated again).
+    let racing: Vec<_> = [world.processor.clone(), world.third_processor.clone()]
+        .into_iter()
+        .map(|key| {
+            let (client, url) = (world.client.clone(), world.url(&calculate));
+            tokio::spawn(async move { client.post(url).bearer_auth(key).send().await.unwrap().status() })
+        })
+        .collect();
+    for calculation in racing {
+        let status = calculation.await.unwrap();
+        assert!(status.is_success(), "{status}");
+    }
+    let chunks = EMPLOYEES.div_ceil(CALCULATION_CHUNK_ITEMS) as i64;
+    assert_eq!(world.count_of("PayrollItemsCalculated").await, 2 * chunks);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, 2);
+
+    // The same request twice under one key: recorded once.
+    let (first, _) = world.call(Method::POST, &calculate, &world.processor, None, Some("recalculate")).await;
+    let (again, replayed) = world.call(Method::POST, &calculate, &world.processor, None, Some("recalculate")).await;
+    assert!(first.is_success() && again.is_success(), "{first} {again}");
+    assert_eq!(replayed["replayed"].as_bool(), Some(true), "{replayed}");
+    assert_eq!(world.count_of("PayrollItemsCalculated").await, 3 * chunks);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, 3);
+    let verified = ledger.store().verify_all().await.unwrap();
+    assert!(verified.is_intact(), "{verified:?}");
+
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    let processed = world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    assert_eq!(processed["report"]["paid"].as_u64(), Some(EMPLOYEES as u64), "{processed}");
+
+    // Each payment was made from its own item's lines: the wallets hold the run's net, the
+    // tax account its deductions, and the funding account paid its employer cost.
+    ledger.wait_for_head(Duration::from_secs(120)).await.unwrap();
+    let totals: (i64, Decimal, Decimal, Decimal) = sqlx::query_as(
+        "select item_count, net, deductions, employer_cost from payroll.payroll_runs where payroll_run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(&world.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(totals.0, EMPLOYEES as i64);
+    let wallets: Decimal = sqlx::query_scalar("select sum(balance) from wallet.wallets where organization_id = $1")
+        .bind(world.organization)
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap();
+    let balance = |account: String| {
+        let pool = world.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Decimal>("select balance from transaction.account_balances where account = $1")
+                .bind(account)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(wallets, totals.1);
+    assert_eq!(balance(format!("liability:{}:tax", world.organization)).await, totals.2);
+    assert_eq!(balance(format!("funding:{}", world.organization)).await, -totals.3);
+    world.stop().await;
+}
