@@ -127,8 +127,11 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
             // Small runs are repeated like the other figures; a large one is run once.
             let repeat = if *employees <= PAYROLL_REPEAT_EMPLOYEES_MAX { args.repeat.min(3) } else { 1 };
             let mut samples: Vec<(&'static str, Vec<f64>)> = Vec::new();
+            let mut peaks = Vec::new();
             for _ in 0..repeat {
-                for (index, (phase, seconds)) in payroll_end_to_end(&pool, *employees).await?.into_iter().enumerate() {
+                let (phases, peak) = payroll_end_to_end(&pool, *employees).await?;
+                peaks.extend(peak);
+                for (index, (phase, seconds)) in phases.into_iter().enumerate() {
                     match samples.get_mut(index) {
                         Some((_, phase_samples)) => phase_samples.push(seconds),
                         None => samples.push((phase, vec![seconds])),
@@ -137,6 +140,9 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
             }
             for (phase, phase_samples) in samples {
                 report.add(Figure::of(format!("payroll run {employees} employees: {phase}"), "s", phase_samples));
+            }
+            if !peaks.is_empty() {
+                report.add(Figure::of(format!("payroll run {employees} employees: peak RSS of the process"), "MB", peaks));
             }
         }
     }
@@ -404,8 +410,26 @@ async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
 /// Payroll runs up to this size are repeated (at most 3 times) for a median.
 const PAYROLL_REPEAT_EMPLOYEES_MAX: usize = 20_000;
 
-/// One payroll run end to end: the seconds of each phase, then the total.
-async fn payroll_end_to_end(pool: &PgPool, employees: usize) -> anyhow::Result<Vec<(&'static str, f64)>> {
+/// Starts measuring the process's peak resident memory afresh (Linux: the peak becomes the
+/// current RSS). False where that is not possible.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident memory since the last reset, in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes / 1024.0)
+}
+
+/// One payroll run end to end: the seconds of each phase, then the total; and the process's
+/// peak memory during the run (projectors included, the hiring before it not).
+async fn payroll_end_to_end(
+    pool: &PgPool,
+    employees: usize,
+) -> anyhow::Result<(Vec<(&'static str, f64)>, Option<f64>)> {
     let ledger = super::ledger_over(pool.clone()).with_pay_batch_items(1_000);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let projectors = ledger_server::server::start_projectors(
@@ -416,6 +440,7 @@ async fn payroll_end_to_end(pool: &PgPool, employees: usize) -> anyhow::Result<V
     );
     let context = staff(&ledger, employees).await?;
     ledger.wait_for_head(Duration::from_secs(3_600)).await?;
+    let measures_memory = reset_peak_rss();
     let approver = Context::system(context.organization_id(), "bench:approver");
     let run = Uuid::new_v4();
     let mut phases: Vec<(&str, f64)> = Vec::new();
@@ -453,11 +478,12 @@ async fn payroll_end_to_end(pool: &PgPool, employees: usize) -> anyhow::Result<V
     ledger.wait_for_head(Duration::from_secs(3_600)).await?;
     phase("projections caught up", &mut mark);
     phases.push(("total", started.elapsed().as_secs_f64()));
+    let peak = measures_memory.then(peak_rss_mb).flatten();
     stop.send(true)?;
     for projector in projectors {
         projector.await??;
     }
-    Ok(phases)
+    Ok((phases, peak))
 }
 
 async fn projection_throughput(pool: &PgPool, report: &mut Report) -> anyhow::Result<()> {
