@@ -17,7 +17,7 @@ use crate::error::DomainError;
 pub trait Aggregate {
     /// The persisted stream type name, e.g. `employee`.
     const STREAM_TYPE: &'static str;
-    type State: Default + Clone + std::fmt::Debug;
+    type State: Default + Clone + std::fmt::Debug + Send + Sync + 'static;
     type Command;
     type Event: DomainEvent;
 

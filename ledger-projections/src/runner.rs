@@ -82,7 +82,7 @@ pub(crate) async fn apply_batch(
 
 /// The payload text at which a batch ends: ordinary events fill a batch by count long
 /// before, a run's calculation chunks (700 KB of text and 1,000 decoded items each) by bytes.
-pub const BATCH_PAYLOAD_BYTES_MAX: usize = 16 << 20;
+pub const BATCH_PAYLOAD_BYTES_MAX: usize = 4 << 20;
 
 /// The next events after `after` for `projection`, with the payloads it reads, within
 /// [`BATCH_PAYLOAD_BYTES_MAX`].

@@ -394,6 +394,7 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
         }
         None => unreachable!("the run exists"),
     }
+    ledger.remember::<PayrollRunAggregate>(context.organization_id(), run_id, &loaded);
     let run = loaded.0.expect("the run exists");
     Ok(ProcessReport {
         status: run.status,

@@ -142,7 +142,11 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
                 report.add(Figure::of(format!("payroll run {employees} employees: {phase}"), "s", phase_samples));
             }
             if !peaks.is_empty() {
-                report.add(Figure::of(format!("payroll run {employees} employees: peak RSS of the process"), "MB", peaks));
+                report.add(Figure::of(
+                    format!("payroll run {employees} employees: peak RSS of the process"),
+                    "MB",
+                    peaks,
+                ));
             }
         }
     }

@@ -10,7 +10,7 @@ use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
 use ledger_core::ids::{EmployeeId, OrganizationId, WalletId};
 use ledger_core::money::{Currency, Money};
-use ledger_core::payroll::CALCULATION_CHUNK_ITEMS;
+use ledger_core::payroll::{CALCULATION_CHUNK_ITEMS, PayrollRunAggregate, RunStatus};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use ledger_server::ledger::{Context, Ledger, stream_append};
 use ledger_server::metrics::Metrics;
@@ -160,6 +160,18 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
         }
     };
     assert_eq!(wallets, totals.1);
+
+    // `ledger` cached the run when it loaded it to calculate (at version 1): folded on from
+    // there over everything the server wrote since, it is the run a fresh fold gives.
+    let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    let folded_on = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
+    let from_scratch = fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
+    assert_eq!(folded_on.1, from_scratch.1);
+    assert_eq!(folded_on.0, from_scratch.0);
+    assert_eq!(folded_on.0.as_ref().unwrap().status, RunStatus::Completed);
+    // Cached or not, the run is another organization's nothing.
+    let foreign = ledger.load::<PayrollRunAggregate>(world.other_organization, run_id).await;
+    assert!(matches!(foreign, Err(ledger_server::error::AppError::NotFound(_))), "{foreign:?}");
     assert_eq!(balance(format!("liability:{}:tax", world.organization)).await, totals.2);
     assert_eq!(balance(format!("funding:{}", world.organization)).await, -totals.3);
     world.stop().await;
