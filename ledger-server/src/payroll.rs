@@ -73,11 +73,12 @@ async fn load_run(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult
 /// employees employed in the period at the run's frequency and currency, their payment
 /// history, and the organization's rules. Only the candidates' ids are read up front; a chunk's
 /// employees, history and items are dropped once its event is produced, so a calculation of
-/// any size holds one chunk.
+/// any size holds one chunk. The run (and its version) is folded on as the events are
+/// produced, so that the state after the calculation needs no reload.
 struct CalculationSource<'a> {
     ledger: &'a Ledger,
     organization_id: Uuid,
-    run: &'a PayrollRun,
+    run: &'a mut (Option<PayrollRun>, u64),
     rules: Vec<DeductionRule>,
     candidates: Vec<Uuid>,
     next: usize,
@@ -85,8 +86,13 @@ struct CalculationSource<'a> {
 }
 
 impl<'a> CalculationSource<'a> {
-    async fn prepare(ledger: &'a Ledger, context: &Context, run: &'a PayrollRun) -> AppResult<CalculationSource<'a>> {
+    async fn prepare(
+        ledger: &'a Ledger,
+        context: &Context,
+        loaded: &'a mut (Option<PayrollRun>, u64),
+    ) -> AppResult<CalculationSource<'a>> {
         let organization_id = context.organization_id();
+        let run = loaded.0.as_ref().expect("a loaded run exists");
         // Reads the employee table and the payroll projection's paid earnings.
         ledger.wait_for_head_of(&[EmployeeProjection.name(), PayrollProjection.name()], LOOKUP_WAIT).await?;
         let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
@@ -110,7 +116,7 @@ impl<'a> CalculationSource<'a> {
         Ok(CalculationSource {
             ledger,
             organization_id,
-            run,
+            run: loaded,
             rules,
             candidates,
             next: 0,
@@ -119,8 +125,12 @@ impl<'a> CalculationSource<'a> {
     }
 
     /// The inputs of some candidates: those owed pay in the run, with their history.
+    fn run(&self) -> &PayrollRun {
+        self.run.0.as_ref().expect("a loaded run exists")
+    }
+
     async fn inputs(&self, candidates: &[Uuid]) -> AppResult<Vec<ItemInput>> {
-        let run = self.run;
+        let run = self.run();
         let mut read = self.ledger.tenant_read(self.organization_id).await?;
         let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
             "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
@@ -176,7 +186,11 @@ impl<'a> CalculationSource<'a> {
         futures_util::stream::try_unfold((self, VecDeque::new()), |(mut source, mut ready)| async move {
             loop {
                 if let Some(event) = ready.pop_front() {
-                    return Ok(Some((new_event::<PayrollRunEvent>(&event), (source, ready))));
+                    let encoded = new_event::<PayrollRunEvent>(&event);
+                    let run = &mut source.run;
+                    run.0 = PayrollRunAggregate::evolve_owned(run.0.take(), event);
+                    run.1 += 1;
+                    return Ok(Some((encoded, (source, ready))));
                 }
                 match source.next_events().await? {
                     Some(events) => ready.extend(events),
@@ -205,9 +219,16 @@ pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppR
     }
     for attempt in 1..=crate::ledger::COMMAND_ATTEMPTS_MAX {
         let (run, version) = load_run(ledger, context, run_id).await?;
-        let source = CalculationSource::prepare(ledger, context, &run).await?;
+        let mut loaded = (Some(run), version);
+        let source = CalculationSource::prepare(ledger, context, &mut loaded).await?;
         match ledger.append_streamed::<PayrollRunAggregate, _>(context, run_id, version, source.into_events()).await {
-            Ok(result) => return Ok(result.into()),
+            Ok(result) => {
+                // The run as calculated, for whoever loads it next (the approval).
+                if !result.replayed && result.streams.first().map(|head| head.version) == Some(loaded.1) {
+                    ledger.remember::<PayrollRunAggregate>(context.organization_id(), run_id, &loaded);
+                }
+                return Ok(result.into());
+            }
             // Another writer changed the run first (the version is checked before anything is
             // calculated): calculate again from the run as it is now.
             Err(AppError::Conflict { code: "version_conflict", .. })
@@ -223,8 +244,9 @@ pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppR
 
 /// What a calculation would give, without recording it.
 pub async fn preview(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppResult<Vec<PayrollItem>> {
-    let (run, _) = load_run(ledger, context, run_id).await?;
-    let mut source = CalculationSource::prepare(ledger, context, &run).await?;
+    let (run, version) = load_run(ledger, context, run_id).await?;
+    let mut loaded = (Some(run), version);
+    let mut source = CalculationSource::prepare(ledger, context, &mut loaded).await?;
     let mut items = Vec::new();
     while let Some(events) = source.next_events().await? {
         for event in events {

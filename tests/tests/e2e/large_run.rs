@@ -126,6 +126,15 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     assert_eq!(replayed["replayed"].as_bool(), Some(true), "{replayed}");
     assert_eq!(world.count_of("PayrollItemsCalculated").await, 3 * chunks);
     assert_eq!(world.count_of("PayrollRunCalculated").await, 3);
+    // A calculation keeps the run it folded as it wrote: loaded next, it is the run a fresh
+    // fold of the log gives.
+    let calculator = Context::system(world.organization, "processor-9");
+    ledger_server::payroll::calculate(&ledger, &calculator, run_id).await.unwrap();
+    let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    let remembered = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
+    assert_eq!(remembered, fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap());
+    assert_eq!(remembered.0.as_ref().unwrap().calculated_by.as_deref(), Some("processor-9"));
+    assert_eq!(world.count_of("PayrollRunCalculated").await, 4);
     let verified = ledger.store().verify_all().await.unwrap();
     assert!(verified.is_intact(), "{verified:?}");
 
@@ -161,8 +170,8 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     };
     assert_eq!(wallets, totals.1);
 
-    // `ledger` cached the run when it loaded it to calculate (at version 1): folded on from
-    // there over everything the server wrote since, it is the run a fresh fold gives.
+    // `ledger` keeps the run as it calculated it: folded on from there over everything the
+    // server wrote since, it is the run a fresh fold gives.
     let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
     let folded_on = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
     let from_scratch = fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
