@@ -389,9 +389,13 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
             let wallets = wallets_of(ledger, context, run, &pending).await?;
             tracing::debug!(since_start_ms = started.elapsed().as_millis() as u64, "processing: wallets looked up");
             let mut items = RecordedItems::default();
-            for batch in pending.chunks(ledger.pay_batch_items()) {
-                let (paid, failed, written) =
-                    pay_batch(ledger, context, run_id, &mut loaded, batch, &wallets, &mut items).await?;
+            let batches: Vec<&[Uuid]> = pending.chunks(ledger.pay_batch_items()).collect();
+            let mut read_ahead = None;
+            for (index, batch) in batches.iter().enumerate() {
+                let batch = Batch { employees: batch, next: batches.get(index + 1).copied(), wallets: &wallets };
+                let (paid, failed, written, next_wallets) =
+                    pay_batch(ledger, context, run_id, &mut loaded, batch, &mut items, read_ahead.take()).await?;
+                read_ahead = next_wallets;
                 paid_now += paid;
                 failed_now += failed;
                 position = position.max(written);
@@ -429,8 +433,52 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> AppRes
     })
 }
 
+/// One payment batch: its employees, the next batch's (read while this one is appended) and
+/// every employee's wallet.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    employees: &'a [Uuid],
+    next: Option<&'a [Uuid]>,
+    wallets: &'a HashMap<Uuid, Uuid>,
+}
+
+type WalletStates = HashMap<Uuid, (Option<Wallet>, u64)>;
+
+impl Batch<'_> {
+    fn wallet_ids(&self, employees: &[Uuid]) -> Vec<Uuid> {
+        employees.iter().filter_map(|employee| self.wallets.get(employee).copied()).collect()
+    }
+}
+
+/// Reads what the next batch needs (its items' calculation chunks, its wallets) while this
+/// batch is appended: the append waits on PostgreSQL, the reads need not wait for it. The
+/// wallets read ahead are only a first guess (the append checks their versions); a failed
+/// read is left to the next batch to make again.
+async fn read_ahead(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    run: &PayrollRun,
+    batch: Batch<'_>,
+    items: &mut RecordedItems,
+) -> Option<WalletStates> {
+    let next = batch.next?;
+    let employees: Vec<EmployeeId> = next.iter().map(|employee| EmployeeId::from_uuid(*employee)).collect();
+    let read = async {
+        items.load(ledger, run, &employees).await?;
+        load_many::<WalletAggregate>(ledger, organization_id, &batch.wallet_ids(next)).await
+    };
+    match read.await {
+        Ok(wallets) => Some(wallets),
+        Err(error) => {
+            tracing::debug!(%error, "reading the next payment batch ahead failed; it reads again");
+            None
+        }
+    }
+}
+
 /// Pays the still-pending items of `batch` in one append; on a conflict with another
-/// processor, reloads and tries again (items it paid meanwhile are skipped).
+/// processor, reloads and tries again (items it paid meanwhile are skipped). Returns the
+/// next batch's wallets, read while this one was appended.
 ///
 /// `loaded` is the run and its version as this processor last wrote it, kept current; the
 /// run is moved out for the batch rather than copied (a run of many items is large), and
@@ -440,11 +488,12 @@ async fn pay_batch(
     context: &Context,
     run_id: Uuid,
     loaded: &mut (Option<PayrollRun>, u64),
-    batch: &[Uuid],
-    wallets: &HashMap<Uuid, Uuid>,
+    batch: Batch<'_>,
     items: &mut RecordedItems,
-) -> AppResult<(u64, u64, i64)> {
+    mut read_ahead_wallets: Option<WalletStates>,
+) -> AppResult<(u64, u64, i64, Option<WalletStates>)> {
     let organization_id = context.organization_id();
+    let wallets = batch.wallets;
     for attempt in 1..=BATCH_ATTEMPTS_MAX {
         if attempt > 1 {
             *loaded = ledger.load::<PayrollRunAggregate>(organization_id, run_id).await?;
@@ -453,18 +502,21 @@ async fn pay_batch(
         let run = loaded.0.take().ok_or_else(|| AppError::NotFound(format!("no payroll run {run_id}")))?;
         if run.status != RunStatus::Processing {
             loaded.0 = Some(run);
-            return Ok((0, 0, 0));
+            return Ok((0, 0, 0, None));
         }
         let started = std::time::Instant::now();
-        let wallet_ids: Vec<Uuid> = batch.iter().filter_map(|employee| wallets.get(employee).copied()).collect();
-        let wallet_states = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
-        let employees: Vec<EmployeeId> = batch.iter().map(|employee| EmployeeId::from_uuid(*employee)).collect();
+        let wallet_states = match read_ahead_wallets.take() {
+            Some(read) => read,
+            None => load_many::<WalletAggregate>(ledger, organization_id, &batch.wallet_ids(batch.employees)).await?,
+        };
+        let employees: Vec<EmployeeId> =
+            batch.employees.iter().map(|employee| EmployeeId::from_uuid(*employee)).collect();
         items.load(ledger, &run, &employees).await?;
         let mut state = Some(run);
         let mut run_events = Vec::new();
         let mut streams = Vec::new();
         let (mut paid, mut failed) = (0, 0);
-        for employee in batch {
+        for employee in batch.employees {
             let run = state.as_ref().expect("the run exists");
             if run.items[&EmployeeId::from_uuid(*employee)].status != ItemStatus::Pending {
                 continue;
@@ -512,11 +564,15 @@ async fn pay_batch(
         }
         if run_events.is_empty() {
             loaded.0 = state;
-            return Ok((0, 0, 0));
+            return Ok((0, 0, 0, None));
         }
         streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events));
         let decided = started.elapsed();
-        let appended = ledger.append(context, streams, false).await;
+        let run = state.as_ref().expect("the run exists");
+        let (appended, next_wallets) = tokio::join!(
+            ledger.append(context, streams, false),
+            read_ahead(ledger, organization_id, run, batch, items)
+        );
         tracing::debug!(
             items = run_events.len(),
             decide_ms = decided.as_millis() as u64,
@@ -526,7 +582,7 @@ async fn pay_batch(
         match appended {
             Ok(result) => {
                 *loaded = (state, run_version + run_events.len() as u64);
-                return Ok((paid, failed, result.last_position()));
+                return Ok((paid, failed, result.last_position(), next_wallets));
             }
             // Another processor wrote the run: it is reloaded.
             Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,

@@ -139,8 +139,28 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     assert!(verified.is_intact(), "{verified:?}");
 
     world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
-    let processed = world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
-    assert_eq!(processed["report"]["paid"].as_u64(), Some(EMPLOYEES as u64), "{processed}");
+    // Two processors paying it at once, each batch read ahead while the one before is
+    // appended: the loser of each batch reloads, and nobody is paid twice.
+    let processing: Vec<_> = [world.processor.clone(), world.third_processor.clone()]
+        .into_iter()
+        .map(|key| {
+            let (client, url) = (world.client.clone(), world.url(&format!("/v1/payroll-runs/{run}/process")));
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(key).send().await.unwrap();
+                (response.status(), response.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut paid_now = 0;
+    for processor in processing {
+        let (status, processed) = processor.await.unwrap();
+        assert!(status.is_success(), "{status} {processed}");
+        assert_eq!(processed["report"]["paid"].as_u64(), Some(EMPLOYEES as u64), "{processed}");
+        paid_now += processed["report"]["paid_now"].as_u64().unwrap();
+    }
+    assert_eq!(paid_now, EMPLOYEES as u64);
+    assert_eq!(world.count_of("PayrollItemPaid").await, EMPLOYEES as i64);
+    assert_eq!(world.count_of("WalletCredited").await, EMPLOYEES as i64);
 
     // Each payment was made from its own item's lines: the wallets hold the run's net, the
     // tax account its deductions, and the funding account paid its employer cost.
