@@ -760,36 +760,62 @@ pub async fn settle_run(
     confirm: impl Fn(TransactionId) -> Settlement,
 ) -> AppResult<u64> {
     let organization_id = context.organization_id();
-    let (run, _) = load_run(ledger, context, run_id).await?;
-    let paid: Vec<Uuid> = run
-        .items
-        .values()
-        .filter_map(|item| match item.status {
-            ItemStatus::Paid { transaction_id } => Some(transaction_id.as_uuid()),
-            _ => None,
-        })
-        .collect();
+    let paid: Vec<Uuid> = {
+        let (run, _) = load_run(ledger, context, run_id).await?;
+        run.items
+            .values()
+            .filter_map(|item| match item.status {
+                ItemStatus::Paid { transaction_id } => Some(transaction_id.as_uuid()),
+                _ => None,
+            })
+            .collect()
+    };
+    let batches: Vec<&[Uuid]> = paid.chunks(ledger.pay_batch_items()).collect();
     let mut settled = 0;
-    for batch in paid.chunks(ledger.pay_batch_items()) {
-        let transactions = load_many::<TransactionAggregate>(ledger, organization_id, batch).await?;
-        let mut streams = Vec::new();
-        for id in batch {
-            let Some((Some(transaction), version)) = transactions.get(id) else { continue };
-            if transaction.status != ledger_core::transaction::TransactionStatus::Pending {
-                continue;
+    let mut read_ahead = None;
+    for (index, batch) in batches.iter().enumerate() {
+        let next = batches.get(index + 1).copied();
+        for attempt in 1..=BATCH_ATTEMPTS_MAX {
+            let transactions = match read_ahead.take() {
+                Some(read) => read,
+                None => load_many::<TransactionAggregate>(ledger, organization_id, batch).await?,
+            };
+            let mut streams = Vec::new();
+            for id in *batch {
+                let Some((Some(transaction), version)) = transactions.get(id) else { continue };
+                if transaction.status != ledger_core::transaction::TransactionStatus::Pending {
+                    continue;
+                }
+                let confirmation = confirm(transaction.id);
+                let settle = TransactionCommand::Settle {
+                    signature: confirmation.signature,
+                    block_hash: confirmation.block_hash,
+                };
+                let events = TransactionAggregate::decide(&Some(transaction.clone()), settle)?;
+                streams.push(stream_append::<TransactionAggregate>(organization_id, *id, *version, &events));
             }
-            let confirmation = confirm(transaction.id);
-            let settle =
-                TransactionCommand::Settle { signature: confirmation.signature, block_hash: confirmation.block_hash };
-            let events = TransactionAggregate::decide(&Some(transaction.clone()), settle)?;
-            streams.push(stream_append::<TransactionAggregate>(organization_id, *id, *version, &events));
+            if streams.is_empty() {
+                break;
+            }
+            let count = streams.len() as u64;
+            // The next batch's transactions are read while this one is appended (a first
+            // guess: the append checks their versions).
+            let read_next = async {
+                let next = next?;
+                load_many::<TransactionAggregate>(ledger, organization_id, next).await.ok()
+            };
+            let (appended, next_read) = tokio::join!(ledger.append(context, streams, false), read_next);
+            match appended {
+                Ok(_) => {
+                    settled += count;
+                    read_ahead = next_read;
+                    break;
+                }
+                // Another settler (or a failure, a void) changed one of them: read again.
+                Err(StoreError::Conflict { .. }) if attempt < BATCH_ATTEMPTS_MAX => continue,
+                Err(error) => return Err(error.into()),
+            }
         }
-        if streams.is_empty() {
-            continue;
-        }
-        let count = streams.len() as u64;
-        ledger.append(context, streams, false).await?;
-        settled += count;
     }
     Ok(settled)
 }

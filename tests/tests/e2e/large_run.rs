@@ -162,6 +162,37 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     assert_eq!(world.count_of("PayrollItemPaid").await, EMPLOYEES as i64);
     assert_eq!(world.count_of("WalletCredited").await, EMPLOYEES as i64);
 
+    // Settling: one settler killed half way, then two at once; every payment settled once.
+    let settle = |actor: &'static str| {
+        let ledger = ledger.clone();
+        let context = Context::system(world.organization, actor);
+        tokio::spawn(async move {
+            ledger_server::payroll::settle_run(&ledger, &context, run_id, |transaction| {
+                ledger_server::payroll::Settlement {
+                    signature: format!("sig-{transaction}"),
+                    block_hash: "block-1".to_owned(),
+                }
+            })
+            .await
+        })
+    };
+    let killed = settle("settler-1");
+    while world.count_of("TransactionSettled").await == 0 {
+        assert!(!killed.is_finished(), "the settler finished before it was killed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    let before = world.count_of("TransactionSettled").await;
+    assert!(before < EMPLOYEES as i64, "the kill came half way ({before} settled)");
+    let (first, second) = (settle("settler-2"), settle("settler-3"));
+    let settled = first.await.unwrap().unwrap() + second.await.unwrap().unwrap();
+    let after = world.count_of("TransactionSettled").await;
+    assert_eq!(after, EMPLOYEES as i64);
+    // A settlement in flight when the first was killed may have committed after `before`.
+    assert!(settled as i64 <= EMPLOYEES as i64 - before && settled > 0, "settled {settled} after {before}");
+    assert_eq!(settle("settler-4").await.unwrap().unwrap(), 0, "nothing is left to settle");
+
     // Each payment was made from its own item's lines: the wallets hold the run's net, the
     // tax account its deductions, and the funding account paid its employer cost.
     ledger.wait_for_head(Duration::from_secs(120)).await.unwrap();
