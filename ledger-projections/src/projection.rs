@@ -30,6 +30,12 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
         self.event_types()
     }
 
+    /// Whether it reads events' metadata (who acted, under which key). Without, a runner's
+    /// reads leave the metadata and the hashes out.
+    fn reads_metadata(&self) -> bool {
+        false
+    }
+
     /// Applies one event.
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
 

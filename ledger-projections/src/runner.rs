@@ -93,7 +93,8 @@ pub(crate) async fn read_batch(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>> {
     let types = projection.payload_types();
-    let payloads = PayloadSelection { types: &types, bytes_max: BATCH_PAYLOAD_BYTES_MAX };
+    let payloads =
+        PayloadSelection { types: &types, bytes_max: BATCH_PAYLOAD_BYTES_MAX, metadata: projection.reads_metadata() };
     Ok(EventStore::read_all_in_with_payloads(connection, after, limit, payloads).await?)
 }
 

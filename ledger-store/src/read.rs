@@ -14,11 +14,19 @@ pub const READ_BATCH_MAX: usize = 10_000;
 /// The columns `event_from_row` reads, with `payload` the expression giving the payload's
 /// text (`payload::text` for every event).
 pub(crate) fn event_columns(payload: &str) -> String {
+    event_columns_with(payload, "metadata, prev_hash, hash")
+}
+
+/// The same, with the expressions giving the metadata and the two hashes.
+fn event_columns_with(payload: &str, metadata_and_hashes: &str) -> String {
     format!(
         "global_position, transaction_id::text::int8 as transaction_id, event_id, organization_id, stream_type, stream_id, \
-         stream_version, event_type, schema_version, {payload} as payload_text, metadata, recorded_at, prev_hash, hash"
+         stream_version, event_type, schema_version, {payload} as payload_text, recorded_at, {metadata_and_hashes}"
     )
 }
+
+/// In place of the metadata and the hashes, for a reader that needs neither.
+const NO_METADATA_NOR_HASHES: &str = "'{}'::jsonb as metadata, null::bytea as prev_hash, '\\x'::bytea as hash";
 
 /// Every event's payload.
 pub(crate) const ALL_PAYLOADS: &str = "payload::text";
@@ -139,12 +147,15 @@ fn check_limit(limit: usize) -> Result<()> {
     Ok(())
 }
 
-/// Which payloads a gap-free read carries, and how many bytes of payload text a batch reads
-/// before it ends.
+/// Which payloads a gap-free read carries, how many bytes of payload text a batch reads
+/// before it ends, and whether the events carry their metadata and hashes (without, an
+/// empty object and empty hashes: of seven projections only the audit log reads metadata,
+/// and none the hashes; parsing every event's metadata cost each of them).
 #[derive(Debug, Clone, Copy)]
 pub struct PayloadSelection<'a> {
     pub types: &'a [&'a str],
     pub bytes_max: usize,
+    pub metadata: bool,
 }
 
 /// A selected payload stored larger than this comes in a query of its own, and only while
@@ -164,8 +175,9 @@ pub(crate) async fn read_all_selected(
     selection: PayloadSelection<'_>,
 ) -> Result<Vec<RecordedEvent>> {
     check_limit(limit)?;
-    let columns = event_columns(
+    let columns = event_columns_with(
         "case when event_type <> all($4) then 'null' when pg_column_size(payload) <= $5 then payload::text end",
+        if selection.metadata { "metadata, prev_hash, hash" } else { NO_METADATA_NOR_HASHES },
     );
     let rows = sqlx::query(&read_all_sql(&columns))
         .bind(after.transaction_id.to_string())

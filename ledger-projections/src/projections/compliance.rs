@@ -319,6 +319,11 @@ impl Projection for ComplianceProjection {
         [PayrollRunEvent::EVENT_TYPES, TransactionEvent::EVENT_TYPES].concat()
     }
 
+    /// The audit row names the actor, role, correlation and idempotency key.
+    fn reads_metadata(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         self.apply_all(connection, &[(event, decoded.clone())]).await
     }

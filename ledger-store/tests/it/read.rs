@@ -5,7 +5,7 @@ use ledger_store::{
 };
 use uuid::Uuid;
 
-use crate::numbered;
+use crate::{numbered, read_all_until};
 
 #[tokio::test]
 async fn read_all_pages_through_the_log_in_commit_order() {
@@ -15,6 +15,8 @@ async fn read_all_pages_through_the_log_in_commit_order() {
     for _ in 0..5 {
         store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 3)).await.unwrap();
     }
+    // Readable once no older transaction runs anywhere in the cluster (other tests' too).
+    read_all_until(&store, Checkpoint::START, 15).await;
     let mut checkpoint = Checkpoint::START;
     let mut positions = Vec::new();
     loop {
@@ -94,7 +96,7 @@ async fn a_payload_selection_bounds_a_batch_by_bytes() {
         &mut connection,
         Checkpoint::START,
         4,
-        PayloadSelection { types: &["Big"], bytes_max: usize::MAX },
+        PayloadSelection { types: &["Big"], bytes_max: usize::MAX, metadata: true },
     )
     .await
     .unwrap();
@@ -102,6 +104,36 @@ async fn a_payload_selection_bounds_a_batch_by_bytes() {
 }
 
 async fn read_big(connection: &mut sqlx::PgConnection, after: Checkpoint, bytes_max: usize) -> Vec<RecordedEvent> {
-    let payloads = PayloadSelection { types: &["Big"], bytes_max };
+    let payloads = PayloadSelection { types: &["Big"], bytes_max, metadata: true };
     EventStore::read_all_in_with_payloads(connection, after, 100, payloads).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_selective_read_leaves_metadata_and_hashes_out_unless_asked() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let mut request = numbered(Uuid::new_v4(), Uuid::new_v4(), ExpectedVersion::NoStream, 3);
+    request.metadata.role = Some("processor".to_owned());
+    store.append(&request).await.unwrap();
+    let whole = read_all_until(&store, Checkpoint::START, 3).await;
+    let mut connection = db.pool.acquire().await.unwrap();
+    let selection = |metadata| PayloadSelection { types: &["Numbered"], bytes_max: usize::MAX, metadata };
+
+    let with =
+        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(true)).await.unwrap();
+    let without =
+        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(false)).await.unwrap();
+
+    assert_eq!(with, whole);
+    assert_eq!(without.len(), 3);
+    for (bare, full) in without.iter().zip(&whole) {
+        assert_eq!(bare.metadata, serde_json::json!({}));
+        assert_eq!((bare.prev_hash.as_deref(), bare.hash.as_slice()), (None, &[][..]));
+        assert_eq!(
+            (bare.global_position, bare.event_id, bare.stream_version, bare.payload.text(), bare.recorded_at),
+            (full.global_position, full.event_id, full.stream_version, full.payload.text(), full.recorded_at)
+        );
+    }
+    assert_eq!(whole[0].metadata["role"], "processor");
+    assert!(whole[1].prev_hash.is_some() && whole[1].hash.len() == 32);
 }
