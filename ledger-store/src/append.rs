@@ -37,14 +37,51 @@ pub(crate) const LOCK_CLASS_LOG: i32 = 0x4c45_4447; // "LEDG"
 pub(crate) const LOCK_CLASS_IDEMPOTENCY: i32 = 0x4c45_4449; // "LEDI"
 const LOCK_OBJECT_LOG: i32 = 0;
 
+/// A pooled connection for one append, closed instead of returned to the pool when the
+/// append's future is dropped before it ends (a cancelled request, an aborted task): sqlx
+/// answers a COPY dropped midway with a `CopyFail` whose replies it does not wait for, and the
+/// next user of the connection would read them as its own (a query "returning no rows").
+struct AppendConnection {
+    connection: sqlx::pool::PoolConnection<Postgres>,
+    ended: bool,
+}
+
+impl AppendConnection {
+    async fn acquire(pool: &PgPool) -> Result<AppendConnection> {
+        Ok(AppendConnection { connection: pool.acquire().await?, ended: false })
+    }
+
+    /// The append ended, and the connection is fit to go back to the pool (when the
+    /// connection itself failed, its state is unknown).
+    fn end(&mut self, sound: bool) {
+        self.ended = sound;
+    }
+}
+
+impl Drop for AppendConnection {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.connection.close_on_drop();
+        }
+    }
+}
+
 pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
     validate(request)?;
+    let mut connection = AppendConnection::acquire(pool).await?;
+    let result = append_on(&mut connection.connection, request).await;
+    connection.end(!matches!(result, Err(StoreError::Database(_))));
+    result
+}
+
+async fn append_on(connection: &mut sqlx::PgConnection, request: &AppendRequest) -> Result<AppendResult> {
+    use sqlx::Connection as _;
     let request_hash = match (&request.idempotency_key, &request.fingerprint) {
         (None, _) => Vec::new(),
         (Some(_), Some(fingerprint)) => fingerprint.clone(),
         (Some(_), None) => request_hash(request, PayloadForm::Text).to_vec(),
     };
-    let mut transaction = pool.begin().await?;
+    let mut transaction = connection.begin().await?;
     if let Some(key) = &request.idempotency_key
         && let Some(result) = earlier_result(&mut transaction, key, &request_hash, Some(request)).await?
     {
@@ -113,7 +150,26 @@ where
     };
     validate_envelope(&append.metadata, append.idempotency_key.as_deref(), append.fingerprint.as_deref())?;
     validate_target(0, &target)?;
-    let mut transaction = pool.begin().await.map_err(StoreError::from)?;
+    let mut connection = AppendConnection::acquire(pool).await?;
+    let result = append_streamed_on(&mut connection.connection, append, &target, events).await;
+    // The caller's error type hides whether the connection failed: after any error it is
+    // closed (a streamed append fails rarely: a conflict is found before anything is sent).
+    connection.end(result.is_ok());
+    result
+}
+
+async fn append_streamed_on<E, S>(
+    connection: &mut sqlx::PgConnection,
+    append: &StreamedAppend,
+    target: &StreamAppend,
+    events: S,
+) -> std::result::Result<AppendResult, E>
+where
+    E: From<StoreError>,
+    S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+{
+    use sqlx::Connection as _;
+    let mut transaction = connection.begin().await.map_err(StoreError::from)?;
     if let Some(key) = &append.idempotency_key {
         // The events are not known before they are written: the caller says what "the same
         // request" is.
@@ -128,11 +184,11 @@ where
             return Ok(result);
         }
     }
-    lock_streams(&mut transaction, std::slice::from_ref(&target)).await?;
-    let first_version = check_expected_versions(&mut transaction, std::slice::from_ref(&target)).await?[0];
+    lock_streams(&mut transaction, std::slice::from_ref(target)).await?;
+    let first_version = check_expected_versions(&mut transaction, std::slice::from_ref(target)).await?[0];
     let metadata = metadata_text(&append.metadata, append.idempotency_key.as_deref());
     let mut copy = transaction.copy_in_raw(COPY_EVENTS).await.map_err(StoreError::from)?;
-    let copied = copy_from_source(&mut copy, &target, first_version, &metadata, events).await;
+    let copied = copy_from_source(&mut copy, target, first_version, &metadata, events).await;
     let count = match copied {
         Ok(count) => count,
         Err(error) => {

@@ -107,6 +107,25 @@ async fn an_append_stopped_in_the_middle_writes_nothing_and_resumes_whole() {
     .await;
     assert!(stopped.is_err(), "the append was still waiting for its source");
 
+    // The stopped append's connection is not handed to anyone else out of step with the
+    // server (sqlx leaves a COPY dropped midway with replies nobody reads): every pooled
+    // connection still answers its own queries.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for round in 0..3_i64 {
+        let answers =
+            futures_util::future::join_all(
+                (0..8_i64).map(|n| {
+                    let pool = db.pool.clone();
+                    async move {
+                        sqlx::query_scalar::<_, i64>("select $1::int8").bind(round * 100 + n).fetch_one(&pool).await
+                    }
+                }),
+            )
+            .await;
+        for (n, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap(), round * 100 + n as i64);
+        }
+    }
     assert_eq!(event_count(&db.pool).await, 0);
     let resumed = store
         .append_streamed(&target(organization, stream_id, ExpectedVersion::NoStream), source(15, 200_000, 1))
