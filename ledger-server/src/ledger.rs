@@ -192,9 +192,24 @@ impl<A: Aggregate> Folding<A> {
         Folding { organization_id, stream_id, state: A::State::default(), version: 0 }
     }
 
-    fn push(&mut self, event: &RecordedEvent) -> AppResult<()> {
-        if self.version == 0 && (event.organization_id != self.organization_id || event.stream_type != A::STREAM_TYPE) {
+    /// Goes on from a state folded earlier by `owner` (the cache's): the same check as a
+    /// stream's first event gets.
+    fn resume(&mut self, owner: Uuid, state: A::State, version: u64) -> AppResult<()> {
+        self.check(owner, A::STREAM_TYPE)?;
+        (self.state, self.version) = (state, version);
+        Ok(())
+    }
+
+    fn check(&self, organization_id: Uuid, stream_type: &str) -> AppResult<()> {
+        if organization_id != self.organization_id || stream_type != A::STREAM_TYPE {
             return Err(AppError::NotFound(format!("no {} {} in this organization", A::STREAM_TYPE, self.stream_id)));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, event: &RecordedEvent) -> AppResult<()> {
+        if self.version == 0 {
+            self.check(event.organization_id, &event.stream_type)?;
         }
         // Moved into the state: an event's data is never held twice.
         self.state = A::evolve_owned(std::mem::take(&mut self.state), decode_recorded::<A::Event>(event)?);
@@ -254,16 +269,11 @@ impl Ledger {
     pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> AppResult<(A::State, u64)> {
         let mut folding = Folding::<A>::new(organization_id, stream_id);
         if let Some((owner, state, version)) = self.states.get::<A>(stream_id) {
-            if owner != organization_id {
-                return Err(AppError::NotFound(format!("no {} {stream_id} in this organization", A::STREAM_TYPE)));
-            }
-            (folding.state, folding.version) = (state, version);
+            folding.resume(owner, state, version)?;
         }
-        let from = folding.version + 1;
-        let read = self.store.each_in_stream(stream_id, from, |event| folding.push(&event)).await?;
-        if read > 0 || from > 1 {
-            self.states.put::<A>(organization_id, stream_id, &folding.state, folding.version);
-        }
+        self.store.each_in_stream(stream_id, folding.version + 1, |event| folding.push(&event)).await?;
+        // Kept only when newer than what is cached (and never for a stream that is not).
+        self.states.put::<A>(organization_id, stream_id, &folding.state, folding.version);
         Ok((folding.state, folding.version))
     }
 

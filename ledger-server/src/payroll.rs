@@ -124,11 +124,11 @@ impl<'a> CalculationSource<'a> {
         })
     }
 
-    /// The inputs of some candidates: those owed pay in the run, with their history.
     fn run(&self) -> &PayrollRun {
         self.run.0.as_ref().expect("a loaded run exists")
     }
 
+    /// The inputs of some candidates: those owed pay in the run, with their history.
     async fn inputs(&self, candidates: &[Uuid]) -> AppResult<Vec<ItemInput>> {
         let run = self.run();
         let mut read = self.ledger.tenant_read(self.organization_id).await?;

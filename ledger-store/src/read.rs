@@ -63,16 +63,12 @@ pub(crate) async fn read_stream(
     stream_id: Uuid,
     from_version: u64,
 ) -> Result<Vec<RecordedEvent>> {
-    let from_version = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
-    let sql = format!(
-        "select {} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version",
-        event_columns(ALL_PAYLOADS)
-    );
-    let rows = sqlx::query(&sql).bind(stream_id).bind(from_version).fetch_all(executor).await?;
-    let events = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
-    for (earlier, later) in events.iter().zip(events.iter().skip(1)) {
-        assert_eq!(earlier.stream_version + 1, later.stream_version, "stream {stream_id} has contiguous versions");
-    }
+    let mut events = Vec::new();
+    each_in_stream(executor, stream_id, from_version, |event| {
+        events.push(event);
+        Ok::<_, StoreError>(())
+    })
+    .await?;
     Ok(events)
 }
 
@@ -86,6 +82,8 @@ pub(crate) async fn each_in_stream<E: From<StoreError>>(
     mut each: impl FnMut(RecordedEvent) -> std::result::Result<(), E>,
 ) -> std::result::Result<u64, E> {
     use futures_util::TryStreamExt as _;
+    // Versions start at 1: from 0 means from the start too.
+    let from_version = from_version.max(1);
     let from = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
     let sql = format!(
         "select {} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version",
