@@ -8,3 +8,4 @@ pub mod ledger;
 pub mod metrics;
 pub mod payroll;
 pub mod server;
+pub mod staff;

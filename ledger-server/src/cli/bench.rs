@@ -6,16 +6,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::Args;
-use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
-use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
-use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
+use ledger_core::employee::EmployeeAggregate;
+use ledger_core::ids::{OrganizationId, PayrollRunId, TransactionId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
-use ledger_core::wallet::{WalletAggregate, WalletCommand};
+use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, aggregate_as_of};
-use ledger_server::ledger::{Context, Ledger, stream_append};
+use ledger_server::ledger::{Context, Ledger};
 use ledger_server::payroll::{Settlement, process, settle_run};
 use ledger_store::checkpoint::{lock_checkpoint, reset_checkpoint};
 use ledger_store::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
@@ -382,44 +381,10 @@ async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
     ledger
         .execute::<OrganizationAggregate>(&context, organization, OrganizationCommand::ConfigureRule { rule })
         .await?;
-    let numbers: Vec<usize> = (0..employees).collect();
-    for chunk in numbers.chunks(1_000) {
-        let mut streams = Vec::with_capacity(chunk.len() * 2);
-        for n in chunk {
-            let (employee, wallet) = (Uuid::new_v4(), Uuid::new_v4());
-            let hire = EmployeeCommand::Hire {
-                employee_id: EmployeeId::from_uuid(employee),
-                organization_id: OrganizationId::from_uuid(organization),
-                personal: PersonalData { full_name: format!("Employee {n}"), email: None, address: None },
-                position: "Clerk".to_owned(),
-                department: "Operations".to_owned(),
-                rate: PayRate { amount: usd(300_000 + (*n as i64 % 5_000) * 100), basis: PayBasis::Monthly },
-                pay_frequency: PayFrequency::Monthly,
-                start_date: date(2025, 1, 1),
-            };
-            let mut events = EmployeeAggregate::decide(&None, hire)?;
-            let state = EmployeeAggregate::fold(&events);
-            events.extend(EmployeeAggregate::decide(
-                &state,
-                EmployeeCommand::ChangeKycStatus { status: KycStatus::Approved, note: None },
-            )?);
-            let open = WalletCommand::Open {
-                wallet_id: WalletId::from_uuid(wallet),
-                organization_id: OrganizationId::from_uuid(organization),
-                employee_id: EmployeeId::from_uuid(employee),
-                public_key: format!("key{n}"),
-                currency: Currency::usd(),
-            };
-            streams.push(stream_append::<EmployeeAggregate>(organization, employee, 0, &events));
-            streams.push(stream_append::<WalletAggregate>(
-                organization,
-                wallet,
-                0,
-                &WalletAggregate::decide(&None, open)?,
-            ));
-        }
-        ledger.append(&context, streams, false).await?;
-    }
+    ledger_server::staff::hire_in_bulk(ledger, &context, employees, date(2025, 1, 1), |n| {
+        usd(300_000 + (n as i64 % 5_000) * 100)
+    })
+    .await?;
     Ok(context)
 }
 

@@ -5,15 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use ledger_core::Aggregate;
-use ledger_core::calendar::PayFrequency;
-use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
-use ledger_core::ids::{EmployeeId, OrganizationId, WalletId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::payroll::{CALCULATION_CHUNK_ITEMS, PayrollRunAggregate, RunStatus};
-use ledger_core::wallet::{WalletAggregate, WalletCommand};
-use ledger_server::ledger::{Context, Ledger, stream_append};
+use ledger_server::ledger::{Context, Ledger};
 use ledger_server::metrics::Metrics;
+use ledger_server::staff::hire_in_bulk;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -22,47 +18,6 @@ use uuid::Uuid;
 use crate::World;
 
 const EMPLOYEES: usize = 2 * CALCULATION_CHUNK_ITEMS + 100;
-
-/// `count` monthly employees (KYC approved, each with a USD wallet), hired in bulk appends.
-async fn staff(ledger: &Ledger, organization: Uuid, count: usize) {
-    let context = Context::system(organization, "hr");
-    let numbers: Vec<usize> = (0..count).collect();
-    for chunk in numbers.chunks(700) {
-        let mut streams = Vec::new();
-        for n in chunk {
-            let (employee, wallet) = (Uuid::new_v4(), Uuid::new_v4());
-            let cents = 250_000 + (*n as i64 % 97) * 1_001;
-            let hire = EmployeeCommand::Hire {
-                employee_id: EmployeeId::from_uuid(employee),
-                organization_id: OrganizationId::from_uuid(organization),
-                personal: PersonalData { full_name: format!("Employee {n}"), email: None, address: None },
-                position: "Clerk".to_owned(),
-                department: "Operations".to_owned(),
-                rate: PayRate {
-                    amount: Money::new(Decimal::new(cents, 2), Currency::usd()).unwrap(),
-                    basis: PayBasis::Monthly,
-                },
-                pay_frequency: PayFrequency::Monthly,
-                start_date: NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(),
-            };
-            let mut events = EmployeeAggregate::decide(&None, hire).unwrap();
-            let hired = EmployeeAggregate::fold(&events);
-            let approve = EmployeeCommand::ChangeKycStatus { status: KycStatus::Approved, note: None };
-            events.extend(EmployeeAggregate::decide(&hired, approve).unwrap());
-            let open = WalletCommand::Open {
-                wallet_id: WalletId::from_uuid(wallet),
-                organization_id: OrganizationId::from_uuid(organization),
-                employee_id: EmployeeId::from_uuid(employee),
-                public_key: format!("key{n}"),
-                currency: Currency::usd(),
-            };
-            streams.push(stream_append::<EmployeeAggregate>(organization, employee, 0, &events));
-            let opened = WalletAggregate::decide(&None, open).unwrap();
-            streams.push(stream_append::<WalletAggregate>(organization, wallet, 0, &opened));
-        }
-        ledger.append(&context, streams, false).await.unwrap();
-    }
-}
 
 /// Whether a COPY into the log is running in some session.
 async fn copying(world: &World) -> bool {
@@ -79,7 +34,12 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     let world = World::new().await;
     world.register().await;
     let ledger = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
-    staff(&ledger, world.organization, EMPLOYEES).await;
+    let hr = Context::system(world.organization, "hr");
+    hire_in_bulk(&ledger, &hr, EMPLOYEES, NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), |n| {
+        Money::new(Decimal::new(250_000 + (n as i64 % 97) * 1_001, 2), Currency::usd()).unwrap()
+    })
+    .await
+    .unwrap();
     let body = json!({ "period": { "start": "2026-01-01", "end": "2026-01-31" } });
     let created = world.ok(Method::POST, "/v1/payroll-runs", &world.processor, Some(body)).await;
     let run = created["payroll_run_id"].as_str().unwrap().to_owned();
