@@ -1,15 +1,17 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use ledger_core::gross_to_net::PayrollItem;
+use ledger_core::gross_to_net::{HoldReason, PayrollItem};
+use ledger_core::money::Money;
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_core::transaction::{TransactionEvent, TransactionReference};
 use ledger_core::{DomainEvent, EVENT_CATALOG};
 use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{direction_name, serde_name, to_json};
+use super::{direction_name, serde_name};
 use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
@@ -82,16 +84,16 @@ select $1, 'payroll_register', $2, jsonb_build_object(
         'payroll_run_id', $1::uuid,
         'status', $3::text,
         'items', count(*),
-        'gross', coalesce(sum((item->'gross'->>'amount')::numeric), 0),
-        'deductions', coalesce(sum((item->'deductions_total'->>'amount')::numeric), 0),
-        'contributions', coalesce(sum((item->'contributions_total'->>'amount')::numeric), 0),
-        'net', coalesce(sum((item->'net'->>'amount')::numeric), 0),
-        'net_paid', coalesce(sum((item->'net'->>'amount')::numeric) filter (where status = 'paid'), 0),
+        'gross', coalesce(sum(gross), 0),
+        'deductions', coalesce(sum(deductions), 0),
+        'contributions', coalesce(sum(contributions), 0),
+        'net', coalesce(sum(net), 0),
+        'net_paid', coalesce(sum(net) filter (where status = 'paid'), 0),
         'lines', coalesce(jsonb_agg(jsonb_build_object(
             'employee_id', employee_id, 'status', status, 'transaction_id', transaction_id,
-            'gross', item->'gross'->>'amount', 'deductions', item->'deductions_total'->>'amount',
-            'contributions', item->'contributions_total'->>'amount', 'net', item->'net'->>'amount',
-            'hold', item->'hold') order by employee_id), '[]'::jsonb)),
+            'gross', gross::text, 'deductions', deductions::text,
+            'contributions', contributions::text, 'net', net::text,
+            'hold', hold) order by employee_id), '[]'::jsonb)),
     $4, $5
 from run_items where payroll_run_id = $1
 on conflict (payroll_run_id, kind) do update set content = excluded.content, generated_at = excluded.generated_at,
@@ -280,18 +282,27 @@ async fn run_items(
             .execute(&mut *connection)
             .await?;
     }
+    let amounts =
+        |amount: fn(&PayrollItem) -> &Money| items.iter().map(|item| amount(item).amount()).collect::<Vec<_>>();
     let employees: Vec<Uuid> = items.iter().map(|item| item.employee_id.as_uuid()).collect();
-    let contents: Vec<serde_json::Value> = items.iter().map(to_json).collect();
+    let holds: Vec<Option<Json<&HoldReason>>> = items.iter().map(|item| item.hold.as_ref().map(Json)).collect();
     let statuses: Vec<&str> = items.iter().map(|item| if item.hold.is_some() { "held" } else { "pending" }).collect();
     sqlx::query(
-        "insert into run_items (payroll_run_id, employee_id, organization_id, item, status, last_position) \
-                 select $1, e, $2, i, s, $3 from unnest($4::uuid[], $5::jsonb[], $6::text[]) as rows(e, i, s)",
+        "insert into run_items (payroll_run_id, employee_id, organization_id, gross, deductions, contributions, net, hold, \
+                                status, last_position) \
+         select $1, e, $2, g, d, c, n, h, s, $3 \
+         from unnest($4::uuid[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::jsonb[], $10::text[]) \
+              as rows(e, g, d, c, n, h, s)",
     )
     .bind(event.stream_id)
     .bind(event.organization_id)
     .bind(event.global_position)
     .bind(&employees)
-    .bind(&contents)
+    .bind(amounts(|item| &item.gross))
+    .bind(amounts(|item| &item.deductions_total))
+    .bind(amounts(|item| &item.contributions_total))
+    .bind(amounts(|item| &item.net))
+    .bind(&holds)
     .bind(&statuses)
     .execute(&mut *connection)
     .await?;

@@ -58,6 +58,22 @@ async fn the_full_lifecycle_over_http() {
         world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/register?{wait}"), &world.compliance, None).await;
     assert_eq!(decimal(&register["content"]["gross"]), "12583.87".parse::<Decimal>().unwrap(), "{register}");
     assert_eq!(register["content"]["items"], 3);
+    // A line per item: its amounts as the item's text (scale kept), the hold named.
+    let lines = register["content"]["lines"].as_array().unwrap();
+    let line = |employee: &str| lines.iter().find(|line| line["employee_id"] == employee).unwrap();
+    let raised_line = line(raised.as_str());
+    assert_eq!(
+        (&raised_line["gross"], &raised_line["deductions"], &raised_line["net"], &raised_line["hold"]),
+        (&json!("5483.87"), &json!("548.39"), &json!("4935.48"), &json!(null)),
+        "{register}"
+    );
+    assert_eq!(raised_line["status"], "paid");
+    let held_line = line(pending.as_str());
+    assert_eq!(
+        (&held_line["status"], &held_line["hold"]["reason"]),
+        (&json!("held"), &json!("kyc_not_approved")),
+        "{register}"
+    );
     let journal = world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/journal"), &world.compliance, None).await;
     assert_eq!(journal["content"]["balanced"], true);
 
