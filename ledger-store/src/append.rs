@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::chain::{Canonical, jsonb_text, needs_postgres};
 use crate::error::{Result, StoreError};
 use crate::event::{
     AppendRequest, AppendResult, ExpectedVersion, Metadata, NewEvent, Payload, StreamAppend, StreamHead, StreamedAppend,
@@ -18,7 +19,7 @@ pub const APPEND_EVENTS_MAX: usize = 100_000;
 /// Rows per INSERT statement: one round trip each.
 pub const INSERT_CHUNK_ROWS: usize = 5_000;
 /// From this many events an append streams its rows with COPY instead of INSERT: no
-/// per-statement planning, no RETURNING; the positions are read back once.
+/// per-statement planning, rows inserted in batches.
 pub const COPY_ROWS_MIN: usize = 200;
 /// From this many payload bytes an append streams its rows with COPY whatever their number
 /// (a run's calculation is ~100 events of ~700 KB each): a chunk at a time, instead of
@@ -81,6 +82,13 @@ async fn append_on(connection: &mut sqlx::PgConnection, request: &AppendRequest)
         (Some(_), Some(fingerprint)) => fingerprint.clone(),
         (Some(_), None) => request_hash(request, PayloadForm::Text).to_vec(),
     };
+    // The payloads' jsonb texts only PostgreSQL writes (what their hashes cover), before any
+    // lock is taken.
+    let asked = asked_of_postgres(
+        connection,
+        request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text()),
+    )
+    .await?;
     let mut transaction = connection.begin().await?;
     if let Some(key) = &request.idempotency_key
         && let Some(result) = earlier_result(&mut transaction, key, &request_hash, Some(request)).await?
@@ -88,14 +96,14 @@ async fn append_on(connection: &mut sqlx::PgConnection, request: &AppendRequest)
         transaction.rollback().await?;
         return Ok(result);
     }
-    // Every lock is taken before the transaction's first write, which is when it gets its
-    // transaction id: a writer that waited for another stream's writer therefore always
-    // has the larger id, and readers in (transaction_id, position) order see each
-    // stream's versions in increasing order.
+    // Every lock is taken before the transaction's first write or reserved position, which
+    // is when it gets its transaction id: a writer that waited for another stream's writer
+    // therefore always has the larger id, and readers in (transaction_id, position) order
+    // see each stream's versions in increasing order.
     lock_streams(&mut transaction, &request.streams).await?;
-    let first_versions = check_expected_versions(&mut transaction, &request.streams).await?;
-    let mut positions = insert_events(&mut transaction, request, &first_versions).await?;
-    positions.sort_unstable();
+    let (heads, reserved) = check_and_reserve(&mut transaction, &request.streams, request.event_count()).await?;
+    let (first_versions, previous_hashes): (Vec<u64>, Vec<Option<Vec<u8>>>) = heads.into_iter().unzip();
+    let positions = insert_events(&mut transaction, request, &first_versions, previous_hashes, reserved, asked).await?;
     let result = AppendResult {
         positions,
         streams: request
@@ -185,80 +193,102 @@ where
         }
     }
     lock_streams(&mut transaction, std::slice::from_ref(target)).await?;
-    let first_version = check_expected_versions(&mut transaction, std::slice::from_ref(target)).await?[0];
+    let (first_version, previous) =
+        check_expected_versions(&mut transaction, std::slice::from_ref(target)).await?.remove(0);
     let metadata = metadata_text(&append.metadata, append.idempotency_key.as_deref());
-    let mut copy = transaction.copy_in_raw(COPY_EVENTS).await.map_err(StoreError::from)?;
-    let copied = copy_from_source(&mut copy, target, first_version, &metadata, events).await;
-    let count = match copied {
-        Ok(count) => count,
-        Err(error) => {
-            // Nothing of it is written: the copy is aborted and the transaction rolls back.
-            let _ = copy.abort("the append's events could not all be produced").await;
-            return Err(error);
-        }
-    };
-    copy.finish().await.map_err(map_unique_violation)?;
-    let positions = positions_written(&mut transaction, count).await?;
+    let metadata = jsonb_of(&mut transaction, &metadata).await?;
+    let positions = write_segments(&mut transaction, target, first_version, previous, &metadata, events).await?;
     if let Some(key) = &append.idempotency_key {
         record_key(&mut transaction, key, append.fingerprint.as_deref().expect("checked above")).await?;
     }
     transaction.commit().await.map_err(StoreError::from)?;
     Ok(AppendResult {
+        streams: vec![StreamHead { stream_id: append.stream_id, version: first_version + positions.len() as u64 - 1 }],
         positions,
-        streams: vec![StreamHead { stream_id: append.stream_id, version: first_version + count as u64 - 1 }],
         replayed: false,
     })
 }
 
-/// Sends the source's events into the COPY a buffer at a time, each checked as it comes.
-async fn copy_from_source<E, S>(
-    copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
+/// The payload text at which a streamed append writes the events it holds: a segment is
+/// chained over positions reserved for it and copied in one statement, then the next is
+/// taken from the source.
+const SEGMENT_PAYLOAD_BYTES: usize = 4 << 20;
+/// The most events of one segment.
+const SEGMENT_EVENTS_MAX: usize = 5_000;
+
+/// Takes the source's events a segment at a time, each checked as it comes, and writes each
+/// segment; returns the positions of all. A source that fails, or yields none, fails the
+/// append before its commit: nothing of it is written.
+async fn write_segments<E, S>(
+    transaction: &mut Transaction<'_, Postgres>,
     target: &StreamAppend,
     first_version: u64,
+    mut previous: Option<Vec<u8>>,
     metadata: &str,
     events: S,
-) -> std::result::Result<usize, E>
+) -> std::result::Result<Vec<i64>, E>
 where
     E: From<StoreError>,
     S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
 {
     use futures_util::StreamExt as _;
     let mut events = std::pin::pin!(events);
-    let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
-    let escaped_metadata = escaped(metadata);
     let mut event_ids = HashSet::new();
-    let mut count = 0;
-    while let Some(event) = events.next().await {
-        let event = event?;
-        validate_event(0, count, &event)?;
-        if !event_ids.insert(event.event_id) {
-            return Err(StoreError::invalid(
-                format!("streams[0].events[{count}].event_id"),
-                format!("event id {} appears twice", event.event_id),
-            )
-            .into());
+    let mut positions = Vec::new();
+    let mut segment: Vec<NewEvent> = Vec::new();
+    let mut segment_bytes = 0;
+    loop {
+        let next = events.next().await;
+        let ended = next.is_none();
+        if let Some(event) = next {
+            let event = event?;
+            let count = positions.len() + segment.len();
+            validate_event(0, count, &event)?;
+            if !event_ids.insert(event.event_id) {
+                return Err(StoreError::invalid(
+                    format!("streams[0].events[{count}].event_id"),
+                    format!("event id {} appears twice", event.event_id),
+                )
+                .into());
+            }
+            if count == APPEND_EVENTS_MAX {
+                return Err(StoreError::invalid(
+                    "streams",
+                    format!("more than {APPEND_EVENTS_MAX} events: the limit of one append"),
+                )
+                .into());
+            }
+            segment_bytes += event.payload.text().len();
+            segment.push(event);
         }
-        if count == APPEND_EVENTS_MAX {
-            return Err(StoreError::invalid(
-                "streams",
-                format!("more than {APPEND_EVENTS_MAX} events: the limit of one append"),
-            )
-            .into());
+        if !segment.is_empty()
+            && (ended || segment_bytes >= SEGMENT_PAYLOAD_BYTES || segment.len() >= SEGMENT_EVENTS_MAX)
+        {
+            let asked = asked_of_postgres(transaction, segment.iter().map(|event| event.payload.text())).await?;
+            let reserved = reserve(transaction, segment.len()).await?;
+            let run = Run {
+                stream: target,
+                events: &segment,
+                first_version: first_version + positions.len() as u64,
+                previous: previous.take(),
+            };
+            let mut last_hash = None;
+            let rows = Chainer::new(vec![run], &reserved, metadata, asked)
+                .inspect(|row| last_hash = row.as_ref().ok().map(|row| row.hash.to_vec()));
+            copy_rows(transaction, rows, metadata).await?;
+            previous = last_hash;
+            positions.extend(reserved.positions);
+            segment.clear();
+            segment_bytes = 0;
         }
-        push_copy_line(&mut buffer, target, first_version + count as u64, &event, &escaped_metadata);
-        count += 1;
-        if buffer.len() >= COPY_BUFFER_BYTES {
-            copy.send(buffer.as_bytes()).await.map_err(StoreError::from)?;
-            buffer.clear();
+        if ended {
+            break;
         }
     }
-    if count == 0 {
+    if positions.is_empty() {
         return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
     }
-    if !buffer.is_empty() {
-        copy.send(buffer.as_bytes()).await.map_err(StoreError::from)?;
-    }
-    Ok(count)
+    Ok(positions)
 }
 
 /// The metadata stored with every event of an append: the request's, with its key.
@@ -555,32 +585,67 @@ struct StoredHead {
     version: i64,
     stream_type: String,
     organization_id: Uuid,
+    hash: Vec<u8>,
 }
 
-/// Checks every stream against its expectation; returns the version each stream's first new
-/// event gets, in request order.
+/// Checks every stream against its expectation; returns, in request order, the version each
+/// stream's first new event gets and the hash it follows (none for a new stream).
 async fn check_expected_versions(
     transaction: &mut Transaction<'_, Postgres>,
     streams: &[StreamAppend],
-) -> Result<Vec<u64>> {
+) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
+    Ok(check_and_reserve(transaction, streams, 0).await?.0)
+}
+
+/// [`check_expected_versions`] and [`reserve`] in one round trip (a reservation the check
+/// then refuses leaves a gap in the positions, as a rolled back append always did).
+async fn check_and_reserve(
+    transaction: &mut Transaction<'_, Postgres>,
+    streams: &[StreamAppend],
+    count: usize,
+) -> Result<(Vec<(u64, Option<Vec<u8>>)>, Reserved)> {
+    type Heads = (
+        chrono::DateTime<chrono::Utc>,
+        Vec<i64>,
+        Option<Vec<Uuid>>,
+        Option<Vec<i64>>,
+        Option<Vec<String>>,
+        Option<Vec<Uuid>>,
+        Option<Vec<Vec<u8>>>,
+    );
     let stream_ids: Vec<Uuid> = streams.iter().map(|stream| stream.stream_id).collect();
-    let rows: Vec<(Uuid, i64, String, Uuid)> = sqlx::query_as(
-        "select s.stream_id, head.stream_version, head.stream_type, head.organization_id \
+    let (now, mut positions, ids, versions, types, organizations, hashes): Heads = sqlx::query_as(
+        "select now(), array(select nextval('ledger.events_global_position_seq') from generate_series(1, $2)), \
+                array_agg(s.stream_id), array_agg(head.stream_version), array_agg(head.stream_type), \
+                array_agg(head.organization_id), array_agg(head.hash) \
          from unnest($1::uuid[]) as s(stream_id) \
          cross join lateral ( \
-             select e.stream_version, e.stream_type, e.organization_id from ledger.events e \
+             select e.stream_version, e.stream_type, e.organization_id, e.hash from ledger.events e \
              where e.stream_id = s.stream_id order by e.stream_version desc limit 1) head",
     )
     .bind(&stream_ids)
-    .fetch_all(&mut **transaction)
+    .bind(count as i64)
+    .fetch_one(&mut **transaction)
     .await?;
-    let heads: HashMap<Uuid, StoredHead> = rows
-        .into_iter()
-        .map(|(stream_id, version, stream_type, organization_id)| {
-            (stream_id, StoredHead { version, stream_type, organization_id })
+    positions.sort_unstable();
+    let mut heads: HashMap<Uuid, StoredHead> = HashMap::new();
+    if let (Some(ids), Some(versions), Some(types), Some(organizations), Some(hashes)) =
+        (ids, versions, types, organizations, hashes)
+    {
+        for ((((stream_id, version), stream_type), organization_id), hash) in
+            ids.into_iter().zip(versions).zip(types).zip(organizations).zip(hashes)
+        {
+            heads.insert(stream_id, StoredHead { version, stream_type, organization_id, hash });
+        }
+    }
+    let checked = streams
+        .iter()
+        .map(|stream| {
+            let head = heads.remove(&stream.stream_id);
+            Ok((first_version(stream, head.as_ref())?, head.map(|head| head.hash)))
         })
-        .collect();
-    streams.iter().map(|stream| first_version(stream, heads.get(&stream.stream_id))).collect()
+        .collect::<Result<_>>()?;
+    Ok((checked, Reserved { recorded_at_micros: now.timestamp_micros(), positions }))
 }
 
 fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64> {
@@ -614,83 +679,213 @@ fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64
     Ok(actual.unwrap_or(0) + 1)
 }
 
-/// Columns of the events to insert, as arrays for one UNNEST per chunk.
-#[derive(Default)]
-struct EventColumns {
-    event_ids: Vec<Uuid>,
-    organization_ids: Vec<Uuid>,
-    stream_types: Vec<String>,
-    stream_ids: Vec<Uuid>,
-    stream_versions: Vec<i64>,
-    event_types: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<String>,
+/// The transaction's time (every event's `recorded_at`) and positions reserved from the
+/// log's sequence, in increasing order: what an event's hash covers besides its own fields.
+struct Reserved {
+    recorded_at_micros: i64,
+    positions: Vec<i64>,
 }
 
-impl EventColumns {
-    fn with_capacity(rows: usize) -> Self {
-        EventColumns {
-            event_ids: Vec::with_capacity(rows),
-            organization_ids: Vec::with_capacity(rows),
-            stream_types: Vec::with_capacity(rows),
-            stream_ids: Vec::with_capacity(rows),
-            stream_versions: Vec::with_capacity(rows),
-            event_types: Vec::with_capacity(rows),
-            schema_versions: Vec::with_capacity(rows),
-            payloads: Vec::with_capacity(rows),
+/// Reserves `count` positions. Called after the stream locks are held (a reservation may
+/// give the transaction its id: see `append_on`), so a stream's later events always get
+/// larger positions.
+async fn reserve(connection: &mut sqlx::PgConnection, count: usize) -> Result<Reserved> {
+    let (now, mut positions): (chrono::DateTime<chrono::Utc>, Vec<i64>) = sqlx::query_as(
+        "select now(), array(select nextval('ledger.events_global_position_seq') from generate_series(1, $1))",
+    )
+    .bind(count as i64)
+    .fetch_one(&mut *connection)
+    .await?;
+    positions.sort_unstable();
+    Ok(Reserved { recorded_at_micros: now.timestamp_micros(), positions })
+}
+
+/// The jsonb texts (what hashes cover) PostgreSQL has to write: of the texts
+/// [`needs_postgres`] picks, by their index in `texts`. The others are written here as their
+/// rows are produced.
+async fn asked_of_postgres<'a>(
+    connection: &mut sqlx::PgConnection,
+    texts: impl Iterator<Item = &'a str>,
+) -> Result<HashMap<usize, String>> {
+    let (indexes, asked): (Vec<usize>, Vec<&str>) = texts.enumerate().filter(|(_, text)| needs_postgres(text)).unzip();
+    if asked.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let answers: Vec<String> = sqlx::query_scalar(
+        "select array(select t::jsonb::text from unnest($1::text[]) with ordinality as a(t, n) order by n)",
+    )
+    .bind(&asked)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(indexes.into_iter().zip(answers).collect())
+}
+
+/// The jsonb text of one JSON text, written here or asked of PostgreSQL.
+async fn jsonb_of(connection: &mut sqlx::PgConnection, json: &str) -> Result<String> {
+    match asked_of_postgres(connection, std::iter::once(json)).await?.remove(&0) {
+        Some(text) => Ok(text),
+        None => jsonb_text(json).ok_or_else(|| StoreError::invalid("metadata", "is not JSON")),
+    }
+}
+
+/// The events of one stream in an append, from `first_version` on, after the stream's last
+/// stored hash.
+struct Run<'a> {
+    stream: &'a StreamAppend,
+    events: &'a [NewEvent],
+    first_version: u64,
+    previous: Option<Vec<u8>>,
+}
+
+/// One event's row as written: its fields, position and link in its stream's chain.
+struct Row<'a> {
+    stream: &'a StreamAppend,
+    event: &'a NewEvent,
+    version: u64,
+    position: i64,
+    /// The payload's jsonb text.
+    payload: String,
+    prev_hash: Option<Vec<u8>>,
+    hash: [u8; 32],
+}
+
+/// Chains runs of events in order over reserved positions, one row at a time: the rows of a
+/// COPY are made while PostgreSQL takes the ones sent before.
+struct Chainer<'a> {
+    runs: std::vec::IntoIter<Run<'a>>,
+    run: Option<Run<'a>>,
+    offset: usize,
+    positions: std::vec::IntoIter<i64>,
+    recorded_at_micros: i64,
+    metadata: &'a str,
+    /// The payloads' jsonb texts PostgreSQL wrote, by event index.
+    asked: HashMap<usize, String>,
+    index: usize,
+}
+
+impl<'a> Chainer<'a> {
+    fn new(runs: Vec<Run<'a>>, reserved: &Reserved, metadata: &'a str, asked: HashMap<usize, String>) -> Self {
+        Chainer {
+            runs: runs.into_iter(),
+            run: None,
+            offset: 0,
+            positions: reserved.positions.clone().into_iter(),
+            recorded_at_micros: reserved.recorded_at_micros,
+            metadata,
+            asked,
+            index: 0,
         }
     }
+}
 
-    fn len(&self) -> usize {
-        self.event_ids.len()
+impl<'a> Iterator for Chainer<'a> {
+    type Item = Result<Row<'a>>;
+
+    fn next(&mut self) -> Option<Result<Row<'a>>> {
+        while self.run.as_ref().is_none_or(|run| self.offset == run.events.len()) {
+            self.run = Some(self.runs.next()?);
+            self.offset = 0;
+        }
+        let run = self.run.as_mut().expect("a run with events left");
+        let event = &run.events[self.offset];
+        let version = run.first_version + self.offset as u64;
+        let position = self.positions.next().expect("a position is reserved for every event");
+        let payload = match self.asked.remove(&self.index) {
+            Some(text) => text,
+            None => match jsonb_text(event.payload.text()) {
+                Some(text) => text,
+                None => return Some(Err(StoreError::invalid("payload", "is not JSON"))),
+            },
+        };
+        self.offset += 1;
+        self.index += 1;
+        let hash = Canonical {
+            global_position: position,
+            event_id: event.event_id,
+            organization_id: run.stream.organization_id,
+            stream_type: &run.stream.stream_type,
+            stream_id: run.stream.stream_id,
+            stream_version: version,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &payload,
+            metadata: self.metadata,
+            recorded_at_micros: self.recorded_at_micros,
+        }
+        .hash(run.previous.as_deref());
+        let prev_hash = run.previous.replace(hash.to_vec());
+        Some(Ok(Row { stream: run.stream, event, version, position, payload, prev_hash, hash }))
     }
 }
 
 const INSERT_EVENTS: &str = "\
-insert into ledger.events \
-    (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-select e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, e.event_type, e.schema_version, e.payload::jsonb, $9::jsonb \
-from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::int8[], $6::text[], $7::int4[], $8::text[]) \
-    with ordinality as e(event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, n) \
-order by e.n \
-returning global_position";
+insert into ledger.events (global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, \
+    schema_version, payload, metadata, prev_hash, hash) \
+select e.global_position, e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, e.event_type, \
+    e.schema_version, e.payload::jsonb, $9::jsonb, e.prev_hash, e.hash \
+from unnest($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int8[], $7::text[], $8::int4[], $10::text[], \
+            $11::bytea[], $12::bytea[]) \
+    as e(global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, \
+         payload, prev_hash, hash)";
 
+/// Writes an append's events (chained here, checked by the database per statement) and
+/// returns their positions: by INSERT for a few, by COPY from `COPY_ROWS_MIN` events or
+/// `COPY_PAYLOAD_BYTES_MIN` bytes of payload on.
 async fn insert_events(
     transaction: &mut Transaction<'_, Postgres>,
     request: &AppendRequest,
     first_versions: &[u64],
+    previous_hashes: Vec<Option<Vec<u8>>>,
+    reserved: Reserved,
+    asked: HashMap<usize, String>,
 ) -> Result<Vec<i64>> {
     let metadata = metadata_text(&request.metadata, request.idempotency_key.as_deref());
+    let metadata = jsonb_of(transaction, &metadata).await?;
+    let runs = request
+        .streams
+        .iter()
+        .zip(first_versions)
+        .zip(previous_hashes)
+        .map(|((stream, first_version), previous)| Run {
+            stream,
+            events: &stream.events,
+            first_version: *first_version,
+            previous,
+        })
+        .collect();
+    let rows = Chainer::new(runs, &reserved, &metadata, asked);
     let payload_bytes: usize =
         request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text().len()).sum();
     if request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN {
-        return copy_events(transaction, request, first_versions, &metadata).await;
-    }
-    let mut positions = Vec::with_capacity(request.event_count());
-    let mut columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS.min(request.event_count()));
-    // Chunks follow request order, so a stream's versions are inserted in increasing order
-    // and the chain trigger finds each event's predecessor.
-    for (stream, first_version) in request.streams.iter().zip(first_versions) {
-        for (offset, event) in stream.events.iter().enumerate() {
-            columns.event_ids.push(event.event_id);
-            columns.organization_ids.push(stream.organization_id);
-            columns.stream_types.push(stream.stream_type.clone());
-            columns.stream_ids.push(stream.stream_id);
-            columns.stream_versions.push((first_version + offset as u64) as i64);
-            columns.event_types.push(event.event_type.clone());
-            columns.schema_versions.push(event.schema_version);
-            columns.payloads.push(event.payload.text().to_owned());
-            if columns.len() == INSERT_CHUNK_ROWS {
-                positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
-                columns = EventColumns::with_capacity(INSERT_CHUNK_ROWS);
-            }
+        copy_rows(transaction, rows, &metadata).await?;
+    } else {
+        let rows = rows.collect::<Result<Vec<_>>>()?;
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            insert_chunk(transaction, chunk, &metadata).await?;
         }
     }
-    if columns.len() > 0 {
-        positions.extend(insert_chunk(transaction, &columns, &metadata).await?);
-    }
-    assert_eq!(positions.len(), request.event_count(), "every event got a position");
-    Ok(positions)
+    Ok(reserved.positions)
+}
+
+async fn insert_chunk(transaction: &mut Transaction<'_, Postgres>, rows: &[Row<'_>], metadata: &str) -> Result<()> {
+    let column = |field: fn(&Row<'_>) -> String| rows.iter().map(field).collect::<Vec<_>>();
+    sqlx::query(INSERT_EVENTS)
+        .bind(rows.iter().map(|row| row.position).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.event.event_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.stream.organization_id).collect::<Vec<_>>())
+        .bind(column(|row| row.stream.stream_type.clone()))
+        .bind(rows.iter().map(|row| row.stream.stream_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.version as i64).collect::<Vec<_>>())
+        .bind(column(|row| row.event.event_type.clone()))
+        .bind(rows.iter().map(|row| row.event.schema_version).collect::<Vec<_>>())
+        .bind(metadata)
+        .bind(column(|row| row.payload.clone()))
+        .bind(rows.iter().map(|row| row.prev_hash.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.hash.to_vec()).collect::<Vec<_>>())
+        .execute(&mut **transaction)
+        .await
+        .map_err(map_unique_violation)?;
+    Ok(())
 }
 
 /// Escapes a value for COPY's text format. Most values (compact JSON among them: inside its
@@ -711,45 +906,37 @@ fn push_copy_field(line: &mut String, value: &str) {
     }
 }
 
-const COPY_EVENTS: &str = "copy ledger.events \
-    (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) from stdin";
+const COPY_EVENTS: &str = "copy ledger.events (global_position, event_id, organization_id, stream_type, stream_id, \
+    stream_version, event_type, schema_version, payload, metadata, prev_hash, hash) from stdin";
 
-/// Streams the events with COPY (the chain trigger fires per row, as for INSERT), then reads
-/// back the positions this transaction wrote.
-async fn copy_events(
+/// Streams the rows with COPY, a buffer at a time: one statement, checked as a whole.
+async fn copy_rows<'a>(
     transaction: &mut Transaction<'_, Postgres>,
-    request: &AppendRequest,
-    first_versions: &[u64],
+    rows: impl Iterator<Item = Result<Row<'a>>>,
     metadata: &str,
-) -> Result<Vec<i64>> {
+) -> Result<()> {
     let mut copy = transaction.copy_in_raw(COPY_EVENTS).await?;
     let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
     let escaped_metadata = escaped(metadata);
-    for (stream, first_version) in request.streams.iter().zip(first_versions) {
-        for (offset, event) in stream.events.iter().enumerate() {
-            push_copy_line(&mut buffer, stream, first_version + offset as u64, event, &escaped_metadata);
-            if buffer.len() >= COPY_BUFFER_BYTES {
-                copy.send(buffer.as_bytes()).await?;
-                buffer.clear();
+    for row in rows {
+        let row = match row {
+            Ok(row) => row,
+            Err(error) => {
+                let _ = copy.abort("an event could not be written").await;
+                return Err(error);
             }
+        };
+        push_copy_line(&mut buffer, &row, &escaped_metadata);
+        if buffer.len() >= COPY_BUFFER_BYTES {
+            copy.send(buffer.as_bytes()).await?;
+            buffer.clear();
         }
     }
     if !buffer.is_empty() {
         copy.send(buffer.as_bytes()).await?;
     }
     copy.finish().await.map_err(map_unique_violation)?;
-    positions_written(transaction, request.event_count()).await
-}
-
-/// The positions this transaction wrote, `count` of them.
-async fn positions_written(transaction: &mut Transaction<'_, Postgres>, count: usize) -> Result<Vec<i64>> {
-    let positions: Vec<i64> = sqlx::query_scalar(
-        "select global_position from ledger.events where transaction_id = pg_current_xact_id() order by global_position",
-    )
-    .fetch_all(&mut **transaction)
-    .await?;
-    assert_eq!(positions.len(), count, "every copied event got a position");
-    Ok(positions)
+    Ok(())
 }
 
 fn escaped(value: &str) -> String {
@@ -759,38 +946,26 @@ fn escaped(value: &str) -> String {
 }
 
 /// One event's row in COPY's text format; `escaped_metadata` is escaped already.
-fn push_copy_line(buffer: &mut String, stream: &StreamAppend, version: u64, event: &NewEvent, escaped_metadata: &str) {
+fn push_copy_line(buffer: &mut String, row: &Row<'_>, escaped_metadata: &str) {
     use std::fmt::Write as _;
-    let _ = write!(buffer, "{}\t{}\t", event.event_id, stream.organization_id);
-    push_copy_field(buffer, &stream.stream_type);
-    let _ = write!(buffer, "\t{}\t{}\t", stream.stream_id, version);
-    push_copy_field(buffer, &event.event_type);
-    let _ = write!(buffer, "\t{}\t", event.schema_version);
-    push_copy_field(buffer, event.payload.text());
+    let _ = write!(buffer, "{}\t{}\t{}\t", row.position, row.event.event_id, row.stream.organization_id);
+    push_copy_field(buffer, &row.stream.stream_type);
+    let _ = write!(buffer, "\t{}\t{}\t", row.stream.stream_id, row.version);
+    push_copy_field(buffer, &row.event.event_type);
+    let _ = write!(buffer, "\t{}\t", row.event.schema_version);
+    push_copy_field(buffer, &row.payload);
     buffer.push('\t');
     buffer.push_str(escaped_metadata);
+    match &row.prev_hash {
+        Some(hash) => {
+            buffer.push_str("\t\\\\x");
+            buffer.push_str(&hex::encode(hash));
+        }
+        None => buffer.push_str("\t\\N"),
+    }
+    buffer.push_str("\t\\\\x");
+    buffer.push_str(&hex::encode(row.hash));
     buffer.push('\n');
-}
-
-async fn insert_chunk(
-    transaction: &mut Transaction<'_, Postgres>,
-    columns: &EventColumns,
-    metadata: &str,
-) -> Result<Vec<i64>> {
-    let positions = sqlx::query_scalar(INSERT_EVENTS)
-        .bind(&columns.event_ids)
-        .bind(&columns.organization_ids)
-        .bind(&columns.stream_types)
-        .bind(&columns.stream_ids)
-        .bind(&columns.stream_versions)
-        .bind(&columns.event_types)
-        .bind(&columns.schema_versions)
-        .bind(&columns.payloads)
-        .bind(metadata)
-        .fetch_all(&mut **transaction)
-        .await
-        .map_err(map_unique_violation)?;
-    Ok(positions)
 }
 
 /// A writer that bypassed the store's locks can still only lose: the unique

@@ -4,6 +4,7 @@
 //! JSON payload, metadata) and knows nothing of payroll. See `docs/architecture.md`.
 
 mod append;
+mod chain;
 pub mod checkpoint;
 mod error;
 mod event;

@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use sqlx::{Row, postgres::PgConnection};
 use uuid::Uuid;
 
+use crate::chain::Canonical;
 use crate::error::Result;
 
 /// The most chain breaks one report lists; the first of each stream is listed.
@@ -95,36 +96,21 @@ impl StoredEvent {
         })
     }
 
-    /// The same bytes as the `ledger.events_chain` trigger hashes: each field's text as
-    /// `<byte length>:<text>;`.
-    fn canonical_form(&self) -> Vec<u8> {
-        let fields = [
-            self.global_position.to_string(),
-            self.event_id.to_string(),
-            self.organization_id.to_string(),
-            self.stream_type.clone(),
-            self.stream_id.to_string(),
-            self.stream_version.to_string(),
-            self.event_type.clone(),
-            self.schema_version.to_string(),
-            self.payload_text.clone(),
-            self.metadata_text.clone(),
-            self.recorded_at.timestamp_micros().to_string(),
-        ];
-        let mut form = Vec::with_capacity(fields.iter().map(|field| field.len() + 8).sum());
-        for field in &fields {
-            form.extend_from_slice(format!("{}:", field.len()).as_bytes());
-            form.extend_from_slice(field.as_bytes());
-            form.push(b';');
-        }
-        form
-    }
-
     fn expected_hash(&self, previous_hash: Option<&[u8]>) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        hasher.update(previous_hash.unwrap_or_default());
-        hasher.update(self.canonical_form());
-        hasher.finalize().into()
+        Canonical {
+            global_position: self.global_position,
+            event_id: self.event_id,
+            organization_id: self.organization_id,
+            stream_type: &self.stream_type,
+            stream_id: self.stream_id,
+            stream_version: self.stream_version,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: &self.payload_text,
+            metadata: &self.metadata_text,
+            recorded_at_micros: self.recorded_at.timestamp_micros(),
+        }
+        .hash(previous_hash)
     }
 }
 

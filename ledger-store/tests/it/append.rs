@@ -393,3 +393,30 @@ async fn a_few_large_payloads_go_by_copy_and_arrive_whole() {
     }
     assert!(store.verify_all().await.unwrap().is_intact());
 }
+
+/// Numbers only PostgreSQL formats (fractions, exponents, integers beyond 64 bits) are
+/// hashed as it stores them, by INSERT and by COPY, and the positions returned are the
+/// events' own.
+#[tokio::test]
+async fn payloads_with_any_numbers_are_chained_as_stored() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let numbers: serde_json::Value = serde_json::from_str(
+        r#"{"fraction": 1.50, "exponent": 1e2, "tiny": -2.5E-3, "huge": 123456789012345678901234567890}"#,
+    )
+    .unwrap();
+    for count in [2, ledger_store::COPY_ROWS_MIN] {
+        let stream_id = Uuid::new_v4();
+        let events = (0..count).map(|n| event("Numbers", json!({ "n": n, "numbers": numbers }))).collect();
+        let request = AppendRequest::single(
+            stream(Uuid::new_v4(), stream_id, ExpectedVersion::NoStream, events),
+            Metadata::by("tester"),
+        );
+        let result = store.append(&request).await.unwrap();
+        let stored = store.read_stream(stream_id, 1).await.unwrap();
+        assert_eq!(stored.iter().map(|event| event.global_position).collect::<Vec<_>>(), result.positions);
+        assert!(stored[0].payload.text().contains(r#""exponent": 100"#), "{}", stored[0].payload.text());
+        let report = store.verify_stream(stream_id).await.unwrap();
+        assert_eq!((report.events_checked, report.is_intact()), (count as u64, true), "{report:?}");
+    }
+}

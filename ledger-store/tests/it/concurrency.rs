@@ -110,8 +110,11 @@ async fn open_transaction_with_event(db: &TestDatabase, organization: Uuid, stre
     let mut connection = db.connect().await;
     sqlx::query("begin").execute(&mut connection).await.unwrap();
     sqlx::query(
-        "insert into ledger.events (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-         values ($1, $2, 'test_stream', $3, 1, 'Slow', 1, '{}', '{\"actor\":\"slow\"}')",
+        "insert into ledger.events (global_position, event_id, organization_id, stream_type, stream_id, stream_version, \
+             event_type, schema_version, payload, metadata, hash) \
+         select position, $1, $2, 'test_stream', $3, 1, 'Slow', 1, '{}', '{\"actor\":\"slow\"}', \
+             ledger.event_hash(null, position, $1, $2, 'test_stream', $3, 1, 'Slow', 1, '{}', '{\"actor\":\"slow\"}', now()) \
+         from (select nextval('ledger.events_global_position_seq') as position) reserved",
     )
     .bind(Uuid::new_v4())
     .bind(organization)

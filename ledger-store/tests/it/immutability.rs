@@ -90,34 +90,81 @@ async fn the_writer_role_can_append_through_the_store() {
     assert_eq!(event_count(&db.pool).await, 2);
 }
 
+/// A row written by hand: `overrides` replace the chained defaults (a reserved position, the
+/// transaction's time and id, the link to the previous event, the hash `ledger.event_hash`
+/// gives).
+async fn insert_by_hand(
+    db: &TestDatabase,
+    stream_id: Uuid,
+    version: i64,
+    overrides: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    let defaults = [
+        ("global_position", "nextval('ledger.events_global_position_seq')"),
+        ("recorded_at", "now()"),
+        ("transaction_id", "pg_current_xact_id()"),
+        ("prev_hash", "(select hash from ledger.events where stream_id = $3 and stream_version = $4 - 1)"),
+        ("forged_hash", "null::bytea"),
+    ];
+    let chosen: Vec<String> = defaults
+        .iter()
+        .map(|(column, default)| {
+            let expression = overrides.iter().find(|(name, _)| name == column).map_or(*default, |(_, value)| *value);
+            format!("{expression} as {column}")
+        })
+        .collect();
+    sqlx::query(&format!(
+        "insert into ledger.events (global_position, event_id, organization_id, stream_type, stream_id, stream_version, \
+             event_type, schema_version, payload, metadata, recorded_at, transaction_id, prev_hash, hash) \
+         select global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, \
+             schema_version, payload, metadata, recorded_at, transaction_id, prev_hash, \
+             coalesce(forged_hash, ledger.event_hash(prev_hash, global_position, event_id, organization_id, stream_type, \
+                 stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at)) \
+         from (select $1::uuid as event_id, $2::uuid as organization_id, 'test_stream' as stream_type, $3::uuid as stream_id, \
+                   $4::int8 as stream_version, 'ByHand' as event_type, 1 as schema_version, '{{}}'::jsonb as payload, \
+                   '{{}}'::jsonb as metadata, {}) by_hand",
+        chosen.join(", ")
+    ))
+    .bind(Uuid::new_v4())
+    .bind(Uuid::new_v4())
+    .bind(stream_id)
+    .bind(version)
+    .execute(&db.pool)
+    .await
+    .map(|_| ())
+}
+
+/// Every inserting statement is checked as a whole: a wrong hash, link, time, transaction,
+/// position or version fails it, whoever wrote it, and nothing of it is stored.
 #[tokio::test]
-async fn a_client_cannot_write_its_own_hash_or_time() {
+async fn a_client_cannot_write_a_wrong_chain_time_or_position() {
     let db = TestDatabase::new().await;
     let stream_id = Uuid::new_v4();
-    sqlx::query(
-        "insert into ledger.events (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata, recorded_at, hash) \
-         values ($1, $2, 'test_stream', $3, 1, 'Forged', 1, '{}', '{}', '2001-01-01', '\\x00')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(Uuid::new_v4())
-    .bind(stream_id)
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    let event = db.store().read_stream(stream_id, 1).await.unwrap().remove(0);
-    assert_eq!(event.hash.len(), 32);
-    assert!(event.recorded_at.timestamp() > 1_700_000_000, "the database's clock is used: {}", event.recorded_at);
+    insert_by_hand(&db, stream_id, 1, &[]).await.unwrap();
+    assert_eq!(db.store().read_stream(stream_id, 1).await.unwrap().len(), 1);
     assert!(db.store().verify_all().await.unwrap().is_intact());
 
-    let gap = sqlx::query(
-        "insert into ledger.events (event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, payload, metadata) \
-         values ($1, $2, 'test_stream', $3, 3, 'Gap', 1, '{}', '{}')",
-    )
-    .bind(Uuid::new_v4())
-    .bind(Uuid::new_v4())
-    .bind(stream_id)
-    .execute(&db.pool)
-    .await
-    .unwrap_err();
-    assert!(gap.to_string().contains("contiguous"), "{gap}");
+    let refused = [
+        (2, ("forged_hash", "'\\x00'::bytea"), "hash must be ledger.event_hash"),
+        (2, ("forged_hash", "sha256('someone else')"), "hash must be ledger.event_hash"),
+        (2, ("recorded_at", "timestamptz '2001-01-01'"), "recorded_at must be the writing transaction's time"),
+        (2, ("transaction_id", "'1'::xid8"), "transaction_id must be the writing transaction's"),
+        (2, ("prev_hash", "sha256('another link')"), "prev_hash must be the hash of the stream's previous event"),
+        (2, ("prev_hash", "null::bytea"), "prev_hash must be the hash of the stream's previous event"),
+        (2, ("global_position", "0"), "must come after its previous event's"),
+        (
+            2,
+            ("global_position", "(select last_value + 1000 from ledger.events_global_position_seq)"),
+            "was not reserved",
+        ),
+        (3, ("recorded_at", "now()"), "versions must be contiguous"),
+    ];
+    for (version, field, problem) in refused {
+        let error = insert_by_hand(&db, stream_id, version, &[field]).await.unwrap_err();
+        assert!(error.to_string().contains(problem), "{field:?}: {error}");
+        assert_eq!(error.as_database_error().and_then(|error| error.code()).as_deref(), Some("23514"), "{field:?}");
+    }
+    assert_eq!(event_count(&db.pool).await, 1, "nothing refused was stored");
+    insert_by_hand(&db, stream_id, 2, &[]).await.unwrap();
+    assert!(db.store().verify_all().await.unwrap().is_intact());
 }
