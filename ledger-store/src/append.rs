@@ -209,16 +209,14 @@ where
     })
 }
 
-/// The payload text at which a streamed append writes the events it holds: a segment is
-/// chained over positions reserved for it and copied in one statement, then the next is
-/// taken from the source.
-const SEGMENT_PAYLOAD_BYTES: usize = 4 << 20;
-/// The most events of one segment.
-const SEGMENT_EVENTS_MAX: usize = 5_000;
+/// Positions a streamed append reserves at a time. The ones it does not use are a gap.
+const STREAMED_RESERVE: usize = 64;
 
-/// Takes the source's events a segment at a time, each checked as it comes, and writes each
-/// segment; returns the positions of all. A source that fails, or yields none, fails the
-/// append before its commit: nothing of it is written.
+/// Takes the source's events one at a time, each checked and chained as it comes, into a
+/// COPY kept open while the source produces (the server takes a megabyte while the next is
+/// made); returns the positions of all. A COPY ends, and the next begins, when the reserved
+/// positions run out or an event's jsonb text has to be asked of PostgreSQL. A source that
+/// fails, or yields none, fails the append before its commit: nothing of it is written.
 async fn write_segments<E, S>(
     transaction: &mut Transaction<'_, Postgres>,
     target: &StreamAppend,
@@ -235,60 +233,115 @@ where
     let mut events = std::pin::pin!(events);
     let mut event_ids = HashSet::new();
     let mut positions = Vec::new();
-    let mut segment: Vec<NewEvent> = Vec::new();
-    let mut segment_bytes = 0;
-    loop {
-        let next = events.next().await;
-        let ended = next.is_none();
-        if let Some(event) = next {
-            let event = event?;
-            let count = positions.len() + segment.len();
-            validate_event(0, count, &event)?;
-            if !event_ids.insert(event.event_id) {
-                return Err(StoreError::invalid(
-                    format!("streams[0].events[{count}].event_id"),
-                    format!("event id {} appears twice", event.event_id),
-                )
-                .into());
-            }
-            if count == APPEND_EVENTS_MAX {
-                return Err(StoreError::invalid(
-                    "streams",
-                    format!("more than {APPEND_EVENTS_MAX} events: the limit of one append"),
-                )
-                .into());
-            }
-            segment_bytes += event.payload.text().len();
-            segment.push(event);
-        }
-        if !segment.is_empty()
-            && (ended || segment_bytes >= SEGMENT_PAYLOAD_BYTES || segment.len() >= SEGMENT_EVENTS_MAX)
+    let mut reserved = std::collections::VecDeque::new();
+    let mut recorded_at_micros = 0;
+    let escaped_metadata = escaped(metadata);
+    let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
+    // The checked event that ended the last COPY, with its jsonb text when PostgreSQL wrote it.
+    let mut pending: Option<(NewEvent, Option<String>)> = None;
+    let mut ended = false;
+    while !ended {
+        if let Some((event, None)) = &mut pending
+            && needs_postgres(event.payload.text())
         {
-            let asked = asked_of_postgres(transaction, segment.iter().map(|event| event.payload.text())).await?;
-            let reserved = reserve(transaction, segment.len()).await?;
-            let run = Run {
-                stream: target,
-                events: &segment,
-                first_version: first_version + positions.len() as u64,
-                previous: previous.take(),
+            let text = asked_of_postgres(transaction, std::iter::once(event.payload.text())).await?.remove(&0);
+            pending.as_mut().expect("pending").1 = text;
+        }
+        if reserved.is_empty() {
+            let (_, more) = check_and_reserve(transaction, &[], STREAMED_RESERVE).await?;
+            recorded_at_micros = more.recorded_at_micros;
+            reserved.extend(more.positions);
+        }
+        let mut copy = transaction.copy_in_raw(COPY_EVENTS).await.map_err(StoreError::from)?;
+        let mut copied = 0;
+        loop {
+            let (event, asked) = match pending.take() {
+                Some(pending) => pending,
+                None => match events.next().await {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(event) => match checked_event(event, positions.len(), &mut event_ids) {
+                        Ok(event) => (event, None),
+                        Err(error) => {
+                            let _ = copy.abort("the append's events could not all be produced").await;
+                            return Err(error);
+                        }
+                    },
+                },
             };
-            let mut last_hash = None;
-            let rows = Chainer::new(vec![run], &reserved, metadata, asked)
-                .inspect(|row| last_hash = row.as_ref().ok().map(|row| row.hash.to_vec()));
-            copy_rows(transaction, rows, metadata).await?;
-            previous = last_hash;
-            positions.extend(reserved.positions);
-            segment.clear();
-            segment_bytes = 0;
+            if reserved.is_empty() || (asked.is_none() && needs_postgres(event.payload.text())) {
+                pending = Some((event, asked));
+                break;
+            }
+            let payload = match asked {
+                Some(text) => text,
+                None => match jsonb_text(event.payload.text()) {
+                    Some(text) => text,
+                    None => {
+                        let _ = copy.abort("an event could not be written").await;
+                        return Err(StoreError::invalid("payload", "is not JSON").into());
+                    }
+                },
+            };
+            let position = reserved.pop_front().expect("a reserved position");
+            let version = first_version + positions.len() as u64;
+            let row =
+                Row::chained(target, &event, version, position, payload, &mut previous, metadata, recorded_at_micros);
+            push_copy_line(&mut buffer, &row, &escaped_metadata);
+            positions.push(position);
+            copied += 1;
+            if buffer.len() >= COPY_BUFFER_BYTES {
+                copy.send(buffer.as_bytes()).await.map_err(StoreError::from)?;
+                buffer.clear();
+            }
         }
-        if ended {
-            break;
+        if copied == 0 {
+            let _ = copy.abort("nothing to write").await;
+            continue;
         }
+        finish_copy(copy, &mut buffer).await?;
     }
     if positions.is_empty() {
         return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
     }
     Ok(positions)
+}
+
+/// A source's event, checked as the `count`th of its append.
+fn checked_event<E: From<StoreError>>(
+    event: std::result::Result<NewEvent, E>,
+    count: usize,
+    event_ids: &mut HashSet<Uuid>,
+) -> std::result::Result<NewEvent, E> {
+    let event = event?;
+    validate_event(0, count, &event)?;
+    if !event_ids.insert(event.event_id) {
+        return Err(StoreError::invalid(
+            format!("streams[0].events[{count}].event_id"),
+            format!("event id {} appears twice", event.event_id),
+        )
+        .into());
+    }
+    if count == APPEND_EVENTS_MAX {
+        return Err(StoreError::invalid(
+            "streams",
+            format!("more than {APPEND_EVENTS_MAX} events: the limit of one append"),
+        )
+        .into());
+    }
+    Ok(event)
+}
+
+/// Sends what is buffered and ends the COPY (the database checks its rows then).
+async fn finish_copy(mut copy: sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>, buffer: &mut String) -> Result<()> {
+    if !buffer.is_empty() {
+        copy.send(buffer.as_bytes()).await?;
+        buffer.clear();
+    }
+    copy.finish().await.map_err(map_unique_violation)?;
+    Ok(())
 }
 
 /// The metadata stored with every event of an append: the request's, with its key.
@@ -597,8 +650,11 @@ async fn check_expected_versions(
     Ok(check_and_reserve(transaction, streams, 0).await?.0)
 }
 
-/// [`check_expected_versions`] and [`reserve`] in one round trip (a reservation the check
-/// then refuses leaves a gap in the positions, as a rolled back append always did).
+/// [`check_expected_versions`], and `count` positions reserved from the log's sequence in
+/// increasing order with the transaction's time, in one round trip. Called after the stream
+/// locks are held (a reservation may give the transaction its id: see `append_on`), so a
+/// stream's later events always get larger positions. A reservation the check then refuses
+/// leaves a gap in the positions, as a rolled back append always did.
 async fn check_and_reserve(
     transaction: &mut Transaction<'_, Postgres>,
     streams: &[StreamAppend],
@@ -686,20 +742,6 @@ struct Reserved {
     positions: Vec<i64>,
 }
 
-/// Reserves `count` positions. Called after the stream locks are held (a reservation may
-/// give the transaction its id: see `append_on`), so a stream's later events always get
-/// larger positions.
-async fn reserve(connection: &mut sqlx::PgConnection, count: usize) -> Result<Reserved> {
-    let (now, mut positions): (chrono::DateTime<chrono::Utc>, Vec<i64>) = sqlx::query_as(
-        "select now(), array(select nextval('ledger.events_global_position_seq') from generate_series(1, $1))",
-    )
-    .bind(count as i64)
-    .fetch_one(&mut *connection)
-    .await?;
-    positions.sort_unstable();
-    Ok(Reserved { recorded_at_micros: now.timestamp_micros(), positions })
-}
-
 /// The jsonb texts (what hashes cover) PostgreSQL has to write: of the texts
 /// [`needs_postgres`] picks, by their index in `texts`. The others are written here as their
 /// rows are produced.
@@ -747,6 +789,39 @@ struct Row<'a> {
     payload: String,
     prev_hash: Option<Vec<u8>>,
     hash: [u8; 32],
+}
+
+impl<'a> Row<'a> {
+    /// The row of `event` at `version` and `position`, after `previous` (which becomes its
+    /// hash).
+    #[allow(clippy::too_many_arguments)]
+    fn chained(
+        stream: &'a StreamAppend,
+        event: &'a NewEvent,
+        version: u64,
+        position: i64,
+        payload: String,
+        previous: &mut Option<Vec<u8>>,
+        metadata: &str,
+        recorded_at_micros: i64,
+    ) -> Row<'a> {
+        let hash = Canonical {
+            global_position: position,
+            event_id: event.event_id,
+            organization_id: stream.organization_id,
+            stream_type: &stream.stream_type,
+            stream_id: stream.stream_id,
+            stream_version: version,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &payload,
+            metadata,
+            recorded_at_micros,
+        }
+        .hash(previous.as_deref());
+        let prev_hash = previous.replace(hash.to_vec());
+        Row { stream, event, version, position, payload, prev_hash, hash }
+    }
 }
 
 /// Chains runs of events in order over reserved positions, one row at a time: the rows of a
@@ -799,22 +874,16 @@ impl<'a> Iterator for Chainer<'a> {
         };
         self.offset += 1;
         self.index += 1;
-        let hash = Canonical {
-            global_position: position,
-            event_id: event.event_id,
-            organization_id: run.stream.organization_id,
-            stream_type: &run.stream.stream_type,
-            stream_id: run.stream.stream_id,
-            stream_version: version,
-            event_type: &event.event_type,
-            schema_version: event.schema_version,
-            payload: &payload,
-            metadata: self.metadata,
-            recorded_at_micros: self.recorded_at_micros,
-        }
-        .hash(run.previous.as_deref());
-        let prev_hash = run.previous.replace(hash.to_vec());
-        Some(Ok(Row { stream: run.stream, event, version, position, payload, prev_hash, hash }))
+        Some(Ok(Row::chained(
+            run.stream,
+            event,
+            version,
+            position,
+            payload,
+            &mut run.previous,
+            self.metadata,
+            self.recorded_at_micros,
+        )))
     }
 }
 

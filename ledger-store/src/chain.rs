@@ -63,10 +63,176 @@ impl Canonical<'_> {
 /// number that is not an integer: numeric's output of a fraction or an exponent is left to
 /// PostgreSQL (`EventStore` asks it; domain payloads carry amounts as strings).
 pub(crate) fn jsonb_text(json: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut reader = Reader { json, at: 0 };
     let mut text = String::with_capacity(json.len() + json.len() / 8);
-    write_jsonb(&mut text, &value)?;
-    Some(text)
+    reader.value(&mut text)?;
+    reader.skip_whitespace();
+    (reader.at == json.len()).then_some(text)
+}
+
+/// Reads JSON text and writes its jsonb text as it goes, over the bytes (no tree of values:
+/// a payroll run's calculation chunk is 700 KB of JSON).
+struct Reader<'a> {
+    json: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.json.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.skip_whitespace();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    fn value(&mut self, text: &mut String) -> Option<()> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b'{' => self.object(text),
+            b'[' => self.array(text),
+            b'"' => {
+                let string = self.string()?;
+                write_jsonb_string(text, &string);
+                Some(())
+            }
+            b'-' | b'0'..=b'9' => self.integer(text),
+            _ => {
+                let literal =
+                    ["true", "false", "null"].into_iter().find(|word| self.json[self.at..].starts_with(word))?;
+                self.at += literal.len();
+                text.push_str(literal);
+                Some(())
+            }
+        }
+    }
+
+    /// An integer as numeric writes it (the same digits, `-0` as `0`); `None` for a fraction
+    /// or an exponent.
+    fn integer(&mut self, text: &mut String) -> Option<()> {
+        let start = self.at;
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let digits = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        if self.at == digits || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let number = &self.json[start..self.at];
+        text.push_str(if number == "-0" { "0" } else { number });
+        Some(())
+    }
+
+    /// A string's characters: borrowed when it has no escape, decoded otherwise.
+    fn string(&mut self) -> Option<std::borrow::Cow<'a, str>> {
+        let bytes = self.json.as_bytes();
+        let start = self.at;
+        let mut end = start + 1;
+        let mut escaped = false;
+        loop {
+            match *bytes.get(end)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    end += 2;
+                }
+                _ => end += 1,
+            }
+        }
+        self.at = end + 1;
+        if escaped {
+            serde_json::from_str::<String>(&self.json[start..=end]).ok().map(std::borrow::Cow::Owned)
+        } else {
+            Some(std::borrow::Cow::Borrowed(&self.json[start + 1..end]))
+        }
+    }
+
+    fn array(&mut self, text: &mut String) -> Option<()> {
+        self.at += 1;
+        text.push('[');
+        self.skip_whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            text.push(']');
+            return Some(());
+        }
+        loop {
+            self.value(text)?;
+            self.skip_whitespace();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    text.push_str(", ");
+                }
+                b']' => {
+                    self.at += 1;
+                    text.push(']');
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Members sorted as jsonb sorts keys (shorter first, then bytewise), the last of a
+    /// repeated key kept.
+    fn object(&mut self, text: &mut String) -> Option<()> {
+        self.at += 1;
+        let mut members: Vec<(std::borrow::Cow<'a, str>, String)> = Vec::new();
+        self.skip_whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+        } else {
+            loop {
+                self.skip_whitespace();
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                let key = self.string()?;
+                self.expect(b':')?;
+                let mut value = String::new();
+                self.value(&mut value)?;
+                members.push((key, value));
+                self.skip_whitespace();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b'}' => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        // A stable sort keeps repeated keys in their order: the last of each run is kept.
+        members.sort_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
+        text.push('{');
+        let mut first = true;
+        for (index, (key, value)) in members.iter().enumerate() {
+            if members.get(index + 1).is_some_and(|(next, _)| next == key) {
+                continue;
+            }
+            if !first {
+                text.push_str(", ");
+            }
+            first = false;
+            write_jsonb_string(text, key);
+            text.push_str(": ");
+            text.push_str(value);
+        }
+        text.push('}');
+        Some(())
+    }
 }
 
 /// Whether PostgreSQL has to write this JSON's jsonb text: it has a number with a fraction
@@ -101,43 +267,6 @@ pub(crate) fn needs_postgres(json: &str) -> bool {
         }
     }
     false
-}
-
-fn write_jsonb(text: &mut String, value: &serde_json::Value) -> Option<()> {
-    use serde_json::Value;
-    match value {
-        Value::Null => text.push_str("null"),
-        Value::Bool(true) => text.push_str("true"),
-        Value::Bool(false) => text.push_str("false"),
-        Value::Number(number) if number.is_i64() || number.is_u64() => text.push_str(&number.to_string()),
-        Value::Number(_) => return None,
-        Value::String(string) => write_jsonb_string(text, string),
-        Value::Array(items) => {
-            text.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    text.push_str(", ");
-                }
-                write_jsonb(text, item)?;
-            }
-            text.push(']');
-        }
-        Value::Object(members) => {
-            let mut keys: Vec<&String> = members.keys().collect();
-            keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes())));
-            text.push('{');
-            for (index, key) in keys.into_iter().enumerate() {
-                if index > 0 {
-                    text.push_str(", ");
-                }
-                write_jsonb_string(text, key);
-                text.push_str(": ");
-                write_jsonb(text, &members[key])?;
-            }
-            text.push('}');
-        }
-    }
-    Some(())
 }
 
 /// As PostgreSQL's `escape_json`: the two-character escapes, other control characters as
@@ -214,14 +343,15 @@ mod against_postgres {
             any::<i64>().prop_map(|value| value.to_string()),
             any::<u64>().prop_map(|value| value.to_string()),
             string.clone(),
-        ];
+        ]
+        .prop_flat_map(|leaf| prop_oneof![Just(leaf.clone()), Just(format!(" {leaf}\n"))]);
         leaf.prop_recursive(4, 48, 6, move |inner| {
             let key = prop_oneof!["[a-c]{1,2}", "[^\u{0}]{0,6}"].prop_map(|key| serde_json::to_string(&key).unwrap());
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(|items| format!("[{}]", items.join(","))),
                 proptest::collection::vec((key, inner), 0..6).prop_map(|members| {
                     let members: Vec<String> =
-                        members.into_iter().map(|(key, value)| format!("{key}:{value}")).collect();
+                        members.into_iter().map(|(key, value)| format!("{key} :{value}")).collect();
                     format!("{{{}}}", members.join(","))
                 }),
             ]

@@ -69,6 +69,35 @@ async fn a_streamed_append_writes_every_event_in_order_with_its_chain() {
     assert_eq!(picked.iter().map(|event| event.stream_version).collect::<Vec<_>>(), vec![3, 26]);
 }
 
+/// More events than one reservation of positions, and events whose jsonb text PostgreSQL
+/// writes (fractions, exponents) in the middle: each ends a COPY and begins another, and the
+/// stream is whole, in order and chained.
+#[tokio::test]
+async fn a_streamed_append_spans_several_copies_in_one_transaction() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let count = 150;
+    let events = stream::iter(0..count)
+        .map(|n| {
+            let payload = if n % 50 == 7 { json!({ "n": n, "rate": 1.25, "big": 1e21 }) } else { json!({ "n": n }) };
+            Ok::<_, StoreError>(event("Chunk", payload))
+        })
+        .boxed();
+    let result =
+        store.append_streamed(&target(organization, stream_id, ExpectedVersion::NoStream), events).await.unwrap();
+
+    assert_eq!((result.positions.len(), result.streams[0].version), (count, count as u64));
+    assert!(result.positions.windows(2).all(|pair| pair[0] < pair[1]), "{:?}", result.positions);
+    let stored = store.read_stream(stream_id, 1).await.unwrap();
+    assert_eq!(stored.iter().map(|event| event.global_position).collect::<Vec<_>>(), result.positions);
+    assert_eq!(stored[7].payload.to_value()["rate"], json!(1.25));
+    let transactions: std::collections::HashSet<u64> = stored.iter().map(|event| event.transaction_id).collect();
+    assert_eq!(transactions.len(), 1, "one transaction");
+    let report = store.verify(VerifyScope::Stream(stream_id), &mut |_| {}).await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (count as u64, true), "{report:?}");
+}
+
 #[tokio::test]
 async fn a_source_that_fails_midway_writes_nothing_and_the_append_can_be_made_again() {
     let db = TestDatabase::new().await;
