@@ -193,11 +193,15 @@ where
         }
     }
     lock_streams(&mut transaction, std::slice::from_ref(target)).await?;
-    let (first_version, previous) =
-        check_expected_versions(&mut transaction, std::slice::from_ref(target)).await?.remove(0);
+    let (mut heads, checked) = check_and_reserve(&mut transaction, std::slice::from_ref(target), 0).await?;
+    let (first_version, previous) = heads.remove(0);
     let metadata = metadata_text(&append.metadata, append.idempotency_key.as_deref());
     let metadata = jsonb_of(&mut transaction, &metadata).await?;
-    let positions = write_segments(&mut transaction, target, first_version, previous, &metadata, events).await?;
+    let positions = if checked.copy_allowed {
+        write_segments(&mut transaction, target, first_version, previous, &metadata, events).await?
+    } else {
+        insert_segments(&mut transaction, target, first_version, previous, &metadata, events).await?
+    };
     if let Some(key) = &append.idempotency_key {
         record_key(&mut transaction, key, append.fingerprint.as_deref().expect("checked above")).await?;
     }
@@ -302,6 +306,59 @@ where
             continue;
         }
         finish_copy(copy, &mut buffer).await?;
+    }
+    if positions.is_empty() {
+        return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
+    }
+    Ok(positions)
+}
+
+/// [`write_segments`] for a role that may not COPY: the source's events are taken up to
+/// `INSERT_CHUNK_BYTES` of payload (or `INSERT_CHUNK_ROWS` events) at a time, chained over
+/// positions reserved for them and INSERTed.
+async fn insert_segments<E, S>(
+    transaction: &mut Transaction<'_, Postgres>,
+    target: &StreamAppend,
+    first_version: u64,
+    mut previous: Option<Vec<u8>>,
+    metadata: &str,
+    events: S,
+) -> std::result::Result<Vec<i64>, E>
+where
+    E: From<StoreError>,
+    S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+{
+    use futures_util::StreamExt as _;
+    let mut events = std::pin::pin!(events);
+    let mut event_ids = HashSet::new();
+    let mut positions = Vec::new();
+    let (mut segment, mut bytes): (Vec<NewEvent>, usize) = (Vec::new(), 0);
+    let mut ended = false;
+    while !ended {
+        match events.next().await {
+            Some(event) => {
+                let event = checked_event(event, positions.len() + segment.len(), &mut event_ids)?;
+                bytes += event.payload.text().len();
+                segment.push(event);
+            }
+            None => ended = true,
+        }
+        if segment.is_empty() || !(ended || segment.len() == INSERT_CHUNK_ROWS || bytes >= INSERT_CHUNK_BYTES) {
+            continue;
+        }
+        let asked = asked_of_postgres(transaction, segment.iter().map(|event| event.payload.text())).await?;
+        let (_, reserved) = check_and_reserve(transaction, &[], segment.len()).await?;
+        let run = Run {
+            stream: target,
+            events: &segment,
+            first_version: first_version + positions.len() as u64,
+            previous: previous.take(),
+        };
+        let rows = Chainer::new(vec![run], &reserved, metadata, asked).collect::<Result<Vec<_>>>()?;
+        previous = rows.last().map(|row| row.hash.to_vec());
+        insert_chunk(transaction, &rows, metadata).await?;
+        positions.extend(reserved.positions);
+        (segment, bytes) = (Vec::new(), 0);
     }
     if positions.is_empty() {
         return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
@@ -641,17 +698,10 @@ struct StoredHead {
     hash: Vec<u8>,
 }
 
-/// Checks every stream against its expectation; returns, in request order, the version each
-/// stream's first new event gets and the hash it follows (none for a new stream).
-async fn check_expected_versions(
-    transaction: &mut Transaction<'_, Postgres>,
-    streams: &[StreamAppend],
-) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
-    Ok(check_and_reserve(transaction, streams, 0).await?.0)
-}
-
-/// [`check_expected_versions`], and `count` positions reserved from the log's sequence in
-/// increasing order with the transaction's time, in one round trip. Called after the stream
+/// Checks every stream against its expectation and returns, in request order, the version
+/// each stream's first new event gets and the hash it follows (none for a new stream); with
+/// `count` positions reserved from the log's sequence in increasing order, the
+/// transaction's time and whether it may COPY, in one round trip. Called after the stream
 /// locks are held (a reservation may give the transaction its id: see `append_on`), so a
 /// stream's later events always get larger positions. A reservation the check then refuses
 /// leaves a gap in the positions, as a rolled back append always did.
@@ -663,6 +713,7 @@ async fn check_and_reserve(
     type Heads = (
         chrono::DateTime<chrono::Utc>,
         Vec<i64>,
+        bool,
         Option<Vec<Uuid>>,
         Option<Vec<i64>>,
         Option<Vec<String>>,
@@ -670,9 +721,9 @@ async fn check_and_reserve(
         Option<Vec<Vec<u8>>>,
     );
     let stream_ids: Vec<Uuid> = streams.iter().map(|stream| stream.stream_id).collect();
-    let (now, mut positions, ids, versions, types, organizations, hashes): Heads = sqlx::query_as(
+    let (now, mut positions, row_security, ids, versions, types, organizations, hashes): Heads = sqlx::query_as(
         "select now(), array(select nextval('ledger.events_global_position_seq') from generate_series(1, $2)), \
-                array_agg(s.stream_id), array_agg(head.stream_version), array_agg(head.stream_type), \
+                row_security_active('ledger.events'), array_agg(s.stream_id), array_agg(head.stream_version), array_agg(head.stream_type), \
                 array_agg(head.organization_id), array_agg(head.hash) \
          from unnest($1::uuid[]) as s(stream_id) \
          cross join lateral ( \
@@ -701,7 +752,7 @@ async fn check_and_reserve(
             Ok((first_version(stream, head.as_ref())?, head.map(|head| head.hash)))
         })
         .collect::<Result<_>>()?;
-    Ok((checked, Reserved { recorded_at_micros: now.timestamp_micros(), positions }))
+    Ok((checked, Reserved { recorded_at_micros: now.timestamp_micros(), positions, copy_allowed: !row_security }))
 }
 
 fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64> {
@@ -740,6 +791,10 @@ fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64
 struct Reserved {
     recorded_at_micros: i64,
     positions: Vec<i64>,
+    /// Whether this role may COPY into the log: PostgreSQL refuses COPY FROM into a table
+    /// whose row-level security applies to the role (a login role that is a member of
+    /// `ledger_writer` rather than the table's owner); such an append INSERTs instead.
+    copy_allowed: bool,
 }
 
 /// The jsonb texts (what hashes cover) PostgreSQL has to write: of the texts
@@ -925,15 +980,38 @@ async fn insert_events(
     let rows = Chainer::new(runs, &reserved, &metadata, asked);
     let payload_bytes: usize =
         request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text().len()).sum();
-    if request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN {
+    if reserved.copy_allowed && (request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN) {
         copy_rows(transaction, rows, &metadata).await?;
     } else {
-        let rows = rows.collect::<Result<Vec<_>>>()?;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            insert_chunk(transaction, chunk, &metadata).await?;
-        }
+        insert_rows(transaction, rows, &metadata).await?;
     }
     Ok(reserved.positions)
+}
+
+/// The payload bytes at which an INSERT statement is sent (with at most
+/// `INSERT_CHUNK_ROWS` rows).
+const INSERT_CHUNK_BYTES: usize = 4 << 20;
+
+/// INSERTs the rows a chunk at a time.
+async fn insert_rows<'a>(
+    transaction: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = Result<Row<'a>>>,
+    metadata: &str,
+) -> Result<()> {
+    let (mut chunk, mut bytes) = (Vec::new(), 0);
+    for row in rows {
+        let row = row?;
+        bytes += row.payload.len();
+        chunk.push(row);
+        if chunk.len() == INSERT_CHUNK_ROWS || bytes >= INSERT_CHUNK_BYTES {
+            insert_chunk(transaction, &chunk, metadata).await?;
+            (chunk, bytes) = (Vec::new(), 0);
+        }
+    }
+    if !chunk.is_empty() {
+        insert_chunk(transaction, &chunk, metadata).await?;
+    }
+    Ok(())
 }
 
 async fn insert_chunk(transaction: &mut Transaction<'_, Postgres>, rows: &[Row<'_>], metadata: &str) -> Result<()> {

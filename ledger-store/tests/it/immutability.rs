@@ -1,5 +1,6 @@
 //! The log cannot be changed, not even by its owner, and the writer role cannot try.
 
+use futures_util::StreamExt as _;
 use ledger_store::ExpectedVersion;
 use ledger_store::testkit::TestDatabase;
 use uuid::Uuid;
@@ -84,10 +85,37 @@ async fn the_writer_role_can_append_through_the_store() {
         .await
         .unwrap();
     let store = ledger_store::EventStore::new(pool);
-    let request = numbered(Uuid::new_v4(), Uuid::new_v4(), ExpectedVersion::NoStream, 2).with_idempotency_key("w");
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let request = numbered(organization, stream_id, ExpectedVersion::NoStream, 2).with_idempotency_key("w");
     store.append(&request).await.unwrap();
     assert!(store.append(&request).await.unwrap().replayed);
-    assert_eq!(event_count(&db.pool).await, 2);
+    // The database's chain check finds the stream's head as the writer sees it, by INSERT
+    // and by COPY.
+    store.append(&numbered(organization, stream_id, ExpectedVersion::Exact(2), 1)).await.unwrap();
+    store
+        .append(&numbered(organization, stream_id, ExpectedVersion::Exact(3), ledger_store::COPY_ROWS_MIN))
+        .await
+        .unwrap();
+    // PostgreSQL refuses COPY into a table whose row-level security applies to the role:
+    // as the writer, large appends INSERT instead, streamed ones several statements of 4 MB.
+    let blob = "x".repeat(512 * 1024);
+    let events = futures_util::stream::iter(0..20).map(move |n| {
+        Ok::<_, ledger_store::StoreError>(crate::event("Chunk", serde_json::json!({ "n": n, "blob": blob })))
+    });
+    let streamed = ledger_store::StreamedAppend {
+        organization_id: organization,
+        stream_type: "test_stream".to_owned(),
+        stream_id,
+        expected_version: ExpectedVersion::Exact(3 + ledger_store::COPY_ROWS_MIN as u64),
+        metadata: ledger_store::Metadata::by("tester"),
+        idempotency_key: None,
+        fingerprint: None,
+    };
+    let result = store.append_streamed(&streamed, events).await.unwrap();
+    assert_eq!(result.streams[0].version, 23 + ledger_store::COPY_ROWS_MIN as u64);
+    assert_eq!(event_count(&db.pool).await, 23 + ledger_store::COPY_ROWS_MIN as i64);
+    let report = db.store().verify_all().await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (23 + ledger_store::COPY_ROWS_MIN as u64, true));
 }
 
 /// A row written by hand: `overrides` replace the chained defaults (a reserved position, the
