@@ -88,11 +88,11 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof!["[^\u{0}]{0,40}", "[a-zA-Zé€𝄞\"\\\\\t\n\r ]{0,40}",]
 }
 
-/// The chain the trigger writes is the one the verifier rebuilds from the stored columns, for
-/// any text in the payload, the event type and the metadata, by INSERT (a few events) and by
-/// COPY (from `COPY_ROWS_MIN` on).
+/// The chain the append writes passes the database's check and is the one the verifier
+/// rebuilds from the stored columns, for any text in the payload, the event type and the
+/// metadata, by INSERT (a few events) and by COPY (from `COPY_ROWS_MIN` on).
 #[test]
-fn the_trigger_and_the_verifier_hash_any_text_alike() {
+fn the_append_the_database_and_the_verifier_hash_any_text_alike() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let db = runtime.block_on(TestDatabase::new());
     let store = db.store();
