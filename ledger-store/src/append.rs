@@ -202,6 +202,9 @@ where
     } else {
         insert_segments(&mut transaction, target, first_version, previous, &metadata, events).await?
     };
+    if positions.is_empty() {
+        return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
+    }
     if let Some(key) = &append.idempotency_key {
         record_key(&mut transaction, key, append.fingerprint.as_deref().expect("checked above")).await?;
     }
@@ -218,9 +221,10 @@ const STREAMED_RESERVE: usize = 64;
 
 /// Takes the source's events one at a time, each checked and chained as it comes, into a
 /// COPY kept open while the source produces (the server takes a megabyte while the next is
-/// made); returns the positions of all. A COPY ends, and the next begins, when the reserved
-/// positions run out or an event's jsonb text has to be asked of PostgreSQL. A source that
-/// fails, or yields none, fails the append before its commit: nothing of it is written.
+/// made); returns the positions of all (none for a source that yields none). A COPY ends,
+/// and the next begins, when the reserved positions run out or an event's jsonb text has to
+/// be asked of PostgreSQL. A source that fails fails the append before its commit: nothing
+/// of it is written.
 async fn write_segments<E, S>(
     transaction: &mut Transaction<'_, Postgres>,
     target: &StreamAppend,
@@ -245,11 +249,11 @@ where
     let mut pending: Option<(NewEvent, Option<String>)> = None;
     let mut ended = false;
     while !ended {
-        if let Some((event, None)) = &mut pending
+        if let Some((event, asked)) = &mut pending
+            && asked.is_none()
             && needs_postgres(event.payload.text())
         {
-            let text = asked_of_postgres(transaction, std::iter::once(event.payload.text())).await?.remove(&0);
-            pending.as_mut().expect("pending").1 = text;
+            *asked = asked_of_postgres(transaction, std::iter::once(event.payload.text())).await?.remove(&0);
         }
         if reserved.is_empty() {
             let (_, more) = check_and_reserve(transaction, &[], STREAMED_RESERVE).await?;
@@ -307,9 +311,6 @@ where
         }
         finish_copy(copy, &mut buffer).await?;
     }
-    if positions.is_empty() {
-        return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
-    }
     Ok(positions)
 }
 
@@ -359,9 +360,6 @@ where
         insert_chunk(transaction, &rows, metadata).await?;
         positions.extend(reserved.positions);
         (segment, bytes) = (Vec::new(), 0);
-    }
-    if positions.is_empty() {
-        return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
     }
     Ok(positions)
 }

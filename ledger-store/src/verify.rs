@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;
 use sqlx::{Row, postgres::PgConnection};
