@@ -66,6 +66,9 @@ async fn a_payload_selection_bounds_a_batch_by_bytes() {
         Metadata::by("t"),
     );
     store.append(&request).await.unwrap();
+    // The gap-free read stops below the oldest transaction running anywhere in the cluster
+    // (another test's): wait until all five are readable, so that every read below is whole.
+    read_all_until(&store, Checkpoint::START, 5).await;
     let mut connection = db.pool.acquire().await.unwrap();
     let (texts, stored): (Vec<String>, Vec<i32>) = sqlx::query_as::<_, (String, i32)>(
         "select payload::text, pg_column_size(payload) from ledger.events order by global_position",
