@@ -111,8 +111,8 @@ impl EventStore {
         events: S,
     ) -> std::result::Result<AppendResult, E>
     where
-        E: From<StoreError>,
-        S: futures_util::Stream<Item = std::result::Result<NewEvent, E>>,
+        E: From<StoreError> + Send,
+        S: futures_util::Stream<Item = std::result::Result<NewEvent, E>> + Send,
     {
         append::append_streamed(&self.pool, append, events).await
     }

@@ -292,3 +292,28 @@ async fn the_same_key_and_fingerprint_returns_the_first_result_and_produces_noth
     let stored = store.read_stream(stream_id, 1).await.unwrap();
     assert!(stored.iter().all(|event| event.metadata["idempotency_key"] == "calculate-january"));
 }
+
+/// A streamed source whose events now and then carry numbers only PostgreSQL formats: each
+/// ends a COPY to have its text asked, and positions run out every few dozen events; the
+/// stream comes out whole, in order, with its chain, and the positions returned are its own.
+#[tokio::test]
+async fn a_streamed_append_with_numbers_postgres_formats_spans_copies_and_keeps_its_chain() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let count = 150;
+    let events = stream::iter(0..count).map(|n| {
+        let payload = if n % 10 == 3 { json!({ "n": n, "rate": 1.50, "scale": 1e2 }) } else { json!({ "n": n }) };
+        Ok::<_, StoreError>(event("Numbers", payload))
+    });
+    let result =
+        store.append_streamed(&target(organization, stream_id, ExpectedVersion::NoStream), events).await.unwrap();
+    assert_eq!(result.streams[0].version, count as u64);
+    let stored = store.read_stream(stream_id, 1).await.unwrap();
+    assert_eq!(stored.iter().map(|event| event.global_position).collect::<Vec<_>>(), result.positions);
+    let numbers: Vec<i64> = stored.iter().map(|event| event.payload.to_value()["n"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, (0..count).collect::<Vec<_>>());
+    assert!(stored[3].payload.text().contains(r#""scale": 100"#), "{}", stored[3].payload.text());
+    let report = store.verify_stream(stream_id).await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (count as u64, true), "{report:?}");
+}
