@@ -77,3 +77,15 @@ pub(crate) fn require_currency(
     }
     Ok(())
 }
+
+/// A stored event that does not become a domain event: an unknown type, a schema version
+/// newer than this build, or a payload of the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{event_type} schema version {found} is newer than this build knows ({current})")]
+    FutureVersion { event_type: String, found: i32, current: i32 },
+    #[error("{event_type} v{version} payload does not decode: {problem}")]
+    Payload { event_type: String, version: i32, problem: String },
+}

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::error::DomainError;
+use crate::error::{DecodeError, DomainError};
 
 /// A consistency boundary: its state is folded from its own stream's events.
 pub trait Aggregate {
@@ -57,16 +57,6 @@ pub struct EncodedEvent {
     pub event_type: String,
     pub schema_version: i32,
     pub payload: Box<RawValue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown event type {0:?}")]
-    UnknownType(String),
-    #[error("{event_type} schema version {found} is newer than this build knows ({current})")]
-    FutureVersion { event_type: String, found: i32, current: i32 },
-    #[error("{event_type} v{version} payload does not decode: {problem}")]
-    Payload { event_type: String, version: i32, problem: String },
 }
 
 const TAG: &str = "event_type";

@@ -19,8 +19,8 @@ pub mod transaction;
 pub mod upcast;
 pub mod wallet;
 
-pub use error::DomainError;
-pub use event::{Aggregate, DecodeError, DomainEvent, EncodedEvent, EventEnvelope};
+pub use error::{DecodeError, DomainError};
+pub use event::{Aggregate, DomainEvent, EncodedEvent, EventEnvelope};
 pub use money::{Currency, Money, MoneyError};
 
 /// Every stream type with its event type names: the catalog that `docs/events.md` lists and

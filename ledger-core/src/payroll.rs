@@ -182,6 +182,14 @@ impl PayrollRun {
     pub fn money(&self, amount: Decimal) -> Money {
         Money::new(amount, self.currency.clone()).expect("a run's amounts are in its currency")
     }
+
+    /// Whether an employee belongs in this run: employed on a day of its period, or owed a
+    /// correction for an earlier one.
+    pub fn owes(&self, input: &ItemInput, rules: &[DeductionRule]) -> bool {
+        self.period.each_day().any(|day| input.employee.employed_on(day))
+            || (!input.paid_periods.is_empty()
+                && calculate_item(input, self.period, self.frequency, &self.currency, rules).is_ok())
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -148,6 +148,20 @@ pub fn wallet_account(wallet_id: WalletId) -> String {
     format!("wallet:{wallet_id}")
 }
 
+/// The wallet an account of [`wallet_account`]'s form names; `None` for any other account.
+pub fn wallet_of_account(account: &str) -> Option<WalletId> {
+    account.strip_prefix("wallet:")?.parse().ok()
+}
+
+/// The postings of a withdrawal: `amount` out of the wallet to the external payout account
+/// `destination` names.
+pub fn withdrawal_postings(wallet_id: WalletId, amount: &Money, destination: &str) -> Vec<Posting> {
+    vec![
+        Posting { account: wallet_account(wallet_id), direction: Direction::Credit, amount: amount.clone() },
+        Posting { account: format!("external:{destination}"), direction: Direction::Debit, amount: amount.clone() },
+    ]
+}
+
 pub fn liability_account(organization_id: OrganizationId, rule_account: &str) -> String {
     format!("liability:{organization_id}:{rule_account}")
 }
@@ -229,6 +243,14 @@ fn decide_pending(
             require_text("reason", &reason)?;
             Ok(vec![TransactionEvent::TransactionVoided { reason }])
         }
+    }
+}
+
+impl LedgerTransaction {
+    /// The wallet this transaction moved money into or out of, if any (a payment credits
+    /// one, a withdrawal debits one).
+    pub fn wallet(&self) -> Option<WalletId> {
+        self.postings.iter().find_map(|posting| wallet_of_account(&posting.account))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::event::DecodeError;
+use crate::error::DecodeError;
 
 /// Event types whose payload is past version 1, with their current version. Every other
 /// event type is at version 1.

@@ -153,6 +153,17 @@ fn decide_existing(wallet: &Wallet, command: WalletCommand) -> Result<Vec<Wallet
     }
 }
 
+impl Wallet {
+    /// What a reversal takes back of a payment of `net` into this wallet: what the wallet
+    /// still holds of it. The rest was withdrawn and is owed outside the ledger.
+    ///
+    /// # Errors
+    /// `MoneyError` when `net` is of another currency than the wallet.
+    pub fn reclaimable(&self, net: &Money) -> Result<Money, crate::money::MoneyError> {
+        net.clone().min(self.balance.clone())
+    }
+}
+
 impl Aggregate for WalletAggregate {
     const STREAM_TYPE: &'static str = "wallet";
     type State = Option<Wallet>;

@@ -1,4 +1,4 @@
-use ledger_core::DecodeError;
+use ledger_codec::DecodeFailed;
 use ledger_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -8,8 +8,8 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("event at position {global_position} does not decode: {source}")]
-    Decode { global_position: i64, source: DecodeError },
+    #[error(transparent)]
+    Decode(#[from] DecodeFailed),
     #[error("unknown projection {0:?}; known: {1}")]
     UnknownProjection(String, String),
     #[error("{0}")]

@@ -5,7 +5,6 @@
 //! replays it into a shadow schema and swaps that in; [`replay`] answers "what was it then"
 //! from the events alone.
 
-pub mod decode;
 mod error;
 mod projection;
 pub mod projections;
@@ -14,8 +13,8 @@ pub mod replay;
 pub mod runner;
 pub mod schema;
 
-pub use decode::AnyEvent;
 pub use error::{ProjectionError, Result};
+pub use ledger_codec::AnyEvent;
 pub use projection::Projection;
 pub use rebuild::{RebuildReport, rebuild};
 pub use runner::{ProjectionLag, Runner, RunnerOptions, StepOutcome, lag};

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
 
-use crate::decode::AnyEvent;
 use crate::error::Result;
+use ledger_codec::AnyEvent;
 
 /// Materializes events into the tables of one read schema.
 ///

@@ -11,8 +11,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::decode::{decode_recorded, decode_stream};
 use crate::error::Result;
+use ledger_codec::{decode_recorded, decode_stream};
 
 /// A point in the log's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -12,10 +12,10 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::decode::{AnyEvent, decode};
 use crate::error::Result;
 use crate::projection::Projection;
 use crate::schema::quote;
+use ledger_codec::{AnyEvent, decode};
 
 /// The advisory-lock class of projection leadership (two-integer key space).
 const LOCK_CLASS_PROJECTION: i32 = 0x4c45_4450; // "LEDP"

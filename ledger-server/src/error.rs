@@ -82,6 +82,23 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<ledger_app::Error> for AppError {
+    fn from(error: ledger_app::Error) -> Self {
+        use ledger_app::Error;
+        match error {
+            Error::NotFound(detail) => AppError::NotFound(detail),
+            Error::VersionConflict(_) => AppError::Conflict { code: "version_conflict", detail: error.to_string() },
+            Error::IdempotencyMismatch(_) => {
+                AppError::Conflict { code: "idempotency_mismatch", detail: error.to_string() }
+            }
+            Error::Invalid(detail) => AppError::BadRequest { code: "invalid_field", detail },
+            Error::Domain(domain) => domain.into(),
+            Error::Timeout(detail) => AppError::Timeout(detail),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<ProjectionError> for AppError {
     fn from(error: ProjectionError) -> Self {
         match error {

@@ -80,6 +80,16 @@ impl Identity {
         format!("key:{}", self.key_id)
     }
 
+    /// The command context of a request made with this key.
+    pub fn context(&self, correlation_id: Uuid, idempotency: Option<ledger_app::Idempotency>) -> ledger_app::Context {
+        let actor = ledger_app::Actor {
+            name: self.actor(),
+            role: self.role.as_str().to_owned(),
+            api_key_id: Some(self.key_id),
+        };
+        ledger_app::Context { organization_id: self.organization_id, actor, correlation_id, idempotency }
+    }
+
     pub fn require(&self, permission: Permission) -> AppResult<()> {
         if !self.role.allows(permission) {
             return Err(AppError::Forbidden(format!("a {} key may not do this ({permission:?})", self.role.as_str())));

@@ -1,11 +1,9 @@
-//! The payroll service: command handling, the HTTP API, API keys and tenancy. The binary
+//! The payroll service: the HTTP API, API keys and tenancy over the command side
+//! (`ledger-app`) and the projections. The binary
 //! `payroll-ledger` (src/main.rs) is its CLI.
 
 pub mod api;
 pub mod error;
 pub mod keys;
-pub mod ledger;
 pub mod metrics;
-pub mod payroll;
 pub mod server;
-pub mod staff;

@@ -1,16 +1,17 @@
 //! Prometheus metrics: append latency, commands, and projection lag (read at scrape time).
 
-use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use std::sync::Arc;
+
+use ledger_app::CommandMetrics;
+use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use ledger_projections::ProjectionLag;
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub append_seconds: Histogram,
-    pub commands: IntCounterVec,
+    /// The command side's, registered here.
+    pub commands: Arc<CommandMetrics>,
     lag_events: IntGaugeVec,
     lag_seconds: GaugeVec,
 }
@@ -24,13 +25,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new_custom(Some("payroll_ledger".to_owned()), None).expect("a valid prefix");
-        let append_seconds = Histogram::with_opts(
-            HistogramOpts::new("append_seconds", "Time to append one request to the event store")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-        )
-        .expect("valid histogram");
-        let commands = IntCounterVec::new(Opts::new("commands_total", "Commands handled, by outcome"), &["outcome"])
-            .expect("valid counter");
+        let commands = Arc::new(CommandMetrics::registered(&registry));
         let lag_events = IntGaugeVec::new(
             Opts::new("projection_lag_events", "Committed events a projection has not applied yet"),
             &["projection"],
@@ -41,11 +36,9 @@ impl Metrics {
             &["projection"],
         )
         .expect("valid gauge");
-        registry.register(Box::new(append_seconds.clone())).expect("registered once");
-        registry.register(Box::new(commands.clone())).expect("registered once");
         registry.register(Box::new(lag_events.clone())).expect("registered once");
         registry.register(Box::new(lag_seconds.clone())).expect("registered once");
-        Metrics { registry, append_seconds, commands, lag_events, lag_seconds }
+        Metrics { registry, commands, lag_events, lag_seconds }
     }
 
     /// The text exposition, with the projection lag as of now.

@@ -10,9 +10,21 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use ledger_app::{CommandMetrics, Ledger};
+
 use crate::api::{AppState, router};
-use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+
+/// A ledger over `pool` whose read-your-writes waits wait for every projection.
+pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
+    let projections = all().iter().map(|projection| projection.name()).collect();
+    Ledger::new(EventStore::new(pool), metrics, projections)
+}
+
+/// A ledger whose metrics nobody scrapes (the CLI's commands, tests).
+pub fn unobserved_ledger(pool: PgPool) -> Ledger {
+    ledger(pool, Arc::new(CommandMetrics::unregistered()))
+}
 
 /// A running server; dropping it does not stop it: call [`Server::stop`].
 #[derive(Debug)]
@@ -51,10 +63,11 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks =
             if projectors { start_projectors(&pool, RunnerOptions::default(), None, &stopped) } else { Vec::new() };
-        let ledger = Ledger::new(EventStore::new(pool), Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        let ledger = ledger(pool, metrics.commands.clone());
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app = router(AppState { ledger });
+        let app = router(AppState { ledger, metrics });
         let mut stopped_http = stopped.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, app)
@@ -96,5 +109,19 @@ impl Server {
         }
         tracing::info!("stopping");
         self.stop().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The command side names the projections it waits for before a lookup (it does not
+    /// depend on the projections' crate): each name must be a projection's, or the wait
+    /// would wait for nothing and the lookup read stale tables.
+    #[test]
+    fn the_read_tables_the_operations_wait_for_are_projections() {
+        let names: Vec<&str> = super::all().iter().map(|projection| projection.name()).collect();
+        for name in ledger_app::operations::read_tables::ALL {
+            assert!(names.contains(name), "{name:?} is not a projection: {names:?}");
+        }
     }
 }

@@ -325,3 +325,26 @@ fn a_calculation_recorded_before_chunks_existed_still_folds_with_its_items() {
     // Its items are recorded whole in the header itself.
     assert!(run.items.values().all(|item| item.recorded_at_version == events.len() as u64));
 }
+
+/// Who belongs in a run: whoever is employed on a day of its period; someone who left before
+/// it only when an earlier paid period owes them a correction.
+#[test]
+fn a_run_owes_its_period_s_employees_and_leavers_only_a_correction() {
+    use ledger_core::calendar::PayPeriod;
+    use ledger_core::employee::EmployeeCommand;
+    use ledger_core::gross_to_net::PaidPeriod;
+    let run = Run::fold(&when::<Run>(&[], create(RunKind::Regular)).unwrap()).unwrap();
+    let employed = EmployeeAggregate::fold(&hired(employee_id(1), monthly("5000.00"), day(2025, 1, 1))).unwrap();
+    assert!(run.owes(&ItemInput { employee: employed, paid_periods: vec![] }, &[]));
+    // Left in December: nothing of January, unless December was paid at another rate.
+    let mut left = hired(employee_id(2), monthly("5000.00"), day(2025, 1, 1));
+    let terminate = EmployeeCommand::Terminate { end_date: day(2025, 12, 31), reason: "moved".into() };
+    left.extend(when::<EmployeeAggregate>(&left, terminate).unwrap());
+    let leaver = EmployeeAggregate::fold(&left).unwrap();
+    assert!(!run.owes(&ItemInput { employee: leaver.clone(), paid_periods: vec![] }, &[]));
+    let december = PayPeriod::new(day(2025, 12, 1), day(2025, 12, 31)).unwrap();
+    let underpaid = vec![PaidPeriod { period: december, earnings: usd("4000.00") }];
+    assert!(run.owes(&ItemInput { employee: leaver.clone(), paid_periods: underpaid }, &[]));
+    let paid_in_full = vec![PaidPeriod { period: december, earnings: usd("5000.00") }];
+    assert!(!run.owes(&ItemInput { employee: leaver, paid_periods: paid_in_full }, &[]));
+}

@@ -115,3 +115,26 @@ fn a_pending_transaction_fails_or_is_voided_once() {
     );
     assert!(matches!(when::<Transaction>(&events, record(vec![])), Err(DomainError::AlreadyExists { .. })));
 }
+
+#[test]
+fn a_withdrawal_moves_the_amount_from_the_wallet_to_its_destination_balanced() {
+    use ledger_core::ids::WalletId;
+    use ledger_core::transaction::{wallet_account, wallet_of_account, withdrawal_postings};
+    let wallet = WalletId::from_uuid(Uuid::from_u128(0x3));
+    let postings = withdrawal_postings(wallet, &usd("12.34"), "bank:DE89");
+    assert_eq!(
+        postings,
+        vec![
+            posting(&wallet_account(wallet), Direction::Credit, usd("12.34")),
+            posting("external:bank:DE89", Direction::Debit, usd("12.34")),
+        ]
+    );
+    assert!(check_balanced(&postings).is_ok());
+    // The wallet a transaction touched is read back from its account; other accounts name none.
+    assert_eq!(wallet_of_account(&wallet_account(wallet)), Some(wallet));
+    assert_eq!(wallet_of_account("external:bank:DE89"), None);
+    assert_eq!(wallet_of_account("wallet:not-a-uuid"), None);
+    let withdrawal = when::<Transaction>(&[], record(postings)).unwrap();
+    assert_eq!(Transaction::fold(&withdrawal).unwrap().wallet(), Some(wallet));
+    assert_eq!(Transaction::fold(&recorded()).unwrap().wallet(), None, "\"wallet:ada\" is no wallet id");
+}

@@ -110,3 +110,24 @@ fn opening_twice_or_moving_money_in_no_wallet_is_an_error() {
     let nowhere = when::<Wallet>(&[], WalletCommand::Credit { amount: usd("1.00"), transaction_id: transaction(1) });
     assert!(matches!(nowhere, Err(DomainError::NotFound { .. })));
 }
+
+#[test]
+fn a_reversal_takes_back_what_the_wallet_still_holds_of_the_net() {
+    let mut events = opened();
+    events.extend(
+        when::<Wallet>(&events, WalletCommand::Credit { amount: usd("100.00"), transaction_id: transaction(1) })
+            .unwrap(),
+    );
+    let wallet = Wallet::fold(&events).unwrap();
+    // All of it while the wallet holds it; only the rest once some was withdrawn.
+    assert_eq!(wallet.reclaimable(&usd("100.00")).unwrap(), usd("100.00"));
+    events.extend(
+        when::<Wallet>(&events, WalletCommand::Debit { amount: usd("60.00"), transaction_id: transaction(2) }).unwrap(),
+    );
+    let wallet = Wallet::fold(&events).unwrap();
+    assert_eq!(wallet.reclaimable(&usd("100.00")).unwrap(), usd("40.00"));
+    assert_eq!(wallet.reclaimable(&usd("25.00")).unwrap(), usd("25.00"));
+    // Another currency is an error, not a silent zero.
+    let yen = Money::new(rust_decimal::Decimal::from(100), Currency::known("JPY").unwrap()).unwrap();
+    assert!(wallet.reclaimable(&yen).is_err());
+}

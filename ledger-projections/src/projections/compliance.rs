@@ -12,9 +12,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{direction_name, serde_name};
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `compliance.audit_logs` (one row per event, every event type) and
 /// `compliance.compliance_reports` (the payroll register and the journal of a run, written

@@ -9,9 +9,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::serde_name;
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `employee.employees` (current state) and `employee.employee_history` (one row per
 /// effective-dated change, with its validity).

@@ -8,9 +8,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::serde_name;
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `notification.notifications`: what people should be told, rendered from
 /// `notification_templates` by whoever delivers them.

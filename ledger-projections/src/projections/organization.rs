@@ -4,9 +4,9 @@ use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
 
 use super::{serde_name, to_json};
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `organization.organizations`, `organization_settings`, `deduction_rules`.
 #[derive(Debug, Clone, Copy)]

@@ -12,9 +12,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{serde_name, to_json};
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `payroll.payroll_runs`, `payroll_items`, `payroll_schedules` and `paid_earnings`.
 #[derive(Debug, Clone, Copy)]

@@ -9,9 +9,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{direction_name, to_json};
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `transaction.transactions`, `transaction_logs` (each status change), `postings` and
 /// `account_balances`.

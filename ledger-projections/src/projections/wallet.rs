@@ -8,9 +8,9 @@ use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::decode::AnyEvent;
 use crate::error::Result;
 use crate::projection::Projection;
+use ledger_codec::AnyEvent;
 
 /// `wallet.wallets` (with balance) and `wallet.wallet_transactions` (with running balance).
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
+use ledger_codec::{decode_stream, stream_append};
 use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::{Employee, EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
@@ -17,7 +18,6 @@ use ledger_core::transaction::{
     wallet_account,
 };
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
-use ledger_projections::decode::{decode_stream, stream_append};
 use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, StreamAppend};
 use uuid::Uuid;
 

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{AppState, Auth, Consistency, parse_id, views};
 use crate::error::{AppError, AppResult};
 use crate::keys::{Identity, Permission};
-use crate::ledger::Ledger;
+use ledger_app::Ledger;
 
 /// The most events one page of `GET /v1/events` returns.
 pub const EVENTS_PAGE_MAX: usize = 1_000;

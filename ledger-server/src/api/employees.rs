@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{AppState, Auth, Command, Consistency, MoneyInput, parse_id, read_page, read_row, written};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
-use crate::ledger::Ledger;
+use ledger_app::Ledger;
 
 /// The most rows one list page returns.
 pub const PAGE_ROWS_MAX: i64 = 1_000;
@@ -90,7 +90,7 @@ async fn employee_command(
     employee_command: EmployeeCommand,
 ) -> AppResult<Response> {
     let employee_id = parse_id(id, "employee id")?;
-    let (existing, _) = state.ledger.load::<EmployeeAggregate>(command.context.organization_id(), employee_id).await?;
+    let existing = state.ledger.load::<EmployeeAggregate>(command.context.organization_id(), employee_id).await?.state;
     if existing.is_none() {
         return Err(AppError::NotFound(format!("no employee {employee_id}")));
     }

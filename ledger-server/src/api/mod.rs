@@ -9,6 +9,7 @@ mod system;
 pub mod views;
 mod wallets;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -27,7 +28,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::{Identity, Permission, authenticate};
-use crate::ledger::{Context, Idempotency, Ledger, Written};
+use ledger_app::{Context, Idempotency, Ledger, Written};
 
 /// The largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -37,6 +38,7 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub ledger: Ledger,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every route of the API.
@@ -115,6 +117,8 @@ impl FromRequestParts<AppState> for Auth {
 /// its JSON body.
 #[derive(Debug)]
 pub struct Command {
+    /// The key that sent it: what it may do.
+    pub identity: crate::keys::Identity,
     pub context: Context,
     body: Bytes,
 }
@@ -169,7 +173,8 @@ impl FromRequest<AppState> for Command {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok())
             .unwrap_or_else(Uuid::new_v4);
-        Ok(Command { context: Context { identity, correlation_id, idempotency }, body })
+        let context = identity.context(correlation_id, idempotency);
+        Ok(Command { identity, context, body })
     }
 }
 
@@ -182,7 +187,7 @@ impl Command {
     }
 
     pub fn require(&self, permission: Permission) -> AppResult<()> {
-        self.context.identity.require(permission)
+        self.identity.require(permission)
     }
 }
 
@@ -199,7 +204,7 @@ pub async fn currency(ledger: &Ledger, organization_id: Uuid, code: &str, field:
     if let Ok(currency) = Currency::known(code) {
         return Ok(currency);
     }
-    let (organization, _) = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
+    let organization = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
     organization.and_then(|organization| organization.currencies.get(code).cloned()).ok_or_else(|| {
         AppError::bad_request(
             field,
@@ -228,7 +233,7 @@ impl Consistency {
     pub async fn wait(&self, ledger: &Ledger) -> AppResult<()> {
         if let Some(position) = self.wait_for_position {
             let timeout =
-                Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000)).min(crate::ledger::WAIT_FOR_POSITION_MAX);
+                Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000)).min(ledger_app::WAIT_FOR_POSITION_MAX);
             ledger.wait_for_position(position, timeout).await?;
         }
         Ok(())

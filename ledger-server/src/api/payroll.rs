@@ -40,7 +40,7 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
     let input: CreateInput = command.json()?;
     let organization_id = command.context.organization_id();
     let period = PayPeriod::new(input.period.start, input.period.end)?;
-    let (organization, _) = state.ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
+    let organization = state.ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
     let organization = organization
         .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
     let run_currency = match &input.currency {
@@ -67,14 +67,14 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
 /// `POST /v1/payroll-runs/{id}/calculate`: calculates or recalculates (until approved).
 pub async fn calculate(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
-    let done = crate::payroll::calculate(&state.ledger, &command.context, run_id).await?;
+    let done = ledger_app::operations::calculate(&state.ledger, &command.context, run_id).await?;
     Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/preview`: what a calculation would give; records nothing.
 pub async fn preview(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
-    let items = crate::payroll::preview(&state.ledger, &command.context, run_id).await?;
+    let items = ledger_app::operations::preview(&state.ledger, &command.context, run_id).await?;
     Ok(Json(serde_json::json!({ "payroll_run_id": run_id, "items": items })).into_response())
 }
 
@@ -90,7 +90,7 @@ pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, comm
 /// Safe to repeat: it pays what is still pending and nobody twice.
 pub async fn process(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
-    let report = crate::payroll::process(&state.ledger, &command.context, run_id).await?;
+    let report = ledger_app::operations::process(&state.ledger, &command.context, run_id).await?;
     Ok(Json(serde_json::json!({ "payroll_run_id": run_id, "report": report, "position": report.position }))
         .into_response())
 }
@@ -114,7 +114,7 @@ pub async fn void(State(state): State<AppState>, Path(id): Path<String>, command
 pub async fn reverse(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let input: ReasonInput = command.json()?;
-    let done = crate::payroll::reverse(&state.ledger, &command.context, run_id, input.reason).await?;
+    let done = ledger_app::operations::reverse(&state.ledger, &command.context, run_id, input.reason).await?;
     Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
 }
 

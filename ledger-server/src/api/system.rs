@@ -38,7 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text.
 pub async fn metrics(State(state): State<AppState>) -> AppResult<Response> {
     let lags = ledger_projections::lag(state.ledger.store()).await?;
-    let text = state.ledger.metrics().render(&lags);
+    let text = state.metrics.render(&lags);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

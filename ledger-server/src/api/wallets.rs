@@ -27,7 +27,7 @@ struct OpenInput {
 pub async fn open(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: OpenInput = command.json()?;
     let organization_id = command.context.organization_id();
-    let (employee, _) = state.ledger.load::<EmployeeAggregate>(organization_id, input.employee_id).await?;
+    let employee = state.ledger.load::<EmployeeAggregate>(organization_id, input.employee_id).await?.state;
     if employee.is_none() {
         return Err(AppError::NotFound(format!("no employee {}", input.employee_id)));
     }
@@ -59,7 +59,8 @@ pub async fn withdraw(State(state): State<AppState>, Path(id): Path<String>, com
     }
     let amount = input.amount.resolve(&state.ledger, command.context.organization_id(), "amount").await?;
     let (transaction_id, done) =
-        crate::payroll::withdraw(&state.ledger, &command.context, wallet_id, amount, &input.destination).await?;
+        ledger_app::operations::withdraw(&state.ledger, &command.context, wallet_id, amount, &input.destination)
+            .await?;
     Ok(written(StatusCode::CREATED, "transaction_id", transaction_id, done))
 }
 
@@ -74,8 +75,8 @@ struct SettleInput {
 pub async fn settle(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let transaction_id = parse_id(&id, "transaction id")?;
     let input: SettleInput = command.json()?;
-    let (existing, _) =
-        state.ledger.load::<TransactionAggregate>(command.context.organization_id(), transaction_id).await?;
+    let existing =
+        state.ledger.load::<TransactionAggregate>(command.context.organization_id(), transaction_id).await?.state;
     if existing.is_none() {
         return Err(AppError::NotFound(format!("no transaction {transaction_id}")));
     }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use clap::Args;
+use ledger_app::operations::{Settlement, process, settle_run};
+use ledger_app::{Context, Ledger};
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::EmployeeAggregate;
 use ledger_core::ids::{OrganizationId, PayrollRunId, TransactionId};
@@ -14,8 +16,6 @@ use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PayS
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, aggregate_as_of};
-use ledger_server::ledger::{Context, Ledger};
-use ledger_server::payroll::{Settlement, process, settle_run};
 use ledger_store::checkpoint::{lock_checkpoint, reset_checkpoint};
 use ledger_store::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use rust_decimal::Decimal;
@@ -381,7 +381,7 @@ async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
     ledger
         .execute::<OrganizationAggregate>(&context, organization, OrganizationCommand::ConfigureRule { rule })
         .await?;
-    ledger_server::staff::hire_in_bulk(ledger, &context, employees, date(2025, 1, 1), |n| {
+    ledger_app::staff::hire_in_bulk(ledger, &context, employees, date(2025, 1, 1), |n| {
         usd(300_000 + (n as i64 % 5_000) * 100)
     })
     .await?;
@@ -441,7 +441,7 @@ async fn payroll_end_to_end(
         actor: context.actor(),
     };
     ledger.execute::<PayrollRunAggregate>(&context, run, create).await?;
-    ledger_server::payroll::calculate(&ledger, &context, run).await?;
+    ledger_app::operations::calculate(&ledger, &context, run).await?;
     phase("calculate", &mut mark);
     ledger
         .execute::<PayrollRunAggregate>(&approver, run, PayrollRunCommand::Approve { actor: approver.actor() })

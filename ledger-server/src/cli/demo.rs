@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
+use ledger_app::operations::{Settlement, process, settle_run};
+use ledger_app::{Context, Ledger};
+use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
@@ -20,8 +23,6 @@ use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, RunKind};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
-use ledger_server::ledger::{Context, Ledger, stream_append};
-use ledger_server::payroll::{Settlement, process, settle_run};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -201,7 +202,7 @@ impl Demo {
                     for n in batch {
                         streams.extend(self.staff_streams(*n)?);
                     }
-                    self.ledger.append(&context, streams, true).await?;
+                    self.ledger.append(&context, streams, ledger_app::KeyUse::Record).await?;
                 }
                 progress.add(batch.len() as u64);
             }
@@ -294,7 +295,7 @@ impl Demo {
             actor: self.processor.actor(),
         };
         self.ledger.execute::<PayrollRunAggregate>(&self.processor.idempotent(&key("create")), run, create).await?;
-        ledger_server::payroll::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
+        ledger_app::operations::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
         let approve = PayrollRunCommand::Approve { actor: self.approver.actor() };
         self.ledger.execute::<PayrollRunAggregate>(&self.approver.idempotent(&key("approve")), run, approve).await?;
         let report = process(&self.ledger, &self.processor.idempotent(&key("process")), run).await?;
@@ -319,7 +320,7 @@ impl Demo {
         payments_before: i64,
         payments_after: i64,
     ) -> anyhow::Result<()> {
-        let (run, _) = self.ledger.load::<PayrollRunAggregate>(self.organization, january).await?;
+        let run = self.ledger.load::<PayrollRunAggregate>(self.organization, january).await?.state;
         let run = run.context("the January run exists")?;
         let totals = &run.totals;
         let held: Vec<(EmployeeId, String)> = run
@@ -333,7 +334,7 @@ impl Demo {
         let paid = run.items.values().filter(|item| matches!(item.status, ItemStatus::Paid { .. })).count();
         // The lines of the items are in the run's calculation events.
         let employees: Vec<EmployeeId> = run.items.keys().copied().collect();
-        let mut items = ledger_server::payroll::RecordedItems::default();
+        let mut items = ledger_app::operations::RecordedItems::default();
         items.load(&self.ledger, &run, &employees).await?;
         let mut retro = Vec::new();
         for employee in &employees {

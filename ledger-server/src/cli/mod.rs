@@ -7,7 +7,6 @@ pub mod events;
 mod progress;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -216,10 +215,10 @@ async fn keys(database: &Database, command: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// A ledger over the database, for commands that act.
-pub fn ledger(database: &Database) -> ledger_server::ledger::Ledger {
+pub fn ledger(database: &Database) -> ledger_app::Ledger {
     ledger_over(database.pool.clone())
 }
 
-pub fn ledger_over(pool: sqlx::PgPool) -> ledger_server::ledger::Ledger {
-    ledger_server::ledger::Ledger::new(EventStore::new(pool), Arc::new(ledger_server::metrics::Metrics::new()))
+pub fn ledger_over(pool: sqlx::PgPool) -> ledger_app::Ledger {
+    ledger_server::server::unobserved_ledger(pool)
 }

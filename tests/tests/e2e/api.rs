@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use ledger_server::ledger::{Context, Ledger};
-use ledger_server::metrics::Metrics;
+use ledger_app::Context;
 use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -239,13 +238,12 @@ async fn processing_killed_half_way_pays_everyone_exactly_once_when_run_again() 
     world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
 
     // A processor paying one item per append, killed after its first payments.
-    let ledger = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()))
-        .with_pay_batch_items(1);
+    let ledger = ledger_server::server::unobserved_ledger(world.db.pool.clone()).with_pay_batch_items(1);
     let context = Context::system(world.organization, "processor-1");
     let run_id: uuid::Uuid = run.parse().unwrap();
     let task = {
         let (ledger, context) = (ledger.clone(), context.clone());
-        tokio::spawn(async move { ledger_server::payroll::process(&ledger, &context, run_id).await })
+        tokio::spawn(async move { ledger_app::operations::process(&ledger, &context, run_id).await })
     };
     while world.count_of("PayrollItemPaid").await < 3 {
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;

@@ -1,15 +1,13 @@
 //! A run of several calculation chunks through the server: the calculation is streamed into
 //! one append and the payments read the items back from its chunks.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use ledger_app::Context;
+use ledger_app::staff::hire_in_bulk;
 use ledger_core::money::{Currency, Money};
 use ledger_core::payroll::{CALCULATION_CHUNK_ITEMS, PayrollRunAggregate, RunStatus};
-use ledger_server::ledger::{Context, Ledger};
-use ledger_server::metrics::Metrics;
-use ledger_server::staff::hire_in_bulk;
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -33,7 +31,7 @@ async fn copying(world: &World) -> bool {
 async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_and_retries_and_pays_exactly() {
     let world = World::new().await;
     world.register().await;
-    let ledger = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    let ledger = ledger_server::server::unobserved_ledger(world.db.pool.clone());
     let hr = Context::system(world.organization, "hr");
     hire_in_bulk(&ledger, &hr, EMPLOYEES, NaiveDate::from_ymd_opt(2025, 1, 1).unwrap(), |n| {
         Money::new(Decimal::new(250_000 + (n as i64 % 97) * 1_001, 2), Currency::usd()).unwrap()
@@ -49,7 +47,7 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     // Killed while its chunks are being copied: nothing of it is written.
     let task = {
         let (ledger, context) = (ledger.clone(), Context::system(world.organization, "processor-1"));
-        tokio::spawn(async move { ledger_server::payroll::calculate(&ledger, &context, run_id).await })
+        tokio::spawn(async move { ledger_app::operations::calculate(&ledger, &context, run_id).await })
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while !copying(&world).await {
@@ -89,11 +87,11 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     // A calculation keeps the run it folded as it wrote: loaded next, it is the run a fresh
     // fold of the log gives.
     let calculator = Context::system(world.organization, "processor-9");
-    ledger_server::payroll::calculate(&ledger, &calculator, run_id).await.unwrap();
-    let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    ledger_app::operations::calculate(&ledger, &calculator, run_id).await.unwrap();
+    let fresh = ledger_server::server::unobserved_ledger(world.db.pool.clone());
     let remembered = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
     assert_eq!(remembered, fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap());
-    assert_eq!(remembered.0.as_ref().unwrap().calculated_by.as_deref(), Some("processor-9"));
+    assert_eq!(remembered.state.as_ref().unwrap().calculated_by.as_deref(), Some("processor-9"));
     assert_eq!(world.count_of("PayrollRunCalculated").await, 4);
     let verified = ledger.store().verify_all().await.unwrap();
     assert!(verified.is_intact(), "{verified:?}");
@@ -127,8 +125,8 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
         let ledger = ledger.clone();
         let context = Context::system(world.organization, actor);
         tokio::spawn(async move {
-            ledger_server::payroll::settle_run(&ledger, &context, run_id, |transaction| {
-                ledger_server::payroll::Settlement {
+            ledger_app::operations::settle_run(&ledger, &context, run_id, |transaction| {
+                ledger_app::operations::Settlement {
                     signature: format!("sig-{transaction}"),
                     block_hash: "block-1".to_owned(),
                 }
@@ -150,7 +148,7 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     let after = world.count_of("TransactionSettled").await;
     if after != EMPLOYEES as i64 {
         let cached = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
-        let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+        let fresh = ledger_server::server::unobserved_ledger(world.db.pool.clone());
         let fresh = fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
         let paid = |run: &ledger_core::payroll::PayrollRun| {
             run.items
@@ -161,10 +159,10 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
         let recorded = world.count_of("TransactionRecorded").await;
         panic!(
             "settled {after} of {EMPLOYEES}: before {before}, now {settled}; cached run v{} paid {}, fresh v{} paid {}; {recorded} transactions",
-            cached.1,
-            paid(cached.0.as_ref().unwrap()),
-            fresh.1,
-            paid(fresh.0.as_ref().unwrap())
+            cached.version,
+            paid(cached.state.as_ref().unwrap()),
+            fresh.version,
+            paid(fresh.state.as_ref().unwrap())
         );
     }
     // A settlement in flight when the first was killed may have committed after `before`.
@@ -201,15 +199,15 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
 
     // `ledger` keeps the run as it calculated it: folded on from there over everything the
     // server wrote since, it is the run a fresh fold gives.
-    let fresh = Ledger::new(ledger_store::EventStore::new(world.db.pool.clone()), Arc::new(Metrics::new()));
+    let fresh = ledger_server::server::unobserved_ledger(world.db.pool.clone());
     let folded_on = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
     let from_scratch = fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
-    assert_eq!(folded_on.1, from_scratch.1);
-    assert_eq!(folded_on.0, from_scratch.0);
-    assert_eq!(folded_on.0.as_ref().unwrap().status, RunStatus::Completed);
+    assert_eq!(folded_on.version, from_scratch.version);
+    assert_eq!(folded_on.state, from_scratch.state);
+    assert_eq!(folded_on.state.as_ref().unwrap().status, RunStatus::Completed);
     // Cached or not, the run is another organization's nothing.
     let foreign = ledger.load::<PayrollRunAggregate>(world.other_organization, run_id).await;
-    assert!(matches!(foreign, Err(ledger_server::error::AppError::NotFound(_))), "{foreign:?}");
+    assert!(matches!(foreign, Err(ledger_app::Error::NotFound(_))), "{foreign:?}");
     assert_eq!(balance(format!("liability:{}:tax", world.organization)).await, totals.2);
     assert_eq!(balance(format!("funding:{}", world.organization)).await, -totals.3);
     world.stop().await;

@@ -10,8 +10,11 @@ use ledger_core::money::Money;
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use uuid::Uuid;
 
-use crate::error::AppResult;
-use crate::ledger::{Context, Ledger, stream_append};
+use ledger_codec::stream_append;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::ledger::{KeyUse, Ledger};
 
 /// Employees hired per append.
 const HIRES_PER_APPEND: usize = 1_000;
@@ -24,7 +27,7 @@ pub async fn hire_in_bulk(
     count: usize,
     start_date: NaiveDate,
     monthly: impl Fn(usize) -> Money,
-) -> AppResult<Vec<(Uuid, Uuid)>> {
+) -> Result<Vec<(Uuid, Uuid)>> {
     let organization = context.organization_id();
     let mut hired = Vec::with_capacity(count);
     let numbers: Vec<usize> = (0..count).collect();
@@ -60,7 +63,7 @@ pub async fn hire_in_bulk(
             streams.push(stream_append::<WalletAggregate>(organization, wallet, 0, &opened));
             hired.push((employee, wallet));
         }
-        ledger.append(context, streams, false).await?;
+        ledger.append(context, streams, KeyUse::Without).await?;
     }
     Ok(hired)
 }

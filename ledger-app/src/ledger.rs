@@ -4,128 +4,52 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ledger_codec::{decode_recorded, expected_version, stream_append};
 use ledger_core::Aggregate;
-use ledger_projections::decode::decode_recorded;
 use ledger_store::checkpoint::projected;
-use ledger_store::{
-    AppendRequest, AppendResult, EventStore, Metadata, RecordedEvent, StoreError, StreamAppend, StreamedAppend,
-};
-use sha2::Digest;
+use ledger_store::{AppendRequest, AppendResult, EventStore, RecordedEvent, StoreError, StreamAppend, StreamedAppend};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::error::{AppError, AppResult};
-use crate::keys::Identity;
-use crate::metrics::Metrics;
+use crate::context::{Context, Written};
+use crate::error::{Error, Result};
+use crate::metrics::CommandMetrics;
+use crate::retry::Attempts;
 
 /// Attempts of one command before a version conflict is returned to the caller.
 pub const COMMAND_ATTEMPTS_MAX: usize = 5;
 /// The longest an API read may ask to wait for projections to reach a position.
 pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(30);
+/// Payroll runs kept in the cache at once.
+pub const CACHED_RUNS_MAX: usize = 2;
 
-/// Who acts, in which organization, under which idempotency key.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub identity: Identity,
-    pub correlation_id: Uuid,
-    pub idempotency: Option<Idempotency>,
+/// An aggregate's state with the version of its stream it was folded to (0: no stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<S> {
+    pub state: S,
+    pub version: u64,
 }
 
-/// A client's idempotency key and the fingerprint of its request (method, path, body).
-#[derive(Debug, Clone)]
-pub struct Idempotency {
-    pub key: String,
-    pub fingerprint: Vec<u8>,
-}
-
-impl Context {
-    pub fn organization_id(&self) -> Uuid {
-        self.identity.organization_id
-    }
-
-    /// A system context (CLI, demo) acting as `actor` for an organization.
-    pub fn system(organization_id: Uuid, actor: &str) -> Context {
-        Context {
-            identity: Identity {
-                key_id: Uuid::nil(),
-                organization_id,
-                role: crate::keys::Role::Admin,
-                label: actor.to_owned(),
-            },
-            correlation_id: Uuid::new_v4(),
-            idempotency: None,
-        }
-    }
-
-    /// The same context under an idempotency key, for a request that is the same every time
-    /// it is sent with this key.
-    pub fn idempotent(&self, key: &str) -> Context {
-        let mut context = self.clone();
-        let scoped = format!("{}:{key}", self.organization_id());
-        let fingerprint = sha2::Sha256::digest(format!("{scoped}:{}", self.actor()).as_bytes()).to_vec();
-        context.idempotency = Some(Idempotency { key: scoped, fingerprint });
-        context
-    }
-
-    /// The same context without its idempotency key: for the appends of an operation after
-    /// the first, which the key stands for.
-    pub fn without_idempotency(&self) -> Context {
-        Context { idempotency: None, ..self.clone() }
-    }
-
-    /// The actor name recorded in events.
-    pub fn actor(&self) -> String {
-        if self.identity.key_id.is_nil() { self.identity.label.clone() } else { self.identity.actor() }
-    }
-
-    fn metadata(&self) -> Metadata {
-        let mut metadata = Metadata::by(self.actor());
-        metadata.role = Some(self.identity.role.as_str().to_owned());
-        metadata.correlation_id = Some(self.correlation_id);
-        if !self.identity.key_id.is_nil() {
-            metadata.extra.insert("api_key_id".to_owned(), serde_json::json!(self.identity.key_id));
-        }
-        metadata
-    }
-
-    /// An id for a new entity: derived from the idempotency key when there is one, so that
-    /// a retried request names the same entity.
-    pub fn new_id(&self, purpose: &str) -> Uuid {
-        match &self.idempotency {
-            Some(idempotency) => {
-                Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}:{purpose}", idempotency.key).as_bytes())
-            }
-            None => Uuid::new_v4(),
-        }
-    }
-}
-
-/// What a command wrote.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Written {
-    /// The last global position written: pass it as `wait_for_position` to read your write.
-    pub position: i64,
-    /// True when this repeats an earlier request with the same idempotency key.
-    pub replayed: bool,
-}
-
-impl From<AppendResult> for Written {
-    fn from(result: AppendResult) -> Self {
-        Written { position: result.last_position(), replayed: result.replayed }
-    }
+/// Whether an append is the one an idempotency key stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// The append records the context's key (the first append of an operation).
+    Record,
+    /// The append goes without it (later appends of an operation, idempotent by the
+    /// aggregates' own state).
+    Without,
 }
 
 /// The engine behind the API and the CLI.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     store: EventStore,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CommandMetrics>,
+    /// The projections a read-your-writes wait waits for: all of them.
+    projections: Arc<[&'static str]>,
     pay_batch_items: usize,
     states: Arc<StateCache>,
 }
-
-/// Payroll runs kept in the cache at once.
-pub const CACHED_RUNS_MAX: usize = 2;
 
 /// The last payroll runs this process loaded, folded: loading one again decodes only the
 /// events after the cached version (a 100,000-item run's calculation is 70 MB of text and
@@ -150,70 +74,69 @@ impl StateCache {
         A::STREAM_TYPE == ledger_core::payroll::PayrollRunAggregate::STREAM_TYPE
     }
 
-    fn get<A: Aggregate>(&self, stream_id: Uuid) -> Option<(Uuid, A::State, u64)> {
+    fn get<A: Aggregate>(&self, stream_id: Uuid) -> Option<(Uuid, Loaded<A::State>)> {
         if !Self::caches::<A>() {
             return None;
         }
         let runs = self.runs.lock().expect("the cache's lock is never poisoned");
         let cached = runs.iter().find(|cached| cached.stream_id == stream_id)?;
         let state = cached.state.downcast_ref::<A::State>()?;
-        Some((cached.organization_id, state.clone(), cached.version))
+        Some((cached.organization_id, Loaded { state: state.clone(), version: cached.version }))
     }
 
-    fn put<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, state: &A::State, version: u64) {
-        if !Self::caches::<A>() || version == 0 {
+    fn put<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &Loaded<A::State>) {
+        if !Self::caches::<A>() || loaded.version == 0 {
             return;
         }
         let mut runs = self.runs.lock().expect("the cache's lock is never poisoned");
-        if runs.iter().any(|cached| cached.stream_id == stream_id && cached.version >= version) {
+        if runs.iter().any(|cached| cached.stream_id == stream_id && cached.version >= loaded.version) {
             return;
         }
         runs.retain(|cached| cached.stream_id != stream_id);
         if runs.len() == CACHED_RUNS_MAX {
             runs.pop_front();
         }
-        runs.push_back(CachedState { stream_id, organization_id, version, state: Arc::new(state.clone()) });
+        let state = Arc::new(loaded.state.clone());
+        runs.push_back(CachedState { stream_id, organization_id, version: loaded.version, state });
     }
 }
-
-pub use ledger_projections::decode::stream_append;
 
 /// An aggregate folded one recorded event at a time, checking that its stream belongs to the
 /// organization and is of the aggregate's type.
 struct Folding<A: Aggregate> {
     organization_id: Uuid,
     stream_id: Uuid,
-    state: A::State,
-    version: u64,
+    loaded: Loaded<A::State>,
 }
 
 impl<A: Aggregate> Folding<A> {
     fn new(organization_id: Uuid, stream_id: Uuid) -> Self {
-        Folding { organization_id, stream_id, state: A::State::default(), version: 0 }
+        Folding { organization_id, stream_id, loaded: Loaded { state: A::State::default(), version: 0 } }
     }
 
     /// Goes on from a state folded earlier by `owner` (the cache's): the same check as a
     /// stream's first event gets.
-    fn resume(&mut self, owner: Uuid, state: A::State, version: u64) -> AppResult<()> {
+    fn resume(&mut self, owner: Uuid, loaded: Loaded<A::State>) -> Result<()> {
         self.check(owner, A::STREAM_TYPE)?;
-        (self.state, self.version) = (state, version);
+        self.loaded = loaded;
         Ok(())
     }
 
-    fn check(&self, organization_id: Uuid, stream_type: &str) -> AppResult<()> {
+    fn check(&self, organization_id: Uuid, stream_type: &str) -> Result<()> {
         if organization_id != self.organization_id || stream_type != A::STREAM_TYPE {
-            return Err(AppError::NotFound(format!("no {} {} in this organization", A::STREAM_TYPE, self.stream_id)));
+            return Err(Error::NotFound(format!("no {} {} in this organization", A::STREAM_TYPE, self.stream_id)));
         }
         Ok(())
     }
 
-    fn push(&mut self, event: &RecordedEvent) -> AppResult<()> {
-        if self.version == 0 {
+    fn push(&mut self, event: &RecordedEvent) -> Result<()> {
+        if self.loaded.version == 0 {
             self.check(event.organization_id, &event.stream_type)?;
         }
         // Moved into the state: an event's data is never held twice.
-        self.state = A::evolve_owned(std::mem::take(&mut self.state), decode_recorded::<A::Event>(event)?);
-        self.version += 1;
+        let state = std::mem::take(&mut self.loaded.state);
+        self.loaded.state = A::evolve_owned(state, decode_recorded::<A::Event>(event)?);
+        self.loaded.version += 1;
         Ok(())
     }
 }
@@ -223,24 +146,29 @@ pub fn fold_stream<A: Aggregate>(
     organization_id: Uuid,
     stream_id: Uuid,
     recorded: &[RecordedEvent],
-) -> AppResult<(A::State, u64)> {
+) -> Result<Loaded<A::State>> {
     let mut folding = Folding::<A>::new(organization_id, stream_id);
     for event in recorded {
         folding.push(event)?;
     }
-    Ok((folding.state, folding.version))
-}
-
-fn all_projection_names() -> Vec<&'static str> {
-    ledger_projections::projections::all().iter().map(|projection| projection.name()).collect()
+    Ok(folding.loaded)
 }
 
 impl Ledger {
-    pub fn new(store: EventStore, metrics: Arc<Metrics>) -> Ledger {
-        Ledger { store, metrics, pay_batch_items: crate::payroll::PAY_BATCH_ITEMS, states: Arc::default() }
+    /// A ledger over `store`; `projections` names every projection, for read-your-writes
+    /// waits (`ledger_projections::projections::all()`).
+    pub fn new(store: EventStore, metrics: Arc<CommandMetrics>, projections: Vec<&'static str>) -> Ledger {
+        Ledger {
+            store,
+            metrics,
+            projections: projections.into(),
+            pay_batch_items: crate::operations::PAY_BATCH_ITEMS,
+            states: Arc::default(),
+        }
     }
 
-    /// Pays this many items per atomic append (default [`crate::payroll::PAY_BATCH_ITEMS`]).
+    /// Pays this many items per atomic append (default
+    /// [`crate::operations::PAY_BATCH_ITEMS`]).
     pub fn with_pay_batch_items(mut self, items: usize) -> Ledger {
         self.pay_batch_items = items.max(1);
         self
@@ -258,45 +186,41 @@ impl Ledger {
         self.store.pool()
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// An aggregate's state and version; a stream of another organization is not found.
     /// Folded as the events are read, one at a time (a payroll run's stream is its
     /// calculation's chunks and an event per payment).
     /// A payroll run this process loaded lately is folded on from its cached state.
-    pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> AppResult<(A::State, u64)> {
+    pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> Result<Loaded<A::State>> {
         let mut folding = Folding::<A>::new(organization_id, stream_id);
-        if let Some((owner, state, version)) = self.states.get::<A>(stream_id) {
-            folding.resume(owner, state, version)?;
+        if let Some((owner, loaded)) = self.states.get::<A>(stream_id) {
+            folding.resume(owner, loaded)?;
         }
-        self.store.each_in_stream(stream_id, folding.version + 1, |event| folding.push(&event)).await?;
+        self.store.each_in_stream(stream_id, folding.loaded.version + 1, |event| folding.push(&event)).await?;
         // Kept only when newer than what is cached (and never for a stream that is not).
-        self.states.put::<A>(organization_id, stream_id, &folding.state, folding.version);
-        Ok((folding.state, folding.version))
+        self.states.put::<A>(organization_id, stream_id, &folding.loaded);
+        Ok(folding.loaded)
     }
 
     /// Keeps a state this process holds current (a run it has just paid) for the next load.
-    pub fn remember<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &(A::State, u64)) {
-        self.states.put::<A>(organization_id, stream_id, &loaded.0, loaded.1);
+    pub fn remember<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &Loaded<A::State>) {
+        self.states.put::<A>(organization_id, stream_id, loaded);
     }
 
     /// The stored result when this request repeats an earlier one with the same key.
-    pub async fn replayed(&self, context: &Context) -> AppResult<Option<Written>> {
+    pub async fn replayed(&self, context: &Context) -> Result<Option<Written>> {
         let Some(idempotency) = &context.idempotency else { return Ok(None) };
         Ok(self.store.idempotent_result(&idempotency.key, &idempotency.fingerprint).await?.map(Written::from))
     }
 
     /// Appends streams atomically with the context's metadata (and its idempotency key when
-    /// `idempotent`).
+    /// `key_use` says so).
     pub async fn append(
         &self,
         context: &Context,
         streams: Vec<StreamAppend>,
-        idempotent: bool,
-    ) -> Result<AppendResult, StoreError> {
-        let idempotency = context.idempotency.as_ref().filter(|_| idempotent);
+        key_use: KeyUse,
+    ) -> std::result::Result<AppendResult, StoreError> {
+        let idempotency = context.idempotency.as_ref().filter(|_| key_use == KeyUse::Record);
         let request = AppendRequest {
             streams,
             metadata: context.metadata(),
@@ -305,8 +229,7 @@ impl Ledger {
         };
         let started = Instant::now();
         let result = self.store.append(&request).await;
-        self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.commands.with_label_values(&[if result.is_ok() { "ok" } else { "rejected" }]).inc();
+        self.metrics.observe_append(started, result.is_ok());
         result
     }
 
@@ -319,23 +242,22 @@ impl Ledger {
         stream_id: Uuid,
         version: u64,
         events: S,
-    ) -> AppResult<AppendResult>
+    ) -> Result<AppendResult>
     where
-        S: futures_util::Stream<Item = AppResult<ledger_store::NewEvent>>,
+        S: futures_util::Stream<Item = Result<ledger_store::NewEvent>> + Send,
     {
         let append = StreamedAppend {
             organization_id: context.organization_id(),
             stream_type: A::STREAM_TYPE.to_owned(),
             stream_id,
-            expected_version: ledger_projections::decode::expected_version(version),
+            expected_version: expected_version(version),
             metadata: context.metadata(),
             idempotency_key: context.idempotency.as_ref().map(|idempotency| idempotency.key.clone()),
             fingerprint: context.idempotency.as_ref().map(|idempotency| idempotency.fingerprint.clone()),
         };
         let started = Instant::now();
         let result = self.store.append_streamed(&append, events).await;
-        self.metrics.append_seconds.observe(started.elapsed().as_secs_f64());
-        self.metrics.commands.with_label_values(&[if result.is_ok() { "ok" } else { "rejected" }]).inc();
+        self.metrics.observe_append(started, result.is_ok());
         result
     }
 
@@ -345,7 +267,7 @@ impl Ledger {
         context: &Context,
         stream_id: Uuid,
         command: A::Command,
-    ) -> AppResult<Written>
+    ) -> Result<Written>
     where
         A::Command: Clone,
     {
@@ -364,9 +286,9 @@ impl Ledger {
         &self,
         context: &Context,
         stream_id: Uuid,
-        loaded: &mut (A::State, u64),
+        loaded: &mut Loaded<A::State>,
         command: A::Command,
-    ) -> AppResult<Written>
+    ) -> Result<Written>
     where
         A::Command: Clone,
     {
@@ -381,35 +303,37 @@ impl Ledger {
         &self,
         context: &Context,
         stream_id: Uuid,
-        loaded: &mut (A::State, u64),
+        loaded: &mut Loaded<A::State>,
         command: A::Command,
-    ) -> AppResult<Written>
+    ) -> Result<Written>
     where
         A::Command: Clone,
     {
-        for attempt in 1..=COMMAND_ATTEMPTS_MAX {
-            if attempt > 1 {
-                *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
-            }
-            let events = A::decide(&loaded.0, command.clone())?;
-            let stream = stream_append::<A>(context.organization_id(), stream_id, loaded.1, &events);
-            match self.append(context, vec![stream], true).await {
-                Ok(result) => {
-                    let state = std::mem::take(&mut loaded.0);
-                    loaded.1 += events.len() as u64;
-                    loaded.0 = events.into_iter().fold(state, A::evolve_owned);
-                    return Ok(result.into());
+        let organization_id = context.organization_id();
+        let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
+        loop {
+            let outcome = async {
+                if !attempts.is_first() {
+                    *loaded = self.load::<A>(organization_id, stream_id).await?;
                 }
-                Err(StoreError::Conflict { .. }) if attempt < COMMAND_ATTEMPTS_MAX => continue,
-                Err(error) => return Err(error.into()),
+                let events = A::decide(&loaded.state, command.clone())?;
+                let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
+                let result = self.append(context, vec![stream], KeyUse::Record).await?;
+                let state = std::mem::take(&mut loaded.state);
+                loaded.version += events.len() as u64;
+                loaded.state = events.into_iter().fold(state, A::evolve_owned);
+                Ok(result.into())
+            }
+            .await;
+            if !attempts.retry(&outcome) {
+                return outcome;
             }
         }
-        unreachable!("the last attempt returns")
     }
 
     /// A transaction that reads as the API reader of one organization: row-level security
     /// hides every other organization's rows.
-    pub async fn tenant_read(&self, organization_id: Uuid) -> AppResult<Transaction<'static, Postgres>> {
+    pub async fn tenant_read(&self, organization_id: Uuid) -> Result<Transaction<'static, Postgres>> {
         let mut transaction = self.pool().begin().await?;
         sqlx::query("set local role ledger_api_reader").execute(&mut *transaction).await?;
         sqlx::query("select set_config('ledger.organization_id', $1, true)")
@@ -420,19 +344,19 @@ impl Ledger {
     }
 
     /// Waits until every projection has applied the event at `position`.
-    pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> AppResult<()> {
-        self.wait_for_projections(&all_projection_names(), position, timeout).await
+    pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> Result<()> {
+        self.wait_for_projections(&self.projections, position, timeout).await
     }
 
     /// Waits until the named projections have applied the event at `position`.
-    async fn wait_for_projections(&self, names: &[&str], position: i64, timeout: Duration) -> AppResult<()> {
+    async fn wait_for_projections(&self, names: &[&str], position: i64, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if projected(self.pool(), position, names).await? {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                return Err(AppError::Timeout(format!(
+                return Err(Error::Timeout(format!(
                     "projections have not reached position {position} yet; retry, or check `payroll-ledger serve` runs its projectors"
                 )));
             }
@@ -441,14 +365,15 @@ impl Ledger {
     }
 
     /// Waits until every projection has applied everything committed so far.
-    pub async fn wait_for_head(&self, timeout: Duration) -> AppResult<()> {
-        self.wait_for_head_of(&all_projection_names(), timeout).await
+    pub async fn wait_for_head(&self, timeout: Duration) -> Result<()> {
+        let names = self.projections.clone();
+        self.wait_for_head_of(&names, timeout).await
     }
 
     /// Waits until the named projections, those a lookup reads, have applied everything
     /// committed so far (not the others: a payment's wallet lookup need not wait for the
     /// compliance reports of the calculation before it).
-    pub async fn wait_for_head_of(&self, names: &[&str], timeout: Duration) -> AppResult<()> {
+    pub async fn wait_for_head_of(&self, names: &[&str], timeout: Duration) -> Result<()> {
         match self.store.head().await? {
             Some((position, _)) => self.wait_for_projections(names, position, timeout).await,
             None => Ok(()),

@@ -1,4 +1,7 @@
-//! Domain events to envelopes for appending, and stored envelopes back into domain events.
+//! The codec between the domain and the store: decided domain events become the envelopes
+//! an append carries ([`stream_append`], [`new_event`]), and stored envelopes become domain
+//! events again ([`decode`], [`decode_recorded`]), older payloads upcast on the way. The
+//! command side and the projections both use it; neither depends on the other.
 
 use ledger_core::employee::{EmployeeAggregate, EmployeeEvent};
 use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
@@ -9,7 +12,16 @@ use ledger_core::{Aggregate, DomainEvent};
 use ledger_store::{ExpectedVersion, NewEvent, Payload, RecordedEvent, StreamAppend};
 use uuid::Uuid;
 
-use crate::error::{ProjectionError, Result};
+/// A stored event that does not decode, with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event at position {global_position} does not decode: {source}")]
+pub struct DecodeFailed {
+    pub global_position: i64,
+    #[source]
+    pub source: ledger_core::DecodeError,
+}
+
+pub type Result<T> = std::result::Result<T, DecodeFailed>;
 
 /// A decoded event of any aggregate.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +42,7 @@ fn decode_one<E: DomainEvent>(event: &RecordedEvent) -> std::result::Result<E, l
 
 /// Decodes one stored event, upcasting older payloads.
 pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
-    let fail = |source| ProjectionError::Decode { global_position: event.global_position, source };
+    let fail = |source| DecodeFailed { global_position: event.global_position, source };
     Ok(match event.stream_type.as_str() {
         OrganizationAggregate::STREAM_TYPE => {
             AnyEvent::Organization(decode_one::<OrganizationEvent>(event).map_err(fail)?)
@@ -52,7 +64,7 @@ pub fn decode_stream<E: DomainEvent>(events: &[RecordedEvent]) -> Result<Vec<E>>
 
 /// One recorded event as its aggregate's event; a failure names the event's position.
 pub fn decode_recorded<E: DomainEvent>(event: &RecordedEvent) -> Result<E> {
-    decode_one::<E>(event).map_err(|source| ProjectionError::Decode { global_position: event.global_position, source })
+    decode_one::<E>(event).map_err(|source| DecodeFailed { global_position: event.global_position, source })
 }
 
 /// One stream's part of an append, from decided events: `version` is the stream's current

@@ -1,0 +1,219 @@
+//! Calculating a run: its items, one per employee owed pay, recorded in one streamed append
+//! a chunk of employees at a time, so that the run's size does not decide the memory it
+//! takes.
+
+use std::collections::{HashMap, VecDeque};
+
+use chrono::NaiveDate;
+use ledger_codec::new_event;
+use ledger_core::Aggregate;
+use ledger_core::calendar::PayPeriod;
+use ledger_core::employee::EmployeeAggregate;
+use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, PayrollItem};
+use ledger_core::money::Money;
+use ledger_core::organization::OrganizationAggregate;
+use ledger_core::payroll::{Calculation, PayrollRun, PayrollRunAggregate, PayrollRunEvent};
+use ledger_store::NewEvent;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{LOAD_BATCH_STREAMS, LOOKUP_WAIT, load_many, load_run, read_tables};
+use crate::context::{Context, Written};
+use crate::error::{Error, Result};
+use crate::ledger::{COMMAND_ATTEMPTS_MAX, Ledger, Loaded};
+use crate::retry::Attempts;
+
+/// A run's calculation read and calculated a chunk of employees at a time: the organization's
+/// employees employed in the period at the run's frequency and currency, their payment
+/// history, and the organization's rules. Only the candidates' ids are read up front; a chunk's
+/// employees, history and items are dropped once its event is produced, so a calculation of
+/// any size holds one chunk. The run (and its version) is folded on as the events are
+/// produced, so that the state after the calculation needs no reload.
+struct CalculationSource<'a> {
+    ledger: &'a Ledger,
+    organization_id: Uuid,
+    run: &'a mut Loaded<Option<PayrollRun>>,
+    rules: Vec<DeductionRule>,
+    candidates: Vec<Uuid>,
+    next: usize,
+    calculation: Option<Calculation>,
+}
+
+impl<'a> CalculationSource<'a> {
+    async fn prepare(
+        ledger: &'a Ledger,
+        context: &Context,
+        loaded: &'a mut Loaded<Option<PayrollRun>>,
+    ) -> Result<CalculationSource<'a>> {
+        let organization_id = context.organization_id();
+        let run = loaded.state.as_ref().expect("a loaded run exists");
+        // Reads the employee table and the payroll projection's paid earnings.
+        ledger.wait_for_head_of(&[read_tables::EMPLOYEE, read_tables::PAYROLL], LOOKUP_WAIT).await?;
+        let organization = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
+        let organization = organization
+            .ok_or_else(|| Error::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
+        let rules: Vec<DeductionRule> = organization.rules.into_values().collect();
+        let calculation = Calculation::start(run, rules.clone(), context.actor())?;
+        let candidates = candidates(ledger, organization_id, run).await?;
+        Ok(CalculationSource {
+            ledger,
+            organization_id,
+            run: loaded,
+            rules,
+            candidates,
+            next: 0,
+            calculation: Some(calculation),
+        })
+    }
+
+    fn run(&self) -> &PayrollRun {
+        self.run.state.as_ref().expect("a loaded run exists")
+    }
+
+    /// The inputs of some candidates: those owed pay in the run, with their history.
+    async fn inputs(&self, candidates: &[Uuid]) -> Result<Vec<ItemInput>> {
+        let run = self.run();
+        let mut history = paid_history(self.ledger, self.organization_id, run, candidates).await?;
+        let mut employees = load_many::<EmployeeAggregate>(self.ledger, self.organization_id, candidates).await?;
+        let mut inputs = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            let Some(Loaded { state: Some(employee), .. }) = employees.remove(id) else { continue };
+            let input = ItemInput { employee, paid_periods: history.remove(id).unwrap_or_default() };
+            if run.owes(&input, &self.rules) {
+                inputs.push(input);
+            }
+        }
+        Ok(inputs)
+    }
+
+    /// The calculation's next events: the chunks the next candidates fill, then the last
+    /// chunk and the header; `None` when it is done.
+    async fn next_events(&mut self) -> Result<Option<Vec<PayrollRunEvent>>> {
+        if self.calculation.is_none() {
+            return Ok(None);
+        }
+        if self.next < self.candidates.len() {
+            let end = (self.next + LOAD_BATCH_STREAMS).min(self.candidates.len());
+            let inputs = self.inputs(&self.candidates[self.next..end]).await?;
+            self.next = end;
+            let calculation = self.calculation.as_mut().expect("checked above");
+            let mut events = Vec::new();
+            for input in &inputs {
+                events.extend(calculation.add(input)?);
+            }
+            return Ok(Some(events));
+        }
+        let calculation = self.calculation.take().expect("checked above");
+        Ok(Some(calculation.finish()?))
+    }
+
+    /// The calculation's events encoded for the append, produced as it asks for them.
+    fn into_events(self) -> impl futures_util::Stream<Item = Result<NewEvent>> + Send + 'a {
+        futures_util::stream::try_unfold((self, VecDeque::new()), |(mut source, mut ready)| async move {
+            loop {
+                if let Some(event) = ready.pop_front() {
+                    let encoded = new_event::<PayrollRunEvent>(&event);
+                    let run = &mut source.run;
+                    run.state = PayrollRunAggregate::evolve_owned(run.state.take(), event);
+                    run.version += 1;
+                    return Ok(Some((encoded, (source, ready))));
+                }
+                match source.next_events().await? {
+                    Some(events) => ready.extend(events),
+                    None => return Ok(None),
+                }
+            }
+        })
+    }
+}
+
+/// The ids of the organization's employees a run may pay (its frequency and currency,
+/// started by the period's end), in the order a calculation takes them: ascending (uuid
+/// order is byte order in PostgreSQL and in Rust alike).
+async fn candidates(ledger: &Ledger, organization_id: Uuid, run: &PayrollRun) -> Result<Vec<Uuid>> {
+    let mut read = ledger.tenant_read(organization_id).await?;
+    let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
+    let candidates: Vec<Uuid> = sqlx::query_scalar(
+        "select employee_id from employee.employees where pay_frequency = $1 and currency = $2 and start_date <= $3 order by employee_id",
+    )
+    .bind(frequency.as_str())
+    .bind(run.currency.code())
+    .bind(run.period.end())
+    .fetch_all(&mut *read)
+    .await?;
+    read.commit().await?;
+    Ok(candidates)
+}
+
+/// What other runs paid `employees` in the run's currency, per period.
+async fn paid_history(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    run: &PayrollRun,
+    employees: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<PaidPeriod>>> {
+    let mut read = ledger.tenant_read(organization_id).await?;
+    let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
+        "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
+         where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3 order by 1, 2",
+    )
+    .bind(employees)
+    .bind(run.id.as_uuid())
+    .bind(run.currency.code())
+    .fetch_all(&mut *read)
+    .await?;
+    read.commit().await?;
+    let mut history: HashMap<Uuid, Vec<PaidPeriod>> = HashMap::new();
+    for (employee_id, start, end, amount) in paid {
+        let period = PayPeriod::new(start, end)?;
+        let earnings = Money::new(amount, run.currency.clone())?;
+        history.entry(employee_id).or_default().push(PaidPeriod { period, earnings });
+    }
+    Ok(history)
+}
+
+/// Calculates (or recalculates) a run and records it: its chunks are appended as they are
+/// calculated (one append, streamed), so the run's size does not decide the memory it takes.
+/// Another writer that changed the run first is found before anything is calculated; the
+/// calculation starts again from the run as it now is.
+pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<Written> {
+    if let Some(written) = ledger.replayed(context).await? {
+        return Ok(written);
+    }
+    let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
+    loop {
+        let outcome = calculate_once(ledger, context, run_id).await;
+        if !attempts.retry(&outcome) {
+            return outcome;
+        }
+    }
+}
+
+async fn calculate_once(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<Written> {
+    let Loaded { state: run, version } = load_run(ledger, context, run_id).await?;
+    let mut loaded = Loaded { state: Some(run), version };
+    let source = CalculationSource::prepare(ledger, context, &mut loaded).await?;
+    let result =
+        ledger.append_streamed::<PayrollRunAggregate, _>(context, run_id, version, source.into_events()).await?;
+    // The run as calculated, for whoever loads it next (the approval).
+    if !result.replayed && result.streams.first().map(|head| head.version) == Some(loaded.version) {
+        ledger.remember::<PayrollRunAggregate>(context.organization_id(), run_id, &loaded);
+    }
+    Ok(result.into())
+}
+
+/// What a calculation would give, without recording it.
+pub async fn preview(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<Vec<PayrollItem>> {
+    let Loaded { state: run, version } = load_run(ledger, context, run_id).await?;
+    let mut loaded = Loaded { state: Some(run), version };
+    let mut source = CalculationSource::prepare(ledger, context, &mut loaded).await?;
+    let mut items = Vec::new();
+    while let Some(events) = source.next_events().await? {
+        for event in events {
+            if let PayrollRunEvent::PayrollItemsCalculated { items: chunk, .. } = event {
+                items.extend(chunk);
+            }
+        }
+    }
+    Ok(items)
+}
