@@ -1,9 +1,13 @@
-//! A driver for tests: decides domain commands and appends their events, like the service
-//! does, and a randomized payroll workload built on it.
+//! A randomized payroll workload for the projections' tests, written through the service's
+//! own command side (`ledger_app::Ledger`). The facts a calculation looks up in read tables
+//! (whom to pay, what was paid before) the workload supplies itself, so that it needs no
+//! projection to run while it writes: the tests decide when projections see the log.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
+use ledger_app::{CommandMetrics, Context, KeyUse, Ledger, Written};
 use ledger_codec::{decode_stream, stream_append};
 use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
@@ -13,12 +17,9 @@ use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, 
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind};
-use ledger_core::transaction::{
-    TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings, reversed_postings,
-    wallet_account,
-};
+use ledger_core::transaction::{TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
-use ledger_store::{AppendRequest, AppendResult, EventStore, Metadata, StreamAppend};
+use ledger_store::{EventStore, StreamAppend};
 use uuid::Uuid;
 
 /// Deterministic dice for a workload; the seed is printed so a failure can be replayed.
@@ -58,7 +59,6 @@ pub fn usd_cents(cents: i64) -> Money {
     Money::new(rust_decimal::Decimal::new(cents, 2), Currency::usd()).unwrap()
 }
 
-/// The events of a stream, decoded, and its version.
 /// A run's items as its calculation events record them (the run keeps only their amounts).
 async fn calculated_items(store: &EventStore, run: Uuid) -> HashMap<EmployeeId, PayrollItem> {
     let events: Vec<PayrollRunEvent> = decode_stream(&store.read_stream(run, 1).await.unwrap()).unwrap();
@@ -74,39 +74,44 @@ async fn calculated_items(store: &EventStore, run: Uuid) -> HashMap<EmployeeId, 
     items
 }
 
-pub async fn load<A: Aggregate>(store: &EventStore, stream_id: Uuid) -> (A::State, u64) {
-    let recorded = store.read_stream(stream_id, 1).await.unwrap();
-    let events: Vec<A::Event> = decode_stream(&recorded).unwrap();
-    (A::fold(&events), recorded.len() as u64)
+/// The service's command side over `store`. It waits for no projection: the workload never
+/// asks it to.
+pub fn ledger(store: &EventStore) -> Ledger {
+    Ledger::new(store.clone(), Arc::new(CommandMetrics::unregistered()), Vec::new())
 }
 
-/// One stream's share of an append: decide on the loaded state, expect its version.
+fn context(organization: Uuid) -> Context {
+    Context::system(organization, "tester")
+}
+
+/// Decides `command` on one aggregate and appends it, as the service does.
+pub async fn execute<A: Aggregate>(
+    store: &EventStore,
+    organization: Uuid,
+    stream_id: Uuid,
+    command: A::Command,
+) -> Written
+where
+    A::Command: Clone,
+{
+    let ledger = ledger(store);
+    ledger
+        .execute::<A>(&context(organization), stream_id, command)
+        .await
+        .unwrap_or_else(|error| panic!("{} {stream_id}: {error}", A::STREAM_TYPE))
+}
+
+/// One stream's share of a multi-stream append: decided on its state as loaded now.
 pub async fn decided<A: Aggregate>(
     store: &EventStore,
     organization: Uuid,
     stream_id: Uuid,
     command: A::Command,
 ) -> StreamAppend {
-    let (state, version) = load::<A>(store, stream_id).await;
-    let events = A::decide(&state, command).unwrap_or_else(|error| panic!("{} {stream_id}: {error}", A::STREAM_TYPE));
-    stream_append::<A>(organization, stream_id, version, &events)
-}
-
-pub async fn append(store: &EventStore, actor: &str, streams: Vec<StreamAppend>) -> AppendResult {
-    store
-        .append(&AppendRequest { streams, metadata: Metadata::by(actor), idempotency_key: None, fingerprint: None })
-        .await
-        .unwrap()
-}
-
-pub async fn execute<A: Aggregate>(
-    store: &EventStore,
-    organization: Uuid,
-    stream_id: Uuid,
-    command: A::Command,
-) -> AppendResult {
-    let stream = decided::<A>(store, organization, stream_id, command).await;
-    append(store, "tester", vec![stream]).await
+    let loaded = ledger(store).load::<A>(organization, stream_id).await.unwrap();
+    let events =
+        A::decide(&loaded.state, command).unwrap_or_else(|error| panic!("{} {stream_id}: {error}", A::STREAM_TYPE));
+    stream_append::<A>(organization, stream_id, loaded.version, &events)
 }
 
 /// An organization with employees and wallets, and what was paid to whom.
@@ -200,7 +205,12 @@ impl Payroll {
     }
 
     pub async fn employee(&self, employee: EmployeeId) -> Employee {
-        load::<EmployeeAggregate>(&self.store, employee.as_uuid()).await.0.unwrap()
+        ledger(&self.store)
+            .load::<EmployeeAggregate>(self.organization, employee.as_uuid())
+            .await
+            .unwrap()
+            .state
+            .unwrap()
     }
 
     /// Runs a payroll for `period`: create, calculate, approve, process, pay every payable
@@ -229,8 +239,9 @@ impl Payroll {
                 });
             }
         }
-        let (organization_state, _) = load::<OrganizationAggregate>(&store, self.organization).await;
-        let rules: Vec<DeductionRule> = organization_state.unwrap().rules.into_values().collect();
+        let organization_state =
+            ledger(&store).load::<OrganizationAggregate>(self.organization, self.organization).await;
+        let rules: Vec<DeductionRule> = organization_state.unwrap().state.unwrap().rules.into_values().collect();
         let calculate = PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() };
         execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), calculate).await;
         execute::<PayrollRunAggregate>(
@@ -247,7 +258,7 @@ impl Payroll {
             PayrollRunCommand::StartProcessing { actor: "alice".into() },
         )
         .await;
-        let (state, _) = load::<PayrollRunAggregate>(&store, run.as_uuid()).await;
+        let state = ledger(&store).load::<PayrollRunAggregate>(self.organization, run.as_uuid()).await.unwrap().state;
         let items = calculated_items(&store, run.as_uuid()).await;
         for (employee, run_item) in state.unwrap().items {
             let item = &items[&employee];
@@ -334,93 +345,38 @@ impl Payroll {
             let credit = WalletCommand::Credit { amount: item.net.clone(), transaction_id: transaction };
             streams.push(decided::<WalletAggregate>(&self.store, self.organization, wallet.as_uuid(), credit).await);
         }
-        append(&self.store, "processor", streams).await;
+        let context = Context::system(self.organization, "processor");
+        ledger(&self.store).append(&context, streams, KeyUse::Without).await.unwrap();
         transaction
     }
 
-    /// Reverses a completed run: the run, then for each paid item a reversing transaction and
-    /// a wallet debit (as far as the wallet holds the money).
+    /// Reverses a completed run, as the service does: the run, and for each paid item a
+    /// reversing transaction and a wallet debit (as far as the wallet holds the money).
     pub async fn reverse(&mut self, run: PayrollRunId) {
-        let store = self.store.clone();
-        let reverse = PayrollRunCommand::Reverse { reason: "paid in error".into(), actor: "bob".into() };
-        execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), reverse).await;
-        let (state, _) = load::<PayrollRunAggregate>(&store, run.as_uuid()).await;
-        let state = state.unwrap();
-        let organization = OrganizationId::from_uuid(self.organization);
-        for (employee, run_item) in &state.items {
-            let employee = *employee;
-            let ItemStatus::Paid { transaction_id } = run_item.status else { continue };
-            let (original, _) = load::<TransactionAggregate>(&store, transaction_id.as_uuid()).await;
-            let reversal = TransactionId::from_uuid(Uuid::new_v4());
-            let wallet = self.wallet_of(employee);
-            let mut streams = vec![
-                decided::<TransactionAggregate>(
-                    &store,
-                    self.organization,
-                    reversal.as_uuid(),
-                    TransactionCommand::Record {
-                        transaction_id: reversal,
-                        organization_id: organization,
-                        postings: reversed_postings(&original.unwrap().postings),
-                        reference: TransactionReference::PayrollReversal { payroll_run_id: run, employee_id: employee },
-                    },
-                )
-                .await,
-            ];
-            let (wallet_state, _) = load::<WalletAggregate>(&store, wallet.as_uuid()).await;
-            let take_back = state.money(run_item.net).min(wallet_state.unwrap().balance).unwrap();
-            if take_back.is_positive() {
-                let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
-                streams.push(decided::<WalletAggregate>(&store, self.organization, wallet.as_uuid(), debit).await);
-            }
-            append(&store, "processor", streams).await;
-        }
+        let context = context(self.organization);
+        let ledger = ledger(&self.store);
+        ledger_app::operations::reverse(&ledger, &context, run.as_uuid(), "paid in error".into()).await.unwrap();
+        let period =
+            ledger.load::<PayrollRunAggregate>(self.organization, run.as_uuid()).await.unwrap().state.unwrap().period;
         // What the reversed run paid is no longer paid.
         for paid in self.paid.values_mut() {
-            paid.retain(|paid| paid.period != state.period);
+            paid.retain(|paid| paid.period != period);
         }
     }
 
-    /// An employee withdraws part of their wallet: a balanced transaction and a debit.
+    /// An employee withdraws part of their wallet, as the service does; `false` when the
+    /// wallet does not hold that much.
     pub async fn withdraw(&self, wallet: WalletId, cents: i64) -> bool {
-        let (state, _) = load::<WalletAggregate>(&self.store, wallet.as_uuid()).await;
-        if state.as_ref().is_none_or(|wallet| wallet.balance.amount() < rust_decimal::Decimal::new(cents, 2)) {
-            return false;
+        let (ledger, context) = (ledger(&self.store), context(self.organization));
+        let withdrawn =
+            ledger_app::operations::withdraw(&ledger, &context, wallet.as_uuid(), usd_cents(cents), "bank").await;
+        match withdrawn {
+            Ok(_) => true,
+            Err(ledger_app::Error::Domain(ledger_core::DomainError::InsufficientFunds { .. })) => false,
+            Err(error) => panic!("withdrawing from {wallet}: {error}"),
         }
-        let transaction = TransactionId::from_uuid(Uuid::new_v4());
-        let postings = vec![
-            ledger_core::transaction::Posting {
-                account: wallet_account(wallet),
-                direction: ledger_core::transaction::Direction::Credit,
-                amount: usd_cents(cents),
-            },
-            ledger_core::transaction::Posting {
-                account: "external:bank".into(),
-                direction: ledger_core::transaction::Direction::Debit,
-                amount: usd_cents(cents),
-            },
-        ];
-        let record = TransactionCommand::Record {
-            transaction_id: transaction,
-            organization_id: OrganizationId::from_uuid(self.organization),
-            postings,
-            reference: TransactionReference::Withdrawal { wallet_id: wallet },
-        };
-        let streams = vec![
-            decided::<TransactionAggregate>(&self.store, self.organization, transaction.as_uuid(), record).await,
-            decided::<WalletAggregate>(
-                &self.store,
-                self.organization,
-                wallet.as_uuid(),
-                WalletCommand::Debit { amount: usd_cents(cents), transaction_id: transaction },
-            )
-            .await,
-        ];
-        append(&self.store, "employee", streams).await;
-        true
     }
 }
-
 /// A randomized workload: hires (some with KYC pending), raises (some backdated), three
 /// monthly runs paid, one reversed, withdrawals.
 pub async fn random_payroll(store: EventStore, dice: &mut Dice, employees: usize) -> Payroll {
