@@ -214,6 +214,7 @@ impl Ledger {
 
     /// Appends streams atomically with the context's metadata (and its idempotency key when
     /// `key_use` says so).
+    #[tracing::instrument(name = "append", level = "debug", skip_all, fields(streams = streams.len()))]
     pub async fn append(
         &self,
         context: &Context,
@@ -262,6 +263,7 @@ impl Ledger {
     }
 
     /// Decides `command` on one aggregate and appends the result, retrying on conflicts.
+    #[tracing::instrument(name = "command", skip_all, fields(stream_type = A::STREAM_TYPE, %stream_id))]
     pub async fn execute<A: Aggregate>(
         &self,
         context: &Context,

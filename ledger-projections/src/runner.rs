@@ -109,6 +109,7 @@ impl Runner {
 
     /// One transaction: lock the checkpoint, read a batch after it, apply, save. A crash at
     /// any point rolls all of it back: nothing is lost, nothing applied twice.
+    #[tracing::instrument(name = "projector_step", level = "debug", skip_all, fields(projection = self.projection.name()))]
     pub async fn step(&self) -> Result<StepOutcome> {
         let mut transaction = self.pool.begin().await?;
         let name = self.projection.name();

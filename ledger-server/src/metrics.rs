@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use ledger_app::CommandMetrics;
-use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use ledger_projections::ProjectionLag;
 
@@ -14,6 +16,8 @@ pub struct Metrics {
     pub commands: Arc<CommandMetrics>,
     lag_events: IntGaugeVec,
     lag_seconds: GaugeVec,
+    http_requests: IntCounterVec,
+    http_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -36,9 +40,34 @@ impl Metrics {
             &["projection"],
         )
         .expect("valid gauge");
+        let labels = &["method", "route", "status"];
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered, by method, route and status"),
+            labels,
+        )
+        .expect("valid counter");
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request, by method, route and status",
+            )
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            labels,
+        )
+        .expect("valid histogram");
+        registry.register(Box::new(http_requests.clone())).expect("registered once");
+        registry.register(Box::new(http_seconds.clone())).expect("registered once");
         registry.register(Box::new(lag_events.clone())).expect("registered once");
         registry.register(Box::new(lag_seconds.clone())).expect("registered once");
-        Metrics { registry, commands, lag_events, lag_seconds }
+        Metrics { registry, commands, lag_events, lag_seconds, http_requests, http_seconds }
+    }
+
+    /// One answered request. `route` is the matched route's template, never the raw path.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, latency: std::time::Duration) {
+        let status = status.to_string();
+        let labels = [method, route, status.as_str()];
+        self.http_requests.with_label_values(&labels).inc();
+        self.http_seconds.with_label_values(&labels).observe(latency.as_secs_f64());
     }
 
     /// The text exposition, with the projection lag as of now.

@@ -176,6 +176,7 @@ async fn paid_history(
 /// calculated (one append, streamed), so the run's size does not decide the memory it takes.
 /// Another writer that changed the run first is found before anything is calculated; the
 /// calculation starts again from the run as it now is.
+#[tracing::instrument(name = "calculate", skip_all, fields(%run_id))]
 pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<Written> {
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);

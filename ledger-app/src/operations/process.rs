@@ -61,6 +61,7 @@ type RunState = Loaded<Option<PayrollRun>>;
 type WalletStates = HashMap<Uuid, Loaded<Option<Wallet>>>;
 
 /// Pays every pending item of an approved or processing run, in batches, then completes it.
+#[tracing::instrument(name = "process", skip_all, fields(%run_id))]
 pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<ProcessReport> {
     // The run is loaded once and kept current as this processor writes it (reloaded after a
     // conflict with another processor): a run of many items costs more to load than a batch.

@@ -26,6 +26,7 @@ struct Paid<'a> {
     net: Money,
 }
 
+#[tracing::instrument(name = "reverse", skip_all, fields(%run_id))]
 pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> Result<Written> {
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);

@@ -28,6 +28,7 @@ type Transactions = HashMap<Uuid, Loaded<Option<LedgerTransaction>>>;
 
 /// Settles every still-pending payment of a run with what `confirm` says the rail reported.
 /// Returns how many were settled now.
+#[tracing::instrument(name = "settle", skip_all, fields(%run_id))]
 pub async fn settle_run(
     ledger: &Ledger,
     context: &Context,

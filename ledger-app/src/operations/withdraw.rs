@@ -15,6 +15,7 @@ use crate::ledger::{COMMAND_ATTEMPTS_MAX, KeyUse, Ledger};
 use crate::retry::Attempts;
 
 /// Withdraws `amount` from a wallet to `destination`; returns the transaction's id.
+#[tracing::instrument(name = "withdraw", skip_all, fields(%wallet_id))]
 pub async fn withdraw(
     ledger: &Ledger,
     context: &Context,

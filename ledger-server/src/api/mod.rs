@@ -6,6 +6,7 @@ mod employees;
 mod organization;
 mod payroll;
 mod system;
+pub mod telemetry;
 pub mod views;
 mod wallets;
 
@@ -78,15 +79,15 @@ pub fn router(state: AppState) -> Router {
         .route("/events/export", get(audit::export))
         .route("/verify", get(audit::verify))
         .route("/replay/{kind}/{id}", get(audit::replay));
-    Router::new()
+    let router = Router::new()
         .nest("/v1", v1)
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
         .fallback(system::not_found)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX));
+    telemetry::layers(router, state.metrics.clone()).with_state(state)
 }
 
 fn bearer(headers: &HeaderMap) -> AppResult<&str> {
@@ -109,7 +110,9 @@ impl FromRequestParts<AppState> for Auth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> AppResult<Self> {
         let token = bearer(&parts.headers)?;
-        Ok(Auth(authenticate(state.ledger.pool(), token).await?))
+        let identity = authenticate(state.ledger.pool(), token).await?;
+        telemetry::record_actor(&identity.actor());
+        Ok(Auth(identity))
     }
 }
 

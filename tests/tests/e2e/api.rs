@@ -128,12 +128,27 @@ async fn the_full_lifecycle_over_http() {
         )
         .await;
     assert_eq!(before["state"]["rates"].as_array().unwrap().len(), 1);
+    // Every answer carries the request's correlation id: the client's, or a new one.
+    let correlation = "0b6c8f0e-6a43-4c1e-9a43-5d0f2ab4c001";
+    let echoed =
+        world.client.get(world.url("/v1/nowhere")).header("x-correlation-id", correlation).send().await.unwrap();
+    assert_eq!(echoed.headers()["x-correlation-id"], correlation);
+    let minted = world.client.get(world.url("/health")).send().await.unwrap();
+    assert!(minted.headers()["x-correlation-id"].to_str().unwrap().parse::<uuid::Uuid>().is_ok());
     let metrics = world.client.get(world.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("payroll_ledger_append_seconds_bucket")
             && metrics.contains("payroll_ledger_projection_lag_events{projection=\"wallet\"}"),
         "{metrics}"
     );
+    // Requests by method, route (its template, not the path) and status.
+    for series in [
+        "payroll_ledger_http_requests_total{method=\"GET\",route=\"/v1/replay/{kind}/{id}\",status=\"200\"} 1",
+        "payroll_ledger_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+        "payroll_ledger_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/replay/{kind}/{id}\",status=\"200\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from {metrics}");
+    }
     world.stop().await;
 }
 
