@@ -2,7 +2,7 @@
 //! writer ([`Error::VersionConflict`]) loads what it read again and decides again, at most a
 //! given number of times; every other outcome is final.
 //!
-//! ```ignore
+//! ```text
 //! let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
 //! loop {
 //!     let outcome = attempt(attempts.is_first()).await;

@@ -42,14 +42,6 @@ pub trait Aggregate {
     }
 }
 
-/// An event as the store keeps it: type name, payload shape version, JSON object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventEnvelope {
-    pub event_type: String,
-    pub schema_version: i32,
-    pub payload: Value,
-}
-
 /// An event encoded for appending: the payload is JSON text serialized straight from the
 /// event, with no `serde_json::Value` tree in between (a run's calculation is megabytes).
 #[derive(Debug, Clone)]
@@ -67,20 +59,8 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
     /// Every event type name of the enum, for the catalog.
     const EVENT_TYPES: &'static [&'static str];
 
-    /// The envelope to append.
-    fn to_envelope(&self) -> EventEnvelope {
-        let Value::Object(mut tagged) = serde_json::to_value(self).expect("events serialize") else {
-            panic!("an event serializes to an object");
-        };
-        let Some(Value::String(event_type)) = tagged.remove(TAG) else { panic!("an event has a type tag") };
-        let payload = tagged.remove(CONTENT).unwrap_or_else(|| Value::Object(Default::default()));
-        assert!(payload.is_object(), "{event_type}'s payload is an object");
-        let schema_version = crate::upcast::current_schema_version(&event_type);
-        EventEnvelope { event_type, schema_version, payload }
-    }
-
-    /// The event's type, schema version and payload text, to append. The same payload as
-    /// [`DomainEvent::to_envelope`]'s, its keys in the event's field order.
+    /// The event's type, schema version and payload text, to append: its payload object,
+    /// keys in the event's field order.
     fn encode(&self) -> EncodedEvent {
         #[derive(Deserialize)]
         struct Tagged<'a> {
@@ -98,11 +78,6 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug + 
         assert!(payload.get().starts_with('{'), "{}'s payload is an object", tagged.event_type);
         let schema_version = crate::upcast::current_schema_version(&tagged.event_type);
         EncodedEvent { event_type: tagged.event_type.into_owned(), schema_version, payload }
-    }
-
-    /// The event from a stored envelope, upcasting an older payload to today's shape.
-    fn from_envelope(envelope: &EventEnvelope) -> Result<Self, DecodeError> {
-        Self::decode(&envelope.event_type, envelope.schema_version, &envelope.payload)
     }
 
     /// The event from a stored type, version and payload text. A payload of today's

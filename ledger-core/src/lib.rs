@@ -20,7 +20,7 @@ pub mod upcast;
 pub mod wallet;
 
 pub use error::{DecodeError, DomainError};
-pub use event::{Aggregate, DomainEvent, EncodedEvent, EventEnvelope};
+pub use event::{Aggregate, DomainEvent, EncodedEvent};
 pub use money::{Currency, Money, MoneyError};
 
 /// Every stream type with its event type names: the catalog that `docs/events.md` lists and

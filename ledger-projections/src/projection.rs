@@ -1,4 +1,16 @@
 //! What a projection is.
+//!
+//! A projection writes a batch's rows in a few statements, not one per row: `apply_all`
+//! gathers rows into column arrays and writes each table with one `insert ... select from
+//! unnest(...)` (or `update ... from unnest(...)`), summing what adds up (account balances)
+//! and keeping the last of what is overwritten (a wallet's balance). An event that reads rows
+//! back or changes a row in place (a failed payment reads its postings, a run completes and
+//! its reports are written) first writes what was gathered before it, so the result is the
+//! one of applying event by event; a test applies the log one event per step and compares
+//! every table with whole-batch rebuilds.
+//!
+//! Projections are deterministic: no clock, no randomness, no outside calls; times come from
+//! `recorded_at`. Each writes only its own schema, so each rebuilds alone.
 
 use async_trait::async_trait;
 use ledger_store::RecordedEvent;

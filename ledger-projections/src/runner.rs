@@ -1,14 +1,27 @@
 //! The projector runner: reads a batch after the checkpoint, applies it and stores the new
 //! checkpoint in one transaction; one active runner per projection across processes.
+//!
+//! A step locks the checkpoint row (`FOR UPDATE`), reads a batch with the gap-free
+//! `read_all`, applies it with `search_path` set to the schema and saves the checkpoint: a
+//! crash anywhere rolls all of it back, and a second runner waits on the row, so no event is
+//! applied twice even without leadership. A batch ends at its size in events or once its
+//! payload text reaches [`BATCH_PAYLOAD_BYTES_MAX`]; a runner fetches payloads only of the
+//! types its projection decodes, and metadata only for a projection that reads it (the
+//! audit log), so a run's calculation (100 chunks of ~700 KB at 100,000 employees) is read a
+//! few chunks at a time.
+//!
+//! Leadership: [`Runner::run`] takes a session advisory lock (class `LEDP`, key the
+//! projection's name) on a connection of its own; standbys retry every poll interval and
+//! take over when the leader's connection closes. Caught up, a runner waits for `NOTIFY
+//! ledger_events` or its poll interval, whichever comes first.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ledger_store::checkpoint::{checkpoints, lock_checkpoint, save_checkpoint};
-use ledger_store::{Checkpoint, EventStore, NOTIFY_CHANNEL, PayloadSelection, RecordedEvent};
+use ledger_store::{AppendWaker, Checkpoint, EventStore, PayloadSelection, RecordedEvent};
 use serde::Serialize;
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -148,8 +161,7 @@ impl Runner {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let Some(leadership) = self.lead(&mut shutdown).await? else { return Ok(()) };
         tracing::info!(projection = self.projection.name(), "leading");
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
+        let mut waker = AppendWaker::listen(&self.pool).await?;
         while !*shutdown.borrow() {
             // Held back, the events it waits for have been notified already: it steps again
             // soon instead of sleeping until the poll interval.
@@ -159,8 +171,7 @@ impl Runner {
                 StepOutcome::CaughtUp => self.options.poll_interval,
             };
             tokio::select! {
-                _ = listener.recv() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = waker.wait(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -11,10 +11,10 @@ mod event;
 pub mod local_postgres;
 mod query;
 mod read;
-mod subscribe;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod verify;
+mod wake;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -31,8 +31,8 @@ pub use event::{
 };
 pub use query::EventQuery;
 pub use read::{PayloadSelection, READ_BATCH_MAX};
-pub use subscribe::{NOTIFY_CHANNEL, Subscription, SubscriptionOptions};
 pub use verify::{BreakKind, ChainBreak, VerifyReport, VerifyScope};
+pub use wake::{AppendWaker, NOTIFY_CHANNEL};
 
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -215,11 +215,6 @@ impl EventStore {
     /// The newest position and its time; `None` for an empty log.
     pub async fn head(&self) -> Result<Option<(i64, DateTime<Utc>)>> {
         read::head(&self.pool).await
-    }
-
-    /// A subscription to the events after `after`.
-    pub async fn subscribe(&self, after: Checkpoint, options: SubscriptionOptions) -> Result<Subscription> {
-        Subscription::start(self.pool.clone(), after, options).await
     }
 
     /// Recomputes every stream's hash chain.

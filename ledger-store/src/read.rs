@@ -1,4 +1,16 @@
 //! Reading one stream, and the whole log in gap-free order.
+//!
+//! `read_stream` returns a stream in version order and asserts that its versions are
+//! contiguous. `read_all(after, limit)` returns the log in `(transaction_id,
+//! global_position)` order, only below `pg_snapshot_xmin(pg_current_snapshot())`: an event is
+//! readable once every older transaction has ended, so a late commit is waited for, never
+//! skipped. The [`crate::Checkpoint`] is that pair.
+//!
+//! The horizon is cluster-wide: a long transaction anywhere in the cluster (another database
+//! included) holds readers back until it ends. Projection runners hold each other back the
+//! same way while they apply a batch; [`committed_after`] tells a reader whose batch came
+//! back empty that events it cannot see yet have committed (the runner then steps again
+//! shortly instead of waiting for a notification that was already sent).
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;

@@ -154,7 +154,7 @@ fn a_command_on_an_employee_never_hired_is_not_found() {
 #[test]
 fn personal_data_sits_in_one_field_of_its_own() {
     let events = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1));
-    let payload = events[0].to_envelope().payload;
+    let payload: serde_json::Value = serde_json::from_str(events[0].encode().payload.get()).unwrap();
     assert_eq!(payload["personal"]["full_name"], "Ada Lovelace");
     let text = payload
         .as_object()

@@ -1,22 +1,22 @@
-//! The catalog: stable names, envelopes, and upcasting of old payloads.
+//! The catalog: stable names, encoding, and upcasting of old payloads.
 
 use ledger_core::employee::EmployeeEvent;
-use ledger_core::{DecodeError, DomainEvent, EVENT_CATALOG, EventEnvelope};
+use ledger_core::{DecodeError, DomainEvent, EVENT_CATALOG};
 use serde_json::json;
 
 use crate::{day, employee_id, hired, monthly};
 
 #[test]
-fn an_event_becomes_an_envelope_with_its_type_version_and_payload() {
+fn an_event_is_encoded_as_its_type_version_and_payload_and_decodes_back() {
     let events = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1));
-    let envelope = events[0].to_envelope();
-    assert_eq!(envelope.event_type, "EmployeeHired");
-    assert_eq!(envelope.schema_version, 2);
-    assert!(envelope.payload.get("event_type").is_none());
-    assert_eq!(EmployeeEvent::from_envelope(&envelope).unwrap(), events[0]);
-    let text = envelope.payload.to_string();
-    assert_eq!(EmployeeEvent::decode_text("EmployeeHired", 2, &text).unwrap(), events[0]);
-    let kyc = events[1].to_envelope();
+    let encoded = events[0].encode();
+    assert_eq!(encoded.event_type, "EmployeeHired");
+    assert_eq!(encoded.schema_version, 2);
+    let payload: serde_json::Value = serde_json::from_str(encoded.payload.get()).unwrap();
+    assert!(payload.is_object() && payload.get("event_type").is_none(), "{payload}");
+    assert_eq!(EmployeeEvent::decode_text("EmployeeHired", 2, encoded.payload.get()).unwrap(), events[0]);
+    assert_eq!(EmployeeEvent::decode("EmployeeHired", 2, &payload).unwrap(), events[0]);
+    let kyc = events[1].encode();
     assert_eq!((kyc.event_type.as_str(), kyc.schema_version), ("EmployeeKycStatusChanged", 1));
 }
 
@@ -35,12 +35,8 @@ const EMPLOYEE_HIRED_V1: &str = r#"{
 
 #[test]
 fn a_version_1_payload_still_decodes_into_todays_event() {
-    let envelope = EventEnvelope {
-        event_type: "EmployeeHired".into(),
-        schema_version: 1,
-        payload: serde_json::from_str(EMPLOYEE_HIRED_V1).unwrap(),
-    };
-    let event = EmployeeEvent::from_envelope(&envelope).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(EMPLOYEE_HIRED_V1).unwrap();
+    let event = EmployeeEvent::decode("EmployeeHired", 1, &payload).unwrap();
     let today = hired(employee_id(1), monthly("5000.00"), day(2026, 1, 1)).remove(0);
     assert_eq!(event, today);
     // Decoded from the stored text, as readers of the store do.
@@ -49,19 +45,13 @@ fn a_version_1_payload_still_decodes_into_todays_event() {
 
 #[test]
 fn unknown_types_future_versions_and_bad_payloads_are_decode_errors() {
-    let unknown = EventEnvelope { event_type: "EmployeeTeleported".into(), schema_version: 1, payload: json!({}) };
-    assert!(matches!(EmployeeEvent::from_envelope(&unknown), Err(DecodeError::UnknownType(_))));
-    let future = EventEnvelope { event_type: "EmployeeHired".into(), schema_version: 3, payload: json!({}) };
+    assert!(matches!(EmployeeEvent::decode("EmployeeTeleported", 1, &json!({})), Err(DecodeError::UnknownType(_))));
     assert!(matches!(
-        EmployeeEvent::from_envelope(&future),
+        EmployeeEvent::decode("EmployeeHired", 3, &json!({})),
         Err(DecodeError::FutureVersion { found: 3, current: 2, .. })
     ));
-    let bad = EventEnvelope {
-        event_type: "EmployeeTerminated".into(),
-        schema_version: 1,
-        payload: json!({ "end_date": "soon" }),
-    };
-    assert!(matches!(EmployeeEvent::from_envelope(&bad), Err(DecodeError::Payload { .. })));
+    let bad = json!({ "end_date": "soon" });
+    assert!(matches!(EmployeeEvent::decode("EmployeeTerminated", 1, &bad), Err(DecodeError::Payload { .. })));
     assert!(matches!(
         EmployeeEvent::decode_text("EmployeeTerminated", 1, r#"{"end_date":"soon"}"#),
         Err(DecodeError::Payload { .. })

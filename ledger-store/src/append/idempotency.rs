@@ -1,6 +1,14 @@
 //! Steps 2 and 6 of an append: a request with an idempotency key that was used before gets
 //! the earlier result (or [`StoreError::IdempotencyMismatch`]); a new key is recorded with the
 //! request's fingerprint and the id of the transaction that appended, in that transaction.
+//!
+//! The request hash covers streams, expected versions, event types, schema versions,
+//! payloads (as their text, serialized straight into the hasher) and actor and role; not
+//! event ids or correlation ids, which a client's retry may mint anew. It is computed only
+//! when the request carries a key; a caller may pass its own fingerprint instead (the
+//! service hashes the HTTP request, and must for a streamed append). Keys recorded before
+//! payloads were text were hashed over each payload re-serialized with sorted keys; a retry
+//! that does not match the text form is also compared in that form.
 
 use std::collections::HashMap;
 

@@ -6,6 +6,11 @@
 //! One [`RowSource`] feeds both writers: [`SliceRows`] over a request's events (positions
 //! reserved and texts asked before), [`StreamedRows`] over a source that produces events
 //! while they are written (positions reserved a few at a time, texts asked as needed).
+//!
+//! A streamed append's transaction stays open while its source produces: readers of the
+//! whole log wait behind it as behind any long write (a 100,000-employee calculation: ~6 s).
+//! Positions reserved and not used (a refused append, the rest of a streamed reservation)
+//! are a gap; nothing relies on positions being dense.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -155,44 +155,61 @@ async fn a_reader_waits_for_an_open_transaction_and_then_sees_its_event_once() {
     assert!(store.read_all(events[1].checkpoint(), 100).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_subscription_is_woken_by_notify_and_skips_nothing() {
-    let db = TestDatabase::new().await;
-    let store = db.store();
-    let organization = Uuid::new_v4();
-    let options =
-        ledger_store::SubscriptionOptions { batch_size: 100, poll_interval: std::time::Duration::from_secs(1) };
-    let mut subscription = store.subscribe(Checkpoint::START, options).await.unwrap();
-    let mut slow = open_transaction_with_event(&db, organization, Uuid::new_v4()).await;
-    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 2)).await.unwrap();
-
-    let reader = tokio::spawn(async move {
-        let batch = subscription.next_batch().await.unwrap();
-        (batch, subscription)
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(!reader.is_finished(), "the subscription waits behind the open transaction");
-    sqlx::query("commit").execute(&mut slow).await.unwrap();
-    let (batch, mut subscription) =
-        tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
-    assert_eq!(batch.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), vec!["Slow", "Numbered", "Numbered"]);
-    assert!(subscription.notifications_received() >= 1, "woken by the commit's notification, not only by polling");
-
-    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1)).await.unwrap();
-    let next =
-        tokio::time::timeout(std::time::Duration::from_secs(20), subscription.next_batch()).await.unwrap().unwrap();
-    assert_eq!(next.len(), 1);
-    assert_eq!(subscription.checkpoint(), next[0].checkpoint());
+/// Reads the next non-empty batch after `after`, waiting on `waker` (at most `poll` each
+/// time) while there is none: how a projection runner tails the log.
+async fn next_batch(
+    store: &EventStore,
+    waker: &mut ledger_store::AppendWaker,
+    after: Checkpoint,
+    poll: std::time::Duration,
+) -> Vec<ledger_store::RecordedEvent> {
+    loop {
+        let batch = store.read_all(after, 100).await.unwrap();
+        if !batch.is_empty() {
+            return batch;
+        }
+        waker.wait(poll).await;
+    }
 }
 
 #[tokio::test]
-async fn a_subscription_polls_when_notifications_are_lost() {
+async fn a_tailing_reader_is_woken_by_notify_and_skips_nothing() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let mut waker = ledger_store::AppendWaker::listen(&db.pool).await.unwrap();
+    let mut slow = open_transaction_with_event(&db, organization, Uuid::new_v4()).await;
+    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 2)).await.unwrap();
+
+    let poll = std::time::Duration::from_secs(1);
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let batch = next_batch(&store, &mut waker, Checkpoint::START, poll).await;
+            (batch, waker)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!reader.is_finished(), "the reader waits behind the open transaction");
+    sqlx::query("commit").execute(&mut slow).await.unwrap();
+    let (batch, mut waker) = tokio::time::timeout(std::time::Duration::from_secs(30), reader).await.unwrap().unwrap();
+    assert_eq!(batch.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(), vec!["Slow", "Numbered", "Numbered"]);
+    assert!(waker.notifications_received() >= 1, "woken by the commit's notification, not only by polling");
+
+    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1)).await.unwrap();
+    let after = batch.last().unwrap().checkpoint();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), next_batch(&store, &mut waker, after, poll))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+}
+
+#[tokio::test]
+async fn a_tailing_reader_polls_when_notifications_are_lost() {
     let db = TestDatabase::new().await;
     let store = db.store();
     sqlx::query("alter table ledger.events disable trigger events_notify").execute(&db.pool).await.unwrap();
-    let options =
-        ledger_store::SubscriptionOptions { batch_size: 100, poll_interval: std::time::Duration::from_millis(100) };
-    let mut subscription = store.subscribe(Checkpoint::START, options).await.unwrap();
+    let mut waker = ledger_store::AppendWaker::listen(&db.pool).await.unwrap();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -200,11 +217,16 @@ async fn a_subscription_polls_when_notifications_are_lost() {
             store.append(&numbered(Uuid::new_v4(), Uuid::new_v4(), ExpectedVersion::NoStream, 2)).await.unwrap();
         })
     };
-    let batch =
-        tokio::time::timeout(std::time::Duration::from_secs(30), subscription.next_batch()).await.unwrap().unwrap();
+    let poll = std::time::Duration::from_millis(100);
+    let batch = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        next_batch(&store, &mut waker, Checkpoint::START, poll),
+    )
+    .await
+    .unwrap();
     writer.await.unwrap();
     assert_eq!(batch.len(), 2);
-    assert_eq!(subscription.notifications_received(), 0, "no notification was sent: polling found them");
+    assert_eq!(waker.notifications_received(), 0, "no notification was sent: polling found them");
 }
 
 /// One writer's random mix of appends over a small set of shared streams.
