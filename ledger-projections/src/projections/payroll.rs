@@ -209,12 +209,23 @@ impl ItemMoves {
         self.organizations.push(event.organization_id);
     }
 
+    /// Writes the gathered status changes: the items, their runs' counts, and the earnings
+    /// paid (or taken back by a reversal) per period.
     async fn write(self, connection: &mut PgConnection) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
-        type Before = (Uuid, Uuid, String, Json<Vec<EarningLine>>, chrono::NaiveDate, chrono::NaiveDate, String);
-        let before: Vec<Before> = sqlx::query_as(
+        let before = self.items_before(connection).await?;
+        self.update_items(connection).await?;
+        let (counts, earnings) = self.tally(&before);
+        write_run_counts(connection, counts).await?;
+        earnings.insert(connection).await
+    }
+
+    /// The changed items as they were: status, earnings lines, and their run's period and
+    /// currency.
+    async fn items_before(&self, connection: &mut PgConnection) -> Result<HashMap<(Uuid, Uuid), ItemBefore>> {
+        let before: Vec<ItemBefore> = sqlx::query_as(
             "select i.payroll_run_id, i.employee_id, i.status, i.earnings, r.period_start, r.period_end, r.currency \
              from unnest($1::uuid[], $2::uuid[]) as rows(r, e) \
              join payroll_items i on i.payroll_run_id = rows.r and i.employee_id = rows.e \
@@ -224,7 +235,10 @@ impl ItemMoves {
         .bind(&self.employees)
         .fetch_all(&mut *connection)
         .await?;
-        let before: HashMap<(Uuid, Uuid), Before> = before.into_iter().map(|row| ((row.0, row.1), row)).collect();
+        Ok(before.into_iter().map(|row| ((row.0, row.1), row)).collect())
+    }
+
+    async fn update_items(&self, connection: &mut PgConnection) -> Result<()> {
         sqlx::query(
             "update payroll_items i set status = s, transaction_id = coalesce(t, i.transaction_id), failure_reason = f, last_position = p \
              from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int8[]) as rows(r, e, s, t, f, p) \
@@ -238,19 +252,24 @@ impl ItemMoves {
         .bind(&self.positions)
         .execute(&mut *connection)
         .await?;
-        // Per run: (paid delta, failed delta, last position).
-        let mut counts: BTreeMap<Uuid, (i64, i64, i64)> = BTreeMap::new();
+        Ok(())
+    }
+
+    /// Per run the change of its paid and failed counts, and the earnings lines a payment
+    /// adds to (or a reversal takes from) the payment history.
+    fn tally(&self, before: &HashMap<(Uuid, Uuid), ItemBefore>) -> (BTreeMap<Uuid, CountChange>, EarningColumns) {
+        let mut counts: BTreeMap<Uuid, CountChange> = BTreeMap::new();
         let mut earnings = EarningColumns::default();
         for index in 0..self.runs.len() {
             let (run, employee, status) = (self.runs[index], self.employees[index], self.statuses[index]);
             let Some((_, _, was, lines, period_start, period_end, currency)) = before.get(&(run, employee)) else {
                 continue;
             };
-            let count = counts.entry(run).or_default();
             if status != "reversed" {
-                count.0 += i64::from(status == "paid") - i64::from(was == "paid");
-                count.1 += i64::from(status == "failed") - i64::from(was == "failed");
-                count.2 = self.positions[index];
+                let count = counts.entry(run).or_default();
+                count.paid += i64::from(status == "paid") - i64::from(was == "paid");
+                count.failed += i64::from(status == "failed") - i64::from(was == "failed");
+                count.position = self.positions[index];
             }
             let sign = match status {
                 "paid" => Decimal::ONE,
@@ -273,48 +292,81 @@ impl ItemMoves {
                 earnings.currencies.push(currency.clone());
             }
         }
-        counts.retain(|_, count| count.2 > 0);
-        if !counts.is_empty() {
-            let (mut runs, mut paid, mut failed, mut positions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (run, (paid_delta, failed_delta, position)) in counts {
-                runs.push(run);
-                paid.push(paid_delta);
-                failed.push(failed_delta);
-                positions.push(position);
-            }
-            sqlx::query(
-                "update payroll_runs r set paid_count = paid_count + pd, failed_count = failed_count + fd, last_position = p \
-                 from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) as rows(id, pd, fd, p) where r.payroll_run_id = rows.id",
-            )
-            .bind(&runs)
-            .bind(&paid)
-            .bind(&failed)
-            .bind(&positions)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !earnings.employees.is_empty() {
-            sqlx::query(
-                "insert into paid_earnings (employee_id, global_position, line, organization_id, payroll_run_id, period_start, period_end, \
-                   amount, currency, last_position) \
-                 select e, p, l, o, r, s, en, a, c, p \
-                 from unnest($1::uuid[], $2::int8[], $3::int4[], $4::uuid[], $5::uuid[], $6::date[], $7::date[], $8::numeric[], $9::text[]) \
-                   as rows(e, p, l, o, r, s, en, a, c)",
-            )
-            .bind(&earnings.employees)
-            .bind(&earnings.positions)
-            .bind(&earnings.lines)
-            .bind(&earnings.organizations)
-            .bind(&earnings.runs)
-            .bind(&earnings.starts)
-            .bind(&earnings.ends)
-            .bind(&earnings.amounts)
-            .bind(&earnings.currencies)
-            .execute(connection)
-            .await?;
-        }
-        Ok(())
+        (counts, earnings)
     }
+}
+
+type ItemBefore = (Uuid, Uuid, String, Json<Vec<EarningLine>>, chrono::NaiveDate, chrono::NaiveDate, String);
+
+/// How a run's paid and failed counts change, and the last event that changed them.
+#[derive(Default)]
+struct CountChange {
+    paid: i64,
+    failed: i64,
+    position: i64,
+}
+
+async fn write_run_counts(connection: &mut PgConnection, counts: BTreeMap<Uuid, CountChange>) -> Result<()> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let (mut runs, mut paid, mut failed, mut positions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (run, change) in counts {
+        runs.push(run);
+        paid.push(change.paid);
+        failed.push(change.failed);
+        positions.push(change.position);
+    }
+    sqlx::query(
+        "update payroll_runs r set paid_count = paid_count + pd, failed_count = failed_count + fd, last_position = p \
+         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) as rows(id, pd, fd, p) where r.payroll_run_id = rows.id",
+    )
+    .bind(&runs)
+    .bind(&paid)
+    .bind(&failed)
+    .bind(&positions)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// A run's row, in draft.
+async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, created: &PayrollRunEvent) -> Result<()> {
+    let PayrollRunEvent::PayrollRunCreated {
+        payroll_run_id,
+        organization_id,
+        period,
+        frequency,
+        currency,
+        kind,
+        created_by,
+    } = created
+    else {
+        unreachable!("called with a PayrollRunCreated")
+    };
+    let reason = match kind {
+        RunKind::OffCycle { reason } => Some(reason.as_str()),
+        RunKind::Regular => None,
+    };
+    sqlx::query(
+        "insert into payroll_runs (payroll_run_id, organization_id, period_start, period_end, frequency, currency, kind, \
+           off_cycle_reason, status, created_by, created_at, last_position) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11)",
+    )
+    .bind(payroll_run_id.as_uuid())
+    .bind(organization_id.as_uuid())
+    .bind(period.start())
+    .bind(period.end())
+    .bind(serde_name(frequency))
+    .bind(currency.code())
+    .bind(if reason.is_some() { "off_cycle" } else { "regular" })
+    .bind(reason)
+    .bind(created_by)
+    .bind(event.recorded_at)
+    .bind(event.global_position)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 #[derive(Default)]
@@ -330,6 +382,33 @@ struct EarningColumns {
     currencies: Vec<String>,
 }
 
+impl EarningColumns {
+    async fn insert(self, connection: &mut PgConnection) -> Result<()> {
+        if self.employees.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "insert into paid_earnings (employee_id, global_position, line, organization_id, payroll_run_id, period_start, period_end, \
+               amount, currency, last_position) \
+             select e, p, l, o, r, s, en, a, c, p \
+             from unnest($1::uuid[], $2::int8[], $3::int4[], $4::uuid[], $5::uuid[], $6::date[], $7::date[], $8::numeric[], $9::text[]) \
+               as rows(e, p, l, o, r, s, en, a, c)",
+        )
+        .bind(&self.employees)
+        .bind(&self.positions)
+        .bind(&self.lines)
+        .bind(&self.organizations)
+        .bind(&self.runs)
+        .bind(&self.starts)
+        .bind(&self.ends)
+        .bind(&self.amounts)
+        .bind(&self.currencies)
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
+}
+
 impl PayrollProjection {
     async fn apply_run(
         &self,
@@ -338,38 +417,7 @@ impl PayrollProjection {
         run_event: &PayrollRunEvent,
     ) -> Result<()> {
         match run_event {
-            PayrollRunEvent::PayrollRunCreated {
-                payroll_run_id,
-                organization_id,
-                period,
-                frequency,
-                currency,
-                kind,
-                created_by,
-            } => {
-                let reason = match kind {
-                    RunKind::OffCycle { reason } => Some(reason.as_str()),
-                    RunKind::Regular => None,
-                };
-                sqlx::query(
-                    "insert into payroll_runs (payroll_run_id, organization_id, period_start, period_end, frequency, currency, kind, \
-                       off_cycle_reason, status, created_by, created_at, last_position) \
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11)",
-                )
-                .bind(payroll_run_id.as_uuid())
-                .bind(organization_id.as_uuid())
-                .bind(period.start())
-                .bind(period.end())
-                .bind(serde_name(frequency))
-                .bind(currency.code())
-                .bind(if reason.is_some() { "off_cycle" } else { "regular" })
-                .bind(reason)
-                .bind(created_by)
-                .bind(event.recorded_at)
-                .bind(event.global_position)
-                .execute(connection)
-                .await?;
-            }
+            PayrollRunEvent::PayrollRunCreated { .. } => run_created(connection, event, run_event).await?,
             PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
                 items_calculated(connection, event, *chunk == 0, items).await?
             }

@@ -202,95 +202,132 @@ impl Rows {
 
     async fn write(self, connection: &mut PgConnection) -> Result<()> {
         let Rows { transactions, postings, balances, settled, logs } = self;
-        if !transactions.ids.is_empty() {
-            sqlx::query(
-                "insert into transactions (transaction_id, organization_id, status, reference_kind, payroll_run_id, employee_id, wallet_id, \
-                   recorded_at, last_position) \
-                 select id, o, 'pending', k, r, e, w, t, p \
-                 from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::timestamptz[], $8::int8[]) \
-                   as rows(id, o, k, r, e, w, t, p)",
-            )
-            .bind(&transactions.ids)
-            .bind(&transactions.organizations)
-            .bind(&transactions.kinds)
-            .bind(&transactions.runs)
-            .bind(&transactions.employees)
-            .bind(&transactions.wallets)
-            .bind(&transactions.times)
-            .bind(&transactions.positions)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !postings.transactions.is_empty() {
-            sqlx::query(
-                "insert into postings (transaction_id, line, organization_id, account, direction, amount, currency, last_position) \
-                 select * from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], $8::int8[])",
-            )
-            .bind(&postings.transactions)
-            .bind(&postings.lines)
-            .bind(&postings.organizations)
-            .bind(&postings.accounts)
-            .bind(&postings.directions)
-            .bind(&postings.amounts)
-            .bind(&postings.currencies)
-            .bind(&postings.positions)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !balances.is_empty() {
-            let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for ((account, currency), (organization, debits, credits, position)) in balances {
-                columns.0.push(account);
-                columns.1.push(currency);
-                columns.2.push(organization);
-                columns.3.push(debits);
-                columns.4.push(credits);
-                columns.5.push(position);
-            }
-            sqlx::query(&format!(
-                "insert into account_balances (account, currency, organization_id, debits, credits, balance, last_position) \
-                 select a, c, o, d, cr, d - cr, p \
-                 from unnest($1::text[], $2::text[], $3::uuid[], $4::numeric[], $5::numeric[], $6::int8[]) as rows(a, c, o, d, cr, p) \
-                 {BALANCE_CONFLICT}"
-            ))
-            .bind(&columns.0)
-            .bind(&columns.1)
-            .bind(&columns.2)
-            .bind(&columns.3)
-            .bind(&columns.4)
-            .bind(&columns.5)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !settled.ids.is_empty() {
-            sqlx::query(
-                "update transactions t set status = 'settled', signature = s, block_hash = b, last_position = p \
-                 from unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) as rows(id, s, b, p) where t.transaction_id = rows.id",
-            )
-            .bind(&settled.ids)
-            .bind(&settled.signatures)
-            .bind(&settled.block_hashes)
-            .bind(&settled.positions)
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !logs.transactions.is_empty() {
-            sqlx::query(
-                "insert into transaction_logs (transaction_id, global_position, organization_id, status, detail, recorded_at, last_position) \
-                 select id, p, o, s, d, t, p \
-                 from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[], $6::timestamptz[]) as rows(id, p, o, s, d, t)",
-            )
-            .bind(&logs.transactions)
-            .bind(&logs.positions)
-            .bind(&logs.organizations)
-            .bind(&logs.statuses)
-            .bind(&logs.details)
-            .bind(&logs.times)
-            .execute(connection)
-            .await?;
-        }
-        Ok(())
+        write_transactions(connection, &transactions).await?;
+        write_postings(connection, &postings).await?;
+        write_balances(connection, balances).await?;
+        write_settled(connection, &settled).await?;
+        write_logs(connection, &logs).await
     }
+}
+
+/// New transactions, pending.
+async fn write_transactions(connection: &mut PgConnection, transactions: &TransactionColumns) -> Result<()> {
+    if transactions.ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+            "insert into transactions (transaction_id, organization_id, status, reference_kind, payroll_run_id, employee_id, wallet_id, \
+               recorded_at, last_position) \
+             select id, o, 'pending', k, r, e, w, t, p \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::uuid[], $7::timestamptz[], $8::int8[]) \
+               as rows(id, o, k, r, e, w, t, p)",
+        )
+        .bind(&transactions.ids)
+        .bind(&transactions.organizations)
+        .bind(&transactions.kinds)
+        .bind(&transactions.runs)
+        .bind(&transactions.employees)
+        .bind(&transactions.wallets)
+        .bind(&transactions.times)
+        .bind(&transactions.positions)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// New transactions' postings.
+async fn write_postings(connection: &mut PgConnection, postings: &PostingColumns) -> Result<()> {
+    if postings.transactions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+            "insert into postings (transaction_id, line, organization_id, account, direction, amount, currency, last_position) \
+             select * from unnest($1::uuid[], $2::int4[], $3::uuid[], $4::text[], $5::text[], $6::numeric[], $7::text[], $8::int8[])",
+        )
+        .bind(&postings.transactions)
+        .bind(&postings.lines)
+        .bind(&postings.organizations)
+        .bind(&postings.accounts)
+        .bind(&postings.directions)
+        .bind(&postings.amounts)
+        .bind(&postings.currencies)
+        .bind(&postings.positions)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// What the batch adds to (or takes from) each account's debits and credits.
+async fn write_balances(
+    connection: &mut PgConnection,
+    balances: BTreeMap<(String, String), (Uuid, Decimal, Decimal, i64)>,
+) -> Result<()> {
+    if balances.is_empty() {
+        return Ok(());
+    }
+    let mut columns = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((account, currency), (organization, debits, credits, position)) in balances {
+        columns.0.push(account);
+        columns.1.push(currency);
+        columns.2.push(organization);
+        columns.3.push(debits);
+        columns.4.push(credits);
+        columns.5.push(position);
+    }
+    sqlx::query(&format!(
+        "insert into account_balances (account, currency, organization_id, debits, credits, balance, last_position) \
+         select a, c, o, d, cr, d - cr, p \
+         from unnest($1::text[], $2::text[], $3::uuid[], $4::numeric[], $5::numeric[], $6::int8[]) as rows(a, c, o, d, cr, p) \
+         {BALANCE_CONFLICT}"
+    ))
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
+    .bind(&columns.3)
+    .bind(&columns.4)
+    .bind(&columns.5)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Settlements: status, signature and block hash.
+async fn write_settled(connection: &mut PgConnection, settled: &SettledColumns) -> Result<()> {
+    if settled.ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+            "update transactions t set status = 'settled', signature = s, block_hash = b, last_position = p \
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::int8[]) as rows(id, s, b, p) where t.transaction_id = rows.id",
+        )
+        .bind(&settled.ids)
+        .bind(&settled.signatures)
+        .bind(&settled.block_hashes)
+        .bind(&settled.positions)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
+/// Each status change, with its detail.
+async fn write_logs(connection: &mut PgConnection, logs: &LogColumns) -> Result<()> {
+    if logs.transactions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+            "insert into transaction_logs (transaction_id, global_position, organization_id, status, detail, recorded_at, last_position) \
+             select id, p, o, s, d, t, p \
+             from unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[], $6::timestamptz[]) as rows(id, p, o, s, d, t)",
+        )
+        .bind(&logs.transactions)
+        .bind(&logs.positions)
+        .bind(&logs.organizations)
+        .bind(&logs.statuses)
+        .bind(&logs.details)
+        .bind(&logs.times)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]

@@ -228,20 +228,8 @@ impl Payroll {
             actor: "alice".into(),
         };
         execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), create).await;
-        let mut inputs = Vec::new();
-        for (employee, _) in &self.employees {
-            let employee_state = self.employee(*employee).await;
-            let employed = period.each_day().any(|day| employee_state.employed_on(day));
-            if employed {
-                inputs.push(ItemInput {
-                    employee: employee_state,
-                    paid_periods: self.paid.get(employee).cloned().unwrap_or_default(),
-                });
-            }
-        }
-        let organization_state =
-            ledger(&store).load::<OrganizationAggregate>(self.organization, self.organization).await;
-        let rules: Vec<DeductionRule> = organization_state.unwrap().state.unwrap().rules.into_values().collect();
+        let inputs = self.inputs(period).await;
+        let rules: Vec<DeductionRule> = self.rules().await;
         let calculate = PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() };
         execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), calculate).await;
         execute::<PayrollRunAggregate>(
@@ -258,6 +246,15 @@ impl Payroll {
             PayrollRunCommand::StartProcessing { actor: "alice".into() },
         )
         .await;
+        self.pay_items(run, period, dice).await;
+        execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), PayrollRunCommand::Complete).await;
+        run
+    }
+
+    /// Pays the run's pending items one append each, failing some first and retrying a few
+    /// of those, settling most payments and failing or voiding some.
+    async fn pay_items(&mut self, run: PayrollRunId, period: PayPeriod, dice: &mut Dice) {
+        let store = self.store.clone();
         let state = ledger(&store).load::<PayrollRunAggregate>(self.organization, run.as_uuid()).await.unwrap().state;
         let items = calculated_items(&store, run.as_uuid()).await;
         for (employee, run_item) in state.unwrap().items {
@@ -302,8 +299,29 @@ impl Payroll {
                 .collect();
             self.paid.entry(employee).or_default().append(&mut earned);
         }
-        execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), PayrollRunCommand::Complete).await;
-        run
+    }
+
+    /// The calculation's inputs, as the service would look them up: employees employed in
+    /// the period, with what was paid to them before.
+    async fn inputs(&self, period: PayPeriod) -> Vec<ItemInput> {
+        let mut inputs = Vec::new();
+        for (employee, _) in &self.employees {
+            let employee_state = self.employee(*employee).await;
+            let employed = period.each_day().any(|day| employee_state.employed_on(day));
+            if employed {
+                inputs.push(ItemInput {
+                    employee: employee_state,
+                    paid_periods: self.paid.get(employee).cloned().unwrap_or_default(),
+                });
+            }
+        }
+        inputs
+    }
+
+    async fn rules(&self) -> Vec<DeductionRule> {
+        let organization =
+            ledger(&self.store).load::<OrganizationAggregate>(self.organization, self.organization).await;
+        organization.unwrap().state.unwrap().rules.into_values().collect()
     }
 
     fn wallet_of(&self, employee: EmployeeId) -> WalletId {

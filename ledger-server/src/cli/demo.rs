@@ -21,7 +21,7 @@ use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
-use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::payroll::{ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, RunKind};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -125,7 +125,8 @@ pub async fn run(database: &Database, employees: usize) -> anyhow::Result<()> {
     // The last position before January's run began: a wallet replayed there shows December.
     let before_january =
         demo.ledger.store().read_stream(january, 1).await?.first().map_or(0, |event| event.global_position - 1);
-    demo.report(database, december, january, before_january, payments_before, payments_after).await?;
+    let runs = Runs { december, january, before_january, payments_before, payments_after };
+    demo.report(database, &runs).await?;
     stop.send(true)?;
     for projector in projectors {
         projector.await??;
@@ -311,17 +312,26 @@ impl Demo {
         Ok(run)
     }
 
-    async fn report(
-        &self,
-        database: &Database,
-        december: Uuid,
-        january: Uuid,
-        before_january: i64,
-        payments_before: i64,
-        payments_after: i64,
-    ) -> anyhow::Result<()> {
-        let run = self.ledger.load::<PayrollRunAggregate>(self.organization, january).await?.state;
+    /// What the demo did, as a payroll processor reads it, and what to try next.
+    async fn report(&self, database: &Database, runs: &Runs) -> anyhow::Result<()> {
+        let run = self.ledger.load::<PayrollRunAggregate>(self.organization, runs.january).await?.state;
         let run = run.context("the January run exists")?;
+        self.print_run(&run, runs).await?;
+        self.print_health().await?;
+        if runs.payments_before > 0 {
+            println!(
+                "  This demo ran before: nothing was paid twice ({} payments before, {} now).",
+                runs.payments_before, runs.payments_after
+            );
+        } else {
+            println!("  {} payments recorded; run the demo again: it pays nobody twice.", runs.payments_after);
+        }
+        print_next_steps(database, runs.before_january);
+        Ok(())
+    }
+
+    /// January's run: its totals, its retro lines and the items it holds.
+    async fn print_run(&self, run: &PayrollRun, runs: &Runs) -> anyhow::Result<()> {
         let totals = &run.totals;
         let held: Vec<(EmployeeId, String)> = run
             .items
@@ -332,22 +342,8 @@ impl Demo {
             })
             .collect();
         let paid = run.items.values().filter(|item| matches!(item.status, ItemStatus::Paid { .. })).count();
-        // The lines of the items are in the run's calculation events.
-        let employees: Vec<EmployeeId> = run.items.keys().copied().collect();
-        let mut items = ledger_app::operations::RecordedItems::default();
-        items.load(&self.ledger, &run, &employees).await?;
-        let mut retro = Vec::new();
-        for employee in &employees {
-            for line in &items.get(&run, *employee)?.earnings {
-                if matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }) {
-                    retro.push(format!("{employee}: {}", line.amount));
-                }
-            }
-        }
         let biweekly = (0..self.employees).filter(|n| staff_member(*n).1 == PayFrequency::Biweekly).count();
-        let lags = ledger_projections::lag(self.ledger.store()).await?;
-        let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
-
+        let january = runs.january;
         println!();
         println!("Payroll run January 2026 ({january}) - {:?}", run.status);
         println!(
@@ -363,8 +359,8 @@ impl Demo {
             totals.employer_cost.to_string(),
             totals.contributions
         );
-        for line in &retro {
-            println!("  retro line   {line}   (a raise backdated into December, paid in run {december})");
+        for line in self.retro_lines(run).await? {
+            println!("  retro line   {line}   (a raise backdated into December, paid in run {})", runs.december);
         }
         for (employee, reason) in held.iter().take(HELD_LISTED_MAX) {
             println!("  held         {employee}: {reason}");
@@ -375,6 +371,29 @@ impl Demo {
                 held.len() - HELD_LISTED_MAX
             );
         }
+        Ok(())
+    }
+
+    /// The retro lines of a run's items, read from its calculation events.
+    async fn retro_lines(&self, run: &PayrollRun) -> anyhow::Result<Vec<String>> {
+        let employees: Vec<EmployeeId> = run.items.keys().copied().collect();
+        let mut items = ledger_app::operations::RecordedItems::default();
+        items.load(&self.ledger, run, &employees).await?;
+        let mut retro = Vec::new();
+        for employee in &employees {
+            for line in &items.get(run, *employee)?.earnings {
+                if matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }) {
+                    retro.push(format!("{employee}: {}", line.amount));
+                }
+            }
+        }
+        Ok(retro)
+    }
+
+    /// The projections' lag, the hash chains, and how long each phase took.
+    async fn print_health(&self) -> anyhow::Result<()> {
+        let lags = ledger_projections::lag(self.ledger.store()).await?;
+        let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
         let worst = lags.iter().map(|lag| lag.events_behind).max().unwrap_or(0);
         println!("  projections  {} caught up (largest lag {worst} events)", lags.len());
         match verified.first_break() {
@@ -391,24 +410,30 @@ impl Demo {
             print!(" {name} {:.2} s;", took.as_secs_f64());
         }
         println!();
-        if payments_before > 0 {
-            println!(
-                "  This demo ran before: nothing was paid twice ({payments_before} payments before, {payments_after} now)."
-            );
-        } else {
-            println!("  {payments_after} payments recorded; run the demo again: it pays nobody twice.");
-        }
-        // The program as it was invoked (cargo run puts it under target/), so the lines below
-        // can be pasted as they are.
-        let program = std::env::args().next().unwrap_or_else(|| "payroll-ledger".to_owned());
-        println!();
-        println!("Try next (data in {}):", database.location);
-        println!("  {program} events --stream-id {} --format ndjson   # the events of an employee", employee_id(1));
-        println!(
-            "  {program} replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
-            wallet_id(1)
-        );
-        println!("  {program} verify   # recompute every hash chain");
         Ok(())
     }
+}
+
+/// The two runs the demo pays, where the log stood before January's, and the payments
+/// recorded before and after this demo.
+struct Runs {
+    december: Uuid,
+    january: Uuid,
+    before_january: i64,
+    payments_before: i64,
+    payments_after: i64,
+}
+
+fn print_next_steps(database: &Database, before_january: i64) {
+    // The program as it was invoked (cargo run puts it under target/), so the lines below
+    // can be pasted as they are.
+    let program = std::env::args().next().unwrap_or_else(|| "payroll-ledger".to_owned());
+    println!();
+    println!("Try next (data in {}):", database.location);
+    println!("  {program} events --stream-id {} --format ndjson   # the events of an employee", employee_id(1));
+    println!(
+        "  {program} replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
+        wallet_id(1)
+    );
+    println!("  {program} verify   # recompute every hash chain");
 }

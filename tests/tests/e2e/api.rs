@@ -17,6 +17,8 @@ fn decimal(value: &Value) -> Decimal {
     }
 }
 
+/// The lifecycle as a client drives it, request after request on what the last answered:
+/// longer than 70 lines on purpose (one story, read top to bottom like docs/api.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_lifecycle_over_http() {
     let world = World::new().await;

@@ -14,6 +14,8 @@ fn hire_body(amount: &str, currency: &str) -> Value {
     })
 }
 
+/// A table of bad requests and the field each must name: longer than 70 lines on purpose,
+/// one case per line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_with_a_problem_and_writes_nothing() {
     let world = World::new().await;

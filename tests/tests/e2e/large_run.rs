@@ -27,6 +27,9 @@ async fn copying(world: &World) -> bool {
     .unwrap()
 }
 
+/// One run's story, each step on the state the last left (a crash mid-calculation, racing
+/// calculators, repeated approvals and payments, a fresh process): longer than 70 lines on
+/// purpose, since split the steps would have to hand a world of state to each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_and_retries_and_pays_exactly() {
     let world = World::new().await;
