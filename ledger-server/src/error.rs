@@ -120,14 +120,17 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
-/// RFC 9457 problem details.
-#[derive(Debug, Serialize)]
-struct Problem {
+/// RFC 9457 problem details: every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem's kind.
     #[serde(rename = "type")]
     kind: String,
     title: &'static str,
     status: u16,
+    /// Stable and machine-readable: `invalid_field`, `version_conflict`, `self_approval`, ...
     code: String,
+    /// What went wrong, naming the field at fault; what to do about it.
     detail: String,
 }
 

@@ -77,6 +77,8 @@ enum Command {
     },
     /// Measure the engine against raw PostgreSQL on the same server (see docs/benchmarks.md).
     Bench(cli::bench::BenchArgs),
+    /// Print the OpenAPI document the server serves (`payroll-ledger openapi > docs/openapi.json`).
+    Openapi,
     /// Run a real payroll end to end: 1,000 employees, a month paid and settled, a report.
     Demo {
         /// Employees to hire.

@@ -78,17 +78,18 @@ struct AuditColumns {
     times: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
+// Amounts are decimal strings, as everywhere in the API (numeric's text keeps the scale).
 const REGISTER: &str = "\
 insert into compliance_reports (payroll_run_id, kind, organization_id, content, generated_at, last_position)
 select $1, 'payroll_register', $2, jsonb_build_object(
         'payroll_run_id', $1::uuid,
         'status', $3::text,
         'items', count(*),
-        'gross', coalesce(sum(gross), 0),
-        'deductions', coalesce(sum(deductions), 0),
-        'contributions', coalesce(sum(contributions), 0),
-        'net', coalesce(sum(net), 0),
-        'net_paid', coalesce(sum(net) filter (where status = 'paid'), 0),
+        'gross', coalesce(sum(gross), 0)::text,
+        'deductions', coalesce(sum(deductions), 0)::text,
+        'contributions', coalesce(sum(contributions), 0)::text,
+        'net', coalesce(sum(net), 0)::text,
+        'net_paid', coalesce(sum(net) filter (where status = 'paid'), 0)::text,
         'lines', coalesce(jsonb_agg(jsonb_build_object(
             'employee_id', employee_id, 'status', status, 'transaction_id', transaction_id,
             'gross', gross::text, 'deductions', deductions::text,
@@ -104,9 +105,9 @@ insert into compliance_reports (payroll_run_id, kind, organization_id, content, 
 select $1, 'journal', $2, jsonb_build_object(
         'payroll_run_id', $1::uuid,
         'accounts', coalesce(jsonb_agg(jsonb_build_object('account', account, 'currency', currency,
-            'debits', debits, 'credits', credits) order by account, currency), '[]'::jsonb),
-        'total_debits', coalesce(sum(debits), 0),
-        'total_credits', coalesce(sum(credits), 0),
+            'debits', debits::text, 'credits', credits::text) order by account, currency), '[]'::jsonb),
+        'total_debits', coalesce(sum(debits), 0)::text,
+        'total_credits', coalesce(sum(credits), 0)::text,
         'balanced', coalesce(sum(debits), 0) = coalesce(sum(credits), 0)),
     $3, $4
 from (select account, currency,

@@ -13,9 +13,10 @@ use ledger_core::transaction::TransactionAggregate;
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, account_balance_as_of, aggregate_as_of};
 use ledger_store::{EventQuery, EventStore, VerifyScope};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::schema::Problems;
 use super::{AppState, Auth, Consistency, parse_id, views};
 use crate::error::{AppError, AppResult};
 use crate::keys::{Identity, Permission};
@@ -26,18 +27,24 @@ pub const EVENTS_PAGE_MAX: usize = 1_000;
 /// Events per page while exporting NDJSON.
 const EXPORT_PAGE: usize = 5_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventFilter {
     stream_id: Option<Uuid>,
+    /// `organization`, `employee`, `wallet`, `payroll_run` or `transaction`.
     stream_type: Option<String>,
     /// Comma-separated event types.
     event_type: Option<String>,
+    /// Recorded at or after this time (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Recorded at or before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
-    /// Cursor: positions after this one.
+    /// The cursor: positions after this one (the `next_cursor` of the page before).
     after: Option<i64>,
+    /// Positions up to this one.
     to_position: Option<i64>,
+    /// Events per page, 1 to 1,000 (default 100).
     limit: Option<usize>,
 }
 
@@ -71,13 +78,49 @@ async fn page(ledger: &Ledger, identity: &Identity, query: &EventQuery) -> AppRe
     Ok(events)
 }
 
+/// An event as stored: its envelope, payload, metadata and hashes.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of `ledger_store::RecordedEvent`'s JSON, which is what is sent.
+pub struct RecordedEventView {
+    global_position: i64,
+    transaction_id: u64,
+    event_id: Uuid,
+    organization_id: Uuid,
+    stream_type: String,
+    stream_id: Uuid,
+    stream_version: u64,
+    event_type: String,
+    schema_version: i32,
+    /// The event's fields (`docs/events.md`); amounts are decimal strings.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// Who acted: actor, role, correlation id, idempotency key.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
+    recorded_at: DateTime<Utc>,
+    /// Hex; null for a stream's first event.
+    prev_hash: Option<String>,
+    /// Hex SHA-256 of the previous hash and the event's canonical form.
+    hash: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    #[schema(value_type = Vec<RecordedEventView>)]
+    pub events: Vec<ledger_store::RecordedEvent>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_cursor: Option<i64>,
+}
+
 /// `GET /v1/events`: a page of the organization's events by position; `next_cursor` is the
 /// `after` of the next page.
+#[utoipa::path(get, path = "/v1/events", tag = "audit", params(EventFilter),
+    responses((status = 200, body = EventPage), Problems))]
 pub async fn events(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(filter): Query<EventFilter>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<EventPage>> {
     identity.require(Permission::Audit)?;
     let limit = filter.limit.unwrap_or(100);
     if limit == 0 || limit > EVENTS_PAGE_MAX {
@@ -85,10 +128,12 @@ pub async fn events(
     }
     let events = page(&state.ledger, &identity, &filter.query(&identity, limit)).await?;
     let next_cursor = if events.len() == limit { events.last().map(|event| event.global_position) } else { None };
-    Ok(Json(serde_json::json!({ "events": events, "next_cursor": next_cursor })))
+    Ok(Json(EventPage { events, next_cursor }))
 }
 
 /// `GET /v1/events/export`: every matching event as NDJSON, streamed page by page.
+#[utoipa::path(get, path = "/v1/events/export", tag = "audit", params(EventFilter),
+    responses((status = 200, description = "One event (as in `GET /v1/events`) per line", content_type = "application/x-ndjson", body = String), Problems))]
 pub async fn export(
     State(state): State<AppState>,
     Auth(identity): Auth,
@@ -129,19 +174,55 @@ pub async fn export(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(pages)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
+    /// One stream of the organization; all of them without it.
     stream_id: Option<Uuid>,
+}
+
+/// The first bad event of a stream.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of `ledger_store::ChainBreak`'s JSON.
+pub struct ChainBreakView {
+    stream_id: Uuid,
+    stream_version: u64,
+    global_position: i64,
+    /// `hash_mismatch` (the event was changed), `prev_hash_mismatch` (a hash was rewritten) or
+    /// `missing_version` (an event was removed; `expected_version` names it).
+    kind: String,
+    expected_version: Option<u64>,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // The schema of `ledger_store::VerifyReport`'s JSON.
+pub struct VerifyReportView {
+    streams_checked: u64,
+    events_checked: u64,
+    /// The first break of each broken stream.
+    breaks: Vec<ChainBreakView>,
+}
+
+/// What recomputing the hash chains found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VerifyView {
+    pub intact: bool,
+    #[schema(value_type = Option<ChainBreakView>)]
+    pub first_break: Option<ledger_store::ChainBreak>,
+    #[schema(value_type = VerifyReportView)]
+    pub report: ledger_store::VerifyReport,
 }
 
 /// `GET /v1/verify[?stream_id=]`: recomputes the hash chains of the organization (or one of
 /// its streams) and names the first event that does not match.
+#[utoipa::path(get, path = "/v1/verify", tag = "audit", params(VerifyQuery),
+    responses((status = 200, body = VerifyView), Problems))]
 pub async fn verify(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(query): Query<VerifyQuery>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<VerifyView>> {
     identity.require(Permission::Audit)?;
     let scope = match query.stream_id {
         Some(stream_id) => {
@@ -159,14 +240,29 @@ pub async fn verify(
         None => VerifyScope::Organization(identity.organization_id),
     };
     let report = state.ledger.store().verify(scope, &mut |_| {}).await?;
-    Ok(Json(serde_json::json!({ "intact": report.is_intact(), "first_break": report.first_break(), "report": report })))
+    Ok(Json(VerifyView { intact: report.is_intact(), first_break: report.first_break().cloned(), report }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AsOfQuery {
+    /// As recorded at this time (RFC 3339); not with `as_of_position`.
     as_of_time: Option<DateTime<Utc>>,
+    /// As of this position; not with `as_of_time`. Neither: now.
     as_of_position: Option<i64>,
+}
+
+/// An entity as it was at a point, from the events alone.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayView {
+    pub kind: String,
+    /// `{"position": n}` or `{"time": "..."}`.
+    #[schema(value_type = Object)]
+    pub as_of: AsOf,
+    /// The entity's state then; amounts are decimal strings.
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
 }
 
 fn as_of(query: &AsOfQuery) -> AppResult<AsOf> {
@@ -180,12 +276,17 @@ fn as_of(query: &AsOfQuery) -> AppResult<AsOf> {
 
 /// `GET /v1/replay/{kind}/{id}?as_of_time=|as_of_position=`: an entity as it was then,
 /// from the events alone. Kinds: employee, wallet, payroll_run, transaction, account.
+#[utoipa::path(get, path = "/v1/replay/{kind}/{id}", tag = "audit",
+    params(("kind" = String, Path, description = "`employee`, `wallet`, `payroll_run`, `transaction` or `account`"),
+        ("id" = String, Path, description = "The entity's id (a UUID), or an account name (`wallet:<id>`, `funding:<organization>`)"),
+        AsOfQuery),
+    responses((status = 200, body = ReplayView), Problems))]
 pub async fn replay(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path((kind, id)): Path<(String, String)>,
     Query(query): Query<AsOfQuery>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<ReplayView>> {
     identity.require(Permission::Audit)?;
     let point = as_of(&query)?;
     let store = state.ledger.store();
@@ -226,7 +327,7 @@ pub async fn replay(
         }
     };
     let state_json = state_json.ok_or_else(missing)?;
-    Ok(Json(serde_json::json!({ "kind": kind, "as_of": point, "state": state_json })))
+    Ok(Json(ReplayView { kind, as_of: point, state: state_json }))
 }
 
 /// An account is the organization's when it names the organization or one of its wallets.
@@ -251,24 +352,38 @@ async fn check_account(ledger: &Ledger, identity: &Identity, account: &str) -> A
     Ok(())
 }
 
+/// A report of a completed run.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ComplianceReportView {
+    pub payroll_run_id: Uuid,
+    /// `payroll_register` or `journal`.
+    pub kind: String,
+    pub organization_id: Uuid,
+    /// The register's lines or the journal's postings by account; amounts are decimal
+    /// strings.
+    #[schema(value_type = Object)]
+    pub content: sqlx::types::Json<serde_json::Value>,
+    pub generated_at: DateTime<Utc>,
+    pub last_position: i64,
+}
+
 async fn report(
     state: &AppState,
     identity: &Identity,
     id: &str,
     kind: &str,
     consistency: Consistency,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<ComplianceReportView>> {
     identity.require(Permission::Audit)?;
     let run_id = parse_id(id, "payroll run id")?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(r) from compliance.compliance_reports r where payroll_run_id = $1 and kind = $2",
-    )
-    .bind(run_id)
-    .bind(kind)
-    .fetch_optional(&mut *read)
-    .await?;
+    let row: Option<ComplianceReportView> =
+        sqlx::query_as("select * from compliance.compliance_reports r where payroll_run_id = $1 and kind = $2")
+            .bind(run_id)
+            .bind(kind)
+            .fetch_optional(&mut *read)
+            .await?;
     read.commit().await?;
     row.map(Json).ok_or_else(|| {
         AppError::NotFound(format!("no {kind} for payroll run {run_id} (it is written when the run completes)"))
@@ -276,50 +391,91 @@ async fn report(
 }
 
 /// `GET /v1/payroll-runs/{id}/register`: the payroll register, written when the run completes.
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/register", tag = "audit", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+    responses((status = 200, body = ComplianceReportView), Problems))]
 pub async fn register(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<ComplianceReportView>> {
     report(&state, &identity, &id, "payroll_register", consistency).await
 }
 
 /// `GET /v1/payroll-runs/{id}/journal`: the run's postings by account, with its balance check.
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/journal", tag = "audit", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+    responses((status = 200, body = ComplianceReportView), Problems))]
 pub async fn journal(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<ComplianceReportView>> {
     report(&state, &identity, &id, "journal", consistency).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Who acted (`key:<id>` for an API key).
     actor: Option<String>,
+    /// The stream acted on.
     resource_id: Option<Uuid>,
+    /// The event type.
     action: Option<String>,
+    /// Recorded at or after this time (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Recorded at or before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
+    /// The cursor: positions after this one (the `next_cursor` of the page before).
     after: Option<i64>,
+    /// Rows per page, 1 to 1,000 (default 100).
     limit: Option<i64>,
+    /// Wait until every projection has applied the event at this position.
     wait_for_position: Option<i64>,
 }
 
+/// Who did what: one row per event.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AuditLogView {
+    pub global_position: i64,
+    pub organization_id: Uuid,
+    pub actor: String,
+    pub role: Option<String>,
+    /// The event type.
+    pub action: String,
+    /// The stream type.
+    pub resource: String,
+    pub resource_id: Uuid,
+    pub stream_version: i64,
+    pub correlation_id: Option<Uuid>,
+    pub idempotency_key: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    pub last_position: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditLogPage {
+    pub audit_logs: Vec<AuditLogView>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_cursor: Option<i64>,
+}
+
 /// `GET /v1/audit-logs`: who did what, by position.
+#[utoipa::path(get, path = "/v1/audit-logs", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditLogPage), Problems))]
 pub async fn audit_logs(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(query): Query<AuditQuery>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<AuditLogPage>> {
     identity.require(Permission::Audit)?;
     Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: None }.wait(&state.ledger).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, super::employees::PAGE_ROWS_MAX);
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(a) from compliance.audit_logs a \
+    let rows: Vec<AuditLogView> = sqlx::query_as(
+        "select * from compliance.audit_logs a \
          where ($1::text is null or actor = $1) and ($2::uuid is null or resource_id = $2) and ($3::text is null or action = $3) \
            and ($4::timestamptz is null or recorded_at >= $4) and ($5::timestamptz is null or recorded_at <= $5) \
            and global_position > coalesce($6, 0) \
@@ -335,7 +491,6 @@ pub async fn audit_logs(
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;
-    let next =
-        if rows.len() as i64 == limit { rows.last().and_then(|row| row.get("global_position").cloned()) } else { None };
-    Ok(Json(serde_json::json!({ "audit_logs": rows, "next_cursor": next })))
+    let next_cursor = if rows.len() as i64 == limit { rows.last().map(|row| row.global_position) } else { None };
+    Ok(Json(AuditLogPage { audit_logs: rows, next_cursor }))
 }

@@ -3,14 +3,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
 use ledger_core::ids::{EmployeeId, OrganizationId};
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{AppState, Auth, Command, Consistency, MoneyInput, parse_id, read_page, read_row, written};
+use super::schema::{Amounts, Entity, Problems, WrittenView, pad, written};
+use super::{AppState, Auth, Command, Consistency, MoneyInput, parse_id, read_page, read_row};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 use ledger_app::Ledger;
@@ -18,11 +20,14 @@ use ledger_app::Ledger;
 /// The most rows one list page returns.
 pub const PAGE_ROWS_MAX: i64 = 1_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateInput {
     amount: MoneyInput,
+    /// `annual`, `monthly` or `hourly` (with `hours_per_week`).
+    #[schema(example = "monthly")]
     basis: String,
+    #[schema(value_type = Option<String>, example = "40")]
     hours_per_week: Option<Decimal>,
 }
 
@@ -52,19 +57,25 @@ impl RateInput {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HireInput {
+pub struct HireInput {
+    /// Defaults to one derived from the `Idempotency-Key`, or a new one.
     employee_id: Option<Uuid>,
+    #[schema(value_type = super::schema::PersonalData)]
     personal: PersonalData,
     position: String,
     department: String,
     rate: RateInput,
+    #[schema(value_type = super::schema::PayFrequency)]
     pay_frequency: PayFrequency,
     start_date: NaiveDate,
 }
 
-/// `POST /v1/employees`.
+/// `POST /v1/employees`: hires an employee.
+#[utoipa::path(post, path = "/v1/employees", tag = "employees", request_body = HireInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 201, description = "Hired", body = WrittenView), (status = 200, description = "A repeat of an earlier request", body = WrittenView), Problems))]
 pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: HireInput = command.json()?;
     let organization_id = command.context.organization_id();
@@ -80,7 +91,7 @@ pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<
         start_date: input.start_date,
     };
     let done = state.ledger.execute::<EmployeeAggregate>(&command.context, employee_id, hire).await?;
-    Ok(written(StatusCode::CREATED, "employee_id", employee_id, done))
+    Ok(written(StatusCode::CREATED, Entity::Employee, employee_id, done))
 }
 
 async fn employee_command(
@@ -95,18 +106,22 @@ async fn employee_command(
         return Err(AppError::NotFound(format!("no employee {employee_id}")));
     }
     let done = state.ledger.execute::<EmployeeAggregate>(&command.context, employee_id, employee_command).await?;
-    Ok(written(StatusCode::OK, "employee_id", employee_id, done))
+    Ok(written(StatusCode::OK, Entity::Employee, employee_id, done))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PayRateInput {
+pub struct PayRateInput {
     rate: RateInput,
     effective_from: NaiveDate,
     reason: String,
 }
 
 /// `POST /v1/employees/{id}/pay-rate`: a new rate from a day on (may be backdated).
+#[utoipa::path(post, path = "/v1/employees/{id}/pay-rate", tag = "employees", request_body = PayRateInput,
+    params(("id" = String, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_pay_rate(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -118,15 +133,19 @@ pub async fn change_pay_rate(
     employee_command(&state, &id, &command, change).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PositionInput {
+pub struct PositionInput {
     position: String,
     department: String,
     effective_from: NaiveDate,
 }
 
 /// `POST /v1/employees/{id}/position`.
+#[utoipa::path(post, path = "/v1/employees/{id}/position", tag = "employees", request_body = PositionInput,
+    params(("id" = String, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_position(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -141,14 +160,19 @@ pub async fn change_position(
     employee_command(&state, &id, &command, change).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KycInput {
+pub struct KycInput {
+    #[schema(value_type = super::schema::KycStatus)]
     status: KycStatus,
     note: Option<String>,
 }
 
 /// `POST /v1/employees/{id}/kyc`.
+#[utoipa::path(post, path = "/v1/employees/{id}/kyc", tag = "employees", request_body = KycInput,
+    params(("id" = String, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_kyc(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -159,14 +183,18 @@ pub async fn change_kyc(
         .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TerminateInput {
+pub struct TerminateInput {
     end_date: NaiveDate,
     reason: String,
 }
 
 /// `POST /v1/employees/{id}/terminate`.
+#[utoipa::path(post, path = "/v1/employees/{id}/terminate", tag = "employees", request_body = TerminateInput,
+    params(("id" = String, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn terminate(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let input: TerminateInput = command.json()?;
     employee_command(
@@ -178,14 +206,18 @@ pub async fn terminate(State(state): State<AppState>, Path(id): Path<String>, co
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RehireInput {
+pub struct RehireInput {
     start_date: NaiveDate,
     rate: Option<RateInput>,
 }
 
 /// `POST /v1/employees/{id}/rehire`.
+#[utoipa::path(post, path = "/v1/employees/{id}/rehire", tag = "employees", request_body = RehireInput,
+    params(("id" = String, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn rehire(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let input: RehireInput = command.json()?;
     let rate = match &input.rate {
@@ -197,11 +229,16 @@ pub async fn rehire(State(state): State<AppState>, Path(id): Path<String>, comma
 
 /// A page of a list, with read-your-writes. (Flat fields: serde's `flatten` cannot read
 /// numbers from a query string.)
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The cursor: the `next_after` of the page before.
     pub after: Option<Uuid>,
+    /// Rows per page, 1 to 1,000 (default 100).
     pub limit: Option<i64>,
+    /// Wait until every projection has applied the event at this position.
     pub wait_for_position: Option<i64>,
+    /// How long to wait, in milliseconds (default 5,000; at most 30,000).
     pub wait_timeout_ms: Option<u64>,
 }
 
@@ -215,49 +252,141 @@ impl ListQuery {
     }
 }
 
+/// An employee as the employee projection has them: the rate in force from the latest
+/// effective date on.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EmployeeView {
+    pub employee_id: Uuid,
+    pub organization_id: Uuid,
+    pub full_name: String,
+    pub email: Option<String>,
+    pub position: String,
+    pub department: String,
+    pub currency: String,
+    #[schema(value_type = super::schema::PayFrequency)]
+    pub pay_frequency: String,
+    /// A decimal string in `currency`.
+    #[schema(value_type = String, example = "5000.00")]
+    pub rate_amount: Decimal,
+    /// `annual`, `monthly` or `hourly`.
+    pub rate_basis: String,
+    pub rate_effective_from: NaiveDate,
+    #[schema(value_type = super::schema::KycStatus)]
+    pub kyc_status: String,
+    /// `employed` or `terminated`.
+    pub status: String,
+    pub start_date: NaiveDate,
+    pub end_date: Option<NaiveDate>,
+    /// The position of the last event that changed this row.
+    pub last_position: i64,
+}
+
+impl Amounts for EmployeeView {
+    fn pad_amounts(&mut self) {
+        pad(&mut self.rate_amount, &self.currency);
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EmployeePage {
+    pub employees: Vec<EmployeeView>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_after: Option<Uuid>,
+}
+
 /// `GET /v1/employees?after=<id>&limit=N`: a page of employees by id.
+#[utoipa::path(get, path = "/v1/employees", tag = "employees", params(ListQuery),
+    responses((status = 200, body = EmployeePage), Problems))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(query): Query<ListQuery>,
-) -> AppResult<Json<serde_json::Value>> {
-    let sql = "select to_jsonb(e) from employee.employees e where $1::uuid is null or employee_id > $1 order by employee_id limit $2";
-    let (rows, next) = read_page(&state, &identity, &query, sql, "employee_id").await?;
-    Ok(Json(serde_json::json!({ "employees": rows, "next_after": next })))
+) -> AppResult<Json<EmployeePage>> {
+    let sql =
+        "select * from employee.employees e where $1::uuid is null or employee_id > $1 order by employee_id limit $2";
+    let (employees, next_after) =
+        read_page(&state, &identity, &query, sql, |employee: &EmployeeView| employee.employee_id).await?;
+    Ok(Json(EmployeePage { employees, next_after }))
 }
 
 /// `GET /v1/employees/{id}`.
+#[utoipa::path(get, path = "/v1/employees/{id}", tag = "employees",
+    params(("id" = String, Path, description = "The employee's id (a UUID)"), Consistency),
+    responses((status = 200, body = EmployeeView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<EmployeeView>> {
     let employee_id = parse_id(&id, "employee id")?;
-    let sql = "select to_jsonb(e) from employee.employees e where employee_id = $1";
+    let sql = "select * from employee.employees e where employee_id = $1";
     read_row(&state, &identity, consistency, sql, employee_id, format!("no employee {employee_id}")).await
 }
 
+/// One effective-dated change of an employee: a pay rate or a position, valid from a day
+/// to the day before the next change (open while current).
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct HistoryView {
+    pub employee_id: Uuid,
+    pub global_position: i64,
+    pub organization_id: Uuid,
+    /// `pay_rate` or `position`.
+    pub change: String,
+    pub valid_from: NaiveDate,
+    pub valid_to: Option<NaiveDate>,
+    /// A decimal string in `currency` (a pay rate change).
+    #[schema(value_type = Option<String>, example = "5000.00")]
+    pub rate_amount: Option<Decimal>,
+    pub rate_basis: Option<String>,
+    pub position: Option<String>,
+    pub department: Option<String>,
+    pub reason: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+    pub last_position: i64,
+    /// The employee's pay currency.
+    pub currency: String,
+}
+
+impl Amounts for HistoryView {
+    fn pad_amounts(&mut self) {
+        if let Some(rate) = &mut self.rate_amount {
+            pad(rate, &self.currency);
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    pub employee_id: Uuid,
+    pub history: Vec<HistoryView>,
+}
+
 /// `GET /v1/employees/{id}/history`: every effective-dated change with its validity.
+#[utoipa::path(get, path = "/v1/employees/{id}/history", tag = "employees",
+    params(("id" = String, Path, description = "The employee's id (a UUID)"), Consistency),
+    responses((status = 200, body = HistoryPage), Problems))]
 pub async fn history(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<HistoryPage>> {
     identity.require(Permission::Read)?;
     let employee_id = parse_id(&id, "employee id")?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(h) from employee.employee_history h where employee_id = $1 order by change, valid_from, global_position",
+    let mut history: Vec<HistoryView> = sqlx::query_as(
+        "select h.*, e.currency from employee.employee_history h join employee.employees e using (employee_id) \
+         where h.employee_id = $1 order by h.change, h.valid_from, h.global_position",
     )
     .bind(employee_id)
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;
-    if rows.is_empty() {
+    if history.is_empty() {
         return Err(AppError::NotFound(format!("no employee {employee_id}")));
     }
-    Ok(Json(serde_json::json!({ "employee_id": employee_id, "history": rows })))
+    history.iter_mut().for_each(Amounts::pad_amounts);
+    Ok(Json(HistoryPage { employee_id, history }))
 }

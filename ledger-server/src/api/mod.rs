@@ -3,8 +3,10 @@
 
 mod audit;
 mod employees;
+pub mod openapi;
 mod organization;
 mod payroll;
+pub mod schema;
 mod system;
 pub mod telemetry;
 pub mod views;
@@ -17,7 +19,6 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ledger_core::money::{Currency, Money};
@@ -29,7 +30,7 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::{Identity, Permission, authenticate};
-use ledger_app::{Context, Idempotency, Ledger, Written};
+use ledger_app::{Context, Idempotency, Ledger};
 
 /// The largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -194,11 +195,14 @@ impl Command {
     }
 }
 
-/// An amount as the API takes it: a decimal string and a currency code.
-#[derive(Debug, Clone, Deserialize)]
+/// An amount as the API takes it: a decimal string (no more decimals than the currency
+/// has) and a currency code.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
+    #[schema(example = "5000.00")]
     pub amount: String,
+    #[schema(example = "USD")]
     pub currency: String,
 }
 
@@ -225,10 +229,13 @@ impl MoneyInput {
 }
 
 /// `?wait_for_position=N`: read your own write.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Consistency {
+    /// Wait until every projection has applied the event at this position (a command's
+    /// `position`) before reading.
     pub wait_for_position: Option<i64>,
-    /// Milliseconds; at most 30 s.
+    /// How long to wait, in milliseconds (default 5,000; at most 30,000).
     pub wait_timeout_ms: Option<u64>,
 }
 
@@ -243,53 +250,53 @@ impl Consistency {
     }
 }
 
-/// The answer to a command: what it created and where it wrote.
-pub fn written(status: StatusCode, id_field: &str, id: Uuid, written: Written) -> Response {
-    let status = if written.replayed { StatusCode::OK } else { status };
-    (status, Json(serde_json::json!({ id_field: id, "position": written.position, "replayed": written.replayed })))
-        .into_response()
-}
-
 /// A path id that is not a UUID is a 400 naming it.
 pub fn parse_id(text: &str, field: &str) -> AppResult<Uuid> {
     text.parse().map_err(|_| AppError::bad_request(field, format!("{text:?} is not a UUID")))
 }
 
-/// One JSON row, read as the organization's API reader (row-level security), or 404 with
+/// One row, read as the organization's API reader (row-level security), or 404 with
 /// `missing`. `sql` takes the id as `$1`.
-pub async fn read_row(
+pub async fn read_row<T>(
     state: &AppState,
     identity: &Identity,
     consistency: Consistency,
     sql: &str,
     id: Uuid,
     missing: String,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + schema::Amounts + Send + Unpin,
+{
     identity.require(Permission::Read)?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<serde_json::Value> = sqlx::query_scalar(sql).bind(id).fetch_optional(&mut *read).await?;
+    let row: Option<T> = sqlx::query_as(sql).bind(id).fetch_optional(&mut *read).await?;
     read.commit().await?;
-    row.map(Json).ok_or(AppError::NotFound(missing))
+    let mut row = row.ok_or(AppError::NotFound(missing))?;
+    row.pad_amounts();
+    Ok(Json(row))
 }
 
-/// A page of JSON rows, read as the organization's API reader. `sql` takes the cursor (the
-/// last `key` of the previous page, or null) as `$1` and the limit as `$2`. Returns the rows
-/// and the next cursor.
-pub async fn read_page(
+/// A page of rows, read as the organization's API reader. `sql` takes the cursor (the last
+/// `key` of the previous page, or null) as `$1` and the limit as `$2`. Returns the rows and
+/// the next cursor (none after the last page).
+pub async fn read_page<T, K>(
     state: &AppState,
     identity: &Identity,
     query: &employees::ListQuery,
     sql: &str,
-    key: &str,
-) -> AppResult<(Vec<serde_json::Value>, Option<serde_json::Value>)> {
+    key: impl Fn(&T) -> K,
+) -> AppResult<(Vec<T>, Option<K>)>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + schema::Amounts + Send + Unpin,
+{
     identity.require(Permission::Read)?;
     query.consistency().wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> =
-        sqlx::query_scalar(sql).bind(query.after).bind(query.limit()).fetch_all(&mut *read).await?;
+    let mut rows: Vec<T> = sqlx::query_as(sql).bind(query.after).bind(query.limit()).fetch_all(&mut *read).await?;
     read.commit().await?;
-    let next =
-        if rows.len() as i64 == query.limit() { rows.last().and_then(|row| row.get(key).cloned()) } else { None };
+    rows.iter_mut().for_each(schema::Amounts::pad_amounts);
+    let next = if rows.len() as i64 == query.limit() { rows.last().map(key) } else { None };
     Ok((rows, next))
 }

@@ -3,33 +3,39 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use ledger_core::calendar::PayFrequency;
 use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
 use ledger_core::ids::OrganizationId;
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use super::{AppState, Auth, Command, Consistency, MoneyInput, currency, written};
+use super::schema::{Entity, Problems, WrittenView, written};
+use super::{AppState, Auth, Command, Consistency, MoneyInput, currency};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleInput {
+    #[schema(value_type = super::schema::PayFrequency)]
     pub frequency: PayFrequency,
     pub anchor_date: NaiveDate,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterInput {
+pub struct RegisterInput {
     name: String,
     base_currency: String,
     pay_schedule: ScheduleInput,
 }
 
 /// `POST /v1/organization`: registers the key's organization.
+#[utoipa::path(post, path = "/v1/organization", tag = "organization", request_body = RegisterInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn register(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;
     let input: RegisterInput = command.json()?;
@@ -45,17 +51,19 @@ pub async fn register(State(state): State<AppState>, command: Command) -> AppRes
         },
     };
     let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, register).await?;
-    Ok(written(StatusCode::CREATED, "organization_id", organization_id, done))
+    Ok(written(StatusCode::CREATED, Entity::Organization, organization_id, done))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SettingsInput {
+pub struct SettingsInput {
     name: Option<String>,
     pay_schedule: Option<ScheduleInput>,
 }
 
 /// `POST /v1/organization/settings`.
+#[utoipa::path(post, path = "/v1/organization/settings", tag = "organization", request_body = SettingsInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_settings(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;
     let input: SettingsInput = command.json()?;
@@ -67,27 +75,41 @@ pub async fn change_settings(State(state): State<AppState>, command: Command) ->
             .map(|schedule| PaySchedule { frequency: schedule.frequency, anchor_date: schedule.anchor_date }),
     };
     let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, change).await?;
-    Ok(written(StatusCode::OK, "organization_id", organization_id, done))
+    Ok(written(StatusCode::OK, Entity::Organization, organization_id, done))
 }
 
-#[derive(Debug, Deserialize)]
+/// How a rule computes its amount: a share of the gross (`rate` a decimal string, `0.15`
+/// for 15 %), a fixed amount, or a share up to a cap.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
-enum CalculationInput {
-    Percentage { rate: Decimal },
-    Fixed { amount: MoneyInput },
-    PercentageCapped { rate: Decimal, cap: MoneyInput },
+pub enum CalculationInput {
+    Percentage {
+        #[schema(value_type = String, example = "0.15")]
+        rate: Decimal,
+    },
+    Fixed {
+        amount: MoneyInput,
+    },
+    PercentageCapped {
+        #[schema(value_type = String, example = "0.05")]
+        rate: Decimal,
+        cap: MoneyInput,
+    },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleInput {
+pub struct RuleInput {
     name: String,
+    #[schema(value_type = super::schema::RuleParty)]
     party: RuleParty,
     calculation: CalculationInput,
     liability_account: String,
 }
 
 /// `PUT /v1/organization/rules/{rule_id}`: adds or replaces a deduction or contribution rule.
+#[utoipa::path(put, path = "/v1/organization/rules/{rule_id}", tag = "organization", request_body = RuleInput, params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn configure_rule(
     State(state): State<AppState>,
     Path(rule_id): Path<String>,
@@ -121,10 +143,12 @@ pub async fn configure_rule(
             OrganizationCommand::ConfigureRule { rule },
         )
         .await?;
-    Ok(written(StatusCode::OK, "organization_id", organization_id, done))
+    Ok(written(StatusCode::OK, Entity::Organization, organization_id, done))
 }
 
 /// `DELETE /v1/organization/rules/{rule_id}`.
+#[utoipa::path(delete, path = "/v1/organization/rules/{rule_id}", tag = "organization", params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn remove_rule(
     State(state): State<AppState>,
     Path(rule_id): Path<String>,
@@ -140,45 +164,83 @@ pub async fn remove_rule(
             OrganizationCommand::RemoveRule { rule_id },
         )
         .await?;
-    Ok(written(StatusCode::OK, "organization_id", organization_id, done))
+    Ok(written(StatusCode::OK, Entity::Organization, organization_id, done))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CurrencyInput {
+pub struct CurrencyInput {
     code: String,
     scale: u32,
 }
 
 /// `POST /v1/organization/currencies`: defines a currency of the organization's own.
+#[utoipa::path(post, path = "/v1/organization/currencies", tag = "organization", request_body = CurrencyInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn define_currency(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;
     let input: CurrencyInput = command.json()?;
     let organization_id = command.context.organization_id();
     let define = OrganizationCommand::DefineCurrency { code: input.code, scale: input.scale };
     let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, define).await?;
-    Ok(written(StatusCode::CREATED, "organization_id", organization_id, done))
+    Ok(written(StatusCode::CREATED, Entity::Organization, organization_id, done))
+}
+
+/// The organization, its settings and its rules.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrganizationView {
+    pub organization_id: Uuid,
+    pub name: String,
+    pub base_currency: String,
+    pub registered_at: DateTime<Utc>,
+    pub last_position: i64,
+    /// Setting name to value (the pay schedule among them).
+    #[sqlx(skip)]
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    #[sqlx(skip)]
+    pub rules: Vec<RuleView>,
+}
+
+/// A deduction or employer contribution rule.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RuleView {
+    pub organization_id: Uuid,
+    pub rule_id: String,
+    pub name: String,
+    #[schema(value_type = super::schema::RuleParty)]
+    pub party: String,
+    /// `{"kind": "percentage", "rate": "0.15"}`, `{"kind": "fixed", "amount": {...}}` or
+    /// `{"kind": "percentage_capped", "rate": "0.05", "cap": {...}}`.
+    #[schema(value_type = Object)]
+    pub calculation: sqlx::types::Json<serde_json::Value>,
+    pub liability_account: String,
+    pub last_position: i64,
 }
 
 /// `GET /v1/organization`: the organization, its settings and rules (read tables).
+#[utoipa::path(get, path = "/v1/organization", tag = "organization", params(Consistency),
+    responses((status = 200, body = OrganizationView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<OrganizationView>> {
     identity.require(Permission::Read)?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let organization: Option<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(o) || jsonb_build_object( \
-           'settings', (select coalesce(jsonb_object_agg(key, value), '{}') from organization.organization_settings), \
-           'rules', (select coalesce(jsonb_agg(to_jsonb(r) order by rule_id), '[]') from organization.deduction_rules r)) \
-         from organization.organizations o",
-    )
-    .fetch_optional(&mut *read)
-    .await?;
+    let organization: Option<OrganizationView> =
+        sqlx::query_as("select * from organization.organizations").fetch_optional(&mut *read).await?;
+    let Some(mut organization) = organization else {
+        return Err(AppError::NotFound("the organization is not registered: POST /v1/organization".to_owned()));
+    };
+    let settings: Vec<(String, serde_json::Value)> =
+        sqlx::query_as("select key, value from organization.organization_settings order by key")
+            .fetch_all(&mut *read)
+            .await?;
+    organization.settings = settings.into_iter().collect();
+    organization.rules =
+        sqlx::query_as("select * from organization.deduction_rules order by rule_id").fetch_all(&mut *read).await?;
     read.commit().await?;
-    organization
-        .map(Json)
-        .ok_or_else(|| AppError::NotFound("the organization is not registered: POST /v1/organization".to_owned()))
+    Ok(Json(organization))
 }

@@ -3,31 +3,36 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
+use chrono::{DateTime, Utc};
 use ledger_core::calendar::{PayFrequency, PayPeriod};
+use ledger_core::gross_to_net::PayrollItem;
 use ledger_core::ids::{OrganizationId, PayrollRunId};
 use ledger_core::organization::OrganizationAggregate;
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
-use serde::Deserialize;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::employees::ListQuery;
-use super::{AppState, Auth, Command, Consistency, currency, parse_id, read_page, read_row, written};
+use super::schema::{Amounts, Entity, Problems, WrittenView, pad, written};
+use super::{AppState, Auth, Command, Consistency, currency, parse_id, read_page, read_row};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PeriodInput {
+pub struct PeriodInput {
     start: NaiveDate,
     end: NaiveDate,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateInput {
+pub struct CreateInput {
     payroll_run_id: Option<Uuid>,
     period: PeriodInput,
     /// Defaults to the organization's pay schedule.
+    #[schema(value_type = Option<super::schema::PayFrequency>)]
     frequency: Option<PayFrequency>,
     /// Defaults to the organization's base currency.
     currency: Option<String>,
@@ -36,6 +41,8 @@ struct CreateInput {
 }
 
 /// `POST /v1/payroll-runs`: a draft run for a period.
+#[utoipa::path(post, path = "/v1/payroll-runs", tag = "payroll runs", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn create(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: CreateInput = command.json()?;
     let organization_id = command.context.organization_id();
@@ -61,100 +68,263 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
         actor: command.context.actor(),
     };
     let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, create).await?;
-    Ok(written(StatusCode::CREATED, "payroll_run_id", run_id, done))
+    Ok(written(StatusCode::CREATED, Entity::PayrollRun, run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/calculate`: calculates or recalculates (until approved).
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/calculate", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn calculate(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let done = ledger_app::operations::calculate(&state.ledger, &command.context, run_id).await?;
-    Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
+    Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/preview`: what a calculation would give; records nothing.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/preview", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)")),
+    responses((status = 200, body = PreviewView), Problems))]
 pub async fn preview(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let items = ledger_app::operations::preview(&state.ledger, &command.context, run_id).await?;
-    Ok(Json(serde_json::json!({ "payroll_run_id": run_id, "items": items })).into_response())
+    Ok(Json(PreviewView { payroll_run_id: run_id, items }).into_response())
 }
 
 /// `POST /v1/payroll-runs/{id}/approve`: by someone other than who created or calculated it.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/approve", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let approve = PayrollRunCommand::Approve { actor: command.context.actor() };
     let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, approve).await?;
-    Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
+    Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/process`: pays every pending item and completes the run.
 /// Safe to repeat: it pays what is still pending and nobody twice.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/process", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = ProcessView), Problems))]
 pub async fn process(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let report = ledger_app::operations::process(&state.ledger, &command.context, run_id).await?;
-    Ok(Json(serde_json::json!({ "payroll_run_id": run_id, "report": report, "position": report.position }))
-        .into_response())
+    let report = ProcessReportView {
+        status: report.status.into(),
+        paid_now: report.paid_now,
+        failed_now: report.failed_now,
+        paid: report.paid,
+        failed: report.failed,
+        held: report.held,
+        position: report.position,
+    };
+    Ok(Json(ProcessView { payroll_run_id: run_id, position: report.position, report }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonInput {
+pub struct ReasonInput {
     reason: String,
 }
 
 /// `POST /v1/payroll-runs/{id}/void`: cancels a run before any payment.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/void", tag = "payroll runs", request_body = ReasonInput, params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn void(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let input: ReasonInput = command.json()?;
     let void = PayrollRunCommand::Void { reason: input.reason, actor: command.context.actor() };
     let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, void).await?;
-    Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
+    Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/reverse`: reverses a paid run, item by item.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/reverse", tag = "payroll runs", request_body = ReasonInput, params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
 pub async fn reverse(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let input: ReasonInput = command.json()?;
     let done = ledger_app::operations::reverse(&state.ledger, &command.context, run_id, input.reason).await?;
-    Ok(written(StatusCode::OK, "payroll_run_id", run_id, done))
+    Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
+}
+
+/// What a calculation would give, item by item; nothing is recorded.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewView {
+    pub payroll_run_id: Uuid,
+    /// Each item's earning, deduction and contribution lines, gross and net, as the domain
+    /// calculates them; amounts are `{"amount": "<decimal string>", "currency": {...}}`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<PayrollItem>,
+}
+
+/// What processing did to a run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProcessView {
+    pub payroll_run_id: Uuid,
+    pub report: ProcessReportView,
+    /// The last position written: pass it as `wait_for_position` to read your write.
+    pub position: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProcessReportView {
+    pub status: super::schema::RunStatus,
+    /// Items this request paid.
+    pub paid_now: u64,
+    /// Items this request failed (no active wallet).
+    pub failed_now: u64,
+    pub paid: u64,
+    pub failed: u64,
+    pub held: u64,
+    pub position: i64,
+}
+
+/// A payroll run as the payroll projection has it: its totals and item counts.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RunView {
+    pub payroll_run_id: Uuid,
+    pub organization_id: Uuid,
+    pub period_start: NaiveDate,
+    pub period_end: NaiveDate,
+    #[schema(value_type = super::schema::PayFrequency)]
+    pub frequency: String,
+    pub currency: String,
+    /// `regular` or `off_cycle`.
+    pub kind: String,
+    pub off_cycle_reason: Option<String>,
+    #[schema(value_type = super::schema::RunStatus)]
+    pub status: String,
+    pub created_by: String,
+    pub calculated_by: Option<String>,
+    pub approved_by: Option<String>,
+    pub item_count: i64,
+    /// Decimal strings in `currency`.
+    #[schema(value_type = String, example = "50000.00")]
+    pub gross: Decimal,
+    #[schema(value_type = String, example = "7500.00")]
+    pub deductions: Decimal,
+    #[schema(value_type = String, example = "3825.00")]
+    pub contributions: Decimal,
+    #[schema(value_type = String, example = "42500.00")]
+    pub net: Decimal,
+    #[schema(value_type = String, example = "53825.00")]
+    pub employer_cost: Decimal,
+    pub paid_count: i64,
+    pub failed_count: i64,
+    pub held_count: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_position: i64,
+}
+
+impl Amounts for RunView {
+    fn pad_amounts(&mut self) {
+        for amount in
+            [&mut self.gross, &mut self.deductions, &mut self.contributions, &mut self.net, &mut self.employer_cost]
+        {
+            pad(amount, &self.currency);
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunPage {
+    pub payroll_runs: Vec<RunView>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_after: Option<Uuid>,
 }
 
 /// `GET /v1/payroll-runs`.
+#[utoipa::path(get, path = "/v1/payroll-runs", tag = "payroll runs", params(ListQuery),
+    responses((status = 200, body = RunPage), Problems))]
 pub async fn list(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Query(query): Query<ListQuery>,
-) -> AppResult<Json<serde_json::Value>> {
-    let sql = "select to_jsonb(r) from payroll.payroll_runs r where $1::uuid is null or payroll_run_id > $1 order by payroll_run_id limit $2";
-    let (rows, next) = read_page(&state, &identity, &query, sql, "payroll_run_id").await?;
-    Ok(Json(serde_json::json!({ "payroll_runs": rows, "next_after": next })))
+) -> AppResult<Json<RunPage>> {
+    let sql = "select * from payroll.payroll_runs r where $1::uuid is null or payroll_run_id > $1 order by payroll_run_id limit $2";
+    let (payroll_runs, next_after) =
+        read_page(&state, &identity, &query, sql, |run: &RunView| run.payroll_run_id).await?;
+    Ok(Json(RunPage { payroll_runs, next_after }))
 }
 
 /// `GET /v1/payroll-runs/{id}`.
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}", tag = "payroll runs",
+    params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+    responses((status = 200, body = RunView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(consistency): Query<Consistency>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<RunView>> {
     let run_id = parse_id(&id, "payroll run id")?;
-    let sql = "select to_jsonb(r) from payroll.payroll_runs r where payroll_run_id = $1";
+    let sql = "select * from payroll.payroll_runs r where payroll_run_id = $1";
     read_row(&state, &identity, consistency, sql, run_id, format!("no payroll run {run_id}")).await
 }
 
+/// One employee's item in a run: amounts, lines and payment.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ItemView {
+    pub payroll_run_id: Uuid,
+    pub employee_id: Uuid,
+    pub organization_id: Uuid,
+    /// Decimal strings in `currency`.
+    #[schema(value_type = String, example = "5000.00")]
+    pub gross: Decimal,
+    #[schema(value_type = String, example = "750.00")]
+    pub deductions: Decimal,
+    #[schema(value_type = String, example = "382.50")]
+    pub contributions: Decimal,
+    #[schema(value_type = String, example = "4250.00")]
+    pub net: Decimal,
+    /// Earning lines: regular days at a rate, or a retro correction of an earlier period.
+    #[schema(value_type = Vec<Object>)]
+    pub earnings: sqlx::types::Json<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub deduction_lines: sqlx::types::Json<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub contribution_lines: sqlx::types::Json<serde_json::Value>,
+    /// `pending`, `held`, `paid`, `failed` or `reversed`.
+    pub status: String,
+    pub hold_reason: Option<String>,
+    pub transaction_id: Option<Uuid>,
+    pub failure_reason: Option<String>,
+    pub last_position: i64,
+    /// The run's currency.
+    pub currency: String,
+}
+
+impl Amounts for ItemView {
+    fn pad_amounts(&mut self) {
+        for amount in [&mut self.gross, &mut self.deductions, &mut self.contributions, &mut self.net] {
+            pad(amount, &self.currency);
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ItemPage {
+    pub payroll_run_id: Uuid,
+    pub items: Vec<ItemView>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_after: Option<Uuid>,
+}
+
 /// `GET /v1/payroll-runs/{id}/items?after=<employee>&limit=N`.
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/items", tag = "payroll runs",
+    params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ListQuery),
+    responses((status = 200, body = ItemPage), Problems))]
 pub async fn items(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
     Query(query): Query<ListQuery>,
-) -> AppResult<Json<serde_json::Value>> {
+) -> AppResult<Json<ItemPage>> {
     identity.require(Permission::Read)?;
     let run_id = parse_id(&id, "payroll run id")?;
     query.consistency().wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let rows: Vec<serde_json::Value> = sqlx::query_scalar(
-        "select to_jsonb(i) from payroll.payroll_items i where payroll_run_id = $1 and ($2::uuid is null or employee_id > $2) \
-         order by employee_id limit $3",
+    let mut items: Vec<ItemView> = sqlx::query_as(
+        "select i.*, r.currency from payroll.payroll_items i join payroll.payroll_runs r using (payroll_run_id) \
+         where i.payroll_run_id = $1 and ($2::uuid is null or i.employee_id > $2) order by i.employee_id limit $3",
     )
     .bind(run_id)
     .bind(query.after)
@@ -162,10 +332,7 @@ pub async fn items(
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;
-    let next = if rows.len() as i64 == query.limit() {
-        rows.last().and_then(|row| row.get("employee_id").cloned())
-    } else {
-        None
-    };
-    Ok(Json(serde_json::json!({ "payroll_run_id": run_id, "items": rows, "next_after": next })))
+    items.iter_mut().for_each(Amounts::pad_amounts);
+    let next_after = if items.len() as i64 == query.limit() { items.last().map(|item| item.employee_id) } else { None };
+    Ok(Json(ItemPage { payroll_run_id: run_id, items, next_after }))
 }

@@ -25,6 +25,11 @@ use database::Database;
 pub use progress::Progress;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The document needs no database.
+    if matches!(cli.command, Command::Openapi) {
+        print!("{}", ledger_server::api::openapi::document());
+        return Ok(ExitCode::SUCCESS);
+    }
     // The bench migrates a database of its own, not the one it connects to.
     let migrate = !matches!(cli.command, Command::Migrate { status: true } | Command::Bench(_));
     let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrate).await?;
@@ -66,6 +71,7 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Verify { stream_id } => return verify(database, stream_id).await,
         Command::Keys { command } => keys(database, command).await?,
         Command::Demo { employees } => demo::run(database, employees).await?,
+        Command::Openapi => unreachable!("answered before the database is opened"),
         Command::Bench(args) => bench::run(database, args).await?,
     }
     Ok(ExitCode::SUCCESS)

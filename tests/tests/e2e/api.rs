@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 
 use crate::World;
 
+/// An amount as the API answers it: a decimal string, never a JSON number.
 fn decimal(value: &Value) -> Decimal {
     match value {
         Value::String(text) => text.parse().unwrap(),
-        Value::Number(number) => number.to_string().parse().unwrap(),
-        other => panic!("not a decimal: {other}"),
+        other => panic!("not a decimal string: {other}"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod bad_input;
+mod contract;
 mod large_run;
 mod tenancy;
 

@@ -1,0 +1,205 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! request and response types. `GET /openapi.json` serves it; `docs/openapi.json` is a copy
+//! that a test keeps equal (`payroll-ledger openapi > docs/openapi.json` writes it anew).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{audit, employees, organization, payroll, system, wallets};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "payroll-ledger",
+        description = "An event-sourced payroll ledger: commands for payroll processors, reads of the projected \
+            tables, and the event stream, verification and replay for auditors. Every amount is a decimal string \
+            next to its currency; every error is `application/problem+json` with a stable `code`. Send \
+            `Authorization: Bearer <API key>`; commands take an `Idempotency-Key`; reads take \
+            `wait_for_position` to read your own write."
+    ),
+    servers((url = "http://127.0.0.1:8080", description = "`payroll-ledger serve`")),
+    paths(
+        organization::register,
+        organization::show,
+        organization::change_settings,
+        organization::configure_rule,
+        organization::remove_rule,
+        organization::define_currency,
+        employees::hire,
+        employees::list,
+        employees::show,
+        employees::history,
+        employees::change_pay_rate,
+        employees::change_position,
+        employees::change_kyc,
+        employees::terminate,
+        employees::rehire,
+        wallets::open,
+        wallets::list,
+        wallets::show,
+        wallets::statement,
+        wallets::withdraw,
+        wallets::transaction,
+        wallets::settle,
+        payroll::create,
+        payroll::list,
+        payroll::show,
+        payroll::items,
+        payroll::preview,
+        payroll::calculate,
+        payroll::approve,
+        payroll::process,
+        payroll::void,
+        payroll::reverse,
+        audit::register,
+        audit::journal,
+        audit::audit_logs,
+        audit::events,
+        audit::export,
+        audit::verify,
+        audit::replay,
+        system::health,
+        system::ready,
+        system::metrics,
+        system::openapi,
+    ),
+    components(schemas(crate::error::Problem)),
+    modifiers(&BearerAuth, &OperationIds),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+/// API keys are sent as bearer tokens.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("plk_<key id>_<secret>")
+            .description(Some("An API key: `payroll-ledger keys create --org <id> --role <role>`"))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Operation ids unique across the API: the handler's name after its tag
+/// (`wallets_show`, `employees_show`), where utoipa gives the handler's name alone.
+struct OperationIds;
+
+impl Modify for OperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let tag = operation.tags.as_ref().and_then(|tags| tags.first()).map(|tag| tag.replace(' ', "_"));
+                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                    *id = format!("{tag}_{id}");
+                }
+            }
+        }
+    }
+}
+
+/// The document as `/openapi.json` serves it and `docs/openapi.json` keeps it.
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    /// The document in the repository is the one the server serves: a change of a handler
+    /// or a type that changes the contract shows in the diff of `docs/openapi.json`.
+    #[test]
+    fn the_checked_in_document_is_the_generated_one() {
+        let checked_in = include_str!("../../../docs/openapi.json");
+        assert!(
+            checked_in == super::document(),
+            "docs/openapi.json is not the generated document: run `cargo run -p ledger-server -- openapi > docs/openapi.json`"
+        );
+    }
+
+    /// utoipa keys schemas by the type's name alone: two types of one name would share a
+    /// schema silently. Every schema the document references is one of its components, and
+    /// every response type's name is taken once.
+    #[test]
+    fn every_schema_is_defined_once() {
+        let document: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let text = document.to_string();
+        let components = document["components"]["schemas"].as_object().unwrap();
+        for reference in text.split("#/components/schemas/").skip(1) {
+            let name: String = reference.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            assert!(components.contains_key(&name), "{name} is referenced but not defined");
+        }
+        let sources = [
+            include_str!("audit.rs"),
+            include_str!("employees.rs"),
+            include_str!("organization.rs"),
+            include_str!("payroll.rs"),
+            include_str!("schema.rs"),
+            include_str!("system.rs"),
+            include_str!("wallets.rs"),
+            include_str!("mod.rs"),
+            include_str!("../error.rs"),
+        ];
+        let mut names = std::collections::HashMap::new();
+        for source in sources {
+            for declaration in source.split("pub struct ").chain(source.split("pub enum ")).skip(1) {
+                let name: String = declaration.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if components.contains_key(&name) {
+                    *names.entry(name).or_insert(0) += 1;
+                }
+            }
+        }
+        let twice: Vec<_> = names.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(twice.is_empty(), "schemas of one name: {twice:?}");
+    }
+
+    /// The API's names for the domain's enums are the domain's own: each domain value,
+    /// mapped (exhaustively) to the API's, is written the same and reads back.
+    #[test]
+    fn the_api_names_every_domain_enum_value_as_the_domain_does() {
+        use crate::api::schema;
+        fn same<Domain, Api>(values: &[Domain])
+        where
+            Domain: serde::Serialize + serde::de::DeserializeOwned + Copy + Into<Api>,
+            Api: serde::Serialize,
+        {
+            for value in values {
+                let api = serde_json::to_value((*value).into()).unwrap();
+                assert_eq!(api, serde_json::to_value(value).unwrap());
+                serde_json::from_value::<Domain>(api).unwrap();
+            }
+        }
+        use ledger_core::calendar::PayFrequency as F;
+        same::<F, schema::PayFrequency>(&[F::Weekly, F::Biweekly, F::SemiMonthly, F::Monthly]);
+        use ledger_core::employee::KycStatus as K;
+        same::<K, schema::KycStatus>(&[K::Pending, K::UnderReview, K::Approved, K::Rejected]);
+        use ledger_core::gross_to_net::RuleParty as P;
+        same::<P, schema::RuleParty>(&[P::Employee, P::Employer]);
+        use ledger_core::payroll::RunStatus as R;
+        let statuses = [
+            R::Draft,
+            R::Calculated,
+            R::Approved,
+            R::Processing,
+            R::Completed,
+            R::PartiallyFailed,
+            R::Voided,
+            R::Reversed,
+        ];
+        same::<R, schema::RunStatus>(&statuses);
+    }
+}
