@@ -22,6 +22,9 @@ pub const COMMAND_ATTEMPTS_MAX: usize = 5;
 pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(30);
 /// Payroll runs kept in the cache at once.
 pub const CACHED_RUNS_MAX: usize = 2;
+/// Items a payment (or settlement) batch pays per atomic append, unless the ledger is told
+/// otherwise ([`Ledger::with_pay_batch_items`]).
+pub const PAY_BATCH_ITEMS: usize = 500;
 
 /// An aggregate's state with the version of its stream it was folded to (0: no stream).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,13 +165,13 @@ impl Ledger {
             store,
             metrics,
             projections: projections.into(),
-            pay_batch_items: crate::operations::PAY_BATCH_ITEMS,
+            pay_batch_items: PAY_BATCH_ITEMS,
             states: Arc::default(),
         }
     }
 
     /// Pays this many items per atomic append (default
-    /// [`crate::operations::PAY_BATCH_ITEMS`]).
+    /// [`PAY_BATCH_ITEMS`]).
     pub fn with_pay_batch_items(mut self, items: usize) -> Ledger {
         self.pay_batch_items = items.max(1);
         self

@@ -17,6 +17,8 @@ pub mod staff;
 
 pub use context::{Actor, Context, Idempotency, Written};
 pub use error::{Error, Result};
-pub use ledger::{CACHED_RUNS_MAX, COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded, WAIT_FOR_POSITION_MAX, fold_stream};
+pub use ledger::{
+    CACHED_RUNS_MAX, COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded, PAY_BATCH_ITEMS, WAIT_FOR_POSITION_MAX, fold_stream,
+};
 pub use metrics::CommandMetrics;
 pub use retry::Attempts;

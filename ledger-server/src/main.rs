@@ -134,6 +134,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("PAYROLL_LEDGER_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     match runtime.block_on(cli::run(cli)) {

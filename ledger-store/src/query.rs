@@ -32,6 +32,16 @@ pub struct EventQuery {
 }
 
 impl EventQuery {
+    /// Event types from a comma-separated list as a user writes it (`--event-type A,B`,
+    /// `?event_type=A, B`): trimmed, empty names dropped; none for no list.
+    pub fn event_types_listed(list: Option<&str>) -> Vec<String> {
+        list.iter()
+            .flat_map(|types| types.split(','))
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
     fn validate(&self) -> Result<()> {
         if self.limit == 0 || self.limit > READ_BATCH_MAX {
             return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {}", self.limit)));
@@ -84,4 +94,16 @@ pub(crate) async fn query_events(executor: impl PgExecutor<'_>, query: &EventQue
     sql.push(" order by global_position limit ").push_bind(query.limit as i64);
     let rows = sql.build().fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventQuery;
+
+    #[test]
+    fn a_list_of_event_types_is_trimmed_and_empty_names_dropped() {
+        assert_eq!(EventQuery::event_types_listed(Some(" A, B,,C ,")), ["A", "B", "C"]);
+        assert!(EventQuery::event_types_listed(Some(" , ")).is_empty());
+        assert!(EventQuery::event_types_listed(None).is_empty());
+    }
 }

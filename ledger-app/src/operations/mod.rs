@@ -32,8 +32,6 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ledger::{Ledger, Loaded, fold_stream};
 
-/// Items paid per atomic append.
-pub const PAY_BATCH_ITEMS: usize = 500;
 /// Streams loaded per query.
 pub const LOAD_BATCH_STREAMS: usize = 1_000;
 /// How long a command waits for the read tables it looks facts up in (after a bulk import

@@ -54,13 +54,7 @@ impl EventFilter {
             organization_id: Some(identity.organization_id),
             stream_id: self.stream_id,
             stream_type: self.stream_type.clone(),
-            event_types: self
-                .event_type
-                .iter()
-                .flat_map(|types| types.split(','))
-                .map(|name| name.trim().to_owned())
-                .filter(|name| !name.is_empty())
-                .collect(),
+            event_types: EventQuery::event_types_listed(self.event_type.as_deref()),
             recorded_from: self.from,
             recorded_to: self.to,
             position_after: self.after,

@@ -59,13 +59,7 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
         organization_id: args.org,
         stream_id: args.stream_id,
         stream_type: args.stream_type.clone(),
-        event_types: args
-            .event_type
-            .iter()
-            .flat_map(|types| types.split(','))
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .collect(),
+        event_types: EventQuery::event_types_listed(args.event_type.as_deref()),
         recorded_from: args.from,
         recorded_to: args.to,
         position_after: args.after,
