@@ -26,6 +26,15 @@ pub fn unobserved_ledger(pool: PgPool) -> Ledger {
     ledger(pool, Arc::new(CommandMetrics::unregistered()))
 }
 
+/// Where the projector runners run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projectors {
+    /// In the server's process.
+    Here,
+    /// In other processes (`payroll-ledger project`): the server answers the API only.
+    Elsewhere,
+}
+
 /// A running server; dropping it does not stop it: call [`Server::stop`].
 #[derive(Debug)]
 pub struct Server {
@@ -58,11 +67,13 @@ pub fn start_projectors(
 
 impl Server {
     /// Binds `address` (port 0 for any free port) and serves the API, with the projector
-    /// runners when `projectors` is true.
-    pub async fn start(pool: PgPool, address: SocketAddr, projectors: bool) -> anyhow::Result<Server> {
+    /// runners unless they run elsewhere.
+    pub async fn start(pool: PgPool, address: SocketAddr, projectors: Projectors) -> anyhow::Result<Server> {
         let (stop, stopped) = watch::channel(false);
-        let mut tasks =
-            if projectors { start_projectors(&pool, RunnerOptions::default(), None, &stopped) } else { Vec::new() };
+        let mut tasks = match projectors {
+            Projectors::Here => start_projectors(&pool, RunnerOptions::default(), None, &stopped),
+            Projectors::Elsewhere => Vec::new(),
+        };
         let metrics = Arc::new(Metrics::new());
         let ledger = ledger(pool, metrics.commands.clone());
         let listener = tokio::net::TcpListener::bind(address).await?;

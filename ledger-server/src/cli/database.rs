@@ -19,10 +19,26 @@ pub struct Database {
     local: Option<LocalPostgres>,
 }
 
+/// Whether opening the database applies pending migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrations {
+    Apply,
+    /// `migrate --status` reports them; the bench migrates a database of its own.
+    Leave,
+}
+
+/// What becomes of a private server this process started, once it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerAfter {
+    Stop,
+    /// `serve` leaves it running for the next command.
+    Keep,
+}
+
 impl Database {
-    /// Connects to `url`, or starts (or joins) the private server in `data_dir`. Applies
-    /// pending migrations when `migrate` is true.
-    pub async fn open(url: Option<&str>, data_dir: &Path, migrate: bool) -> anyhow::Result<Database> {
+    /// Connects to `url`, or starts (or joins) the private server in `data_dir`, and applies
+    /// pending migrations or leaves them.
+    pub async fn open(url: Option<&str>, data_dir: &Path, migrations: Migrations) -> anyhow::Result<Database> {
         let (url, local, location) = match url {
             Some(url) => (url.to_owned(), None, redact(url)),
             None => {
@@ -46,19 +62,19 @@ impl Database {
             PgPoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(|| {
                 format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
             })?;
-        if migrate {
+        if migrations == Migrations::Apply {
             ledger_store::MIGRATOR.run(&pool).await.context("applying migrations")?;
         }
         Ok(Database { pool, location, local })
     }
 
-    /// Closes the pool; stops the private server if this process started it and `keep` is
-    /// false.
-    pub async fn close(self, keep: bool) -> anyhow::Result<()> {
+    /// Closes the pool; stops the private server if this process started it, unless told
+    /// to keep it.
+    pub async fn close(self, server_after: ServerAfter) -> anyhow::Result<()> {
         self.pool.close().await;
         if let Some(server) = self.local
             && server.started_here()
-            && !keep
+            && server_after == ServerAfter::Stop
         {
             tokio::task::spawn_blocking(move || server.stop()).await??;
         }

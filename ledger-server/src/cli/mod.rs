@@ -16,12 +16,12 @@ use ledger_core::transaction::TransactionAggregate;
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, account_balance_as_of, aggregate_as_of};
 use ledger_server::api::views;
-use ledger_server::server::{Server, start_projectors};
+use ledger_server::server::{Projectors, Server, start_projectors};
 use ledger_store::{EventStore, VerifyScope};
 use uuid::Uuid;
 
 use crate::{Cli, Command, KeysCommand};
-use database::Database;
+use database::{Database, Migrations, ServerAfter};
 pub use progress::Progress;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -31,11 +31,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // The bench migrates a database of its own, not the one it connects to.
-    let migrate = !matches!(cli.command, Command::Migrate { status: true } | Command::Bench(_));
-    let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrate).await?;
-    let keep = matches!(cli.command, Command::Serve { .. });
+    let migrations = match cli.command {
+        Command::Migrate { status: true } | Command::Bench(_) => Migrations::Leave,
+        _ => Migrations::Apply,
+    };
+    let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrations).await?;
+    let server_after = if matches!(cli.command, Command::Serve { .. }) { ServerAfter::Keep } else { ServerAfter::Stop };
     let outcome = dispatch(cli.command, &database).await;
-    database.close(keep).await?;
+    database.close(server_after).await?;
     outcome
 }
 
@@ -43,7 +46,8 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
     let pool = &database.pool;
     match command {
         Command::Serve { bind, no_projectors } => {
-            let server = Server::start(pool.clone(), bind, !no_projectors).await?;
+            let projectors = if no_projectors { Projectors::Elsewhere } else { Projectors::Here };
+            let server = Server::start(pool.clone(), bind, projectors).await?;
             eprintln!(
                 "serving the API on {} (projectors: {}); Ctrl-C stops",
                 server.url(),

@@ -7,7 +7,7 @@ mod large_run;
 mod tenancy;
 
 use ledger_server::keys::{self, Role};
-use ledger_server::server::Server;
+use ledger_server::server::{Projectors, Server};
 use ledger_store::testkit::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -32,7 +32,8 @@ pub struct World {
 impl World {
     pub async fn new() -> World {
         let db = TestDatabase::new().await;
-        let server = Server::start(db.pool.clone(), "127.0.0.1:0".parse().unwrap(), true).await.unwrap();
+        let address = "127.0.0.1:0".parse().unwrap();
+        let server = Server::start(db.pool.clone(), address, Projectors::Here).await.unwrap();
         let (organization, other_organization) = (Uuid::new_v4(), Uuid::new_v4());
         let key = |organization, role, label: &'static str| {
             let pool = db.pool.clone();
