@@ -359,6 +359,9 @@ pub struct ComplianceReportView {
     pub content: sqlx::types::Json<serde_json::Value>,
     pub generated_at: DateTime<Utc>,
     pub last_position: i64,
+    /// The run's currency: the register's amounts are in it (the journal's accounts name
+    /// theirs). Null while the payroll projection has not seen the run.
+    pub currency: Option<String>,
 }
 
 async fn report(
@@ -372,12 +375,14 @@ async fn report(
     let run_id = parse_id(id, "payroll run id")?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let row: Option<ComplianceReportView> =
-        sqlx::query_as("select * from compliance.compliance_reports r where payroll_run_id = $1 and kind = $2")
-            .bind(run_id)
-            .bind(kind)
-            .fetch_optional(&mut *read)
-            .await?;
+    let row: Option<ComplianceReportView> = sqlx::query_as(
+        "select r.*, p.currency from compliance.compliance_reports r \
+             left join payroll.payroll_runs p using (payroll_run_id) where r.payroll_run_id = $1 and r.kind = $2",
+    )
+    .bind(run_id)
+    .bind(kind)
+    .fetch_optional(&mut *read)
+    .await?;
     read.commit().await?;
     row.map(Json).ok_or_else(|| {
         AppError::NotFound(format!("no {kind} for payroll run {run_id} (it is written when the run completes)"))

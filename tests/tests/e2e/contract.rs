@@ -111,5 +111,8 @@ async fn every_read_answers_what_its_schema_says_and_amounts_are_strings() {
     assert_eq!(balance["balance"], json!("4935.48"), "{balance}");
     let run = world.ok(Method::GET, &format!("/v1/payroll-runs/{run}"), &world.processor, None).await;
     assert!(run["gross"].as_str().is_some_and(|gross| gross.ends_with(".87")), "{run}");
+    let run_id = run["payroll_run_id"].as_str().unwrap();
+    let register = world.ok(Method::GET, &format!("/v1/payroll-runs/{run_id}/register"), &world.compliance, None).await;
+    assert_eq!((&register["currency"], &register["content"]["gross"]), (&json!("USD"), &run["gross"]), "{register}");
     world.stop().await;
 }
