@@ -348,8 +348,23 @@ impl Ledger {
         Ok(transaction)
     }
 
-    /// Waits until every projection has applied the event at `position`.
+    /// Waits until every projection has applied the event at `position` and every one before
+    /// it; returns at once for 0, a position already applied or a gap the projections have
+    /// passed.
+    ///
+    /// # Errors
+    /// `Error::Invalid` for a negative position or one beyond the log's last event (it will
+    /// not come); `Error::Timeout` when the projections do not get there in `timeout`.
     pub async fn wait_for_position(&self, position: i64, timeout: Duration) -> Result<()> {
+        if position < 0 {
+            return Err(Error::Invalid(format!("wait_for_position: {position} is not a position (0 or more)")));
+        }
+        let head = self.store.head().await?.map_or(0, |(head, _)| head);
+        if position > head {
+            return Err(Error::Invalid(format!(
+                "wait_for_position: {position} is beyond the log's last position {head}; pass the `position` a command answered"
+            )));
+        }
         self.wait_for_projections(&self.projections, position, timeout).await
     }
 

@@ -63,13 +63,23 @@ impl PayRate {
     }
 
     /// The exact (unrounded) amount of one full pay period at `frequency`.
-    pub fn period_amount(&self, frequency: PayFrequency) -> Decimal {
+    /// The rate's amount for one period of `frequency` (exact, not rounded).
+    ///
+    /// # Errors
+    /// `MoneyError::Overflow` for a rate beyond `Decimal`'s range once made yearly (only a
+    /// rate recorded before amounts were bounded at the edge can be).
+    pub fn period_amount(&self, frequency: PayFrequency) -> Result<Decimal, crate::money::MoneyError> {
+        let amount = self.amount.amount();
         let per_year = match self.basis {
-            PayBasis::Annual => self.amount.amount(),
-            PayBasis::Monthly => self.amount.amount() * Decimal::from(12),
-            PayBasis::Hourly { hours_per_week } => self.amount.amount() * hours_per_week * Decimal::from(52),
+            PayBasis::Annual => Some(amount),
+            PayBasis::Monthly => amount.checked_mul(Decimal::from(12)),
+            PayBasis::Hourly { hours_per_week } => {
+                amount.checked_mul(hours_per_week).and_then(|weekly| weekly.checked_mul(Decimal::from(52)))
+            }
         };
-        per_year / frequency.periods_per_year()
+        per_year
+            .and_then(|per_year| per_year.checked_div(frequency.periods_per_year()))
+            .ok_or(crate::money::MoneyError::Overflow)
     }
 }
 

@@ -21,7 +21,7 @@ use crate::calendar::{PayFrequency, PayPeriod};
 use crate::employee::{Employee, KycStatus, PayRate};
 use crate::error::{DomainError, require_currency, require_text};
 use crate::ids::EmployeeId;
-use crate::money::{Currency, Money};
+use crate::money::{Currency, Money, MoneyError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,17 +100,22 @@ impl DeductionRule {
     fn amount_on(&self, base: &Money) -> Result<Money, DomainError> {
         let field = format!("rule {}", self.id);
         match &self.calculation {
-            RuleCalculation::Percentage { rate } => Ok(Money::round(base.amount() * rate, base.currency().clone())),
+            RuleCalculation::Percentage { rate } => Ok(Money::round(share(base, *rate)?, base.currency().clone())),
             RuleCalculation::Fixed { amount } => {
                 require_currency(&field, amount, base.currency())?;
                 Ok(amount.clone())
             }
             RuleCalculation::PercentageCapped { rate, cap } => {
                 require_currency(&field, cap, base.currency())?;
-                Ok(Money::round(base.amount() * rate, base.currency().clone()).min(cap.clone())?)
+                Ok(Money::round(share(base, *rate)?, base.currency().clone()).min(cap.clone())?)
             }
         }
     }
+}
+
+/// `rate` (a fraction) of `base`, exact.
+fn share(base: &Money, rate: Decimal) -> Result<Decimal, MoneyError> {
+    base.amount().checked_mul(rate).ok_or(MoneyError::Overflow)
 }
 
 /// What was paid for an earlier period (regular and retro earnings together).
@@ -207,7 +212,11 @@ pub struct ItemInput {
 }
 
 /// The exact earnings of `period` and their lines (one per stretch at one rate), rounded.
-fn regular_earnings(employee: &Employee, period: PayPeriod, frequency: PayFrequency) -> Vec<EarningLine> {
+fn regular_earnings(
+    employee: &Employee,
+    period: PayPeriod,
+    frequency: PayFrequency,
+) -> Result<Vec<EarningLine>, MoneyError> {
     let mut segments: Vec<(NaiveDate, NaiveDate, &PayRate)> = Vec::new();
     for day in period.each_day() {
         let Some(rate) = employee.rate_on(day).filter(|_| employee.employed_on(day)) else { continue };
@@ -217,24 +226,25 @@ fn regular_earnings(employee: &Employee, period: PayPeriod, frequency: PayFreque
         }
     }
     if segments.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let weights: Vec<Decimal> = segments
+    let weights = segments
         .iter()
-        .map(|(from, to, rate)| rate.period_amount(frequency) * Decimal::from((*to - *from).num_days() + 1))
-        .collect();
-    let exact: Decimal = weights.iter().copied().sum::<Decimal>() / Decimal::from(period.days());
+        .map(|(from, to, rate)| {
+            let days = Decimal::from((*to - *from).num_days() + 1);
+            rate.period_amount(frequency)?.checked_mul(days).ok_or(MoneyError::Overflow)
+        })
+        .collect::<Result<Vec<Decimal>, MoneyError>>()?;
+    let sum =
+        weights.iter().try_fold(Decimal::ZERO, |sum, weight| sum.checked_add(*weight)).ok_or(MoneyError::Overflow)?;
+    let exact = sum.checked_div(Decimal::from(period.days())).ok_or(MoneyError::Overflow)?;
     let total = Money::round(exact, employee.currency.clone());
-    let amounts = if total.is_zero() {
-        vec![total.clone(); segments.len()]
-    } else {
-        total.allocate(&weights).expect("weights are positive")
-    };
-    segments
+    let amounts = if total.is_zero() { vec![total.clone(); segments.len()] } else { total.allocate(&weights)? };
+    Ok(segments
         .into_iter()
         .zip(amounts)
         .map(|((from, to, _), amount)| EarningLine { kind: EarningKind::Regular { from, to }, amount })
-        .collect()
+        .collect())
 }
 
 fn retro_earnings(
@@ -255,7 +265,7 @@ fn retro_earnings(
         )?;
         let owed = Money::sum(
             currency,
-            regular_earnings(&input.employee, paid_period, frequency).iter().map(|line| &line.amount),
+            regular_earnings(&input.employee, paid_period, frequency)?.iter().map(|line| &line.amount),
         )?;
         let difference = owed.checked_sub(&paid)?;
         if !difference.is_zero() {
@@ -298,7 +308,7 @@ pub fn calculate_item(
 ) -> Result<PayrollItem, DomainError> {
     let employee = &input.employee;
     check_payable(employee, frequency, currency)?;
-    let mut earnings = regular_earnings(employee, period, frequency);
+    let mut earnings = regular_earnings(employee, period, frequency)?;
     earnings.extend(retro_earnings(input, period, frequency)?);
     if earnings.is_empty() {
         return Err(match employee.end_date() {

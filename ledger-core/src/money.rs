@@ -23,6 +23,11 @@ pub const CURRENCY_CODE_LENGTH_MAX: usize = 12;
 pub const KNOWN_CURRENCIES: &[(&str, u32)] =
     &[("USD", 2), ("EUR", 2), ("GBP", 2), ("CHF", 2), ("CAD", 2), ("JPY", 0), ("USDC", 6), ("SOL", 9)];
 
+/// The most digits an amount a client sends may have before the decimal point: amounts up to
+/// 999,999,999,999,999.99 (about 10^15) in any currency. Well beyond any pay; small enough
+/// that every product and sum the domain computes stays far inside `Decimal`'s range.
+pub const AMOUNT_INTEGER_DIGITS_MAX: u32 = 15;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
     #[error("amount {amount} has more decimals than {currency} allows ({scale})")]
@@ -39,8 +44,14 @@ pub enum MoneyError {
     InvalidScale { code: String, scale: u32 },
     #[error("currency {code} is known with scale {known}, not {requested}")]
     ConflictingScale { code: String, known: u32, requested: u32 },
-    #[error("{0:?} is not a decimal amount")]
+    #[error(
+        "{0:?} is not a decimal amount: write digits with an optional sign and decimal point, like \"-1234.50\" (no exponent, spaces or leading zeros)"
+    )]
     NotANumber(String),
+    #[error(
+        "{0} is beyond the largest amount the ledger takes ({AMOUNT_INTEGER_DIGITS_MAX} digits before the decimal point)"
+    )]
+    TooLarge(String),
     #[error("amount out of range")]
     Overflow,
     #[error("cannot allocate over weights that are negative or add up to zero")]
@@ -137,9 +148,31 @@ impl Money {
         Ok(Money { amount, currency })
     }
 
-    /// Parses a decimal string such as `"1234.50"`.
+    /// Parses an amount as a client writes it: a canonical decimal string such as `"1234.50"`
+    /// or `"-0.5"` (an optional `-`, digits without leading zeros, an optional fraction; no
+    /// exponent, no spaces, no `+`), at most [`AMOUNT_INTEGER_DIGITS_MAX`] digits before the
+    /// point and no more decimals than the currency has.
+    ///
+    /// # Errors
+    /// `NotANumber`, `TooLarge` or `TooPrecise`.
     pub fn parse(amount: &str, currency: Currency) -> Result<Money, MoneyError> {
-        let decimal: Decimal = amount.trim().parse().map_err(|_| MoneyError::NotANumber(amount.to_owned()))?;
+        let not_a_number = || MoneyError::NotANumber(amount.to_owned());
+        let unsigned = amount.strip_prefix('-').unwrap_or(amount);
+        let (integer, fraction) = match unsigned.split_once('.') {
+            Some((integer, fraction)) => (integer, Some(fraction)),
+            None => (unsigned, None),
+        };
+        let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+        if !digits(integer)
+            || (integer.len() > 1 && integer.starts_with('0'))
+            || fraction.is_some_and(|part| !digits(part))
+        {
+            return Err(not_a_number());
+        }
+        if integer.len() > AMOUNT_INTEGER_DIGITS_MAX as usize {
+            return Err(MoneyError::TooLarge(amount.to_owned()));
+        }
+        let decimal: Decimal = amount.parse().map_err(|_| not_a_number())?;
         Money::new(decimal, currency)
     }
 
@@ -215,7 +248,10 @@ impl Money {
     /// minor units go one each to the parts with the largest remainders (the earlier part
     /// first on a tie). The parts always add up to exactly this amount.
     pub fn allocate(&self, weights: &[Decimal]) -> Result<Vec<Money>, MoneyError> {
-        let weight_total: Decimal = weights.iter().copied().sum();
+        let weight_total = weights
+            .iter()
+            .try_fold(Decimal::ZERO, |total, weight| total.checked_add(*weight))
+            .ok_or(MoneyError::Overflow)?;
         if weights.iter().any(|weight| weight.is_sign_negative() && !weight.is_zero()) || weight_total <= Decimal::ZERO
         {
             return Err(MoneyError::InvalidWeights);
@@ -224,19 +260,38 @@ impl Money {
         let units_total = (self.amount.abs() / minor_unit).trunc();
         let mut shares: Vec<(usize, Decimal, Decimal)> = Vec::with_capacity(weights.len());
         for (index, weight) in weights.iter().enumerate() {
-            let exact = units_total.checked_mul(*weight).ok_or(MoneyError::Overflow)? / weight_total;
+            // units * weight / total, exactly as long as the product fits; past that, the share
+            // of the total first (a fraction, so the product always fits), and the leftover
+            // below evens out whatever that rounded.
+            let exact = match units_total.checked_mul(*weight) {
+                Some(product) => product.checked_div(weight_total),
+                None => weight.checked_div(weight_total).and_then(|share| units_total.checked_mul(share)),
+            }
+            .ok_or(MoneyError::Overflow)?;
             shares.push((index, exact.trunc(), exact.fract()));
         }
         let mut leftover = units_total - shares.iter().map(|(_, units, _)| *units).sum::<Decimal>();
         let mut by_remainder: Vec<usize> = (0..shares.len()).collect();
         by_remainder.sort_by(|left, right| shares[*right].2.cmp(&shares[*left].2).then(left.cmp(right)));
-        for index in by_remainder {
+        for &index in &by_remainder {
             if leftover <= Decimal::ZERO {
                 break;
             }
             shares[index].1 += Decimal::ONE;
             leftover -= Decimal::ONE;
         }
+        // Rounding (only on the fallback) may have given a unit too many: taken back from the
+        // smallest remainders, so the parts still add up to the whole.
+        for &index in by_remainder.iter().rev() {
+            if leftover >= Decimal::ZERO {
+                break;
+            }
+            if shares[index].1 > Decimal::ZERO {
+                shares[index].1 -= Decimal::ONE;
+                leftover += Decimal::ONE;
+            }
+        }
+        assert_eq!(leftover, Decimal::ZERO, "allocated parts add up to the whole");
         let sign = if self.is_negative() { Decimal::NEGATIVE_ONE } else { Decimal::ONE };
         Ok(shares
             .into_iter()

@@ -97,19 +97,25 @@ pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<StoredChec
         .collect())
 }
 
-/// Whether every named projection has applied the event at `global_position` (compared in
-/// the log's `(transaction_id, global_position)` order). False while any has not, or when
-/// a projection has no checkpoint yet.
+/// Whether every named projection has applied every committed event at or below
+/// `global_position` (compared in the log's `(transaction_id, global_position)` order): the
+/// event there, when there is one, and any before it. A position with no event (0, a gap
+/// left by a refused append) needs only those before it. False while any projection has
+/// not, or has no checkpoint yet. Costs what a projection lags: it looks only at the events
+/// after each checkpoint.
 pub async fn projected(executor: impl PgExecutor<'_>, global_position: i64, projection_names: &[&str]) -> Result<bool> {
     let names: Vec<String> = projection_names.iter().map(|name| (*name).to_owned()).collect();
-    let (reached, checkpoints): (Option<bool>, i64) = sqlx::query_as(
-        "select bool_and((e.transaction_id, e.global_position) <= (c.transaction_id, c.global_position)), count(c.*) \
-         from ledger.events e cross join ledger.projection_checkpoints c \
-         where e.global_position = $1 and c.projection_name = any($2)",
+    let (behind, checkpoints): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where exists ( \
+                    select 1 from ledger.events e \
+                    where (e.transaction_id, e.global_position) > (c.transaction_id, c.global_position) \
+                      and e.global_position <= $1)), \
+                count(*) \
+         from ledger.projection_checkpoints c where c.projection_name = any($2)",
     )
     .bind(global_position)
     .bind(&names)
     .fetch_one(executor)
     .await?;
-    Ok(reached == Some(true) && checkpoints == names.len() as i64)
+    Ok(behind == 0 && checkpoints == names.len() as i64)
 }

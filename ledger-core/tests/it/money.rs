@@ -69,3 +69,36 @@ fn a_three_way_cent_split_adds_up_and_gives_the_extra_cent_to_the_first() {
     assert_eq!(usd("1.00").allocate(&[dec!(0), dec!(0)]), Err(MoneyError::InvalidWeights));
     assert_eq!(usd("1.00").allocate(&[dec!(-1), dec!(2)]), Err(MoneyError::InvalidWeights));
 }
+
+#[test]
+fn only_canonical_decimal_strings_within_the_maximum_are_amounts() {
+    let usd = Currency::usd;
+    for good in ["0", "0.5", "-0.5", "5000.00", "-12.3", "999999999999999.99"] {
+        assert!(Money::parse(good, usd()).is_ok(), "{good}");
+    }
+    for bad in [
+        "",
+        "-",
+        ".5",
+        "5.",
+        "1e3",
+        "1E3",
+        " 5000.00 ",
+        "5000.00 ",
+        "+5",
+        "05",
+        "00.1",
+        "1_000",
+        "1,000.00",
+        "5.0.0",
+        "0x10",
+        "NaN",
+        "١٢",
+    ] {
+        assert!(matches!(Money::parse(bad, usd()), Err(MoneyError::NotANumber(_))), "{bad:?}");
+    }
+    assert!(matches!(Money::parse("1000000000000000", usd()), Err(MoneyError::TooLarge(_))));
+    assert!(matches!(Money::parse("-1000000000000000.00", usd()), Err(MoneyError::TooLarge(_))));
+    assert!(matches!(Money::parse("792281625142643375935439503.35", usd()), Err(MoneyError::TooLarge(_))));
+    assert!(matches!(Money::parse("1.001", usd()), Err(MoneyError::TooPrecise { .. })));
+}

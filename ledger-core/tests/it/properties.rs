@@ -238,3 +238,63 @@ fn rule_strategy() -> impl Strategy<Value = DeductionRule> {
         liability_account: "liability".into(),
     })
 }
+
+/// The largest amount the edge takes, in cents.
+const CENTS_MAX: i64 = 99_999_999_999_999_999; // 999,999,999,999,999.99
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Amounts as large as the edge takes, rates up to 100 %, hires and raises on any day:
+    /// a calculation answers (never panics), nets out, and pays with balanced postings that a
+    /// reversal turns around exactly; an amount allocated over any weights adds up.
+    #[test]
+    fn extreme_but_accepted_amounts_calculate_pay_and_reverse_without_overflow(
+        rate_cents in (CENTS_MAX / 2)..=CENTS_MAX,
+        raise_cents in (CENTS_MAX / 2)..=CENTS_MAX,
+        start_day in 1u32..=31,
+        raise_day in 2u32..=31,
+        basis_points in 0u32..=10_000,
+        weights in proptest::collection::vec(any::<u64>(), 1..6),
+    ) {
+        let rate = PayRate { amount: cents(rate_cents), basis: PayBasis::Monthly };
+        let mut events = when::<EmployeeAggregate>(&[], hire_command(employee_id(1), rate, day(2026, 1, start_day))).unwrap();
+        if raise_day > start_day {
+            let rate = PayRate { amount: cents(raise_cents), basis: PayBasis::Monthly };
+            let command = EmployeeCommand::ChangePayRate { rate, effective_from: day(2026, 1, raise_day), reason: "raise".into() };
+            events.extend(when::<EmployeeAggregate>(&events, command).unwrap());
+        }
+        let rules = vec![DeductionRule {
+            id: "tax".into(),
+            name: "tax".into(),
+            party: RuleParty::Employee,
+            calculation: RuleCalculation::Percentage { rate: Decimal::new(basis_points.into(), 4) },
+            liability_account: "tax".into(),
+        }];
+        let input = ItemInput { employee: EmployeeAggregate::fold(&events).unwrap(), paid_periods: vec![] };
+        let item = calculate_item(&input, january(), PayFrequency::Monthly, &Currency::usd(), &rules).unwrap();
+        prop_assert_eq!(item.gross.checked_sub(&item.deductions_total).unwrap(), item.net.clone());
+        prop_assert!(item.gross.amount() <= Decimal::new(raise_cents.max(rate_cents), 2));
+        let wallet = WalletId::from_uuid(Uuid::from_u128(7));
+        let postings = payroll_item_postings(organization_id(), wallet, &item);
+        prop_assert_eq!(check_balanced(&postings), Ok(()));
+        let reversed = ledger_core::transaction::reversed_postings(&postings);
+        prop_assert_eq!(check_balanced(&reversed), Ok(()));
+        let weights: Vec<Decimal> = weights.into_iter().map(Decimal::from).collect();
+        prop_assume!(weights.iter().any(|weight| !weight.is_zero()));
+        let parts = item.gross.allocate(&weights).unwrap();
+        prop_assert_eq!(Money::sum(&Currency::usd(), &parts).unwrap(), item.gross.clone());
+    }
+}
+
+/// A rate recorded before amounts were bounded at the edge (the largest `Decimal`) is an
+/// error of the calculation, not a panic.
+#[test]
+fn a_rate_beyond_decimal_range_once_yearly_is_an_error_not_a_panic() {
+    let huge = Money::new(Decimal::MAX, Currency::usd()).unwrap();
+    let rate = PayRate { amount: huge, basis: PayBasis::Monthly };
+    let events = when::<EmployeeAggregate>(&[], hire_command(employee_id(1), rate, day(2025, 1, 1))).unwrap();
+    let input = ItemInput { employee: EmployeeAggregate::fold(&events).unwrap(), paid_periods: vec![] };
+    let result = calculate_item(&input, january(), PayFrequency::Monthly, &Currency::usd(), &[]);
+    assert!(matches!(result, Err(DomainError::Money(ledger_core::MoneyError::Overflow))), "{result:?}");
+}

@@ -3,6 +3,7 @@
 
 mod audit;
 mod employees;
+pub mod extract;
 pub mod openapi;
 mod organization;
 mod payroll;
@@ -183,9 +184,21 @@ impl FromRequest<AppState> for Command {
 }
 
 impl Command {
-    /// The body as `T`; malformed JSON or a missing field is a 400 naming it.
+    /// The body as `T`; malformed JSON, a missing field or a string with a NUL character
+    /// (which PostgreSQL cannot store) is a 400 naming it.
     pub fn json<T: DeserializeOwned>(&self) -> AppResult<T> {
         let body: &[u8] = if self.body.is_empty() { b"{}" } else { &self.body };
+        // A NUL can only be written `\u0000` in JSON: only then is the body searched for it.
+        if body.windows(6).any(|window| window == b"\\u0000")
+            && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+            && let Some(field) = extract::nul_in(&value, "")
+        {
+            let field = if field.is_empty() { "body".to_owned() } else { field };
+            return Err(AppError::bad_request(
+                &field,
+                "contains a NUL character (\\u0000), which the ledger cannot store",
+            ));
+        }
         serde_json::from_slice(body)
             .map_err(|error| AppError::BadRequest { code: "malformed_body", detail: format!("request body: {error}") })
     }

@@ -126,3 +126,120 @@ async fn send_huge_body(world: &World) -> (String, String) {
     let (status_line, headers) = head.split_once("\r\n").unwrap_or((head, ""));
     (status_line.to_owned(), headers.to_owned())
 }
+
+/// What PostgreSQL cannot store, amounts written other than canonically or beyond the
+/// largest one, malformed query strings and paths: each a 400 problem naming where, and
+/// nothing written. (Each was a 500, or a panic of every later calculation.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_input_reaches_a_500_and_amounts_are_canonical_and_bounded() {
+    let world = World::new().await;
+    world.register().await;
+    let (employee, wallet) = world.hire("5000.00", true).await;
+    let before = world.event_count().await;
+    let mut nul_name = hire_body("5000.00", "USD");
+    nul_name["personal"]["full_name"] = json!("a\u{0}b");
+    let nul_cases = [
+        ("/v1/employees".to_owned(), nul_name, "personal.full_name"),
+        (
+            format!("/v1/employees/{employee}/terminate"),
+            json!({ "end_date": "2026-02-01", "reason": "x\u{0}" }),
+            "reason",
+        ),
+        (
+            format!("/v1/wallets/{wallet}/withdrawals"),
+            json!({ "amount": { "amount": "1.00", "currency": "USD" }, "destination": "\u{0}" }),
+            "destination",
+        ),
+    ];
+    for (path, body, field) in nul_cases {
+        let (status, problem) = world.post(&path, &world.processor, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().starts_with(field), "{path}: {problem}");
+    }
+    for (amount, problem_word) in [
+        ("1e3", "not a decimal"),
+        (" 5000.00 ", "not a decimal"),
+        ("+5000", "not a decimal"),
+        ("05000", "not a decimal"),
+        ("792281625142643375935439503.35", "beyond the largest"),
+        ("1000000000000000.00", "beyond the largest"),
+    ] {
+        let (status, problem) = world.post("/v1/employees", &world.processor, hire_body(amount, "USD")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{amount:?}: {problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.starts_with("rate.amount.amount") && detail.contains(problem_word), "{amount:?}: {problem}");
+    }
+    // The largest amount is taken, and the organization's calculations go on.
+    world.post("/v1/employees", &world.processor, hire_body("999999999999999.99", "USD")).await;
+    let run = world.calculated_run().await;
+    let preview =
+        world.call(Method::POST, &format!("/v1/payroll-runs/{run}/preview"), &world.processor, None, None).await;
+    assert_eq!(preview.0, StatusCode::OK, "{}", preview.1);
+    let after_largest = world.event_count().await;
+    assert!(after_largest > before);
+
+    for path in [
+        "/v1/employees?limit=lots".to_owned(),
+        "/v1/audit-logs?after=x".to_owned(),
+        "/v1/events?from=yesterday".to_owned(),
+        "/v1/audit-logs?actor=a%00b".to_owned(),
+        "/v1/wallets/%00".to_owned(),
+        format!("/v1/employees?after={employee}&limit=1&wait_for_position=-1"),
+    ] {
+        let key = if path.starts_with("/v1/audit-logs") || path.starts_with("/v1/events") {
+            &world.auditor
+        } else {
+            &world.processor
+        };
+        let response = world.client.get(world.url(&path)).bearer_auth(key).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
+    }
+    let (status, problem) =
+        world.call(Method::PUT, "/v1/organization/rules/a%00b", &world.admin, Some(json!({})), None).await;
+    assert_eq!(
+        (status, problem["detail"].as_str().map(|detail| detail.starts_with("path"))),
+        (StatusCode::BAD_REQUEST, Some(true))
+    );
+    assert_eq!(world.event_count().await, after_largest, "nothing written by the refused requests");
+    world.stop().await;
+}
+
+/// `wait_for_position` returns at once for 0 or a position passed, refuses one beyond the
+/// log, and never waits out its timeout for a position that will not come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_position_never_hangs_on_one_that_will_not_come() {
+    let world = World::new().await;
+    world.register().await;
+    let (employee, _) = world.hire("5000.00", true).await;
+    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
+    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    for position in [0, 1, last] {
+        let started = std::time::Instant::now();
+        let path = format!("/v1/employees/{employee}?wait_for_position={position}&wait_timeout_ms=20000");
+        let (status, body) = world.get(&path, &world.processor).await;
+        assert_eq!(status, StatusCode::OK, "{position}: {body}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{position} waited {:?}", started.elapsed());
+    }
+    let (status, problem) =
+        world.get(&format!("/v1/employees/{employee}?wait_for_position={}", last + 1_000), &world.processor).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().starts_with("wait_for_position"), "{problem}");
+    // An append refused after it reserved its positions leaves a gap: waiting for one of
+    // them returns too, once the events around it are applied.
+    let gaps: Vec<i64> =
+        sqlx::query_scalar("select nextval('ledger.events_global_position_seq') from generate_series(1, 3)")
+            .fetch_all(&world.db.pool)
+            .await
+            .unwrap();
+    let (_, hired) =
+        world.call(Method::POST, "/v1/employees", &world.processor, Some(hire_body("10.00", "USD")), None).await;
+    assert!(hired["position"].as_i64().unwrap() > gaps[2], "{hired}");
+    for gap in &gaps {
+        let started = std::time::Instant::now();
+        let path = format!("/v1/employees/{employee}?wait_for_position={gap}&wait_timeout_ms=20000");
+        assert_eq!(world.get(&path, &world.processor).await.0, StatusCode::OK);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "gap {gap} waited {:?}", started.elapsed());
+    }
+    world.stop().await;
+}
