@@ -215,6 +215,25 @@ impl Ledger {
         Ok(self.store.idempotent_result(&idempotency.key, &idempotency.fingerprint).await?.map(Written::from))
     }
 
+    /// `outcome` unless it failed while an identical request with the same key succeeded:
+    /// then that request's result, replayed. A retry sent while the first is still deciding
+    /// finds no result for the key, decides against the state the first leaves (and fails:
+    /// the employee exists, the run is approved already); it answers as a replay all the same.
+    pub async fn or_replayed<T>(
+        &self,
+        context: &Context,
+        outcome: Result<T>,
+        replay: impl FnOnce(Written) -> T,
+    ) -> Result<T> {
+        match outcome {
+            Err(error) if context.idempotency.is_some() => match self.replayed(context).await? {
+                Some(written) => Ok(replay(written)),
+                None => Err(error),
+            },
+            outcome => outcome,
+        }
+    }
+
     /// Appends streams atomically with the context's metadata (and its idempotency key when
     /// `key_use` says so).
     #[tracing::instrument(name = "append", level = "debug", skip_all, fields(streams = streams.len()))]
@@ -279,8 +298,12 @@ impl Ledger {
         if let Some(written) = self.replayed(context).await? {
             return Ok(written);
         }
-        let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
-        self.decide_and_append::<A>(context, stream_id, &mut loaded, command).await
+        let outcome = async {
+            let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+            self.decide_and_append::<A>(context, stream_id, &mut loaded, command).await
+        }
+        .await;
+        self.or_replayed(context, outcome, |written| written).await
     }
 
     /// [`Ledger::execute`] against a state the caller already holds with its version (a
@@ -301,7 +324,14 @@ impl Ledger {
             *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
             return Ok(written);
         }
-        self.decide_and_append::<A>(context, stream_id, loaded, command).await
+        let outcome = self.decide_and_append::<A>(context, stream_id, loaded, command).await;
+        if outcome.is_err()
+            && let Some(written) = self.replayed(context).await?
+        {
+            *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+            return Ok(written);
+        }
+        outcome
     }
 
     async fn decide_and_append<A: Aggregate>(

@@ -15,10 +15,19 @@ use ledger_app::{CommandMetrics, Ledger};
 use crate::api::{AppState, router};
 use crate::metrics::Metrics;
 
-/// A ledger over `pool` whose read-your-writes waits wait for every projection.
+/// Connections of the pool appends take theirs from, apart from the reads' pool.
+pub const WRITER_CONNECTIONS_MAX: u32 = 16;
+
+/// A ledger over `pool` whose read-your-writes waits wait for every projection. Appends get a
+/// pool of their own to the same database (see `EventStore::with_writers`): concurrent
+/// commands on one stream hold their append connections while they wait for its lock, and
+/// the one they wait for reads on the other pool.
 pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
     let projections = all().iter().map(|projection| projection.name()).collect();
-    Ledger::new(EventStore::new(pool), metrics, projections)
+    let writers = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(WRITER_CONNECTIONS_MAX)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    Ledger::new(EventStore::new(pool).with_writers(writers), metrics, projections)
 }
 
 /// A ledger whose metrics nobody scrapes (the CLI's commands, tests).

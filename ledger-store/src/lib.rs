@@ -37,15 +37,29 @@ pub use wake::{AppendWaker, NOTIFY_CHANNEL};
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// The event store over a connection pool.
+/// The event store over a connection pool, with appends on a pool of their own when given
+/// one ([`EventStore::with_writers`]).
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
+    /// Where appends take their connection. An append holds it while it waits for its
+    /// stream's (or idempotency key's) lock; the writer it waits for may need connections to
+    /// read while it writes (a calculation reads a chunk of employees at a time). On one
+    /// shared pool, enough waiters take every connection and the writer they wait for can
+    /// read nothing until they time out.
+    writers: PgPool,
 }
 
 impl EventStore {
+    /// A store whose appends and reads share `pool`: enough for one writer at a time (the
+    /// CLI, tests); a server gives appends a pool of their own.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { pool }
+        EventStore { writers: pool.clone(), pool }
+    }
+
+    /// The same store with appends on `writers`, reads on the pool it has.
+    pub fn with_writers(self, writers: PgPool) -> Self {
+        EventStore { writers, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -91,7 +105,7 @@ impl EventStore {
     /// used for another request, [`StoreError::StreamMismatch`] when a stream exists with
     /// another type or organization. In each case nothing is written.
     pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
-        append::append(&self.pool, request).await
+        append::append(&self.writers, request).await
     }
 
     /// Appends one stream's events as `events` produces them, all in one transaction, with
@@ -114,7 +128,7 @@ impl EventStore {
         E: From<StoreError> + Send,
         S: futures_util::Stream<Item = std::result::Result<NewEvent, E>> + Send,
     {
-        append::append_streamed(&self.pool, append, events).await
+        append::append_streamed(&self.writers, append, events).await
     }
 
     /// What an idempotency key already stands for: `None` when it is new, the original result

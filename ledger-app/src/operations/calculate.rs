@@ -185,7 +185,7 @@ pub async fn calculate(ledger: &Ledger, context: &Context, run_id: Uuid) -> Resu
     loop {
         let outcome = calculate_once(ledger, context, run_id).await;
         if !attempts.retry(&outcome) {
-            return outcome;
+            return ledger.or_replayed(context, outcome, |written| written).await;
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct ProcessReport {
     pub failed: u64,
     pub held: u64,
     pub position: i64,
+    /// Whether this request repeats an earlier one with the same idempotency key (which
+    /// started the run's processing).
+    pub replayed: bool,
 }
 
 /// What this processor did to a run: items paid and failed, the last position written.
@@ -67,17 +70,23 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result
     // conflict with another processor): a run of many items costs more to load than a batch.
     let mut loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
     let status = |loaded: &RunState| loaded.state.as_ref().map(|run| run.status);
-    match status(&loaded) {
+    let started = match status(&loaded) {
         None => return Err(Error::NotFound(format!("no payroll run {run_id}"))),
         Some(RunStatus::Approved) => {
             let start = PayrollRunCommand::StartProcessing { actor: context.actor() };
             match ledger.execute_loaded::<PayrollRunAggregate>(context, run_id, &mut loaded, start).await {
-                Ok(_) | Err(Error::Domain(DomainError::WrongStatus { .. })) => {}
+                Ok(written) => Some(written),
+                Err(Error::Domain(DomainError::WrongStatus { .. })) => None,
                 Err(error) => return Err(error),
             }
         }
-        Some(_) => {}
-    }
+        Some(_) => None,
+    };
+    // A request that did not start the run repeats the one that did when it carries its key.
+    let replayed = match started {
+        Some(written) => written.replayed,
+        None => ledger.replayed(context).await?.is_some(),
+    };
     // The idempotency key stands for starting the run; the payments and the completion are
     // idempotent by the run's own state.
     let context = &context.without_idempotency();
@@ -102,10 +111,10 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result
         }
     }
     ledger.remember::<PayrollRunAggregate>(context.organization_id(), run_id, &loaded);
-    Ok(report(&loaded.state.expect("the run exists"), progress))
+    Ok(report(&loaded.state.expect("the run exists"), progress, replayed))
 }
 
-fn report(run: &PayrollRun, progress: Progress) -> ProcessReport {
+fn report(run: &PayrollRun, progress: Progress, replayed: bool) -> ProcessReport {
     let count = |wanted: fn(&ItemStatus) -> bool| run.items.values().filter(|item| wanted(&item.status)).count() as u64;
     ProcessReport {
         status: run.status,
@@ -115,6 +124,7 @@ fn report(run: &PayrollRun, progress: Progress) -> ProcessReport {
         failed: count(|status| matches!(status, ItemStatus::Failed { .. })),
         held: count(|status| matches!(status, ItemStatus::Held { .. })),
         position: progress.position,
+        replayed,
     }
 }
 

@@ -31,6 +31,11 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);
     }
+    let outcome = reverse_once(ledger, context, run_id, reason).await;
+    ledger.or_replayed(context, outcome, |written| written).await
+}
+
+async fn reverse_once(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> Result<Written> {
     let organization_id = context.organization_id();
     let Loaded { state: run, version: run_version } = load_run(ledger, context, run_id).await?;
     let reverse = PayrollRunCommand::Reverse { reason, actor: context.actor() };

@@ -30,7 +30,7 @@ pub async fn withdraw(
     loop {
         let outcome = withdraw_once(ledger, context, wallet_id, &amount, destination).await;
         if !attempts.retry(&outcome) {
-            return outcome;
+            return ledger.or_replayed(context, outcome, |written| (context.new_id("withdrawal"), written)).await;
         }
     }
 }

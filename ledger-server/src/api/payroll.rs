@@ -108,6 +108,7 @@ pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, comm
 pub async fn process(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let report = ledger_app::operations::process(&state.ledger, &command.context, run_id).await?;
+    let replayed = report.replayed;
     let report = ProcessReportView {
         status: report.status.into(),
         paid_now: report.paid_now,
@@ -117,7 +118,7 @@ pub async fn process(State(state): State<AppState>, Path(id): Path<String>, comm
         held: report.held,
         position: report.position,
     };
-    Ok(Json(ProcessView { payroll_run_id: run_id, position: report.position, report }).into_response())
+    Ok(Json(ProcessView { payroll_run_id: run_id, position: report.position, replayed, report }).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -162,8 +163,11 @@ pub struct PreviewView {
 pub struct ProcessView {
     pub payroll_run_id: Uuid,
     pub report: ProcessReportView,
-    /// The last position written: pass it as `wait_for_position` to read your write.
+    /// The last position this request wrote (0 when it paid nothing): pass it as
+    /// `wait_for_position` to read your write.
     pub position: i64,
+    /// True when this request repeats an earlier one with the same `Idempotency-Key`.
+    pub replayed: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

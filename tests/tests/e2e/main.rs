@@ -3,6 +3,7 @@
 mod api;
 mod bad_input;
 mod contract;
+mod idempotency;
 mod large_run;
 mod tenancy;
 
@@ -31,6 +32,11 @@ pub struct World {
 
 impl World {
     pub async fn new() -> World {
+        // Silent unless asked: `TEST_LOG=1` (and `RUST_LOG`, default `warn`) prints the server's log.
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let db = TestDatabase::new().await;
         let address = "127.0.0.1:0".parse().unwrap();
         let server = Server::start(db.pool.clone(), address, Projectors::Here).await.unwrap();
