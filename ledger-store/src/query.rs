@@ -1,12 +1,17 @@
-//! Filtered queries over the log, for auditors and for replay as of a point. Ordered by
-//! global position; for tailing the log use `read_all`, which is gap-free.
+//! Filtered queries over the log, for auditors and for replay as of a point.
+//!
+//! Two orders. By global position (`position_after`), for a fixed past point: replay as of
+//! a position or time. In the log's gap-free order (`log_after`, a [`Checkpoint`]): what a
+//! client pages through or tails, like the projectors, `(transaction_id, global_position)`
+//! after the cursor and only below the oldest running transaction, so an event whose
+//! transaction commits after a later position was returned is still returned, once.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
-use crate::event::RecordedEvent;
+use crate::event::{Checkpoint, RecordedEvent};
 use crate::read::{ALL_PAYLOADS, READ_BATCH_MAX, event_columns, event_from_row};
 
 /// Which events to return. Every filter is optional; `limit` is required.
@@ -21,8 +26,11 @@ pub struct EventQuery {
     pub recorded_from: Option<DateTime<Utc>>,
     /// Recorded at or before.
     pub recorded_to: Option<DateTime<Utc>>,
-    /// Positions after this one (a cursor: the last position of the previous page).
+    /// Positions after this one, in position order (not with `log_after`).
     pub position_after: Option<i64>,
+    /// Events after this checkpoint in the log's gap-free order (a cursor: the checkpoint of
+    /// the last event of the previous page; `Checkpoint::START` for the first).
+    pub log_after: Option<Checkpoint>,
     /// Positions up to and including this one.
     pub position_to: Option<i64>,
     /// Payloads containing this JSON (`@>`).
@@ -43,6 +51,9 @@ impl EventQuery {
     }
 
     fn validate(&self) -> Result<()> {
+        if self.position_after.is_some() && self.log_after.is_some() {
+            return Err(StoreError::invalid("position_after", "give position_after or log_after, not both"));
+        }
         if self.limit == 0 || self.limit > READ_BATCH_MAX {
             return Err(StoreError::invalid("limit", format!("must be 1 to {READ_BATCH_MAX}, not {}", self.limit)));
         }
@@ -85,13 +96,26 @@ pub(crate) async fn query_events(executor: impl PgExecutor<'_>, query: &EventQue
     if let Some(after) = query.position_after {
         sql.push(" and global_position > ").push_bind(after);
     }
+    if let Some(after) = query.log_after {
+        sql.push(" and (transaction_id, global_position) > (")
+            .push_bind(after.transaction_id.to_string())
+            .push("::xid8, ")
+            .push_bind(after.global_position)
+            .push(") and transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
+    }
     if let Some(to) = query.position_to {
         sql.push(" and global_position <= ").push_bind(to);
     }
     if let Some(contains) = &query.payload_contains {
         sql.push(" and payload @> ").push_bind(contains.clone());
     }
-    sql.push(" order by global_position limit ").push_bind(query.limit as i64);
+    // The table's columns, not the select list's cast of the transaction id: ordering by that
+    // would sort every event after the cursor instead of walking the index.
+    match query.log_after {
+        Some(_) => sql.push(" order by events.transaction_id, events.global_position limit "),
+        None => sql.push(" order by global_position limit "),
+    };
+    sql.push_bind(query.limit as i64);
     let rows = sql.build().fetch_all(executor).await?;
     rows.iter().map(event_from_row).collect()
 }

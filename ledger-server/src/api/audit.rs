@@ -14,7 +14,7 @@ use ledger_core::payroll::PayrollRunAggregate;
 use ledger_core::transaction::TransactionAggregate;
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, account_balance_as_of, aggregate_as_of};
-use ledger_store::{EventQuery, EventStore, VerifyScope};
+use ledger_store::{Checkpoint, EventQuery, EventStore, VerifyScope};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -42,16 +42,53 @@ pub struct EventFilter {
     from: Option<DateTime<Utc>>,
     /// Recorded at or before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
-    /// The cursor: positions after this one (the `next_cursor` of the page before).
-    after: Option<i64>,
+    /// The cursor: the `next_cursor` of the page before, or `<transaction_id>-<global_position>`
+    /// of the last event seen (every event carries both); a bare position names the event
+    /// there. Pages follow the log's commit order and never skip an event that commits late.
+    after: Option<String>,
     /// Positions up to this one.
     to_position: Option<i64>,
     /// Events per page, 1 to 1,000 (default 100).
     limit: Option<usize>,
 }
 
+/// A cursor as the API writes it: the log checkpoint of the last event seen.
+fn cursor_text(checkpoint: Checkpoint) -> String {
+    format!("{}-{}", checkpoint.transaction_id, checkpoint.global_position)
+}
+
+/// The checkpoint `after` names: a cursor, or the event at a bare position (of the key's
+/// organization).
+async fn cursor(ledger: &Ledger, identity: &Identity, after: Option<&str>) -> AppResult<Checkpoint> {
+    let Some(after) = after else { return Ok(Checkpoint::START) };
+    let invalid =
+        || AppError::bad_request("after", format!("{after:?} is not a cursor: pass a next_cursor, or a position"));
+    if let Some((transaction_id, global_position)) = after.split_once('-') {
+        let transaction_id = transaction_id.parse().map_err(|_| invalid())?;
+        let global_position = global_position.parse().map_err(|_| invalid())?;
+        return Ok(Checkpoint { transaction_id, global_position });
+    }
+    let position: i64 = after.parse().map_err(|_| invalid())?;
+    if position <= 0 {
+        return Ok(Checkpoint::START);
+    }
+    let at = EventQuery {
+        position_after: Some(position - 1),
+        position_to: Some(position),
+        limit: 1,
+        ..EventQuery::default()
+    };
+    let found = page(ledger, identity, &at).await?;
+    found.first().map(|event| event.checkpoint()).ok_or_else(|| {
+        AppError::bad_request(
+            "after",
+            format!("no event of this organization at position {position}: pass a next_cursor"),
+        )
+    })
+}
+
 impl EventFilter {
-    fn query(&self, identity: &Identity, limit: usize) -> EventQuery {
+    fn query(&self, identity: &Identity, after: Checkpoint, limit: usize) -> EventQuery {
         EventQuery {
             organization_id: Some(identity.organization_id),
             stream_id: self.stream_id,
@@ -59,7 +96,8 @@ impl EventFilter {
             event_types: EventQuery::event_types_listed(self.event_type.as_deref()),
             recorded_from: self.from,
             recorded_to: self.to,
-            position_after: self.after,
+            position_after: None,
+            log_after: Some(after),
             position_to: self.to_position,
             payload_contains: None,
             limit,
@@ -104,8 +142,9 @@ pub struct RecordedEventView {
 pub struct EventPage {
     #[schema(value_type = Vec<RecordedEventView>)]
     pub events: Vec<ledger_store::RecordedEvent>,
-    /// Pass as `after` for the next page; null after the last.
-    pub next_cursor: Option<i64>,
+    /// Pass as `after` for the next page; null when this page is not full (the last for
+    /// now: poll again from the last event's `<transaction_id>-<global_position>` to tail).
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/events`: a page of the organization's events by position; `next_cursor` is the
@@ -122,8 +161,10 @@ pub async fn events(
     if limit == 0 || limit > EVENTS_PAGE_MAX {
         return Err(AppError::bad_request("limit", format!("must be 1 to {EVENTS_PAGE_MAX}")));
     }
-    let events = page(&state.ledger, &identity, &filter.query(&identity, limit)).await?;
-    let next_cursor = if events.len() == limit { events.last().map(|event| event.global_position) } else { None };
+    let after = cursor(&state.ledger, &identity, filter.after.as_deref()).await?;
+    let events = page(&state.ledger, &identity, &filter.query(&identity, after, limit)).await?;
+    let next_cursor =
+        if events.len() == limit { events.last().map(|event| cursor_text(event.checkpoint())) } else { None };
     Ok(Json(EventPage { events, next_cursor }))
 }
 
@@ -136,7 +177,8 @@ pub async fn export(
     Query(filter): Query<EventFilter>,
 ) -> AppResult<Response> {
     identity.require(Permission::Audit)?;
-    let query = filter.query(&identity, EXPORT_PAGE);
+    let after = cursor(&state.ledger, &identity, filter.after.as_deref()).await?;
+    let query = filter.query(&identity, after, EXPORT_PAGE);
     // Fail before the first byte when the filter itself is wrong.
     let first = page(&state.ledger, &identity, &query).await?;
     let ledger = state.ledger.clone();
@@ -153,7 +195,7 @@ pub async fn export(
                 lines.push(b'\n');
             }
             let next = if events.len() == EXPORT_PAGE {
-                query.position_after = events.last().map(|event| event.global_position);
+                query.log_after = events.last().map(|event| event.checkpoint());
                 match page(&ledger, &identity, &query).await {
                     Ok(next) => Some((next, query)),
                     Err(error) => {

@@ -2,9 +2,10 @@
 
 use std::io::Write;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
-use ledger_store::{EventQuery, EventStore, RecordedEvent};
+use ledger_store::{Checkpoint, EventQuery, EventStore, RecordedEvent};
 use uuid::Uuid;
 
 use super::Progress;
@@ -55,6 +56,20 @@ enum Format {
 
 pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
     let store = EventStore::new(database.pool.clone());
+    // Pages follow the log's gap-free order; `--after` names the event to start after.
+    let after = match args.after {
+        None | Some(..=0) => Checkpoint::START,
+        Some(position) => {
+            let at = EventQuery {
+                position_after: Some(position - 1),
+                position_to: Some(position),
+                limit: 1,
+                ..EventQuery::default()
+            };
+            let found = store.query_events(&at).await?;
+            found.first().map(|event| event.checkpoint()).with_context(|| format!("no event at position {position}"))?
+        }
+    };
     let mut query = EventQuery {
         organization_id: args.org,
         stream_id: args.stream_id,
@@ -62,7 +77,8 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
         event_types: EventQuery::event_types_listed(args.event_type.as_deref()),
         recorded_from: args.from,
         recorded_to: args.to,
-        position_after: args.after,
+        position_after: None,
+        log_after: Some(after),
         position_to: args.to_position,
         payload_contains: None,
         limit: EXPORT_PAGE,
@@ -87,7 +103,7 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
         if page.len() < EXPORT_PAGE {
             break;
         }
-        query.position_after = page.last().map(|event| event.global_position);
+        query.log_after = page.last().map(|event| event.checkpoint());
     }
     writer.finish()?;
     progress.finish();
