@@ -52,8 +52,7 @@ async fn the_full_lifecycle_over_http() {
     let held = items.iter().find(|item| item["employee_id"] == pending.as_str()).unwrap();
     assert_eq!(held["status"], "held");
 
-    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
-    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    let last = world.head_position().await;
     let wait = format!("wait_for_position={last}");
     let register =
         world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/register?{wait}"), &world.compliance, None).await;
@@ -427,8 +426,7 @@ async fn withdrawals_never_overdraw_under_races_retries_and_bad_input() {
     }
     assert_eq!(statuses.iter().filter(|status| status.is_success()).count(), 1, "{statuses:?}");
     assert_eq!(world.count_of("WalletDebited").await, 2);
-    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
-    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    let last = world.head_position().await;
     let balance =
         world.ok(Method::GET, &format!("/v1/wallets/{wallet}?wait_for_position={last}"), &world.processor, None).await;
     assert_eq!(decimal(&balance["balance"]), "300.00".parse::<Decimal>().unwrap());

@@ -150,7 +150,14 @@ async fn page_events(world: &World, mut after: Option<String>) -> (Vec<Value>, O
 async fn the_event_cursor_misses_nothing_that_commits_late_and_the_export_has_it_all() {
     let world = World::new().await;
     world.register().await;
-    let (first_pages, after) = page_events(&world, None).await;
+    // Everything so far, once the cluster's horizon (other tests' transactions) lets it.
+    let (mut first_pages, mut after) = page_events(&world, None).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while first_pages.len() < world.event_count().await as usize && std::time::Instant::now() < deadline {
+        let (more, next) = page_events(&world, after).await;
+        first_pages.extend(more);
+        after = next;
+    }
     // An older transaction still open: what commits after it waits behind it.
     let mut older = world.db.pool.begin().await.unwrap();
     sqlx::query("select pg_current_xact_id()").execute(&mut *older).await.unwrap();

@@ -107,6 +107,14 @@ impl World {
         body
     }
 
+    /// The log's last position (what a read waits for to see every write so far).
+    pub async fn head_position(&self) -> i64 {
+        sqlx::query_scalar("select coalesce(max(global_position), 0) from ledger.events")
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from ledger.events").fetch_one(&self.db.pool).await.unwrap()
     }

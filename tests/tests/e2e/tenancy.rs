@@ -39,8 +39,7 @@ async fn one_organization_reads_nothing_of_another() {
     let run = world.calculated_run().await;
     let body = json!({ "name": "Other", "base_currency": "USD", "pay_schedule": { "frequency": "monthly", "anchor_date": "2026-01-01" } });
     world.ok(Method::POST, "/v1/organization", &world.other_admin, Some(body)).await;
-    let (_, head) = world.get("/v1/events?limit=1000", &world.auditor).await;
-    let last = head["events"].as_array().unwrap().last().unwrap()["global_position"].as_i64().unwrap();
+    let last = world.head_position().await;
     world.ok(Method::GET, &format!("/v1/employees?wait_for_position={last}"), &world.admin, None).await;
 
     let other = &world.other_admin;
