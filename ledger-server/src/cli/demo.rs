@@ -255,7 +255,7 @@ impl Demo {
     fn raises(&self) -> Step<'_, ()> {
         Box::pin(async move {
             for n in (0..self.employees).filter(|n| n % 20 == 0 || *n == 1) {
-                let (rate, frequency, _, _) = staff_member(n);
+                let (rate, frequency, start, _) = staff_member(n);
                 if frequency != PayFrequency::Monthly {
                     continue;
                 }
@@ -263,7 +263,9 @@ impl Demo {
                 let (effective_from, reason) = if n == 1 {
                     (date(2025, 12, 10), "backdated promotion")
                 } else {
-                    (date(2026, 1, 16), "annual raise")
+                    // Not before the start: a few start on January 20 (employee 1,460 was
+                    // the first whose raise came before it, and the demo failed from there).
+                    (date(2026, 1, 16).max(start), "annual raise")
                 };
                 let change = EmployeeCommand::ChangePayRate {
                     rate: PayRate { amount: raised, basis: rate.basis },
