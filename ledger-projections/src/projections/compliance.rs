@@ -39,13 +39,14 @@ async fn audit(connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEven
         columns.correlations.push(text(event, "correlation_id").and_then(|id| id.parse::<Uuid>().ok()));
         columns.idempotency_keys.push(text(event, "idempotency_key"));
         columns.times.push(event.recorded_at);
+        columns.transactions.push(i64::try_from(event.transaction_id).expect("transaction ids fit int8"));
     }
     sqlx::query(
         "insert into audit_logs (global_position, organization_id, actor, role, action, resource, resource_id, stream_version, \
-           correlation_id, idempotency_key, recorded_at, last_position) \
-         select p, o, a, r, ac, re, ri, v, c, k, t, p \
+           correlation_id, idempotency_key, recorded_at, last_position, transaction_id) \
+         select p, o, a, r, ac, re, ri, v, c, k, t, p, x \
          from unnest($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::int8[], $9::uuid[], \
-                     $10::text[], $11::timestamptz[]) as rows(p, o, a, r, ac, re, ri, v, c, k, t)",
+                     $10::text[], $11::timestamptz[], $12::int8[]) as rows(p, o, a, r, ac, re, ri, v, c, k, t, x)",
     )
     .bind(&columns.positions)
     .bind(&columns.organizations)
@@ -58,6 +59,7 @@ async fn audit(connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEven
     .bind(&columns.correlations)
     .bind(&columns.idempotency_keys)
     .bind(&columns.times)
+    .bind(&columns.transactions)
     .execute(connection)
     .await?;
     Ok(())
@@ -66,6 +68,7 @@ async fn audit(connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEven
 #[derive(Default)]
 struct AuditColumns {
     positions: Vec<i64>,
+    transactions: Vec<i64>,
     organizations: Vec<Uuid>,
     actors: Vec<String>,
     roles: Vec<Option<String>>,

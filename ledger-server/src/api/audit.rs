@@ -471,8 +471,10 @@ pub struct AuditQuery {
     from: Option<DateTime<Utc>>,
     /// Recorded at or before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
-    /// The cursor: positions after this one (the `next_cursor` of the page before).
-    after: Option<i64>,
+    /// The cursor: the `next_cursor` of the page before, or `<transaction_id>-<global_position>`
+    /// of the last row seen; a bare position names the event there. Pages follow the order
+    /// rows appear in and never skip one that appears late.
+    after: Option<String>,
     /// Rows per page, 1 to 1,000 (default 100).
     limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
@@ -483,6 +485,8 @@ pub struct AuditQuery {
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditLogView {
     pub global_position: i64,
+    /// With `global_position`, the row's cursor: `<transaction_id>-<global_position>`.
+    pub transaction_id: i64,
     pub organization_id: Uuid,
     pub actor: String,
     pub role: Option<String>,
@@ -501,8 +505,9 @@ pub struct AuditLogView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditLogPage {
     pub audit_logs: Vec<AuditLogView>,
-    /// Pass as `after` for the next page; null after the last.
-    pub next_cursor: Option<i64>,
+    /// Pass as `after` for the next page; null when this page is not full (the last for
+    /// now: poll again from the last row's cursor to tail).
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/audit-logs`: who did what, by position.
@@ -516,24 +521,34 @@ pub async fn audit_logs(
     identity.require(Permission::Audit)?;
     Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: None }.wait(&state.ledger).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, super::employees::PAGE_ROWS_MAX);
+    let after = cursor(&state.ledger, &identity, query.after.as_deref()).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
+    // In the order the compliance projection applies events, which is the log's: a row that
+    // appears late (its transaction committed after a later position's) is after the cursor
+    // of any row seen before it.
     let rows: Vec<AuditLogView> = sqlx::query_as(
         "select * from compliance.audit_logs a \
-         where ($1::text is null or actor = $1) and ($2::uuid is null or resource_id = $2) and ($3::text is null or action = $3) \
+         where organization_id = $8 and (transaction_id, global_position) > ($6, $7) \
+           and ($1::text is null or actor = $1) and ($2::uuid is null or resource_id = $2) and ($3::text is null or action = $3) \
            and ($4::timestamptz is null or recorded_at >= $4) and ($5::timestamptz is null or recorded_at <= $5) \
-           and global_position > coalesce($6, 0) \
-         order by global_position limit $7",
+         order by transaction_id, global_position limit $9",
     )
     .bind(&query.actor)
     .bind(query.resource_id)
     .bind(&query.action)
     .bind(query.from)
     .bind(query.to)
-    .bind(query.after)
+    .bind(i64::try_from(after.transaction_id).map_err(|_| AppError::bad_request("after", "is not a cursor"))?)
+    .bind(after.global_position)
+    .bind(identity.organization_id)
     .bind(limit)
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;
-    let next_cursor = if rows.len() as i64 == limit { rows.last().map(|row| row.global_position) } else { None };
+    let next_cursor = if rows.len() as i64 == limit {
+        rows.last().map(|row| format!("{}-{}", row.transaction_id, row.global_position))
+    } else {
+        None
+    };
     Ok(Json(AuditLogPage { audit_logs: rows, next_cursor }))
 }
