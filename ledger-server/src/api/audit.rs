@@ -434,7 +434,7 @@ async fn report(
 }
 
 /// `GET /v1/payroll-runs/{id}/register`: the payroll register, written when the run completes.
-#[utoipa::path(get, path = "/v1/payroll-runs/{id}/register", tag = "audit", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/register", tag = "audit", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), Consistency),
     responses((status = 200, body = ComplianceReportView), Problems))]
 pub async fn register(
     State(state): State<AppState>,
@@ -446,7 +446,7 @@ pub async fn register(
 }
 
 /// `GET /v1/payroll-runs/{id}/journal`: the run's postings by account, with its balance check.
-#[utoipa::path(get, path = "/v1/payroll-runs/{id}/journal", tag = "audit", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/journal", tag = "audit", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), Consistency),
     responses((status = 200, body = ComplianceReportView), Problems))]
 pub async fn journal(
     State(state): State<AppState>,
@@ -478,6 +478,7 @@ pub struct AuditQuery {
     /// Rows per page, 1 to 1,000 (default 100).
     limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
+    #[param(minimum = 0)]
     wait_for_position: Option<i64>,
 }
 

@@ -27,9 +27,10 @@ pub const PAGE_ROWS_MAX: i64 = 1_000;
 pub struct RateInput {
     amount: MoneyInput,
     /// `annual`, `monthly` or `hourly` (with `hours_per_week`).
-    #[schema(example = "monthly")]
+    #[schema(example = "monthly", pattern = "^(annual|monthly|hourly)$")]
     basis: String,
     #[schema(value_type = Option<String>, example = "40")]
+    #[serde(default, with = "rust_decimal::serde::str_option")]
     hours_per_week: Option<Decimal>,
 }
 
@@ -66,7 +67,9 @@ pub struct HireInput {
     employee_id: Option<Uuid>,
     #[schema(value_type = super::schema::PersonalData)]
     personal: PersonalData,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     position: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     department: String,
     rate: RateInput,
     #[schema(value_type = super::schema::PayFrequency)]
@@ -76,7 +79,7 @@ pub struct HireInput {
 
 /// `POST /v1/employees`: hires an employee.
 #[utoipa::path(post, path = "/v1/employees", tag = "employees", request_body = HireInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, description = "Hired", body = WrittenView), (status = 200, description = "A repeat of an earlier request", body = WrittenView), Problems))]
 pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: HireInput = command.json()?;
@@ -116,13 +119,14 @@ async fn employee_command(
 pub struct PayRateInput {
     rate: RateInput,
     effective_from: NaiveDate,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     reason: String,
 }
 
 /// `POST /v1/employees/{id}/pay-rate`: a new rate from a day on (may be backdated).
 #[utoipa::path(post, path = "/v1/employees/{id}/pay-rate", tag = "employees", request_body = PayRateInput,
-    params(("id" = String, Path, description = "The employee's id (a UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_pay_rate(
     State(state): State<AppState>,
@@ -138,15 +142,17 @@ pub async fn change_pay_rate(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PositionInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     position: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     department: String,
     effective_from: NaiveDate,
 }
 
 /// `POST /v1/employees/{id}/position`.
 #[utoipa::path(post, path = "/v1/employees/{id}/position", tag = "employees", request_body = PositionInput,
-    params(("id" = String, Path, description = "The employee's id (a UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_position(
     State(state): State<AppState>,
@@ -172,8 +178,8 @@ pub struct KycInput {
 
 /// `POST /v1/employees/{id}/kyc`.
 #[utoipa::path(post, path = "/v1/employees/{id}/kyc", tag = "employees", request_body = KycInput,
-    params(("id" = String, Path, description = "The employee's id (a UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_kyc(
     State(state): State<AppState>,
@@ -189,13 +195,14 @@ pub async fn change_kyc(
 #[serde(deny_unknown_fields)]
 pub struct TerminateInput {
     end_date: NaiveDate,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     reason: String,
 }
 
 /// `POST /v1/employees/{id}/terminate`.
 #[utoipa::path(post, path = "/v1/employees/{id}/terminate", tag = "employees", request_body = TerminateInput,
-    params(("id" = String, Path, description = "The employee's id (a UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn terminate(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let input: TerminateInput = command.json()?;
@@ -217,8 +224,8 @@ pub struct RehireInput {
 
 /// `POST /v1/employees/{id}/rehire`.
 #[utoipa::path(post, path = "/v1/employees/{id}/rehire", tag = "employees", request_body = RehireInput,
-    params(("id" = String, Path, description = "The employee's id (a UUID)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn rehire(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let input: RehireInput = command.json()?;
@@ -239,9 +246,11 @@ pub struct ListQuery {
     /// Rows per page, 1 to 1,000 (default 100).
     pub limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
+    #[param(minimum = 0)]
     pub wait_for_position: Option<i64>,
     /// How long to wait, in milliseconds (default 5,000; at most 30,000).
-    pub wait_timeout_ms: Option<u64>,
+    #[param(maximum = 30000)]
+    pub wait_timeout_ms: Option<u32>,
 }
 
 impl ListQuery {
@@ -313,7 +322,7 @@ pub async fn list(
 
 /// `GET /v1/employees/{id}`.
 #[utoipa::path(get, path = "/v1/employees/{id}", tag = "employees",
-    params(("id" = String, Path, description = "The employee's id (a UUID)"), Consistency),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"), Consistency),
     responses((status = 200, body = EmployeeView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
@@ -366,7 +375,7 @@ pub struct HistoryPage {
 
 /// `GET /v1/employees/{id}/history`: every effective-dated change with its validity.
 #[utoipa::path(get, path = "/v1/employees/{id}/history", tag = "employees",
-    params(("id" = String, Path, description = "The employee's id (a UUID)"), Consistency),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"), Consistency),
     responses((status = 200, body = HistoryPage), Problems))]
 pub async fn history(
     State(state): State<AppState>,

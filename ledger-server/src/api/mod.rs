@@ -213,9 +213,12 @@ impl Command {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyInput {
-    #[schema(example = "5000.00")]
+    /// A canonical decimal string: at most 15 digits before the point, no more decimals
+    /// than the currency has.
+    #[schema(example = "5000.00", pattern = r"^(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?$")]
     pub amount: String,
-    #[schema(example = "USD")]
+    /// A known code (USD, EUR, JPY, USDC, SOL, ...) or one the organization defined.
+    #[schema(example = "USD", pattern = r"^[A-Z0-9]{3,12}$")]
     pub currency: String,
 }
 
@@ -247,16 +250,21 @@ impl MoneyInput {
 pub struct Consistency {
     /// Wait until every projection has applied the event at this position (a command's
     /// `position`) before reading.
+    #[param(minimum = 0)]
     pub wait_for_position: Option<i64>,
     /// How long to wait, in milliseconds (default 5,000; at most 30,000).
-    pub wait_timeout_ms: Option<u64>,
+    #[param(maximum = 30000)]
+    pub wait_timeout_ms: Option<u32>,
 }
 
 impl Consistency {
     pub async fn wait(&self, ledger: &Ledger) -> AppResult<()> {
+        let timeout = Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000).into());
+        if timeout > ledger_app::WAIT_FOR_POSITION_MAX {
+            let most = ledger_app::WAIT_FOR_POSITION_MAX.as_millis();
+            return Err(AppError::bad_request("wait_timeout_ms", format!("at most {most}")));
+        }
         if let Some(position) = self.wait_for_position {
-            let timeout =
-                Duration::from_millis(self.wait_timeout_ms.unwrap_or(5_000)).min(ledger_app::WAIT_FOR_POSITION_MAX);
             ledger.wait_for_position(position, timeout).await?;
         }
         Ok(())

@@ -30,13 +30,15 @@ pub struct ScheduleInput {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     base_currency: String,
     pay_schedule: ScheduleInput,
 }
 
 /// `POST /v1/organization`: registers the key's organization.
-#[utoipa::path(post, path = "/v1/organization", tag = "organization", request_body = RegisterInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/organization", tag = "organization", request_body = RegisterInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn register(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;
@@ -64,7 +66,7 @@ pub struct SettingsInput {
 }
 
 /// `POST /v1/organization/settings`.
-#[utoipa::path(post, path = "/v1/organization/settings", tag = "organization", request_body = SettingsInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/organization/settings", tag = "organization", request_body = SettingsInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn change_settings(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;
@@ -87,6 +89,7 @@ pub async fn change_settings(State(state): State<AppState>, command: Command) ->
 pub enum CalculationInput {
     Percentage {
         #[schema(value_type = String, example = "0.15")]
+        #[serde(with = "rust_decimal::serde::str")]
         rate: Decimal,
     },
     Fixed {
@@ -94,6 +97,7 @@ pub enum CalculationInput {
     },
     PercentageCapped {
         #[schema(value_type = String, example = "0.05")]
+        #[serde(with = "rust_decimal::serde::str")]
         rate: Decimal,
         cap: MoneyInput,
     },
@@ -102,15 +106,17 @@ pub enum CalculationInput {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: String,
     #[schema(value_type = super::schema::RuleParty)]
     party: RuleParty,
     calculation: CalculationInput,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     liability_account: String,
 }
 
 /// `PUT /v1/organization/rules/{rule_id}`: adds or replaces a deduction or contribution rule.
-#[utoipa::path(put, path = "/v1/organization/rules/{rule_id}", tag = "organization", request_body = RuleInput, params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(put, path = "/v1/organization/rules/{rule_id}", tag = "organization", request_body = RuleInput, params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn configure_rule(
     State(state): State<AppState>,
@@ -149,7 +155,7 @@ pub async fn configure_rule(
 }
 
 /// `DELETE /v1/organization/rules/{rule_id}`.
-#[utoipa::path(delete, path = "/v1/organization/rules/{rule_id}", tag = "organization", params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(delete, path = "/v1/organization/rules/{rule_id}", tag = "organization", params(("rule_id" = String, Path, description = "The rule's own name, e.g. `income_tax`"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn remove_rule(
     State(state): State<AppState>,
@@ -172,12 +178,13 @@ pub async fn remove_rule(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CurrencyInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     code: String,
     scale: u32,
 }
 
 /// `POST /v1/organization/currencies`: defines a currency of the organization's own.
-#[utoipa::path(post, path = "/v1/organization/currencies", tag = "organization", request_body = CurrencyInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/organization/currencies", tag = "organization", request_body = CurrencyInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn define_currency(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     command.require(Permission::Manage)?;

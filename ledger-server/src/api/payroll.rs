@@ -43,7 +43,7 @@ pub struct CreateInput {
 }
 
 /// `POST /v1/payroll-runs`: a draft run for a period.
-#[utoipa::path(post, path = "/v1/payroll-runs", tag = "payroll runs", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs", tag = "payroll runs", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn create(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: CreateInput = command.json()?;
@@ -74,7 +74,7 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
 }
 
 /// `POST /v1/payroll-runs/{id}/calculate`: calculates or recalculates (until approved).
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/calculate", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/calculate", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn calculate(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -83,7 +83,7 @@ pub async fn calculate(State(state): State<AppState>, Path(id): Path<String>, co
 }
 
 /// `POST /v1/payroll-runs/{id}/preview`: what a calculation would give; records nothing.
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/preview", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/preview", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)")),
     responses((status = 200, body = PreviewView), Problems))]
 pub async fn preview(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -92,7 +92,7 @@ pub async fn preview(State(state): State<AppState>, Path(id): Path<String>, comm
 }
 
 /// `POST /v1/payroll-runs/{id}/approve`: by someone other than who created or calculated it.
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/approve", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/approve", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -103,7 +103,7 @@ pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, comm
 
 /// `POST /v1/payroll-runs/{id}/process`: pays every pending item and completes the run.
 /// Safe to repeat: it pays what is still pending and nobody twice.
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/process", tag = "payroll runs", params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/process", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = ProcessView), Problems))]
 pub async fn process(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -124,11 +124,12 @@ pub async fn process(State(state): State<AppState>, Path(id): Path<String>, comm
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     reason: String,
 }
 
 /// `POST /v1/payroll-runs/{id}/void`: cancels a run before any payment.
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/void", tag = "payroll runs", request_body = ReasonInput, params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/void", tag = "payroll runs", request_body = ReasonInput, params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn void(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -139,7 +140,7 @@ pub async fn void(State(state): State<AppState>, Path(id): Path<String>, command
 }
 
 /// `POST /v1/payroll-runs/{id}/reverse`: reverses a paid run, item by item.
-#[utoipa::path(post, path = "/v1/payroll-runs/{id}/reverse", tag = "payroll runs", request_body = ReasonInput, params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/reverse", tag = "payroll runs", request_body = ReasonInput, params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn reverse(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
@@ -253,7 +254,7 @@ pub async fn list(
 
 /// `GET /v1/payroll-runs/{id}`.
 #[utoipa::path(get, path = "/v1/payroll-runs/{id}", tag = "payroll runs",
-    params(("id" = String, Path, description = "The payroll run's id (a UUID)"), Consistency),
+    params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), Consistency),
     responses((status = 200, body = RunView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
@@ -316,7 +317,7 @@ pub struct ItemPage {
 
 /// `GET /v1/payroll-runs/{id}/items?after=<employee>&limit=N`.
 #[utoipa::path(get, path = "/v1/payroll-runs/{id}/items", tag = "payroll runs",
-    params(("id" = String, Path, description = "The payroll run's id (a UUID)"), ListQuery),
+    params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ListQuery),
     responses((status = 200, body = ItemPage), Problems))]
 pub async fn items(
     State(state): State<AppState>,

@@ -153,6 +153,7 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonalData {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub full_name: String,
     pub email: Option<String>,
     pub address: Option<String>,

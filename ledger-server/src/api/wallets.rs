@@ -24,12 +24,14 @@ use crate::keys::Permission;
 pub struct OpenInput {
     wallet_id: Option<Uuid>,
     employee_id: Uuid,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     public_key: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     currency: String,
 }
 
 /// `POST /v1/wallets`: opens a wallet for an employee.
-#[utoipa::path(post, path = "/v1/wallets", tag = "wallets", request_body = OpenInput, params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+#[utoipa::path(post, path = "/v1/wallets", tag = "wallets", request_body = OpenInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn open(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: OpenInput = command.json()?;
@@ -54,12 +56,13 @@ pub async fn open(State(state): State<AppState>, command: Command) -> AppResult<
 #[serde(deny_unknown_fields)]
 pub struct WithdrawInput {
     amount: MoneyInput,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     destination: String,
 }
 
 /// `POST /v1/wallets/{id}/withdrawals`: pays out of a wallet (never below zero).
 #[utoipa::path(post, path = "/v1/wallets/{id}/withdrawals", tag = "wallets", request_body = WithdrawInput,
-    params(("id" = String, Path, description = "The wallet's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The wallet's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn withdraw(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let wallet_id = parse_id(&id, "wallet id")?;
@@ -77,13 +80,15 @@ pub async fn withdraw(State(state): State<AppState>, Path(id): Path<String>, com
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleInput {
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     signature: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     block_hash: String,
 }
 
 /// `POST /v1/transactions/{id}/settle`: the payout rail confirmed the payment.
 #[utoipa::path(post, path = "/v1/transactions/{id}/settle", tag = "transactions", request_body = SettleInput,
-    params(("id" = String, Path, description = "The transaction's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, description = "Names the request: a retry with it is answered once")),
+    params(("id" = uuid::Uuid, Path, description = "The transaction's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn settle(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let transaction_id = parse_id(&id, "transaction id")?;
@@ -143,7 +148,7 @@ pub async fn list(
 
 /// `GET /v1/wallets/{id}`: the wallet and its balance.
 #[utoipa::path(get, path = "/v1/wallets/{id}", tag = "wallets",
-    params(("id" = String, Path, description = "The wallet's id (a UUID)"), Consistency),
+    params(("id" = uuid::Uuid, Path, description = "The wallet's id (a UUID)"), Consistency),
     responses((status = 200, body = WalletView), Problems))]
 pub async fn show(
     State(state): State<AppState>,
@@ -198,12 +203,13 @@ pub struct StatementQuery {
     /// Rows per page, 1 to 1,000 (default 100).
     limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
+    #[param(minimum = 0)]
     wait_for_position: Option<i64>,
 }
 
 /// `GET /v1/wallets/{id}/statement?after=<position>`: movements with running balance.
 #[utoipa::path(get, path = "/v1/wallets/{id}/statement", tag = "wallets",
-    params(("id" = String, Path, description = "The wallet's id (a UUID)"), StatementQuery),
+    params(("id" = uuid::Uuid, Path, description = "The wallet's id (a UUID)"), StatementQuery),
     responses((status = 200, body = StatementPage), Problems))]
 pub async fn statement(
     State(state): State<AppState>,
@@ -294,7 +300,7 @@ impl Amounts for TransactionView {
 
 /// `GET /v1/transactions/{id}`: a transaction, its postings and its status log.
 #[utoipa::path(get, path = "/v1/transactions/{id}", tag = "transactions",
-    params(("id" = String, Path, description = "The transaction's id (a UUID)"), Consistency),
+    params(("id" = uuid::Uuid, Path, description = "The transaction's id (a UUID)"), Consistency),
     responses((status = 200, body = TransactionView), Problems))]
 pub async fn transaction(
     State(state): State<AppState>,

@@ -185,6 +185,7 @@ async fn no_input_reaches_a_500_and_amounts_are_canonical_and_bounded() {
         "/v1/audit-logs?actor=a%00b".to_owned(),
         "/v1/wallets/%00".to_owned(),
         format!("/v1/employees?after={employee}&limit=1&wait_for_position=-1"),
+        "/v1/employees?wait_timeout_ms=30001".to_owned(),
     ] {
         let key = if path.starts_with("/v1/audit-logs") || path.starts_with("/v1/events") {
             &world.auditor
@@ -195,6 +196,10 @@ async fn no_input_reaches_a_500_and_amounts_are_canonical_and_bounded() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
         assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
     }
+    // A rate is a decimal string, like an amount: a JSON number is refused.
+    let rule = json!({ "name": "Tax", "party": "employee", "calculation": { "kind": "percentage", "rate": 0.1 }, "liability_account": "tax" });
+    let (status, _) = world.call(Method::PUT, "/v1/organization/rules/tax", &world.admin, Some(rule), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, problem) =
         world.call(Method::PUT, "/v1/organization/rules/a%00b", &world.admin, Some(json!({})), None).await;
     assert_eq!(
