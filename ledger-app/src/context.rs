@@ -79,13 +79,12 @@ impl Context {
         metadata
     }
 
-    /// An id for a new entity: derived from the idempotency key when there is one, so that
-    /// a retried request names the same entity.
-    pub fn new_id(&self, purpose: &str) -> Uuid {
+    /// An id for a new entity: derived from the idempotency key (already scoped by the
+    /// organization) in `namespace` when there is one, so that a retried request names the
+    /// same entity; a random one otherwise. See [`crate::Ledger::new_id`].
+    pub fn new_id_in(&self, namespace: Uuid, purpose: &str) -> Uuid {
         match &self.idempotency {
-            Some(idempotency) => {
-                Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}:{purpose}", idempotency.key).as_bytes())
-            }
+            Some(idempotency) => Uuid::new_v5(&namespace, format!("{}:{purpose}", idempotency.key).as_bytes()),
             None => Uuid::new_v4(),
         }
     }
@@ -98,10 +97,15 @@ pub struct Written {
     pub position: i64,
     /// True when this repeats an earlier request with the same idempotency key.
     pub replayed: bool,
+    /// The first stream the append wrote: the entity a creating command created (for a
+    /// replay, the one the first request created).
+    #[serde(skip)]
+    pub first_stream: Option<Uuid>,
 }
 
 impl From<AppendResult> for Written {
     fn from(result: AppendResult) -> Self {
-        Written { position: result.last_position(), replayed: result.replayed }
+        let first_stream = result.streams.first().map(|head| head.stream_id);
+        Written { position: result.last_position(), replayed: result.replayed, first_stream }
     }
 }

@@ -52,6 +52,8 @@ pub struct Ledger {
     projections: Arc<[&'static str]>,
     pay_batch_items: usize,
     states: Arc<StateCache>,
+    /// The database's namespace of derived ids (`ledger.id_namespace`), read once.
+    id_namespace: Arc<tokio::sync::OnceCell<Uuid>>,
 }
 
 /// The last payroll runs this process loaded, folded: loading one again decodes only the
@@ -167,6 +169,7 @@ impl Ledger {
             projections: projections.into(),
             pay_batch_items: PAY_BATCH_ITEMS,
             states: Arc::default(),
+            id_namespace: Arc::default(),
         }
     }
 
@@ -207,6 +210,19 @@ impl Ledger {
     /// Keeps a state this process holds current (a run it has just paid) for the next load.
     pub fn remember<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &Loaded<A::State>) {
         self.states.put::<A>(organization_id, stream_id, loaded);
+    }
+
+    /// An id for a new entity: UUID v5 of the context's idempotency key (scoped by its
+    /// organization) and `purpose` in this database's own random namespace, so that a retry
+    /// names the same entity and no other tenant can compute it; random without a key.
+    pub async fn new_id(&self, context: &Context, purpose: &str) -> Result<Uuid> {
+        let namespace = self
+            .id_namespace
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, Uuid>("select namespace from ledger.id_namespace").fetch_one(self.pool()).await
+            })
+            .await?;
+        Ok(context.new_id_in(*namespace, purpose))
     }
 
     /// The stored result when this request repeats an earlier one with the same key.

@@ -24,15 +24,23 @@ pub async fn withdraw(
     destination: &str,
 ) -> Result<(Uuid, Written)> {
     if let Some(written) = ledger.replayed(context).await? {
-        return Ok((context.new_id("withdrawal"), written));
+        return replayed(written);
     }
     let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
     loop {
         let outcome = withdraw_once(ledger, context, wallet_id, &amount, destination).await;
         if !attempts.retry(&outcome) {
-            return ledger.or_replayed(context, outcome, |written| (context.new_id("withdrawal"), written)).await;
+            let outcome = ledger.or_replayed(context, outcome.map(Ok), replayed).await?;
+            return outcome;
         }
     }
+}
+
+/// A repeated withdrawal answers the transaction the first one wrote (its append's first
+/// stream).
+fn replayed(written: Written) -> Result<(Uuid, Written)> {
+    let id = written.first_stream.ok_or_else(|| Error::internal("a replayed withdrawal names no transaction"))?;
+    Ok((id, written))
 }
 
 async fn withdraw_once(
@@ -47,7 +55,7 @@ async fn withdraw_once(
     if wallet.state.is_none() {
         return Err(Error::NotFound(format!("no wallet {wallet_id}")));
     }
-    let transaction_id = TransactionId::from_uuid(context.new_id("withdrawal"));
+    let transaction_id = TransactionId::from_uuid(ledger.new_id(context, "withdrawal").await?);
     let record = TransactionCommand::Record {
         transaction_id,
         organization_id: OrganizationId::from_uuid(organization_id),

@@ -84,7 +84,10 @@ pub struct HireInput {
 pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: HireInput = command.json()?;
     let organization_id = command.context.organization_id();
-    let employee_id = input.employee_id.unwrap_or_else(|| command.context.new_id("employee"));
+    let employee_id = match input.employee_id {
+        Some(id) => id,
+        None => state.ledger.new_id(&command.context, "employee").await?,
+    };
     let hire = EmployeeCommand::Hire {
         employee_id: EmployeeId::from_uuid(employee_id),
         organization_id: OrganizationId::from_uuid(organization_id),

@@ -56,7 +56,10 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
         Some(code) => currency(&state.ledger, organization_id, code, "currency").await?,
         None => organization.base_currency.clone(),
     };
-    let run_id = input.payroll_run_id.unwrap_or_else(|| command.context.new_id("payroll_run"));
+    let run_id = match input.payroll_run_id {
+        Some(id) => id,
+        None => state.ledger.new_id(&command.context, "payroll_run").await?,
+    };
     let create = PayrollRunCommand::Create {
         payroll_run_id: PayrollRunId::from_uuid(run_id),
         organization_id: OrganizationId::from_uuid(organization_id),

@@ -63,6 +63,9 @@ pub struct WrittenView {
 /// The answer to a command: `status` (201 for a creation), or 200 for a replay.
 pub fn written(status: StatusCode, entity: Entity, id: Uuid, written: Written) -> Response {
     let status = if written.replayed { StatusCode::OK } else { status };
+    // A replay names the entity the first request wrote (its append's first stream), even if
+    // this request would have derived another id.
+    let id = if written.replayed { written.first_stream.unwrap_or(id) } else { id };
     let mut view = WrittenView { position: written.position, replayed: written.replayed, ..WrittenView::default() };
     let slot = match entity {
         Entity::Organization => &mut view.organization_id,

@@ -40,7 +40,10 @@ pub async fn open(State(state): State<AppState>, command: Command) -> AppResult<
     if employee.is_none() {
         return Err(AppError::NotFound(format!("no employee {}", input.employee_id)));
     }
-    let wallet_id = input.wallet_id.unwrap_or_else(|| command.context.new_id("wallet"));
+    let wallet_id = match input.wallet_id {
+        Some(id) => id,
+        None => state.ledger.new_id(&command.context, "wallet").await?,
+    };
     let open = WalletCommand::Open {
         wallet_id: WalletId::from_uuid(wallet_id),
         organization_id: OrganizationId::from_uuid(organization_id),

@@ -116,3 +116,44 @@ async fn one_organization_reads_nothing_of_another() {
     assert_eq!(rebuilt, 0, "the rebuilt table shows another organization's rows");
     world.stop().await;
 }
+
+/// Another tenant who knows an organization's id and one of its idempotency keys cannot
+/// take, ahead of it, the id its command will derive: derived ids are in a namespace of the
+/// database's own. A retry still names the same entity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_cannot_take_the_id_a_command_will_derive() {
+    let world = World::new().await;
+    world.register().await;
+    let other = json!({ "name": "Other", "base_currency": "USD", "pay_schedule": { "frequency": "monthly", "anchor_date": "2026-01-01" } });
+    world.ok(Method::POST, "/v1/organization", &world.other_admin, Some(other)).await;
+    let hire = |employee_id: Option<String>| {
+        let mut body = json!({
+            "personal": { "full_name": "Grace Hopper", "email": null, "address": null },
+            "position": "Engineer", "department": "R&D",
+            "rate": { "amount": { "amount": "5000.00", "currency": "USD" }, "basis": "monthly" },
+            "pay_frequency": "monthly", "start_date": "2025-06-01"
+        });
+        if let Some(id) = employee_id {
+            body["employee_id"] = json!(id);
+        }
+        body
+    };
+    // What the id would be were it derived in a public namespace, as it was.
+    let guessed =
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{}:hire-1:employee", world.organization).as_bytes());
+    let (status, _) = world
+        .call(Method::POST, "/v1/employees", &world.other_admin, Some(hire(Some(guessed.to_string()))), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, first) =
+        world.call(Method::POST, "/v1/employees", &world.processor, Some(hire(None)), Some("hire-1")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_ne!(first["employee_id"], json!(guessed.to_string()));
+    let (status, again) =
+        world.call(Method::POST, "/v1/employees", &world.processor, Some(hire(None)), Some("hire-1")).await;
+    assert_eq!(
+        (status, &again["employee_id"], again["replayed"].as_bool()),
+        (StatusCode::OK, &first["employee_id"], Some(true))
+    );
+    world.stop().await;
+}
