@@ -482,6 +482,15 @@ pub struct AuditQuery {
     wait_for_position: Option<i64>,
 }
 
+/// A page of the audit log (the bench measures this statement too): filters `$1` actor, `$2`
+/// resource id, `$3` action, `$4`/`$5` time; after the cursor `($6, $7)`; organization `$8`;
+/// limit `$9`.
+pub const AUDIT_PAGE_SQL: &str = "select * from compliance.audit_logs a \
+     where organization_id = $8 and (transaction_id, global_position) > ($6, $7) \
+       and ($1::text is null or actor = $1) and ($2::uuid is null or resource_id = $2) and ($3::text is null or action = $3) \
+       and ($4::timestamptz is null or recorded_at >= $4) and ($5::timestamptz is null or recorded_at <= $5) \
+     order by transaction_id, global_position limit $9";
+
 /// Who did what: one row per event.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditLogView {
@@ -527,24 +536,18 @@ pub async fn audit_logs(
     // In the order the compliance projection applies events, which is the log's: a row that
     // appears late (its transaction committed after a later position's) is after the cursor
     // of any row seen before it.
-    let rows: Vec<AuditLogView> = sqlx::query_as(
-        "select * from compliance.audit_logs a \
-         where organization_id = $8 and (transaction_id, global_position) > ($6, $7) \
-           and ($1::text is null or actor = $1) and ($2::uuid is null or resource_id = $2) and ($3::text is null or action = $3) \
-           and ($4::timestamptz is null or recorded_at >= $4) and ($5::timestamptz is null or recorded_at <= $5) \
-         order by transaction_id, global_position limit $9",
-    )
-    .bind(&query.actor)
-    .bind(query.resource_id)
-    .bind(&query.action)
-    .bind(query.from)
-    .bind(query.to)
-    .bind(i64::try_from(after.transaction_id).map_err(|_| AppError::bad_request("after", "is not a cursor"))?)
-    .bind(after.global_position)
-    .bind(identity.organization_id)
-    .bind(limit)
-    .fetch_all(&mut *read)
-    .await?;
+    let rows: Vec<AuditLogView> = sqlx::query_as(AUDIT_PAGE_SQL)
+        .bind(&query.actor)
+        .bind(query.resource_id)
+        .bind(&query.action)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(i64::try_from(after.transaction_id).map_err(|_| AppError::bad_request("after", "is not a cursor"))?)
+        .bind(after.global_position)
+        .bind(identity.organization_id)
+        .bind(limit)
+        .fetch_all(&mut *read)
+        .await?;
     read.commit().await?;
     let next_cursor = if rows.len() as i64 == limit {
         rows.last().map(|row| format!("{}-{}", row.transaction_id, row.global_position))

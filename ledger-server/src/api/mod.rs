@@ -1,7 +1,7 @@
 //! The HTTP API (axum, JSON). Commands for processors, reads of the projected tables,
 //! the event stream for auditors. See `docs/api.md` and `docs/openapi.json`.
 
-mod audit;
+pub mod audit;
 mod employees;
 pub mod extract;
 pub mod openapi;

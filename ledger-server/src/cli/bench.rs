@@ -63,6 +63,7 @@ enum Part {
     Payroll,
     Rebuild,
     Replay,
+    Audit,
 }
 
 /// Median, min and max of several runs of one figure.
@@ -154,6 +155,9 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     }
     if runs(Part::Replay) {
         replay_latency(&pool, &args, &mut report).await?;
+    }
+    if runs(Part::Audit) {
+        audit_page_latency(&pool, &args, &mut report).await?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -570,6 +574,60 @@ async fn replay_latency(pool: &PgPool, args: &BenchArgs, report: &mut Report) ->
             format!("replay {kind} as of a position ({events} events): p99"),
             "ms",
             vec![percentile(&latencies, 0.99)],
+        ));
+    }
+    Ok(())
+}
+
+/// Rows per audit log page, as a client asks for them.
+const AUDIT_PAGE_ROWS: i64 = 100;
+
+/// A page of `GET /v1/audit-logs` (its statement, as the API reader of the organization with
+/// the most rows) after a cursor at a random row, `--replays` times: p50 and p99.
+async fn audit_page_latency(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let ledger = super::ledger_over(pool.clone());
+    let events = EventStore::new(pool.clone()).count_after(ledger_store::Checkpoint::START).await?;
+    let Some((organization, rows)): Option<(Uuid, i64)> = sqlx::query_as(
+        "select organization_id, count(*) from compliance.audit_logs group by 1 order by 2 desc limit 1",
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(());
+    };
+    let cursors: Vec<(i64, i64)> = sqlx::query_as(
+        "select transaction_id, global_position from compliance.audit_logs where organization_id = $1 order by random() limit $2",
+    )
+    .bind(organization)
+    .bind(args.replays as i64)
+    .fetch_all(pool)
+    .await?;
+    let mut latencies = Vec::with_capacity(cursors.len());
+    for (transaction_id, global_position) in cursors {
+        let started = Instant::now();
+        let mut read = ledger.tenant_read(organization).await?;
+        let page: Vec<sqlx::postgres::PgRow> = sqlx::query(ledger_server::api::audit::AUDIT_PAGE_SQL)
+            .bind(None::<String>)
+            .bind(None::<Uuid>)
+            .bind(None::<String>)
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .bind(None::<chrono::DateTime<chrono::Utc>>)
+            .bind(transaction_id)
+            .bind(global_position)
+            .bind(organization)
+            .bind(AUDIT_PAGE_ROWS)
+            .fetch_all(&mut *read)
+            .await?;
+        read.commit().await?;
+        drop(page);
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    for (label, fraction) in [("p50", 0.5), ("p99", 0.99)] {
+        report.add(Figure::of(
+            format!("audit log page of {AUDIT_PAGE_ROWS} ({rows} rows of one organization, {events} events): {label}"),
+            "ms",
+            vec![percentile(&latencies, fraction)],
         ));
     }
     Ok(())
