@@ -91,7 +91,7 @@ impl Context {
 }
 
 /// What a command wrote.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Written {
     /// The last global position written: pass it as `wait_for_position` to read your write.
     pub position: i64,
@@ -99,7 +99,6 @@ pub struct Written {
     pub replayed: bool,
     /// The first stream the append wrote: the entity a creating command created (for a
     /// replay, the one the first request created).
-    #[serde(skip)]
     pub first_stream: Option<Uuid>,
 }
 

@@ -314,12 +314,8 @@ impl Ledger {
         if let Some(written) = self.replayed(context).await? {
             return Ok(written);
         }
-        let outcome = async {
-            let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
-            self.decide_and_append::<A>(context, stream_id, &mut loaded, command).await
-        }
-        .await;
-        self.or_replayed(context, outcome, |written| written).await
+        let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
+        self.decide_or_replay::<A>(context, stream_id, &mut loaded, command).await
     }
 
     /// [`Ledger::execute`] against a state the caller already holds with its version (a
@@ -340,6 +336,21 @@ impl Ledger {
             *loaded = self.load::<A>(context.organization_id(), stream_id).await?;
             return Ok(written);
         }
+        self.decide_or_replay::<A>(context, stream_id, loaded, command).await
+    }
+
+    /// Decides and appends; when that fails because an identical request with the key won
+    /// meanwhile, answers its replay (see [`Ledger::or_replayed`]) with the state reloaded.
+    async fn decide_or_replay<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        loaded: &mut Loaded<A::State>,
+        command: A::Command,
+    ) -> Result<Written>
+    where
+        A::Command: Clone,
+    {
         let outcome = self.decide_and_append::<A>(context, stream_id, loaded, command).await;
         if outcome.is_err()
             && let Some(written) = self.replayed(context).await?

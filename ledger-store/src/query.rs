@@ -50,6 +50,17 @@ impl EventQuery {
             .collect()
     }
 
+    /// The query for the event at `position` (none if there is none), to turn a bare
+    /// position into the event's checkpoint.
+    pub fn at_position(position: i64) -> EventQuery {
+        EventQuery {
+            position_after: Some(position - 1),
+            position_to: Some(position),
+            limit: 1,
+            ..EventQuery::default()
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.position_after.is_some() && self.log_after.is_some() {
             return Err(StoreError::invalid("position_after", "give position_after or log_after, not both"));

@@ -20,7 +20,6 @@ use ledger_core::payroll::{
 use ledger_core::transaction::{TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings};
 use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
 use ledger_store::StreamAppend;
-use serde::Serialize;
 use uuid::Uuid;
 
 use super::{BATCH_ATTEMPTS_MAX, LOOKUP_WAIT, RecordedItems, load_many, read_tables};
@@ -30,7 +29,7 @@ use crate::ledger::{KeyUse, Ledger, Loaded};
 use crate::retry::Attempts;
 
 /// The outcome of processing a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ProcessReport {
     pub status: RunStatus,
     pub paid_now: u64,

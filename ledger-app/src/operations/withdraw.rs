@@ -30,8 +30,7 @@ pub async fn withdraw(
     loop {
         let outcome = withdraw_once(ledger, context, wallet_id, &amount, destination).await;
         if !attempts.retry(&outcome) {
-            let outcome = ledger.or_replayed(context, outcome.map(Ok), replayed).await?;
-            return outcome;
+            return ledger.or_replayed(context, outcome.map(Ok), replayed).await?;
         }
     }
 }

@@ -72,12 +72,7 @@ async fn cursor(ledger: &Ledger, identity: &Identity, after: Option<&str>) -> Ap
     if position <= 0 {
         return Ok(Checkpoint::START);
     }
-    let at = EventQuery {
-        position_after: Some(position - 1),
-        position_to: Some(position),
-        limit: 1,
-        ..EventQuery::default()
-    };
+    let at = EventQuery::at_position(position);
     let found = page(ledger, identity, &at).await?;
     found.first().map(|event| event.checkpoint()).ok_or_else(|| {
         AppError::bad_request(

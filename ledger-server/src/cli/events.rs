@@ -60,12 +60,7 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
     let after = match args.after {
         None | Some(..=0) => Checkpoint::START,
         Some(position) => {
-            let at = EventQuery {
-                position_after: Some(position - 1),
-                position_to: Some(position),
-                limit: 1,
-                ..EventQuery::default()
-            };
+            let at = EventQuery::at_position(position);
             let found = store.query_events(&at).await?;
             found.first().map(|event| event.checkpoint()).with_context(|| format!("no event at position {position}"))?
         }
