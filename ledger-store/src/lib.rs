@@ -6,6 +6,7 @@
 mod append;
 mod chain;
 pub mod checkpoint;
+pub mod cluster;
 mod error;
 mod event;
 pub mod local_postgres;
@@ -66,10 +67,10 @@ impl EventStore {
         &self.pool
     }
 
-    /// Applies the pending migrations.
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
+    /// Applies the pending migrations, begins this cluster's era and repairs missing roles
+    /// and grants where it may (see [`cluster::prepare`]).
+    pub async fn migrate(&self) -> Result<cluster::Preparation> {
+        cluster::prepare(&self.pool).await
     }
 
     /// The versions of the migrations applied to this database, ascending; empty before the

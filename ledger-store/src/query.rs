@@ -112,7 +112,7 @@ pub(crate) async fn query_events(executor: impl PgExecutor<'_>, query: &EventQue
             .push_bind(after.transaction_id.to_string())
             .push("::xid8, ")
             .push_bind(after.global_position)
-            .push(") and transaction_id < pg_snapshot_xmin(pg_current_snapshot())");
+            .push(") and transaction_id < ledger.read_horizon()");
     }
     if let Some(to) = query.position_to {
         sql.push(" and global_position <= ").push_bind(to);

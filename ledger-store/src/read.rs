@@ -2,9 +2,10 @@
 //!
 //! `read_stream` returns a stream in version order and asserts that its versions are
 //! contiguous. `read_all(after, limit)` returns the log in `(transaction_id,
-//! global_position)` order, only below `pg_snapshot_xmin(pg_current_snapshot())`: an event is
-//! readable once every older transaction has ended, so a late commit is waited for, never
-//! skipped. The [`crate::Checkpoint`] is that pair.
+//! global_position)` order, only below `ledger.read_horizon()` (the oldest running
+//! transaction's id in the cluster's era, see `cluster.rs`): an event is readable once every
+//! older transaction has ended, so a late commit is waited for, never skipped. The
+//! [`crate::Checkpoint`] is that pair.
 //!
 //! The horizon is cluster-wide: a long transaction anywhere in the cluster (another database
 //! included) holds readers back until it ends. Projection runners hold each other back the
@@ -226,7 +227,7 @@ fn read_all_sql(columns: &str) -> String {
     format!(
         "select {columns} from ledger.events \
          where (transaction_id, global_position) > ($1::text::xid8, $2) \
-           and transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+           and transaction_id < ledger.read_horizon() \
          order by events.transaction_id, events.global_position \
          limit $3"
     )

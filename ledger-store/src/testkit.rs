@@ -13,7 +13,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::local_postgres::LocalPostgres;
-use crate::{EventStore, MIGRATOR};
+use crate::EventStore;
 
 /// Connections per test database pool.
 pub const TEST_POOL_CONNECTIONS_MAX: u32 = 20;
@@ -60,7 +60,7 @@ impl TestDatabase {
             .connect(&url)
             .await
             .expect("connecting to the test database");
-        MIGRATOR.run(&pool).await.expect("migrating the test database");
+        crate::cluster::prepare(&pool).await.expect("migrating the test database");
         TestDatabase { pool, name, url, admin_url }
     }
 

@@ -179,7 +179,7 @@ async fn bench_database(admin: &PgPool, keep: bool) -> anyhow::Result<PgPool> {
     }
     let options = admin.connect_options().as_ref().clone().database("payroll_ledger_bench");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(24).connect_with(options).await?;
-    ledger_store::MIGRATOR.run(&pool).await?;
+    ledger_store::cluster::prepare(&pool).await?;
     Ok(pool)
 }
 

@@ -63,7 +63,16 @@ impl Database {
                 format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
             })?;
         if migrations == Migrations::Apply {
-            ledger_store::MIGRATOR.run(&pool).await.context("applying migrations")?;
+            let prepared = ledger_store::cluster::prepare(&pool).await.context("applying migrations")?;
+            if prepared.era_begun && prepared.era > 1 {
+                eprintln!(
+                    "began era {} of the log on this PostgreSQL cluster (the database came from another cluster)",
+                    prepared.era
+                );
+            }
+            if let Some(missing) = prepared.access_missing {
+                eprintln!("warning: {missing}");
+            }
         }
         Ok(Database { pool, location, local })
     }

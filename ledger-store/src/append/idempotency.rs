@@ -39,7 +39,7 @@ pub(super) async fn record_key(
 ) -> Result<()> {
     sqlx::query(
         "insert into ledger.idempotency_keys (idempotency_key, request_hash, transaction_id) \
-         values ($1, $2, pg_current_xact_id())",
+         values ($1, $2, ledger.current_transaction_id())",
     )
     .bind(key)
     .bind(request_hash)

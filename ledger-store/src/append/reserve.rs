@@ -63,6 +63,8 @@ pub(super) struct StreamStart {
 #[derive(Debug)]
 pub(super) struct Reserved {
     pub recorded_at_micros: i64,
+    /// The transaction id the log stores for this transaction (its era's, as text).
+    pub transaction_id: String,
     pub positions: Vec<i64>,
     pub write_method: WriteMethod,
 }
@@ -96,6 +98,7 @@ pub(super) async fn check_and_reserve(
 ) -> Result<(Vec<StreamStart>, Reserved)> {
     type Heads = (
         chrono::DateTime<chrono::Utc>,
+        String,
         Vec<i64>,
         bool,
         Option<Vec<Uuid>>,
@@ -105,8 +108,8 @@ pub(super) async fn check_and_reserve(
         Option<Vec<Vec<u8>>>,
     );
     let stream_ids: Vec<Uuid> = streams.iter().map(|stream| stream.stream_id).collect();
-    let (now, mut positions, row_security, ids, versions, types, organizations, hashes): Heads = sqlx::query_as(
-        "select now(), array(select nextval('ledger.events_global_position_seq') from generate_series(1, $2)), \
+    let (now, transaction_id, mut positions, row_security, ids, versions, types, organizations, hashes): Heads = sqlx::query_as(
+        "select now(), ledger.current_transaction_id()::text, array(select nextval('ledger.events_global_position_seq') from generate_series(1, $2)), \
                 row_security_active('ledger.events'), array_agg(s.stream_id), array_agg(head.stream_version), array_agg(head.stream_type), \
                 array_agg(head.organization_id), array_agg(head.hash) \
          from unnest($1::uuid[]) as s(stream_id) \
@@ -140,7 +143,7 @@ pub(super) async fn check_and_reserve(
     // PostgreSQL refuses COPY FROM into a table whose row-level security applies to the role
     // (a login role that is a member of `ledger_writer` rather than the table's owner).
     let write_method = if row_security { WriteMethod::Insert } else { WriteMethod::Copy };
-    Ok((starts, Reserved { recorded_at_micros: now.timestamp_micros(), positions, write_method }))
+    Ok((starts, Reserved { recorded_at_micros: now.timestamp_micros(), transaction_id, positions, write_method }))
 }
 
 /// `count` more positions, for a streamed append whose streams are checked already.

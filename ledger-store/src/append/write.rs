@@ -18,11 +18,13 @@ const INSERT_CHUNK_BYTES: usize = 4 << 20;
 /// Bytes buffered before a COPY chunk is sent.
 const COPY_BUFFER_BYTES: usize = 1 << 20;
 
-/// Writes every row of `source` and returns their positions, in order.
+/// Writes every row of `source` and returns their positions, in order. Every row has the
+/// append's `metadata` and the transaction id its era stores (`transaction_id`, text).
 pub(super) async fn write_rows<'a, E, S>(
     transaction: &mut Transaction<'_, Postgres>,
     source: RowSource<'a, S>,
     metadata: &str,
+    transaction_id: &str,
     method: WriteMethod,
 ) -> std::result::Result<Vec<i64>, E>
 where
@@ -30,8 +32,8 @@ where
     S: Stream<Item = std::result::Result<NewEvent, E>> + Send,
 {
     match method {
-        WriteMethod::Insert => insert_rows(transaction, source, metadata).await,
-        WriteMethod::Copy => copy_rows(transaction, source, metadata).await,
+        WriteMethod::Insert => insert_rows(transaction, source, metadata, transaction_id).await,
+        WriteMethod::Copy => copy_rows(transaction, source, metadata, transaction_id).await,
     }
 }
 
@@ -40,6 +42,7 @@ async fn insert_rows<'a, E, S>(
     transaction: &mut Transaction<'_, Postgres>,
     mut source: RowSource<'a, S>,
     metadata: &str,
+    transaction_id: &str,
 ) -> std::result::Result<Vec<i64>, E>
 where
     E: From<StoreError> + Send,
@@ -53,28 +56,33 @@ where
             positions.push(row.position);
             chunk.push(row);
             if chunk.len() == INSERT_CHUNK_ROWS || bytes >= INSERT_CHUNK_BYTES {
-                insert_chunk(transaction, &chunk, metadata).await?;
+                insert_chunk(transaction, &chunk, metadata, transaction_id).await?;
                 (chunk, bytes) = (Vec::new(), 0);
             }
         }
     }
     if !chunk.is_empty() {
-        insert_chunk(transaction, &chunk, metadata).await?;
+        insert_chunk(transaction, &chunk, metadata, transaction_id).await?;
     }
     Ok(positions)
 }
 
 const INSERT_EVENTS: &str = "\
-insert into ledger.events (global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, \
-    schema_version, payload, metadata, prev_hash, hash) \
-select e.global_position, e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, e.event_type, \
+insert into ledger.events (transaction_id, global_position, event_id, organization_id, stream_type, stream_id, \
+    stream_version, event_type, schema_version, payload, metadata, prev_hash, hash) \
+select $13::text::xid8, e.global_position, e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, e.event_type, \
     e.schema_version, e.payload::jsonb, $9::jsonb, e.prev_hash, e.hash \
 from unnest($1::int8[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::int8[], $7::text[], $8::int4[], $10::text[], \
             $11::bytea[], $12::bytea[]) \
     as e(global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, schema_version, \
          payload, prev_hash, hash)";
 
-async fn insert_chunk(transaction: &mut Transaction<'_, Postgres>, rows: &[Row<'_>], metadata: &str) -> Result<()> {
+async fn insert_chunk(
+    transaction: &mut Transaction<'_, Postgres>,
+    rows: &[Row<'_>],
+    metadata: &str,
+    transaction_id: &str,
+) -> Result<()> {
     let column = |field: fn(&Row<'_>) -> String| rows.iter().map(field).collect::<Vec<_>>();
     sqlx::query(INSERT_EVENTS)
         .bind(rows.iter().map(|row| row.position).collect::<Vec<_>>())
@@ -89,13 +97,14 @@ async fn insert_chunk(transaction: &mut Transaction<'_, Postgres>, rows: &[Row<'
         .bind(column(|row| row.payload.clone()))
         .bind(rows.iter().map(|row| row.prev_hash.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|row| row.hash.to_vec()).collect::<Vec<_>>())
+        .bind(transaction_id)
         .execute(&mut **transaction)
         .await
         .map_err(map_unique_violation)?;
     Ok(())
 }
 
-const COPY_EVENTS: &str = "copy ledger.events (global_position, event_id, organization_id, stream_type, stream_id, \
+const COPY_EVENTS: &str = "copy ledger.events (transaction_id, global_position, event_id, organization_id, stream_type, stream_id, \
     stream_version, event_type, schema_version, payload, metadata, prev_hash, hash) from stdin";
 
 /// Streams the rows with COPY, a buffer at a time, one COPY statement per segment of the
@@ -105,12 +114,15 @@ async fn copy_rows<'a, E, S>(
     transaction: &mut Transaction<'_, Postgres>,
     mut source: RowSource<'a, S>,
     metadata: &str,
+    transaction_id: &str,
 ) -> std::result::Result<Vec<i64>, E>
 where
     E: From<StoreError> + Send,
     S: Stream<Item = std::result::Result<NewEvent, E>> + Send,
 {
+    // Both the same for every row: the line's first and its metadata field.
     let escaped_metadata = escaped(metadata);
+    let line_start = format!("{transaction_id}\t");
     let mut buffer = String::with_capacity(COPY_BUFFER_BYTES + 4096);
     let mut positions = Vec::new();
     while source.prepare(transaction).await? {
@@ -124,6 +136,7 @@ where
                     return Err(error);
                 }
             };
+            buffer.push_str(&line_start);
             push_copy_line(&mut buffer, &row, &escaped_metadata);
             positions.push(row.position);
             if buffer.len() >= COPY_BUFFER_BYTES {
@@ -168,7 +181,8 @@ fn escaped(value: &str) -> String {
     escaped
 }
 
-/// One event's row in COPY's text format; `escaped_metadata` is escaped already.
+/// One event's row in COPY's text format after its transaction id; `escaped_metadata` is
+/// escaped already.
 fn push_copy_line(buffer: &mut String, row: &Row<'_>, escaped_metadata: &str) {
     use std::fmt::Write as _;
     let _ = write!(buffer, "{}\t{}\t{}\t", row.position, row.event_id, row.stream.organization_id);

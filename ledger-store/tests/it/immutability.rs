@@ -130,7 +130,7 @@ async fn insert_by_hand(
     let defaults = [
         ("global_position", "nextval('ledger.events_global_position_seq')"),
         ("recorded_at", "now()"),
-        ("transaction_id", "pg_current_xact_id()"),
+        ("transaction_id", "ledger.current_transaction_id()"),
         ("prev_hash", "(select hash from ledger.events where stream_id = $3 and stream_version = $4 - 1)"),
         ("forged_hash", "null::bytea"),
     ];
@@ -176,7 +176,7 @@ async fn a_client_cannot_write_a_wrong_chain_time_or_position() {
         (2, ("forged_hash", "'\\x00'::bytea"), "hash must be ledger.event_hash"),
         (2, ("forged_hash", "sha256('someone else')"), "hash must be ledger.event_hash"),
         (2, ("recorded_at", "timestamptz '2001-01-01'"), "recorded_at must be the writing transaction's time"),
-        (2, ("transaction_id", "'1'::xid8"), "transaction_id must be the writing transaction's"),
+        (2, ("transaction_id", "'1'::xid8"), "transaction_id must be ledger.current_transaction_id()"),
         (2, ("prev_hash", "sha256('another link')"), "prev_hash must be the hash of the stream's previous event"),
         (2, ("prev_hash", "null::bytea"), "prev_hash must be the hash of the stream's previous event"),
         (2, ("global_position", "0"), "must come after its previous event's"),
