@@ -3,6 +3,7 @@
 //! `payroll-ledger` (src/main.rs) is its CLI.
 
 pub mod api;
+pub mod backup;
 pub mod error;
 pub mod keys;
 pub mod metrics;

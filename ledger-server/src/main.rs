@@ -64,6 +64,18 @@ enum Command {
     },
     /// Query or export events as NDJSON or CSV.
     Events(cli::events::EventsArgs),
+    /// Dump the whole ledger database (log, read tables, keys, eras) into one file.
+    Backup {
+        /// The file to write (pg_dump's custom format).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Restore a backup into the database DATABASE_URL names (created; it must not hold
+    /// tables), on this or another cluster: roles, restore, migrations, era, verify, projections.
+    Restore {
+        /// The file `backup` wrote.
+        file: std::path::PathBuf,
+    },
     /// Recompute every hash chain and name the first event that does not match. Exit 1 if any.
     Verify {
         /// Verify one stream only.

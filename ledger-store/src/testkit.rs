@@ -12,8 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::local_postgres::LocalPostgres;
 use crate::EventStore;
+use crate::local_postgres::LocalPostgres;
 
 /// Connections per test database pool.
 pub const TEST_POOL_CONNECTIONS_MAX: u32 = 20;

@@ -14,6 +14,8 @@ pub const POOL_CONNECTIONS_MAX: u32 = 16;
 #[derive(Debug)]
 pub struct Database {
     pub pool: PgPool,
+    /// The connection URL (with its password: for client programs, never for messages).
+    pub url: String,
     /// Where the data lives, for messages.
     pub location: String,
     local: Option<LocalPostgres>,
@@ -39,25 +41,10 @@ impl Database {
     /// Connects to `url`, or starts (or joins) the private server in `data_dir`, and applies
     /// pending migrations or leaves them.
     pub async fn open(url: Option<&str>, data_dir: &Path, migrations: Migrations) -> anyhow::Result<Database> {
-        let (url, local, location) = match url {
-            Some(url) => (url.to_owned(), None, redact(url)),
-            None => {
-                let dir = absolute(data_dir);
-                let server = tokio::task::spawn_blocking({
-                    let dir = dir.clone();
-                    move || LocalPostgres::ensure_running(&dir)
-                })
-                .await??;
-                let verb = if server.started_here() { "started" } else { "using the running" };
-                eprintln!(
-                    "{verb} private PostgreSQL: data in {}, port {} (set DATABASE_URL to use another server)",
-                    dir.display(),
-                    server.port()
-                );
-                create_database(&server).await?;
-                (server.url(LOCAL_DATABASE), Some(server), dir.display().to_string())
-            }
-        };
+        let Located { url, local, location } = Located::find(url, data_dir).await?;
+        if let Some(server) = &local {
+            create_database(server).await?;
+        }
         let pool =
             PgPoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(|| {
                 format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
@@ -74,7 +61,7 @@ impl Database {
                 eprintln!("warning: {missing}");
             }
         }
-        Ok(Database { pool, location, local })
+        Ok(Database { pool, url, location, local })
     }
 
     /// Closes the pool; stops the private server if this process started it, unless told
@@ -84,6 +71,47 @@ impl Database {
         if let Some(server) = self.local
             && server.started_here()
             && server_after == ServerAfter::Stop
+        {
+            tokio::task::spawn_blocking(move || server.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
+/// The database a command works on: `DATABASE_URL`'s, or the private server's (started or
+/// joined), which this process stops again if it started it.
+pub struct Located {
+    pub url: String,
+    pub local: Option<LocalPostgres>,
+    pub location: String,
+}
+
+impl Located {
+    pub async fn find(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Located> {
+        Ok(match url {
+            Some(url) => Located { url: url.to_owned(), local: None, location: redact(url) },
+            None => {
+                let dir = absolute(data_dir);
+                let server = tokio::task::spawn_blocking({
+                    let dir = dir.clone();
+                    move || LocalPostgres::ensure_running(&dir)
+                })
+                .await??;
+                let verb = if server.started_here() { "started" } else { "using the running" };
+                eprintln!(
+                    "{verb} private PostgreSQL: data in {}, port {} (set DATABASE_URL to use another server)",
+                    dir.display(),
+                    server.port()
+                );
+                Located { url: server.url(LOCAL_DATABASE), local: Some(server), location: dir.display().to_string() }
+            }
+        })
+    }
+
+    /// Stops the private server if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        if let Some(server) = self.local
+            && server.started_here()
         {
             tokio::task::spawn_blocking(move || server.stop()).await??;
         }

@@ -30,9 +30,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print!("{}", ledger_server::api::openapi::document());
         return Ok(ExitCode::SUCCESS);
     }
-    // The bench migrates a database of its own, not the one it connects to.
+    // A restore makes its database.
+    if let Command::Restore { file } = &cli.command {
+        return restore(cli.database_url.as_deref(), &cli.data_dir, file).await;
+    }
+    // The bench migrates a database of its own, not the one it connects to; a backup takes
+    // the database as it is.
     let migrations = match cli.command {
-        Command::Migrate { status: true } | Command::Bench(_) => Migrations::Leave,
+        Command::Migrate { status: true } | Command::Bench(_) | Command::Backup { .. } => Migrations::Leave,
         _ => Migrations::Apply,
     };
     let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrations).await?;
@@ -73,6 +78,8 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Replay { as_of, entity } => replay(database, &as_of, &entity).await?,
         Command::Events(args) => events::run(database, args).await?,
         Command::Verify { stream_id } => return verify(database, stream_id).await,
+        Command::Backup { out } => backup(database, &out).await?,
+        Command::Restore { .. } => unreachable!("answered before the database is opened"),
         Command::Keys { command } => keys(database, command).await?,
         Command::Demo { employees } => demo::run(database, employees).await?,
         Command::Openapi => unreachable!("answered before the database is opened"),
@@ -91,6 +98,42 @@ async fn migrate(database: &Database, status: bool) -> anyhow::Result<()> {
         println!("{state:>8}  {}  {}", migration.version, migration.description);
     }
     Ok(())
+}
+
+async fn backup(database: &Database, out: &std::path::Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let report = ledger_server::backup::backup(&database.url, out, &mut |step| eprintln!("== {step}")).await?;
+    println!(
+        "backed up {} events (head position {}) and the read tables of {} into {} ({} bytes) in {:.1} s",
+        report.events,
+        report.head_position,
+        database.location,
+        out.display(),
+        report.bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn restore(url: Option<&str>, data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let located = database::Located::find(url, data_dir).await?;
+    let started = std::time::Instant::now();
+    let outcome = ledger_server::backup::restore(file, &located.url, &mut |step| eprintln!("== {step}")).await;
+    located.close().await?;
+    let report = outcome?;
+    let era = if report.preparation.era_begun {
+        format!("began era {} of the log on this cluster", report.preparation.era)
+    } else {
+        format!("same cluster, era {}", report.preparation.era)
+    };
+    println!(
+        "restored {} events into {}: every hash chain intact, {era}, projections caught up ({} events applied), in {:.1} s",
+        report.events,
+        report.database,
+        report.projected,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn rebuild(database: &Database, name: Option<String>) -> anyhow::Result<()> {

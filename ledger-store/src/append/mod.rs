@@ -199,8 +199,8 @@ where
     let metadata = metadata_text(&append.metadata, append.idempotency_key.as_deref());
     let metadata = jsonb_of(&mut transaction, &metadata).await?;
     let rows = RowSource::Streamed(StreamedRows::new(target, start, &metadata, reserved.recorded_at_micros, events));
-    let positions = write::write_rows(&mut transaction, rows, &metadata, &reserved.transaction_id, reserved.write_method)
-        .await?;
+    let positions =
+        write::write_rows(&mut transaction, rows, &metadata, &reserved.transaction_id, reserved.write_method).await?;
     if positions.is_empty() {
         return Err(StoreError::invalid("streams[0].events", "a stream in an append needs at least one event").into());
     }
