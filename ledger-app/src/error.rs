@@ -25,6 +25,13 @@ pub enum Error {
     /// A rule of payroll said no.
     #[error(transparent)]
     Domain(DomainError),
+    /// Another request holds the resource (a calculation or payment in progress); nothing was
+    /// written, retry later.
+    #[error("{0}")]
+    Busy(String),
+    /// No database connection came free in time: the service is overloaded, retry later.
+    #[error("the service is busy: no database connection came free in time; retry shortly")]
+    Unavailable,
     /// The read tables a command looks facts up in did not catch up in time.
     #[error("{0}")]
     Timeout(String),
@@ -67,6 +74,8 @@ impl From<StoreError> for Error {
             StoreError::IdempotencyMismatch { .. } => Error::IdempotencyMismatch(error),
             StoreError::Invalid { .. } => Error::Invalid(error.to_string()),
             StoreError::StreamMismatch { .. } => Error::NotFound("no such resource in this organization".to_owned()),
+            StoreError::Busy(detail) => Error::Busy(detail),
+            StoreError::Database(sqlx::Error::PoolTimedOut) => Error::Unavailable,
             other => Error::Internal(other.to_string()),
         }
     }
@@ -86,6 +95,9 @@ impl From<DecodeError> for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            return Error::Unavailable;
+        }
         Error::Internal(error.to_string())
     }
 }

@@ -17,4 +17,4 @@ pub use error::{ProjectionError, Result};
 pub use ledger_codec::AnyEvent;
 pub use projection::Projection;
 pub use rebuild::{RebuildReport, rebuild};
-pub use runner::{ProjectionLag, Runner, RunnerOptions, StepOutcome, lag};
+pub use runner::{ProjectionLag, Runner, RunnerHealth, RunnerOptions, RunnerState, StepOutcome, lag};

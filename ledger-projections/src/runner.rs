@@ -66,12 +66,67 @@ pub enum StepOutcome {
 /// How long a runner waits before stepping again when it was held back.
 pub const HELD_BACK_RETRY: Duration = Duration::from_millis(50);
 
+/// The first wait after a runner's error; it doubles with every error in a row.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between a failing runner's tries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What a runner is doing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RunnerState {
+    /// Waiting for the projection's leadership (another process leads it).
+    Standby,
+    Leading,
+    /// Its last try failed; it tries again after a backoff.
+    Failing {
+        error: String,
+        since: DateTime<Utc>,
+    },
+    /// Asked to stop, or its task ended.
+    Stopped,
+}
+
+/// A runner's state, shared with whoever checks readiness. A runner whose task ends in any
+/// way (a panic included) reads as stopped.
+#[derive(Debug)]
+pub struct RunnerHealth {
+    projection: &'static str,
+    state: std::sync::Mutex<RunnerState>,
+}
+
+impl RunnerHealth {
+    pub fn projection(&self) -> &'static str {
+        self.projection
+    }
+
+    pub fn state(&self) -> RunnerState {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, state: RunnerState) {
+        let mut current = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A failure stays failing (with its first time) until a step works.
+        if let (RunnerState::Failing { since, .. }, RunnerState::Failing { error, .. }) = (&*current, &state) {
+            *current = RunnerState::Failing { error: error.clone(), since: *since };
+            return;
+        }
+        *current = state;
+    }
+
+    /// Marks the runner stopped: call it when its task ends, however it ends.
+    pub fn stopped(&self) {
+        self.set(RunnerState::Stopped);
+    }
+}
+
 /// Runs one projection.
 #[derive(Debug, Clone)]
 pub struct Runner {
     pool: PgPool,
     projection: Arc<dyn Projection>,
     options: RunnerOptions,
+    health: Arc<RunnerHealth>,
 }
 
 /// Applies `events` (already read in gap-free order) with `search_path` set to `schema`.
@@ -113,7 +168,11 @@ pub(crate) async fn read_batch(
 
 impl Runner {
     pub fn new(pool: PgPool, projection: Arc<dyn Projection>, options: RunnerOptions) -> Self {
-        Runner { pool, projection, options }
+        let health = Arc::new(RunnerHealth {
+            projection: projection.name(),
+            state: std::sync::Mutex::new(RunnerState::Standby),
+        });
+        Runner { pool, projection, options, health }
     }
 
     pub fn projection(&self) -> &Arc<dyn Projection> {
@@ -155,17 +214,58 @@ impl Runner {
         }
     }
 
+    /// What this runner is doing, for readiness checks.
+    pub fn health(&self) -> &Arc<RunnerHealth> {
+        &self.health
+    }
+
     /// Runs until `shutdown` turns true: waits as a standby until it holds the projection's
     /// leadership lock, then steps, sleeping on notifications (or the poll interval) when
     /// caught up. Returns after the current step when asked to stop.
+    ///
+    /// Supervised: an error (the database gone, a batch that fails to apply) is logged, the
+    /// runner lets go of its leadership, waits (doubling from [`BACKOFF_MIN`] to
+    /// [`BACKOFF_MAX`]) and starts again from its checkpoint, for ever; nothing is lost or
+    /// applied twice, since a step's rows and checkpoint commit together.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let Some(leadership) = self.lead(&mut shutdown).await? else { return Ok(()) };
+        let mut backoff = BACKOFF_MIN;
+        let outcome = loop {
+            match self.lead_and_follow(&mut shutdown, &mut backoff).await {
+                Ok(()) => break Ok(()),
+                Err(error) => {
+                    tracing::error!(projection = self.projection.name(), %error, retry_in = ?backoff,
+                        "projector step failed; starting again from the checkpoint");
+                    self.health.set(RunnerState::Failing { error: error.to_string(), since: Utc::now() });
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if *shutdown.borrow() {
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        self.health.set(RunnerState::Stopped);
+        outcome
+    }
+
+    /// Leads (after waiting as a standby) and steps until asked to stop; returns the first
+    /// error. `backoff` goes back to its minimum after a step that works.
+    async fn lead_and_follow(&self, shutdown: &mut watch::Receiver<bool>, backoff: &mut Duration) -> Result<()> {
+        self.health.set(RunnerState::Standby);
+        let Some(leadership) = self.lead(shutdown).await? else { return Ok(()) };
         tracing::info!(projection = self.projection.name(), "leading");
         let mut waker = AppendWaker::listen(&self.pool).await?;
+        self.health.set(RunnerState::Leading);
         while !*shutdown.borrow() {
             // Held back, the events it waits for have been notified already: it steps again
             // soon instead of sleeping until the poll interval.
-            let wait = match self.step().await? {
+            let outcome = self.step().await?;
+            *backoff = BACKOFF_MIN;
+            self.health.set(RunnerState::Leading);
+            let wait = match outcome {
                 StepOutcome::Progressed { .. } => continue,
                 StepOutcome::HeldBack => HELD_BACK_RETRY,
                 StepOutcome::CaughtUp => self.options.poll_interval,
@@ -218,23 +318,29 @@ pub struct ProjectionLag {
     pub seconds_behind: Option<f64>,
 }
 
-/// The lag of every projection that has a checkpoint.
-pub async fn lag(store: &EventStore) -> Result<Vec<ProjectionLag>> {
+/// The lag of each named projection: every committed event after its checkpoint (all of the
+/// log for one that has never run).
+pub async fn lag(store: &EventStore, projection_names: &[&str]) -> Result<Vec<ProjectionLag>> {
     let head = store.head().await?;
     let (head_position, head_time) = head.unwrap_or((0, DateTime::<Utc>::UNIX_EPOCH));
+    let stored = checkpoints(store.pool()).await?;
     let mut lags = Vec::new();
-    for stored in checkpoints(store.pool()).await? {
-        let checkpoint_time = store.recorded_at(stored.checkpoint.global_position).await?;
-        let behind = store.count_after(stored.checkpoint).await?;
+    for name in projection_names {
+        let (checkpoint, events_applied) = stored
+            .iter()
+            .find(|stored| stored.projection_name == *name)
+            .map_or((Checkpoint::START, 0), |stored| (stored.checkpoint, stored.events_applied));
+        let checkpoint_time = store.recorded_at(checkpoint.global_position).await?;
+        let behind = store.count_after(checkpoint).await?;
         let seconds_behind = match (behind, checkpoint_time) {
             (0, _) => Some(0.0),
             (_, Some(time)) => Some((head_time - time).num_milliseconds().max(0) as f64 / 1000.0),
             (_, None) => None,
         };
         lags.push(ProjectionLag {
-            projection_name: stored.projection_name,
-            checkpoint: stored.checkpoint,
-            events_applied: stored.events_applied,
+            projection_name: (*name).to_owned(),
+            checkpoint,
+            events_applied,
             head_position,
             events_behind: behind,
             seconds_behind,

@@ -50,6 +50,14 @@ fn client_program(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
+/// The URL as libpq reads it: without the query parameters only sqlx knows (which make
+/// `pg_dump` refuse the URL).
+fn libpq_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let kept: Vec<&str> = query.split('&').filter(|pair| !pair.starts_with("statement-cache-capacity=")).collect();
+    if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) }
+}
+
 /// Runs a client program to its end (on a blocking thread); its stderr names what failed.
 async fn run_program(name: &'static str, args: Vec<String>) -> anyhow::Result<()> {
     let output = tokio::task::spawn_blocking(move || Command::new(client_program(name)).args(&args).output())
@@ -74,8 +82,11 @@ pub async fn backup(url: &str, out: &Path, progress: &mut dyn FnMut(&str)) -> an
     connection.close().await?;
     progress(&format!("dumping {events} events (head position {head_position}) and the read tables"));
     let out_text = out.to_string_lossy().into_owned();
-    run_program("pg_dump", vec!["--format=custom".into(), format!("--file={out_text}"), format!("--dbname={url}")])
-        .await?;
+    run_program(
+        "pg_dump",
+        vec!["--format=custom".into(), format!("--file={out_text}"), format!("--dbname={}", libpq_url(url))],
+    )
+    .await?;
     let bytes = std::fs::metadata(out).with_context(|| format!("reading {out_text}"))?.len();
     Ok(BackupReport { events, head_position, bytes })
 }
@@ -134,7 +145,7 @@ pub async fn restore(file: &Path, url: &str, progress: &mut dyn FnMut(&str)) -> 
             "--no-owner".into(),
             "--single-transaction".into(),
             "--exit-on-error".into(),
-            format!("--dbname={url}"),
+            format!("--dbname={}", libpq_url(url)),
             file.to_string_lossy().into_owned(),
         ],
     )
@@ -165,4 +176,19 @@ pub async fn restore(file: &Path, url: &str, progress: &mut dyn FnMut(&str)) -> 
     }
     pool.close().await;
     Ok(RestoreReport { database, preparation, events, projected })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::libpq_url;
+
+    #[test]
+    fn the_url_for_client_programs_drops_what_only_sqlx_reads() {
+        assert_eq!(libpq_url("postgres://u@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(libpq_url("postgres://u@h/db?statement-cache-capacity=100"), "postgres://u@h/db");
+        assert_eq!(
+            libpq_url("postgres://u@h/db?sslmode=require&statement-cache-capacity=100"),
+            "postgres://u@h/db?sslmode=require"
+        );
+    }
 }

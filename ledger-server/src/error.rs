@@ -29,6 +29,12 @@ pub enum AppError {
     Domain(DomainError),
     #[error("{0}")]
     Timeout(String),
+    /// Another request holds the resource: 409 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
+    /// No database connection came free in time: 503 with `Retry-After`.
+    #[error("the service is busy: no database connection came free in time; retry shortly")]
+    Unavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,6 +83,8 @@ impl From<StoreError> for AppError {
             }
             StoreError::Invalid { .. } => AppError::BadRequest { code: "invalid_field", detail: error.to_string() },
             StoreError::StreamMismatch { .. } => AppError::NotFound("no such resource in this organization".to_owned()),
+            StoreError::Busy(detail) => AppError::Busy(detail),
+            StoreError::Database(error) => error.into(),
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -94,6 +102,8 @@ impl From<ledger_app::Error> for AppError {
             Error::Invalid(detail) => AppError::BadRequest { code: "invalid_field", detail },
             Error::Domain(domain) => domain.into(),
             Error::Timeout(detail) => AppError::Timeout(detail),
+            Error::Busy(detail) => AppError::Busy(detail),
+            Error::Unavailable => AppError::Unavailable,
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -116,6 +126,9 @@ impl From<DecodeError> for AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(error: sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            return AppError::Unavailable;
+        }
         AppError::Internal(error.to_string())
     }
 }
@@ -160,6 +173,8 @@ impl AppError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "Rule violated", domain_code(error).to_owned())
             }
             AppError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout", "timeout".to_owned()),
+            AppError::Busy(_) => (StatusCode::CONFLICT, "Busy", "busy".to_owned()),
+            AppError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Busy", "unavailable".to_owned()),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error", "internal".to_owned()),
         }
     }
@@ -184,6 +199,9 @@ impl IntoResponse for AppError {
         };
         let mut response = (status, axum::Json(problem)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if matches!(self, AppError::Busy(_) | AppError::Unavailable) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

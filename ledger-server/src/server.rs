@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ledger_projections::projections::all;
-use ledger_projections::{Runner, RunnerOptions};
+use ledger_projections::{Runner, RunnerHealth, RunnerOptions};
 use ledger_store::EventStore;
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -17,6 +17,10 @@ use crate::metrics::Metrics;
 
 /// Connections of the pool appends take theirs from, apart from the reads' pool.
 pub const WRITER_CONNECTIONS_MAX: u32 = 16;
+/// The longest an append waits for another writer of the same stream or key.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// The longest a command waits for a connection to append with.
+pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A ledger over `pool` whose read-your-writes waits wait for every projection. Appends get a
 /// pool of their own to the same database (see `EventStore::with_writers`): concurrent
@@ -24,9 +28,13 @@ pub const WRITER_CONNECTIONS_MAX: u32 = 16;
 /// the one they wait for reads on the other pool.
 pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
     let projections = all().iter().map(|projection| projection.name()).collect();
+    // Bounded waits: an append waits at most LOCK_WAIT for another writer of its streams
+    // (then 409 busy), a command at most CONNECTION_WAIT for a connection (then 503).
+    let lock_timeout = format!("{}ms", LOCK_WAIT.as_millis());
     let writers = sqlx::postgres::PgPoolOptions::new()
         .max_connections(WRITER_CONNECTIONS_MAX)
-        .connect_lazy_with((*pool.connect_options()).clone());
+        .acquire_timeout(CONNECTION_WAIT)
+        .connect_lazy_with((*pool.connect_options()).clone().options([("lock_timeout", lock_timeout.as_str())]));
     Ledger::new(EventStore::new(pool).with_writers(writers), metrics, projections)
 }
 
@@ -44,6 +52,20 @@ pub enum Projectors {
     Elsewhere,
 }
 
+/// How the server judges its health.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// A projection with committed events it has not applied, whose checkpoint has not moved
+    /// for this long, makes `/ready` answer 503.
+    pub stall_after: std::time::Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { stall_after: std::time::Duration::from_secs(60) }
+    }
+}
+
 /// A running server; dropping it does not stop it: call [`Server::stop`].
 #[derive(Debug)]
 pub struct Server {
@@ -52,42 +74,97 @@ pub struct Server {
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Runners started by [`start_projectors`]: their health (for `/ready`) and their tasks
+/// (await them after asking them to stop).
+#[derive(Debug)]
+pub struct RunningProjectors {
+    pub health: Vec<Arc<RunnerHealth>>,
+    pub tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningProjectors {
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+impl IntoIterator for RunningProjectors {
+    type Item = JoinHandle<anyhow::Result<()>>;
+    type IntoIter = std::vec::IntoIter<Self::Item>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.tasks.into_iter()
+    }
+}
+
+/// Marks a runner stopped when its task ends, a panic included.
+struct StoppedOnDrop(Arc<RunnerHealth>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped();
+    }
+}
+
 /// Starts the runners of every projection (each waits as a standby if another process
-/// leads it).
+/// leads it), supervised (see `Runner::run`), on a pool of their own: a burst of API
+/// requests cannot take the connections they step with, nor they the API's.
 pub fn start_projectors(
     pool: &PgPool,
     options: RunnerOptions,
     only: Option<&str>,
     stopped: &watch::Receiver<bool>,
-) -> Vec<JoinHandle<anyhow::Result<()>>> {
-    all()
-        .into_iter()
-        .filter(|projection| only.is_none_or(|name| projection.name() == name))
-        .map(|projection| {
-            let runner = Runner::new(pool.clone(), projection, options);
-            let stopped = stopped.clone();
-            tokio::spawn(async move {
-                let name = runner.projection().name();
-                runner.run(stopped).await.map_err(|error| anyhow::anyhow!("projection {name} stopped: {error}"))
-            })
-        })
-        .collect()
+) -> RunningProjectors {
+    let projections: Vec<_> =
+        all().into_iter().filter(|projection| only.is_none_or(|name| projection.name() == name)).collect();
+    // A step holds one connection; the leadership locks and the listeners have their own.
+    let runners_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(projections.len().max(1) as u32 + 1)
+        .connect_lazy_with((*pool.connect_options()).clone());
+    let mut running = RunningProjectors { health: Vec::new(), tasks: Vec::new() };
+    for projection in projections {
+        let runner = Runner::new(runners_pool.clone(), projection, options);
+        running.health.push(runner.health().clone());
+        let stopped = stopped.clone();
+        running.tasks.push(tokio::spawn(async move {
+            let _guard = StoppedOnDrop(runner.health().clone());
+            let name = runner.projection().name();
+            runner.run(stopped).await.map_err(|error| anyhow::anyhow!("projection {name} stopped: {error}"))
+        }));
+    }
+    running
 }
 
 impl Server {
     /// Binds `address` (port 0 for any free port) and serves the API, with the projector
     /// runners unless they run elsewhere.
     pub async fn start(pool: PgPool, address: SocketAddr, projectors: Projectors) -> anyhow::Result<Server> {
+        Server::start_with(pool, address, projectors, ServerOptions::default()).await
+    }
+
+    /// [`Server::start`] with options.
+    pub async fn start_with(
+        pool: PgPool,
+        address: SocketAddr,
+        projectors: Projectors,
+        options: ServerOptions,
+    ) -> anyhow::Result<Server> {
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = match projectors {
+        let running = match projectors {
             Projectors::Here => start_projectors(&pool, RunnerOptions::default(), None, &stopped),
-            Projectors::Elsewhere => Vec::new(),
+            Projectors::Elsewhere => RunningProjectors { health: Vec::new(), tasks: Vec::new() },
         };
+        let mut tasks = running.tasks;
         let metrics = Arc::new(Metrics::new());
         let ledger = ledger(pool, metrics.commands.clone());
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app = router(AppState { ledger, metrics });
+        let app =
+            router(AppState { ledger, metrics, runners: Arc::new(running.health), stall_after: options.stall_after });
         let mut stopped_http = stopped.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, app)

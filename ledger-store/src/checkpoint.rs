@@ -119,3 +119,48 @@ pub async fn projected(executor: impl PgExecutor<'_>, global_position: i64, proj
     .await?;
     Ok(behind == 0 && checkpoints == names.len() as i64)
 }
+
+/// A projection that has committed events to apply and has not moved for a while.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StalledProjection {
+    pub projection_name: String,
+    /// Its checkpoint's position; `None` when it has never run.
+    pub global_position: Option<i64>,
+    /// How long ago the first event it has not applied was recorded.
+    pub waiting_seconds: f64,
+}
+
+/// The named projections that have committed events to apply recorded more than `after`
+/// ago, and whose checkpoint has not moved for as long (or that have never run).
+pub async fn stalled(
+    executor: impl PgExecutor<'_>,
+    projection_names: &[&str],
+    after: std::time::Duration,
+) -> Result<Vec<StalledProjection>> {
+    let names: Vec<String> = projection_names.iter().map(|name| (*name).to_owned()).collect();
+    let rows: Vec<(String, Option<i64>, f64)> = sqlx::query_as(
+        "select name, global_position, waiting from ( \
+             select n.name, c.global_position, c.updated_at, \
+                 extract(epoch from now() - ( \
+                     select e.recorded_at from ledger.events e \
+                     where (e.transaction_id, e.global_position) > \
+                           (coalesce(c.transaction_id, '0'::xid8), coalesce(c.global_position, 0)) \
+                     order by e.transaction_id, e.global_position limit 1))::float8 as waiting \
+             from unnest($1::text[]) as n(name) \
+             left join ledger.projection_checkpoints c on c.projection_name = n.name) behind \
+         where waiting > $2 and (updated_at is null or updated_at < now() - make_interval(secs => $2)) \
+         order by name",
+    )
+    .bind(&names)
+    .bind(after.as_secs_f64())
+    .fetch_all(executor)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(projection_name, global_position, waiting_seconds)| StalledProjection {
+            projection_name,
+            global_position,
+            waiting_seconds,
+        })
+        .collect())
+}

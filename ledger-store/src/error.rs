@@ -23,6 +23,11 @@ pub enum StoreError {
     #[error("stream {stream_id} is stored with {field} {stored:?}, the request says {requested:?}")]
     StreamMismatch { stream_id: Uuid, field: &'static str, stored: String, requested: String },
 
+    /// Another writer holds the stream (or the idempotency key) longer than this append may
+    /// wait. Nothing was written; retry later.
+    #[error("{0}")]
+    Busy(String),
+
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
@@ -38,6 +43,19 @@ fn describe_actual(actual: Option<u64>) -> String {
 }
 
 impl StoreError {
+    /// A lock wait that ran out (`lock_timeout`) becomes [`StoreError::Busy`]; anything else
+    /// stays as it is.
+    pub(crate) fn busy_if_waited_out(self) -> StoreError {
+        match &self {
+            StoreError::Database(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
+                StoreError::Busy(
+                    "another request is writing the same resource and did not finish in time; retry shortly".to_owned(),
+                )
+            }
+            _ => self,
+        }
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         StoreError::Invalid { field: field.into(), problem: problem.into() }
     }

@@ -50,6 +50,13 @@ impl TestDatabase {
     /// Creates and migrates a new database.
     pub async fn new() -> Self {
         let admin_url = tokio::task::spawn_blocking(|| admin_url().to_owned()).await.expect("starting the test server");
+        TestDatabase::new_on(&admin_url).await
+    }
+
+    /// Creates and migrates a new database on the server whose maintenance database
+    /// `admin_url` names (a cluster a test made of its own).
+    pub async fn new_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = format!("ledger_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url).await.expect("connecting to the test server");
         sqlx::query(&format!("create database {name}")).execute(&mut admin).await.expect("creating the test database");

@@ -33,6 +33,11 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// Every projection's name, in the same order.
+pub fn names() -> Vec<&'static str> {
+    all().iter().map(|projection| projection.name()).collect()
+}
+
 /// The projection named `name`.
 pub fn by_name(name: &str) -> crate::error::Result<Arc<dyn Projection>> {
     let projections = all();

@@ -18,7 +18,7 @@ use crate::workload::{Payroll, day, decided, usd_cents};
 async fn wait_for_wallet_projection(store: &EventStore) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let lags = ledger_projections::lag(store).await.unwrap();
+        let lags = ledger_projections::lag(store, &ledger_projections::projections::names()).await.unwrap();
         if lags.iter().any(|lag| lag.projection_name == "wallet" && lag.events_behind == 0) {
             return;
         }

@@ -43,7 +43,7 @@ pub async fn catch_up_all(store: &EventStore) {
 pub async fn wait_until_projected(store: &EventStore) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let lags = ledger_projections::lag(store).await.unwrap();
+        let lags = ledger_projections::lag(store, &ledger_projections::projections::names()).await.unwrap();
         if lags.len() == all().len() && lags.iter().all(|lag| lag.events_behind == 0) {
             return;
         }

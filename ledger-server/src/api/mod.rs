@@ -42,6 +42,10 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 200;
 pub struct AppState {
     pub ledger: Ledger,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The projector runners of this process (none when they run elsewhere).
+    pub runners: Arc<Vec<Arc<ledger_projections::RunnerHealth>>>,
+    /// See `ServerOptions::stall_after`.
+    pub stall_after: std::time::Duration,
 }
 
 /// Every route of the API.

@@ -94,8 +94,9 @@ pub enum Problems {
     /// No such entity in the key's organization, or no such route.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
-    /// A conflict: the entity exists, another writer came first (retry), or the
-    /// idempotency key was used for another request.
+    /// A conflict: the entity exists, another writer came first (retry), another request
+    /// is writing the same resource (`busy`, with `Retry-After`), or the idempotency key was
+    /// used for another request.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
     /// The request body is larger than 1 MiB.
@@ -107,6 +108,10 @@ pub enum Problems {
     /// The projections did not reach the position asked for (`wait_for_position`) in time.
     #[response(status = 504, content_type = "application/problem+json")]
     Timeout(Problem),
+    /// Overloaded: no database connection came free in time (`Retry-After` says when to
+    /// retry); nothing was written.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// How often an employee is paid, or a run pays.

@@ -5,6 +5,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use ledger_projections::RunnerState;
+
 use super::AppState;
 use crate::error::{AppError, AppResult};
 
@@ -27,38 +29,76 @@ pub async fn health() -> &'static str {
     "ok"
 }
 
-/// `GET /ready`: the database answers and every migration is applied.
+/// `GET /ready`: 200 only when the service can serve and its read side moves: the database
+/// answers, every migration is applied, the ledger's era is this cluster's, its roles and
+/// grants are there, this process's projector runners run, and no projection is stalled.
 #[utoipa::path(get, path = "/ready", tag = "system", security(()),
-    responses((status = 200, body = Readiness), (status = 503, description = "Not ready: `reason` says why", body = Readiness)))]
+    responses((status = 200, body = Readiness), (status = 503, description = "Not ready: `reason` says why and what to do", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let expected =
-        ledger_store::MIGRATOR.iter().filter(|migration| migration.migration_type.is_up_migration()).count() as i64;
-    let applied = state.ledger.store().applied_migrations().await.map(|versions| versions.len() as i64);
-    match applied {
-        Ok(applied) if applied == expected => {
-            (StatusCode::OK, Json(Readiness { ready: true, reason: None })).into_response()
-        }
-        Ok(applied) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Readiness {
-                ready: false,
-                reason: Some(format!("{applied} of {expected} migrations applied: run `payroll-ledger migrate`")),
-            }),
-        )
-            .into_response(),
+    let (status, reason) = match unready_reason(&state).await {
+        Ok(None) => (StatusCode::OK, None),
+        Ok(Some(reason)) => (StatusCode::SERVICE_UNAVAILABLE, Some(reason)),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            let reason = Some("the database does not answer".to_owned());
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { ready: false, reason })).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Some(format!("the database does not answer as it should: {error}")))
+        }
+    };
+    (status, Json(Readiness { ready: status == StatusCode::OK, reason })).into_response()
+}
+
+/// Why the service is not ready, if it is not; checked in the order an operator fixes them.
+async fn unready_reason(state: &AppState) -> anyhow::Result<Option<String>> {
+    let store = state.ledger.store();
+    let expected = ledger_store::MIGRATOR.iter().filter(|migration| migration.migration_type.is_up_migration()).count();
+    let applied = store.applied_migrations().await?.len();
+    if applied != expected {
+        return Ok(Some(format!("{applied} of {expected} migrations applied: run `payroll-ledger migrate`")));
+    }
+    if let Some(problem) = ledger_store::cluster::era_problem(store.pool()).await? {
+        return Ok(Some(format!("{problem}: run `payroll-ledger migrate` or restart the server")));
+    }
+    let missing = ledger_store::cluster::access_problems(store.pool()).await?;
+    if !missing.is_empty() {
+        return Ok(Some(format!(
+            "the ledger's database roles or grants are missing ({}): run `payroll-ledger migrate` as a role that may \
+             create roles, or `select ledger.ensure_access();` in psql as one",
+            missing.join("; ")
+        )));
+    }
+    for runner in state.runners.iter() {
+        match runner.state() {
+            RunnerState::Stopped => {
+                return Ok(Some(format!("the {} projector is not running: restart the server", runner.projection())));
+            }
+            RunnerState::Failing { error, since } => {
+                return Ok(Some(format!(
+                    "the {} projector has failed since {since} and keeps retrying: {error}",
+                    runner.projection()
+                )));
+            }
+            RunnerState::Standby | RunnerState::Leading => {}
         }
     }
+    let names = ledger_projections::projections::names();
+    let stalled = ledger_store::checkpoint::stalled(store.pool(), &names, state.stall_after).await?;
+    if let Some(stalled) = stalled.first() {
+        let at = stalled
+            .global_position
+            .map_or("it has never run".to_owned(), |position| format!("its checkpoint is at position {position}"));
+        return Ok(Some(format!(
+            "the {} projection is stalled: committed events have waited {:.0} s and {at}; check that its runner \
+             runs (`payroll-ledger serve` or `project`) and that no long transaction holds the cluster back",
+            stalled.projection_name, stalled.waiting_seconds
+        )));
+    }
+    Ok(None)
 }
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", tag = "system", security(()),
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> AppResult<Response> {
-    let lags = ledger_projections::lag(state.ledger.store()).await?;
+    let lags = ledger_projections::lag(state.ledger.store(), &ledger_projections::projections::names()).await?;
     let text = state.metrics.render(&lags);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

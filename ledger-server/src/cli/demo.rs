@@ -394,7 +394,7 @@ impl Demo {
 
     /// The projections' lag, the hash chains, and how long each phase took.
     async fn print_health(&self) -> anyhow::Result<()> {
-        let lags = ledger_projections::lag(self.ledger.store()).await?;
+        let lags = ledger_projections::lag(self.ledger.store(), &ledger_projections::projections::names()).await?;
         let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
         let worst = lags.iter().map(|lag| lag.events_behind).max().unwrap_or(0);
         println!("  projections  {} caught up (largest lag {worst} events)", lags.len());

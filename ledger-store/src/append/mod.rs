@@ -27,7 +27,7 @@ mod write;
 use sqlx::{Connection as _, PgPool, Postgres};
 
 pub(crate) use idempotency::idempotent_result;
-use reserve::{WriteMethod, check_and_reserve, lock_streams};
+use reserve::{WriteMethod, check_and_reserve, lock_streams, try_lock_stream};
 use rows::{NoSource, RowSource, SliceRows, StreamedRows, asked_of_postgres, jsonb_of, metadata_text};
 pub use write::INSERT_CHUNK_ROWS;
 
@@ -89,7 +89,7 @@ impl Drop for AppendConnection {
 pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
     validate::validate(request)?;
     let mut connection = AppendConnection::acquire(pool).await?;
-    let result = append_on(&mut connection.connection, request).await;
+    let result = append_on(&mut connection.connection, request).await.map_err(StoreError::busy_if_waited_out);
     let ending = if matches!(result, Err(StoreError::Database(_))) { Ending::Unknown } else { Ending::Sound };
     connection.end(ending);
     result
@@ -192,7 +192,10 @@ where
         transaction.rollback().await.map_err(StoreError::from)?;
         return Ok(result);
     }
-    lock_streams(&mut transaction, std::slice::from_ref(target)).await?;
+    // A streamed append holds its stream for as long as its source produces (a calculation:
+    // seconds); a second one would wait all that time holding a connection and then find the
+    // stream changed. It is told at once instead.
+    try_lock_stream(&mut transaction, target).await?;
     let (mut starts, reserved) = check_and_reserve(&mut transaction, std::slice::from_ref(target), 0).await?;
     let start = starts.remove(0);
     let first_version = start.first_version;

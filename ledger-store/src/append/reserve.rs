@@ -50,6 +50,28 @@ pub(super) async fn lock_streams(transaction: &mut Transaction<'_, Postgres>, st
     Ok(())
 }
 
+/// The same locks as [`lock_streams`] for one stream, without waiting for another writer of
+/// it: [`StoreError::Busy`] when one holds it.
+pub(super) async fn try_lock_stream(transaction: &mut Transaction<'_, Postgres>, stream: &StreamAppend) -> Result<()> {
+    let locked: bool = sqlx::query_scalar(
+        "select bool_and(locked) from ( \
+             select pg_advisory_xact_lock_shared($1, $2) is not null as locked \
+             union all select pg_try_advisory_xact_lock($3)) taken",
+    )
+    .bind(LOCK_CLASS_LOG)
+    .bind(LOCK_OBJECT_LOG)
+    .bind(stream_lock_key(stream.stream_id))
+    .fetch_one(&mut **transaction)
+    .await?;
+    if !locked {
+        return Err(StoreError::Busy(format!(
+            "stream {} is being written by another request (a calculation or payment in progress); retry when it is done",
+            stream.stream_id
+        )));
+    }
+    Ok(())
+}
+
 /// Where a stream's new events begin: the version of the first and the hash it follows
 /// (none for a new stream).
 #[derive(Debug)]

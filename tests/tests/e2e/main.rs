@@ -5,6 +5,8 @@ mod bad_input;
 mod contract;
 mod idempotency;
 mod large_run;
+mod operations;
+mod restore;
 mod tenancy;
 
 use ledger_server::keys::{self, Role};
@@ -37,7 +39,11 @@ impl World {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         }
-        let db = TestDatabase::new().await;
+        World::on(TestDatabase::new().await).await
+    }
+
+    /// A world over a database made already.
+    pub async fn on(db: TestDatabase) -> World {
         let address = "127.0.0.1:0".parse().unwrap();
         let server = Server::start(db.pool.clone(), address, Projectors::Here).await.unwrap();
         let (organization, other_organization) = (Uuid::new_v4(), Uuid::new_v4());
