@@ -8,7 +8,7 @@ use ledger_app::Context;
 use ledger_app::staff::hire_in_bulk;
 use ledger_core::money::{Currency, Money};
 use ledger_core::payroll::{CALCULATION_CHUNK_ITEMS, PayrollRunAggregate, RunStatus};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
@@ -63,8 +63,9 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     assert_eq!(world.count_of("PayrollItemsCalculated").await, 0);
     assert_eq!(world.count_of("PayrollRunCalculated").await, 0);
 
-    // Two processors calculating at once: both calculations are recorded whole, one after
-    // the other (the second waited for the run's lock, found it changed and calculated again).
+    // Two processors calculating at once: one calculation is recorded whole; the other is
+    // told the run is busy (a calculation does not wait for another's), or, arriving after
+    // it, recalculates and is recorded whole too.
     let racing: Vec<_> = [world.processor.clone(), world.third_processor.clone()]
         .into_iter()
         .map(|key| {
@@ -72,21 +73,24 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
             tokio::spawn(async move { client.post(url).bearer_auth(key).send().await.unwrap().status() })
         })
         .collect();
+    let mut recorded = 0;
     for calculation in racing {
         let status = calculation.await.unwrap();
-        assert!(status.is_success(), "{status}");
+        assert!(status.is_success() || status == StatusCode::CONFLICT, "{status}");
+        recorded += i64::from(status.is_success());
     }
+    assert!(recorded >= 1);
     let chunks = EMPLOYEES.div_ceil(CALCULATION_CHUNK_ITEMS) as i64;
-    assert_eq!(world.count_of("PayrollItemsCalculated").await, 2 * chunks);
-    assert_eq!(world.count_of("PayrollRunCalculated").await, 2);
+    assert_eq!(world.count_of("PayrollItemsCalculated").await, recorded * chunks);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, recorded);
 
     // The same request twice under one key: recorded once.
     let (first, _) = world.call(Method::POST, &calculate, &world.processor, None, Some("recalculate")).await;
     let (again, replayed) = world.call(Method::POST, &calculate, &world.processor, None, Some("recalculate")).await;
     assert!(first.is_success() && again.is_success(), "{first} {again}");
     assert_eq!(replayed["replayed"].as_bool(), Some(true), "{replayed}");
-    assert_eq!(world.count_of("PayrollItemsCalculated").await, 3 * chunks);
-    assert_eq!(world.count_of("PayrollRunCalculated").await, 3);
+    assert_eq!(world.count_of("PayrollItemsCalculated").await, (recorded + 1) * chunks);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, recorded + 1);
     // A calculation keeps the run it folded as it wrote: loaded next, it is the run a fresh
     // fold of the log gives.
     let calculator = Context::system(world.organization, "processor-9");
@@ -95,7 +99,7 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     let remembered = ledger.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap();
     assert_eq!(remembered, fresh.load::<PayrollRunAggregate>(world.organization, run_id).await.unwrap());
     assert_eq!(remembered.state.as_ref().unwrap().calculated_by.as_deref(), Some("processor-9"));
-    assert_eq!(world.count_of("PayrollRunCalculated").await, 4);
+    assert_eq!(world.count_of("PayrollRunCalculated").await, recorded + 2);
     let verified = ledger.store().verify_all().await.unwrap();
     assert!(verified.is_intact(), "{verified:?}");
 
