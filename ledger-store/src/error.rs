@@ -29,7 +29,7 @@ pub enum StoreError {
     Busy(String),
 
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
 
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -42,20 +42,21 @@ fn describe_actual(actual: Option<u64>) -> String {
     }
 }
 
-impl StoreError {
-    /// A lock wait that ran out (`lock_timeout`) becomes [`StoreError::Busy`]; anything else
-    /// stays as it is.
-    pub(crate) fn busy_if_waited_out(self) -> StoreError {
-        match &self {
-            StoreError::Database(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
-                StoreError::Busy(
-                    "another request is writing the same resource and did not finish in time; retry shortly".to_owned(),
-                )
-            }
-            _ => self,
+/// Every database error the store meets becomes a `StoreError` here: a lock wait that ran out
+/// (`lock_timeout`, SQLSTATE 55P03: another writer held the stream or idempotency key too
+/// long) is [`StoreError::Busy`], on every path (plain and streamed appends alike).
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(database) if database.code().as_deref() == Some("55P03") => StoreError::Busy(
+                "another request is writing the same resource and did not finish in time; retry shortly".to_owned(),
+            ),
+            _ => StoreError::Database(error),
         }
     }
+}
 
+impl StoreError {
     pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         StoreError::Invalid { field: field.into(), problem: problem.into() }
     }

@@ -89,7 +89,7 @@ impl Drop for AppendConnection {
 pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
     validate::validate(request)?;
     let mut connection = AppendConnection::acquire(pool).await?;
-    let result = append_on(&mut connection.connection, request).await.map_err(StoreError::busy_if_waited_out);
+    let result = append_on(&mut connection.connection, request).await;
     let ending = if matches!(result, Err(StoreError::Database(_))) { Ending::Unknown } else { Ending::Sound };
     connection.end(ending);
     result
