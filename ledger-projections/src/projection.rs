@@ -48,6 +48,17 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// Whether it reads events' hashes (the log's tree).
+    fn reads_hashes(&self) -> bool {
+        false
+    }
+
+    /// Whether it takes every event of the log, of any type (the log's tree); then
+    /// `event_types` is ignored.
+    fn handles_every_event(&self) -> bool {
+        false
+    }
+
     /// Applies one event.
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
 

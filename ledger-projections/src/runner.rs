@@ -140,7 +140,8 @@ pub(crate) async fn apply_batch(
     sqlx::query(&format!("set local search_path to {}, public", quote(schema))).execute(&mut *connection).await?;
     let (handled, with_payload) = (projection.event_types(), projection.payload_types());
     let mut batch = Vec::with_capacity(events.len());
-    for event in events.iter().filter(|event| handled.contains(&event.event_type.as_str())) {
+    let every = projection.handles_every_event();
+    for event in events.iter().filter(|event| every || handled.contains(&event.event_type.as_str())) {
         let decoded = if with_payload.contains(&event.event_type.as_str()) { decode(event)? } else { AnyEvent::Other };
         batch.push((event, decoded));
     }
@@ -161,8 +162,12 @@ pub(crate) async fn read_batch(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>> {
     let types = projection.payload_types();
-    let payloads =
-        PayloadSelection { types: &types, bytes_max: BATCH_PAYLOAD_BYTES_MAX, metadata: projection.reads_metadata() };
+    let payloads = PayloadSelection {
+        types: &types,
+        bytes_max: BATCH_PAYLOAD_BYTES_MAX,
+        metadata: projection.reads_metadata(),
+        hashes: projection.reads_hashes(),
+    };
     Ok(EventStore::read_all_in_with_payloads(connection, after, limit, payloads).await?)
 }
 

@@ -28,6 +28,11 @@ pub enum StoreError {
     #[error("{0}")]
     Busy(String),
 
+    /// The log's Merkle tree (`transparency.*`) is missing hashes it should have, or the
+    /// caller asked past its end.
+    #[error("{0}")]
+    Tree(String),
+
     #[error("database error: {0}")]
     Database(sqlx::Error),
 

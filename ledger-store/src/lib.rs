@@ -9,11 +9,14 @@ pub mod checkpoint;
 pub mod cluster;
 mod error;
 mod event;
+pub mod evidence;
 pub mod local_postgres;
 mod query;
 mod read;
+pub mod signing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tree;
 mod verify;
 mod wake;
 
@@ -32,7 +35,7 @@ pub use event::{
 };
 pub use query::EventQuery;
 pub use read::{PayloadSelection, READ_BATCH_MAX};
-pub use verify::{BreakKind, ChainBreak, VerifyReport, VerifyScope};
+pub use verify::{BreakKind, ChainBreak, CheckpointVerification, TreeDifference, VerifyReport, VerifyScope};
 pub use wake::{AppendWaker, NOTIFY_CHANNEL};
 
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
@@ -240,6 +243,16 @@ impl EventStore {
     /// Recomputes the hash chains of `scope`, reporting the events checked as it goes.
     pub async fn verify(&self, scope: VerifyScope, progress: &mut (dyn FnMut(u64) + Send)) -> Result<VerifyReport> {
         verify::verify(&self.pool, scope, progress).await
+    }
+
+    /// Verifies the whole log against a checkpoint saved earlier: every chain, and the Merkle
+    /// root of the log's first `checkpoint.size` events (see [`CheckpointVerification`]).
+    pub async fn verify_against(
+        &self,
+        checkpoint: tree::TreeHead,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<CheckpointVerification> {
+        verify::verify_against(&self.pool, checkpoint, progress).await
     }
 
     /// Recomputes one stream's hash chain.

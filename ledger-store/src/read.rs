@@ -38,8 +38,10 @@ fn event_columns_with(payload: &str, metadata_and_hashes: &str) -> String {
     )
 }
 
-/// In place of the metadata and the hashes, for a reader that needs neither.
-const NO_METADATA_NOR_HASHES: &str = "'{}'::jsonb as metadata, null::bytea as prev_hash, '\\x'::bytea as hash";
+/// In place of the metadata, for a reader that does not need it.
+const NO_METADATA: &str = "'{}'::jsonb as metadata";
+/// In place of the hashes, for a reader that does not need them.
+const NO_HASHES: &str = "null::bytea as prev_hash, '\\x'::bytea as hash";
 
 /// Every event's payload.
 pub(crate) const ALL_PAYLOADS: &str = "payload::text";
@@ -159,14 +161,15 @@ fn check_limit(limit: usize) -> Result<()> {
 }
 
 /// Which payloads a gap-free read carries, how many bytes of payload text a batch reads
-/// before it ends, and whether the events carry their metadata and hashes (without, an
-/// empty object and empty hashes: of seven projections only the audit log reads metadata,
-/// and none the hashes; parsing every event's metadata cost each of them).
+/// before it ends, and whether the events carry their metadata and their hashes (without,
+/// an empty object and empty hashes: of the projections only the audit log reads metadata,
+/// and only the log's tree the hashes; parsing every event's metadata cost each of them).
 #[derive(Debug, Clone, Copy)]
 pub struct PayloadSelection<'a> {
     pub types: &'a [&'a str],
     pub bytes_max: usize,
     pub metadata: bool,
+    pub hashes: bool,
 }
 
 /// A selected payload stored larger than this comes in a query of its own, and only while
@@ -188,7 +191,11 @@ pub(crate) async fn read_all_selected(
     check_limit(limit)?;
     let columns = event_columns_with(
         "case when event_type <> all($4) then 'null' when pg_column_size(payload) <= $5 then payload::text end",
-        if selection.metadata { "metadata, prev_hash, hash" } else { NO_METADATA_NOR_HASHES },
+        &format!(
+            "{}, {}",
+            if selection.metadata { "metadata" } else { NO_METADATA },
+            if selection.hashes { "prev_hash, hash" } else { NO_HASHES }
+        ),
     );
     let rows = sqlx::query(&read_all_sql(&columns))
         .bind(after.transaction_id.to_string())

@@ -205,3 +205,120 @@ async fn walk(
     progress(report.events_checked);
     Ok(report)
 }
+
+/// Where the log first differs from a checkpoint's tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeDifference {
+    /// The leaf (0-based place in log order) where the log and the checkpointed tree part.
+    pub leaf_index: u64,
+    /// The event now at that place in the log; `None` when the log ends before it (events
+    /// were removed).
+    pub global_position: Option<i64>,
+    /// The event the tree recorded at that place when it was built; `None` when unknown.
+    pub recorded_position: Option<i64>,
+}
+
+/// The log against a checkpoint saved earlier.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointVerification {
+    /// The hash chains, recomputed from every event's fields.
+    pub chains: VerifyReport,
+    pub checkpoint_size: u64,
+    /// Events readable in the log now (the checkpoint covers the first `checkpoint_size`).
+    pub log_events: u64,
+    /// Whether the root of the log's first `checkpoint_size` events is the checkpoint's.
+    pub root_matches: bool,
+    /// Whether the stored tree still has the checkpoint's root at its size (then it locates
+    /// the first difference leaf by leaf).
+    pub stored_tree_matches: bool,
+    /// The first place where the log is not what the checkpoint covered; `None` when it is,
+    /// or when the stored tree was changed too and cannot tell (`stored_tree_matches`).
+    pub first_difference: Option<TreeDifference>,
+}
+
+impl CheckpointVerification {
+    /// The log is the checkpointed log, extended, and every chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.root_matches && self.chains.is_intact()
+    }
+}
+
+/// Events per query while comparing the log with the stored tree's leaves.
+const TREE_COMPARE_BATCH: usize = 10_000;
+
+/// Verifies the log against `checkpoint` (a signed tree head saved earlier): recomputes
+/// every chain, and the Merkle root of the log's first `checkpoint.size` events in log order
+/// (leaf = each event's stored hash). From one consistent snapshot. Where the root differs,
+/// the first differing leaf is found by comparing with the stored tree, once that tree is
+/// shown to still have the checkpoint's root.
+pub(crate) async fn verify_against(
+    pool: &PgPool,
+    checkpoint: crate::tree::TreeHead,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<CheckpointVerification> {
+    use crate::tree::{Frontier, leaf_hash, root_at, stored_leaves};
+
+    let mut transaction = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *transaction).await?;
+    let chains = walk(&mut transaction, VerifyScope::All, progress).await?;
+    let stored_tree = crate::tree::head(&mut transaction).await?;
+    let stored_tree_matches =
+        stored_tree.size >= checkpoint.size && root_at(&mut transaction, checkpoint.size).await? == checkpoint.root;
+
+    let mut frontier = Frontier::default();
+    let mut first_difference = None;
+    let mut after = crate::event::Checkpoint::START;
+    let mut log_events = 0u64;
+    loop {
+        let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
+            "select transaction_id::text::int8, global_position, hash from ledger.events \
+             where (transaction_id, global_position) > ($1::text::xid8, $2) and transaction_id < ledger.read_horizon() \
+             order by events.transaction_id, events.global_position limit $3",
+        )
+        .bind(after.transaction_id.to_string())
+        .bind(after.global_position)
+        .bind(TREE_COMPARE_BATCH as i64)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let Some(&(transaction_id, global_position, _)) = rows.last() else { break };
+        after = crate::event::Checkpoint { transaction_id: transaction_id as u64, global_position };
+        let recorded = if stored_tree_matches && first_difference.is_none() && log_events < checkpoint.size {
+            stored_leaves(&mut transaction, log_events, rows.len() as u64).await?
+        } else {
+            Vec::new()
+        };
+        for (offset, (_, global_position, hash)) in rows.iter().enumerate() {
+            let leaf = leaf_hash(hash);
+            if frontier.size() < checkpoint.size {
+                frontier.push(leaf);
+                if stored_tree_matches && first_difference.is_none() && recorded.get(offset) != Some(&leaf) {
+                    first_difference = Some(TreeDifference {
+                        leaf_index: log_events,
+                        global_position: Some(*global_position),
+                        recorded_position: None,
+                    });
+                }
+            }
+            log_events += 1;
+        }
+    }
+    let root_matches = frontier.size() == checkpoint.size && frontier.root() == checkpoint.root;
+    if !root_matches && stored_tree_matches && first_difference.is_none() {
+        // Every event the log has matches, and it has fewer than the checkpoint: the first
+        // missing one is where it differs.
+        first_difference =
+            Some(TreeDifference { leaf_index: log_events, global_position: None, recorded_position: None });
+    }
+    if let Some(difference) = &mut first_difference {
+        difference.recorded_position = crate::tree::position_of_leaf(&mut transaction, difference.leaf_index).await?;
+    }
+    transaction.commit().await?;
+    Ok(CheckpointVerification {
+        chains,
+        checkpoint_size: checkpoint.size,
+        log_events,
+        root_matches,
+        stored_tree_matches,
+        first_difference,
+    })
+}

@@ -6,6 +6,7 @@ mod notification;
 mod organization;
 mod payroll;
 mod transaction;
+mod tree;
 mod wallet;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub use notification::NotificationProjection;
 pub use organization::OrganizationProjection;
 pub use payroll::PayrollProjection;
 pub use transaction::TransactionProjection;
+pub use tree::LogTreeProjection;
 pub use wallet::WalletProjection;
 
 use crate::projection::Projection;
@@ -30,6 +32,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(TransactionProjection),
         Arc::new(NotificationProjection),
         Arc::new(ComplianceProjection),
+        Arc::new(LogTreeProjection),
     ]
 }
 

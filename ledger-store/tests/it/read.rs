@@ -99,7 +99,7 @@ async fn a_payload_selection_bounds_a_batch_by_bytes() {
         &mut connection,
         Checkpoint::START,
         4,
-        PayloadSelection { types: &["Big"], bytes_max: usize::MAX, metadata: true },
+        PayloadSelection { types: &["Big"], bytes_max: usize::MAX, metadata: true, hashes: true },
     )
     .await
     .unwrap();
@@ -107,7 +107,7 @@ async fn a_payload_selection_bounds_a_batch_by_bytes() {
 }
 
 async fn read_big(connection: &mut sqlx::PgConnection, after: Checkpoint, bytes_max: usize) -> Vec<RecordedEvent> {
-    let payloads = PayloadSelection { types: &["Big"], bytes_max, metadata: true };
+    let payloads = PayloadSelection { types: &["Big"], bytes_max, metadata: true, hashes: true };
     EventStore::read_all_in_with_payloads(connection, after, 100, payloads).await.unwrap()
 }
 
@@ -120,12 +120,25 @@ async fn a_selective_read_leaves_metadata_and_hashes_out_unless_asked() {
     store.append(&request).await.unwrap();
     let whole = read_all_until(&store, Checkpoint::START, 3).await;
     let mut connection = db.pool.acquire().await.unwrap();
-    let selection = |metadata| PayloadSelection { types: &["Numbered"], bytes_max: usize::MAX, metadata };
+    let selection =
+        |metadata, hashes| PayloadSelection { types: &["Numbered"], bytes_max: usize::MAX, metadata, hashes };
 
-    let with =
-        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(true)).await.unwrap();
+    let with = EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(true, true))
+        .await
+        .unwrap();
     let without =
-        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(false)).await.unwrap();
+        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(false, false))
+            .await
+            .unwrap();
+    let hashes_only =
+        EventStore::read_all_in_with_payloads(&mut connection, Checkpoint::START, 10, selection(false, true))
+            .await
+            .unwrap();
+    for (hashed, full) in hashes_only.iter().zip(&whole) {
+        assert_eq!(hashed.metadata, serde_json::json!({}));
+        assert_eq!((&hashed.prev_hash, &hashed.hash), (&full.prev_hash, &full.hash));
+    }
+    assert_eq!(hashes_only.len(), 3);
 
     assert_eq!(with, whole);
     assert_eq!(without.len(), 3);
