@@ -8,3 +8,4 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod server;
+pub mod transparency;

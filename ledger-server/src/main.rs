@@ -36,6 +36,11 @@ enum Command {
         /// Serve the API only; run projectors elsewhere with `project`.
         #[arg(long)]
         no_projectors: bool,
+        /// With a checkpoint key, how often (seconds) to sign a checkpoint of the log.
+        #[arg(long, env = "PAYROLL_LEDGER_CHECKPOINT_EVERY", default_value_t = 60)]
+        checkpoint_every: u64,
+        #[command(flatten)]
+        key: ledger_server::transparency::KeySource,
     },
     /// Apply pending migrations, or list applied and pending ones with --status.
     Migrate {
@@ -77,10 +82,61 @@ enum Command {
         file: std::path::PathBuf,
     },
     /// Recompute every hash chain and name the first event that does not match. Exit 1 if any.
+    /// With --checkpoint, also check the log against a checkpoint saved earlier: the Merkle
+    /// root of its first events must be the checkpoint's, else the first differing place is named.
     Verify {
         /// Verify one stream only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "checkpoint")]
         stream_id: Option<uuid::Uuid>,
+        /// A signed checkpoint (`payroll-ledger checkpoint --out`, or `note` of GET /v1/checkpoints/latest).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The log's verifier key (`name+id+base64`), or a file holding it; default: derived
+        /// from the configured checkpoint key.
+        #[arg(long)]
+        public_key: Option<String>,
+        #[command(flatten)]
+        key: ledger_server::transparency::KeySource,
+    },
+    /// Make a new signing key for the log's checkpoints: the private key goes to --out (keep
+    /// it off the database host if you can), the verifier key is printed for auditors.
+    Keygen {
+        /// The log's name (the checkpoints' origin), e.g. payroll.example.com/ledger.
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key (created with mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a checkpoint of the log's Merkle tree (after catching the tree up) and print it.
+    /// Refuses when the tree does not extend the last checkpoint this key signed.
+    Checkpoint {
+        /// Also write the signed checkpoint to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        key: ledger_server::transparency::KeySource,
+    },
+    /// Export a payroll run's evidence pack: its events with inclusion proofs against a signed checkpoint.
+    Evidence {
+        /// The payroll run.
+        #[arg(long)]
+        run: uuid::Uuid,
+        /// The file to write (JSON).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        key: ledger_server::transparency::KeySource,
+    },
+    /// Check an evidence pack offline (no database): every event hash, chain link, inclusion
+    /// proof and the checkpoint's signature. Exit 1 if anything fails.
+    VerifyEvidence {
+        /// The pack `evidence` wrote.
+        file: PathBuf,
+        /// The log's verifier key (`name+id+base64`) or a file holding it. Without it the pack's
+        /// own key is used, which proves only that the pack agrees with itself.
+        #[arg(long)]
+        public_key: Option<String>,
     },
     /// Create, list or revoke API keys.
     Keys {

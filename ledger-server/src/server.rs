@@ -52,17 +52,25 @@ pub enum Projectors {
     Elsewhere,
 }
 
-/// How the server judges its health.
-#[derive(Debug, Clone, Copy)]
+/// How the server judges its health, and signs checkpoints.
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// A projection with committed events it has not applied, whose checkpoint has not moved
     /// for this long, makes `/ready` answer 503.
     pub stall_after: std::time::Duration,
+    /// The log's checkpoint key: with one, the server signs a checkpoint every
+    /// `checkpoint_every` and evidence packs get a fresh one.
+    pub checkpoint_key: Option<Arc<ledger_store::signing::LogKey>>,
+    pub checkpoint_every: std::time::Duration,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { stall_after: std::time::Duration::from_secs(60) }
+        ServerOptions {
+            stall_after: std::time::Duration::from_secs(60),
+            checkpoint_key: None,
+            checkpoint_every: crate::transparency::CHECKPOINT_EVERY,
+        }
     }
 }
 
@@ -159,12 +167,29 @@ impl Server {
             Projectors::Elsewhere => RunningProjectors { health: Vec::new(), tasks: Vec::new() },
         };
         let mut tasks = running.tasks;
+        if let Some(key) = &options.checkpoint_key {
+            let signing = crate::transparency::sign_periodically(
+                pool.clone(),
+                key.clone(),
+                options.checkpoint_every,
+                stopped.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                signing.await;
+                Ok(())
+            }));
+        }
         let metrics = Arc::new(Metrics::new());
         let ledger = ledger(pool, metrics.commands.clone());
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let app =
-            router(AppState { ledger, metrics, runners: Arc::new(running.health), stall_after: options.stall_after });
+        let app = router(AppState {
+            ledger,
+            metrics,
+            runners: Arc::new(running.health),
+            stall_after: options.stall_after,
+            checkpoint_key: options.checkpoint_key.clone(),
+        });
         let mut stopped_http = stopped.clone();
         tasks.push(tokio::spawn(async move {
             axum::serve(listener, app)

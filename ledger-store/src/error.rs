@@ -16,7 +16,7 @@ pub enum StoreError {
     IdempotencyMismatch { key: String },
 
     /// The request is malformed; `field` names the part at fault. Nothing was written.
-    #[error("invalid append request: {field}: {problem}")]
+    #[error("invalid {field}: {problem}")]
     Invalid { field: String, problem: String },
 
     /// The stream exists with another type or organization than the request says.

@@ -7,6 +7,7 @@ mod catalog;
 mod crash;
 mod leadership;
 mod rebuild;
+mod tree;
 
 use std::collections::BTreeMap;
 

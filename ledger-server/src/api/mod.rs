@@ -10,6 +10,7 @@ mod payroll;
 pub mod schema;
 mod system;
 pub mod telemetry;
+mod transparency;
 pub mod views;
 mod wallets;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub runners: Arc<Vec<Arc<ledger_projections::RunnerHealth>>>,
     /// See `ServerOptions::stall_after`.
     pub stall_after: std::time::Duration,
+    /// See `ServerOptions::checkpoint_key`.
+    pub checkpoint_key: Option<Arc<ledger_store::signing::LogKey>>,
 }
 
 /// Every route of the API.
@@ -84,6 +87,11 @@ pub fn router(state: AppState) -> Router {
         .route("/events", get(audit::events))
         .route("/events/export", get(audit::export))
         .route("/verify", get(audit::verify))
+        .route("/checkpoints/latest", get(transparency::latest_checkpoint))
+        .route("/checkpoints/public-key", get(transparency::public_key))
+        .route("/proofs/inclusion", get(transparency::inclusion))
+        .route("/proofs/consistency", get(transparency::consistency))
+        .route("/payroll-runs/{id}/evidence", get(transparency::run_evidence))
         .route("/replay/{kind}/{id}", get(audit::replay));
     let router = Router::new()
         .nest("/v1", v1)

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, employees, organization, payroll, system, wallets};
+use super::{audit, employees, organization, payroll, system, transparency, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,11 @@ use super::{audit, employees, organization, payroll, system, wallets};
         audit::export,
         audit::verify,
         audit::replay,
+        transparency::latest_checkpoint,
+        transparency::public_key,
+        transparency::inclusion,
+        transparency::consistency,
+        transparency::run_evidence,
         system::health,
         system::ready,
         system::metrics,

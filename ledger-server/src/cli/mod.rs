@@ -5,6 +5,7 @@ mod database;
 mod demo;
 pub mod events;
 mod progress;
+mod transparency;
 
 use std::process::ExitCode;
 
@@ -16,7 +17,7 @@ use ledger_core::transaction::TransactionAggregate;
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::replay::{AsOf, account_balance_as_of, aggregate_as_of};
 use ledger_server::api::views;
-use ledger_server::server::{Projectors, Server, start_projectors};
+use ledger_server::server::{Projectors, Server, ServerOptions, start_projectors};
 use ledger_store::{EventStore, VerifyScope};
 use uuid::Uuid;
 
@@ -29,6 +30,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(cli.command, Command::Openapi) {
         print!("{}", ledger_server::api::openapi::document());
         return Ok(ExitCode::SUCCESS);
+    }
+    // Keys and evidence need no database.
+    if let Command::Keygen { name, out } = &cli.command {
+        return transparency::keygen(name, out);
+    }
+    if let Command::VerifyEvidence { file, public_key } = &cli.command {
+        return transparency::verify_evidence(file, public_key.as_deref());
     }
     // A restore makes its database.
     if let Command::Restore { file } = &cli.command {
@@ -50,9 +58,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitCode> {
     let pool = &database.pool;
     match command {
-        Command::Serve { bind, no_projectors } => {
+        Command::Serve { bind, no_projectors, checkpoint_every, key } => {
             let projectors = if no_projectors { Projectors::Elsewhere } else { Projectors::Here };
-            let server = Server::start(pool.clone(), bind, projectors).await?;
+            let options = ServerOptions {
+                checkpoint_key: key.load()?.map(std::sync::Arc::new),
+                checkpoint_every: std::time::Duration::from_secs(checkpoint_every.max(1)),
+                ..ServerOptions::default()
+            };
+            if let Some(key) = &options.checkpoint_key {
+                eprintln!("signing a checkpoint of the log every {checkpoint_every} s with key {}", key.verifier_key());
+            }
+            let server = Server::start_with(pool.clone(), bind, projectors, options).await?;
             eprintln!(
                 "serving the API on {} (projectors: {}); Ctrl-C stops",
                 server.url(),
@@ -77,7 +93,15 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Rebuild { name } => rebuild(database, name).await?,
         Command::Replay { as_of, entity } => replay(database, &as_of, &entity).await?,
         Command::Events(args) => events::run(database, args).await?,
-        Command::Verify { stream_id } => return verify(database, stream_id).await,
+        Command::Verify { checkpoint: Some(checkpoint), public_key, key, .. } => {
+            return transparency::verify_checkpoint(database, &checkpoint, public_key.as_deref(), &key).await;
+        }
+        Command::Verify { stream_id, .. } => return verify(database, stream_id).await,
+        Command::Checkpoint { out, key } => transparency::checkpoint(database, out.as_deref(), &key).await?,
+        Command::Evidence { run, out, key } => transparency::evidence(database, run, &out, &key).await?,
+        Command::Keygen { .. } | Command::VerifyEvidence { .. } => {
+            unreachable!("answered before the database is opened")
+        }
         Command::Backup { out } => backup(database, &out).await?,
         Command::Restore { .. } => unreachable!("answered before the database is opened"),
         Command::Keys { command } => keys(database, command).await?,

@@ -8,6 +8,7 @@ mod large_run;
 mod operations;
 mod restore;
 mod tenancy;
+mod transparency;
 
 use ledger_server::keys::{self, Role};
 use ledger_server::server::{Projectors, Server};

@@ -39,7 +39,7 @@ async fn lag_metric(world: &World, projection: &str) -> i64 {
 async fn world_with(projectors: Projectors, stall_after: Duration) -> World {
     let mut world = World::new().await;
     world.server.take().unwrap().stop().await.unwrap();
-    let options = ServerOptions { stall_after };
+    let options = ServerOptions { stall_after, ..ServerOptions::default() };
     let server =
         Server::start_with(world.db.pool.clone(), "127.0.0.1:0".parse().unwrap(), projectors, options).await.unwrap();
     world.server = Some(server);

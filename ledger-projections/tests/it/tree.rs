@@ -1,0 +1,339 @@
+//! The log's Merkle tree: built by its runner batch by batch, equal to the tree of the log
+//! recomputed in memory; its proofs; checkpoints signed over it; verification of the log
+//! against a checkpoint after a superuser tampered with it; evidence packs.
+
+use std::sync::Arc;
+
+use ledger_projections::projections::LogTreeProjection;
+use ledger_projections::{Runner, RunnerOptions};
+use ledger_store::evidence::{build, verify_pack};
+use ledger_store::signing::{LogKey, Signed, sign_checkpoint};
+use ledger_store::testkit::TestDatabase;
+use ledger_store::tree::{self, Frontier, check_record, check_tree, leaf_hash};
+use ledger_store::{
+    AppendRequest, Checkpoint, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamAppend,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+fn append(stream_id: Uuid, expected: ExpectedVersion, count: usize, organization_id: Uuid) -> AppendRequest {
+    let events =
+        (0..count).map(|n| NewEvent::new("Paid", 1, json!({ "n": n, "amount": format!("{}.00", 100 + n) }))).collect();
+    let stream = StreamAppend {
+        organization_id,
+        stream_type: "payroll_run".to_owned(),
+        stream_id,
+        expected_version: expected,
+        events,
+    };
+    AppendRequest::single(stream, Metadata::by("tester"))
+}
+
+/// A log of four streams written in eight transactions, interleaved.
+async fn log(store: &EventStore) -> Vec<Uuid> {
+    let organization = Uuid::new_v4();
+    let streams: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let plan = [(0, 3), (1, 2), (0, 2), (2, 4), (3, 1), (1, 3), (2, 1), (3, 2)];
+    let mut versions = [0u64; 4];
+    for (stream, count) in plan {
+        let expected =
+            if versions[stream] == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(versions[stream]) };
+        store.append(&append(streams[stream], expected, count, organization)).await.unwrap();
+        versions[stream] += count as u64;
+    }
+    streams
+}
+
+async fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    let mut after = Checkpoint::START;
+    loop {
+        let batch = store.read_all(after, 1_000).await.unwrap();
+        let Some(last) = batch.last() else { return events };
+        after = last.checkpoint();
+        events.extend(batch);
+    }
+}
+
+async fn grow_tree(store: &EventStore, batch_size: usize) {
+    let options = RunnerOptions { batch_size, ..RunnerOptions::default() };
+    Runner::new(store.pool().clone(), Arc::new(LogTreeProjection), options).catch_up().await.unwrap();
+}
+
+fn key() -> LogKey {
+    LogKey::parse(&LogKey::generate("payroll.test/ledger").unwrap().0).unwrap()
+}
+
+#[tokio::test]
+async fn the_tree_is_the_logs_tree_batch_after_batch_and_every_proof_checks() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let streams = log(&store).await;
+    // Small batches: leaves are added across many transactions.
+    grow_tree(&store, 3).await;
+    let events = whole_log(&store).await;
+    let mut frontier = Frontier::default();
+    let mut roots = Vec::new();
+    for event in &events {
+        frontier.push(leaf_hash(&event.hash));
+        roots.push(frontier.root());
+    }
+    let mut connection = db.pool.acquire().await.unwrap();
+    let head = tree::head(&mut connection).await.unwrap();
+    assert_eq!((head.size, head.root), (events.len() as u64, frontier.root()));
+    for (leaf, event) in events.iter().enumerate() {
+        assert_eq!(tree::leaf_index(&mut connection, event.global_position).await.unwrap(), Some(leaf as u64));
+        assert_eq!(tree::root_at(&mut connection, leaf as u64 + 1).await.unwrap(), roots[leaf]);
+        let proof = tree::inclusion_proof(&mut connection, head.size, leaf as u64).await.unwrap();
+        check_record(&proof, head.size, head.root, leaf as u64, leaf_hash(&event.hash)).unwrap();
+        assert!(check_record(&proof, head.size, head.root, leaf as u64, leaf_hash(b"another")).is_err());
+        let from = leaf as u64 + 1;
+        let proof = tree::consistency_proof(&mut connection, from, head.size).await.unwrap();
+        check_tree(&proof, head.size, head.root, from, roots[leaf]).unwrap();
+    }
+
+    // The log grows; the tree extends the one it was.
+    let more = append(streams[0], ExpectedVersion::Exact(5), 4, events[0].organization_id);
+    store.append(&more).await.unwrap();
+    grow_tree(&store, 1_000).await;
+    let grown = tree::head(&mut connection).await.unwrap();
+    assert_eq!(grown.size, head.size + 4);
+    let proof = tree::consistency_proof(&mut connection, head.size, grown.size).await.unwrap();
+    check_tree(&proof, grown.size, grown.root, head.size, head.root).unwrap();
+
+    // Out of range: named, nothing computed.
+    for (result, field) in [
+        (tree::inclusion_proof(&mut connection, grown.size + 1, 0).await.map(|_| ()), "tree_size"),
+        (tree::inclusion_proof(&mut connection, 0, 0).await.map(|_| ()), "tree_size"),
+        (tree::inclusion_proof(&mut connection, 3, 3).await.map(|_| ()), "tree_size"),
+        (tree::consistency_proof(&mut connection, 0, 3).await.map(|_| ()), "from"),
+        (tree::consistency_proof(&mut connection, 4, 3).await.map(|_| ()), "from"),
+        (tree::consistency_proof(&mut connection, 1, grown.size + 1).await.map(|_| ()), "to"),
+    ] {
+        let error = result.unwrap_err();
+        assert!(matches!(&error, ledger_store::StoreError::Invalid { field: named, .. } if named == field), "{error}");
+    }
+}
+
+/// One way a superuser can change the log behind the triggers' back.
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    PayloadChanged,
+    LastEventOfStreamDeleted,
+    StreamDeleted,
+    StreamRewrittenWithItsChain,
+    TwoEventsReordered,
+    EventInsertedInThePast,
+}
+
+/// Tampers as a superuser with triggers off (`session_replication_role = replica`); returns
+/// the leaf where the log now first differs and the position of the event it names.
+async fn tamper(db: &TestDatabase, how: Tamper, events: &[RecordedEvent], streams: &[Uuid]) -> (u64, Option<i64>) {
+    let mut connection = db.pool.acquire().await.unwrap();
+    sqlx::query("set session_replication_role = replica").execute(&mut *connection).await.unwrap();
+    let leaf_of = |position: i64| events.iter().position(|event| event.global_position == position).unwrap() as u64;
+    let of_stream = |stream: Uuid| events.iter().filter(move |event| event.stream_id == stream);
+    let outcome = match how {
+        Tamper::PayloadChanged => {
+            let target = of_stream(streams[1]).nth(1).unwrap();
+            sqlx::query("update ledger.events set payload = jsonb_set(payload, '{amount}', '\"999999.00\"') where global_position = $1")
+                .bind(target.global_position)
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            (leaf_of(target.global_position), Some(target.global_position))
+        }
+        Tamper::LastEventOfStreamDeleted => {
+            let target = of_stream(streams[2]).next_back().unwrap();
+            sqlx::query("delete from ledger.events where global_position = $1")
+                .bind(target.global_position)
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            (leaf_of(target.global_position), Some(target.global_position))
+        }
+        Tamper::StreamDeleted => {
+            let first = of_stream(streams[1]).next().unwrap();
+            sqlx::query("delete from ledger.events where stream_id = $1")
+                .bind(streams[1])
+                .execute(&mut *connection)
+                .await
+                .unwrap();
+            (leaf_of(first.global_position), Some(first.global_position))
+        }
+        Tamper::StreamRewrittenWithItsChain => {
+            let stream = streams[3];
+            sqlx::query(
+                "do $$ declare e record; previous bytea := null; begin \
+                   for e in select * from ledger.events where stream_id = $1 order by stream_version loop \
+                     update ledger.events set payload = jsonb_set(payload, '{amount}', '\"1.00\"'), prev_hash = previous, \
+                       hash = ledger.event_hash(previous, e.global_position, e.event_id, e.organization_id, e.stream_type, \
+                         e.stream_id, e.stream_version, e.event_type, e.schema_version, \
+                         jsonb_set(e.payload, '{amount}', '\"1.00\"'), e.metadata, e.recorded_at) \
+                     where global_position = e.global_position returning hash into previous; \
+                   end loop; end $$"
+                    .replace("$1", &format!("'{stream}'"))
+                    .as_str(),
+            )
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+            let first = of_stream(stream).next().unwrap();
+            (leaf_of(first.global_position), Some(first.global_position))
+        }
+        Tamper::TwoEventsReordered => {
+            // The first events of two transactions change places in the log's order.
+            let (a, b) = (&events[3], &events[5]);
+            assert_ne!(a.transaction_id, b.transaction_id);
+            sqlx::query(
+                "update ledger.events set transaction_id = case global_position when $1 then $4::text::xid8 else $3::text::xid8 end \
+                 where global_position in ($1, $2)",
+            )
+            .bind(a.global_position)
+            .bind(b.global_position)
+            .bind(a.transaction_id.to_string())
+            .bind(b.transaction_id.to_string())
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+            (3, Some(events[4].global_position))
+        }
+        Tamper::EventInsertedInThePast => {
+            // A new stream's event in the first transaction, after its events: between the
+            // first transaction's events and the second's.
+            let first = &events[0];
+            let in_first = events.iter().filter(|event| event.transaction_id == first.transaction_id).count() as u64;
+            let position: i64 = sqlx::query_scalar(
+                "insert into ledger.events (global_position, transaction_id, event_id, organization_id, stream_type, stream_id, \
+                   stream_version, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+                 select p, $1::text::xid8, e, $2, 'payroll_run', s, 1, 'Paid', 1, '{\"amount\": \"5000.00\"}', '{}', $3, null, \
+                   ledger.event_hash(null, p, e, $2, 'payroll_run', s, 1, 'Paid', 1, '{\"amount\": \"5000.00\"}', '{}', $3) \
+                 from (select nextval('ledger.events_global_position_seq') as p, gen_random_uuid() as e, gen_random_uuid() as s) v \
+                 returning global_position",
+            )
+            .bind(first.transaction_id.to_string())
+            .bind(first.organization_id)
+            .bind(first.recorded_at)
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+            (in_first, Some(position))
+        }
+    };
+    sqlx::query("reset session_replication_role").execute(&mut *connection).await.unwrap();
+    outcome
+}
+
+#[tokio::test]
+async fn a_checkpoint_catches_every_change_a_superuser_can_make_and_names_where() {
+    for how in [
+        Tamper::PayloadChanged,
+        Tamper::LastEventOfStreamDeleted,
+        Tamper::StreamDeleted,
+        Tamper::StreamRewrittenWithItsChain,
+        Tamper::TwoEventsReordered,
+        Tamper::EventInsertedInThePast,
+    ] {
+        let db = TestDatabase::new().await;
+        let store = db.store();
+        let streams = log(&store).await;
+        grow_tree(&store, 1_000).await;
+        let key = key();
+        let Signed::New(checkpoint) = sign_checkpoint(&db.pool, &key).await.unwrap() else {
+            panic!("a first checkpoint")
+        };
+        let opened = ledger_store::signing::open(&checkpoint.note, key.verifier_key()).unwrap();
+        let events = whole_log(&store).await;
+        let before = store.verify_against(opened.head, &mut |_| {}).await.unwrap();
+        assert!(before.is_intact() && before.first_difference.is_none(), "{how:?}: {before:?}");
+
+        let (leaf, position) = tamper(&db, how, &events, &streams).await;
+        let report = store.verify_against(opened.head, &mut |_| {}).await.unwrap();
+        assert!(!report.is_intact(), "{how:?} went unseen: {report:?}");
+        match how {
+            // The stored hash still stands: the chain shows it (the tree covers hashes).
+            Tamper::PayloadChanged => {
+                let first = report.chains.first_break().unwrap();
+                assert_eq!(Some(first.global_position), position, "{how:?}: {report:?}");
+            }
+            _ => {
+                assert!(!report.root_matches, "{how:?}: {report:?}");
+                assert!(report.stored_tree_matches, "{how:?}: {report:?}");
+                let difference = report.first_difference.clone().unwrap();
+                assert_eq!(difference.leaf_index, leaf, "{how:?}: {report:?}");
+                match how {
+                    Tamper::LastEventOfStreamDeleted | Tamper::StreamDeleted => {
+                        assert_eq!(difference.recorded_position, position, "{how:?}: {report:?}")
+                    }
+                    _ => assert_eq!(difference.global_position, position, "{how:?}: {report:?}"),
+                }
+            }
+        }
+        // Rebuilt over the changed log, the tree no longer extends the signed one: the key
+        // refuses to sign it.
+        if !matches!(how, Tamper::PayloadChanged) {
+            ledger_projections::rebuild(&db.pool, &LogTreeProjection, &mut |_| {}).await.unwrap();
+            let error = sign_checkpoint(&db.pool, &key).await.unwrap_err().to_string();
+            assert!(error.contains("refusing to sign"), "{how:?}: {error}");
+        }
+        db.pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_evidence_pack_verifies_offline_and_shows_each_change() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let streams = log(&store).await;
+    grow_tree(&store, 1_000).await;
+    let key = key();
+    let checkpoint = sign_checkpoint(&db.pool, &key).await.unwrap().checkpoint().clone();
+    // Events after the checkpoint are left out, and counted.
+    let organization = whole_log(&store).await[0].organization_id;
+    store.append(&append(streams[0], ExpectedVersion::Exact(5), 2, organization)).await.unwrap();
+    let pack = build(&db.pool, "run".to_owned(), &[streams[0]], &checkpoint).await.unwrap();
+    assert_eq!((pack.events.len(), pack.events_after_checkpoint), (5, 2));
+
+    let good = verify_pack(&pack, Some(key.verifier_key()));
+    assert!(good.verified() && good.key_from_verifier, "{good:?}");
+    assert_eq!(good.events_checked, 5);
+    // Through JSON and back, as an auditor gets it.
+    let text = serde_json::to_string(&pack).unwrap();
+    assert!(verify_pack(&ledger_store::evidence::parse_pack(&text).unwrap(), Some(key.verifier_key())).verified());
+
+    let mut amount = pack.clone();
+    amount.events[2].payload = amount.events[2].payload.replace("102.00", "902.00");
+    let report = verify_pack(&amount, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("not the hash of its fields")), "{report:?}");
+
+    let mut rehashed = amount.clone();
+    rehashed.events[2].hash = "00".repeat(32);
+    let report = verify_pack(&rehashed, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("inclusion proof does not lead")), "{report:?}");
+
+    let mut dropped = pack.clone();
+    dropped.events.remove(1);
+    let report = verify_pack(&dropped, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("version 2 of the stream is missing")), "{report:?}");
+    let mut cut = pack.clone();
+    cut.events.pop();
+    let report = verify_pack(&cut, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("states 5 events")), "{report:?}");
+
+    // Signed by another key: refused with the log's key; the pack's own key says nothing.
+    let other = self::key();
+    let mut forged = pack.clone();
+    forged.checkpoint =
+        other.sign(ledger_store::signing::open(&pack.checkpoint, key.verifier_key()).unwrap().head).unwrap().note;
+    forged.verifier_key = other.verifier_key().to_owned();
+    let report = verify_pack(&forged, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("checkpoint does not verify")), "{report:?}");
+    // The signature's last bytes changed.
+    let mut bad_signature = pack.clone();
+    let signature_line = bad_signature.checkpoint.lines().last().unwrap().to_owned();
+    let tail = if signature_line.ends_with("AAA=") { "BBB=" } else { "AAA=" };
+    let flipped = format!("{}{tail}", &signature_line[..signature_line.len() - 4]);
+    bad_signature.checkpoint = bad_signature.checkpoint.replace(&signature_line, &flipped);
+    let report = verify_pack(&bad_signature, Some(key.verifier_key()));
+    assert!(report.failures.iter().any(|failure| failure.contains("checkpoint does not verify")), "{report:?}");
+}

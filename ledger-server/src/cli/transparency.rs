@@ -1,0 +1,196 @@
+//! `keygen`, `checkpoint`, `verify --checkpoint`, `evidence`, `verify-evidence`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use ledger_projections::projections::LogTreeProjection;
+use ledger_projections::{Runner, RunnerOptions};
+use ledger_server::transparency::KeySource;
+use ledger_store::EventStore;
+use ledger_store::evidence::{parse_pack, verify_pack};
+use ledger_store::signing::{LogKey, Signed, open, sign_checkpoint};
+
+use super::Progress;
+use super::database::Database;
+
+pub fn keygen(name: &str, out: &Path) -> anyhow::Result<ExitCode> {
+    let (private, public) = LogKey::generate(name)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(out)
+        .with_context(|| format!("creating {} (an existing key is never overwritten)", out.display()))?;
+    std::io::Write::write_all(&mut file, format!("{private}\n").as_bytes())?;
+    eprintln!("wrote the private key to {} (mode 0600); give auditors the verifier key:", out.display());
+    println!("{public}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A verifier key given as text, or the file holding it.
+fn verifier_key(given: Option<&str>, key: Option<&KeySource>) -> anyhow::Result<Option<String>> {
+    if let Some(given) = given {
+        let path = Path::new(given);
+        if path.is_file() {
+            return Ok(Some(std::fs::read_to_string(path)?.trim().to_owned()));
+        }
+        return Ok(Some(given.trim().to_owned()));
+    }
+    Ok(match key {
+        Some(key) => key.load()?.map(|key| key.verifier_key().to_owned()),
+        None => None,
+    })
+}
+
+/// Catches the log's tree up to the log.
+async fn catch_up_tree(database: &Database) -> anyhow::Result<()> {
+    Runner::new(database.pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default()).catch_up().await?;
+    Ok(())
+}
+
+pub async fn checkpoint(database: &Database, out: Option<&Path>, key: &KeySource) -> anyhow::Result<()> {
+    let key = key.require()?;
+    catch_up_tree(database).await?;
+    let signed = sign_checkpoint(&database.pool, &key).await?;
+    let checkpoint = signed.checkpoint();
+    if let Some(out) = out {
+        std::fs::write(out, &checkpoint.note).with_context(|| format!("writing {}", out.display()))?;
+    }
+    print!("{}", checkpoint.note);
+    let what = match &signed {
+        Signed::New(_) => "signed a checkpoint",
+        Signed::Unchanged(_) => "the log has not grown since the last checkpoint; here it is",
+    };
+    eprintln!(
+        "{what}: {} events, root {}{}; keep a copy where the database's owner cannot change it",
+        checkpoint.tree_size,
+        checkpoint.root,
+        out.map(|out| format!(", written to {}", out.display())).unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub async fn verify_checkpoint(
+    database: &Database,
+    checkpoint: &Path,
+    public_key: Option<&str>,
+    key: &KeySource,
+) -> anyhow::Result<ExitCode> {
+    let note = std::fs::read_to_string(checkpoint).with_context(|| format!("reading {}", checkpoint.display()))?;
+    let verifier_key = verifier_key(public_key, Some(key))?
+        .context("pass the log's verifier key with --public-key (or configure the checkpoint key it belongs to)")?;
+    let opened = open(&note, &verifier_key)?;
+    println!(
+        "checkpoint: {} events, root {}, signature verified with {verifier_key}",
+        opened.head.size, opened.head.root
+    );
+    let store = EventStore::new(database.pool.clone());
+    let total = store.count_after(ledger_store::Checkpoint::START).await? as u64;
+    let mut progress = Progress::new("verify", Some(total));
+    let report = store.verify_against(opened.head, &mut |events| progress.set(events)).await?;
+    progress.finish();
+    let mut intact = true;
+    if let Some(first) = report.chains.first_break() {
+        intact = false;
+        println!(
+            "BROKEN chains: {} stream(s); first at position {} (stream {} version {}): {:?}",
+            report.chains.breaks.len(),
+            first.global_position,
+            first.stream_id,
+            first.stream_version,
+            first.kind
+        );
+    }
+    if report.root_matches {
+        println!(
+            "the log's first {} events are the checkpointed log ({} events now)",
+            report.checkpoint_size, report.log_events
+        );
+    } else {
+        intact = false;
+        println!(
+            "NOT the checkpointed log: the root of the log's first {} events differs from the checkpoint's ({} events readable now)",
+            report.checkpoint_size, report.log_events
+        );
+        match &report.first_difference {
+            Some(difference) => {
+                let now = difference.global_position.map_or("no event (the log ends there)".to_owned(), |position| {
+                    format!("the event at position {position}")
+                });
+                let then = difference.recorded_position.map_or("an event no longer found".to_owned(), |position| {
+                    format!("the event at position {position}")
+                });
+                println!(
+                    "first difference at leaf {}: the log has {now} there; the checkpointed log had {then}",
+                    difference.leaf_index
+                );
+            }
+            None => println!(
+                "the stored tree has been changed too, so the first difference cannot be located from the database; \
+                 verify against earlier checkpoints to narrow it down"
+            ),
+        }
+    }
+    if intact {
+        println!("intact: {} events, every chain recomputed and matching", report.chains.events_checked);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+pub async fn evidence(database: &Database, run: uuid::Uuid, out: &Path, key: &KeySource) -> anyhow::Result<()> {
+    let key = key.load()?;
+    if key.is_some() {
+        catch_up_tree(database).await?;
+    }
+    let pack = ledger_server::transparency::run_evidence(&database.pool, run, key.as_ref()).await?;
+    if pack.events.is_empty() && pack.events_after_checkpoint == 0 {
+        bail!("no payroll run {run} in this ledger");
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&pack)?).with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "wrote {}: {} events of payroll run {run} with inclusion proofs{}; check it with `payroll-ledger verify-evidence {} --public-key <key>`",
+        out.display(),
+        pack.events.len(),
+        if pack.events_after_checkpoint > 0 {
+            format!(
+                " ({} later events are after the checkpoint: sign a new one and export again)",
+                pack.events_after_checkpoint
+            )
+        } else {
+            String::new()
+        },
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn verify_evidence(file: &Path, public_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let pack = parse_pack(&text)?;
+    let key = verifier_key(public_key, None)?;
+    let report = verify_pack(&pack, key.as_deref());
+    if !report.key_from_verifier {
+        println!(
+            "(checked with the key inside the pack, {}: pass --public-key to check it is the log's)",
+            pack.verifier_key
+        );
+    }
+    if report.verified() {
+        println!(
+            "verified: {} events of {}, each unchanged and in the signed log of {} events",
+            report.events_checked, pack.subject, report.tree_size
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("NOT verified: {} problem(s)", report.failures.len());
+        for failure in &report.failures {
+            println!("  {failure}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,100 @@
+//! The log's checkpoint key and the server's checkpoint schedule.
+//!
+//! The key (`PRIVATE+KEY+...`, from `payroll-ledger keygen`) is read from a file or from the
+//! environment, never from the database. With a key, the server signs a checkpoint of the
+//! log's tree every [`CHECKPOINT_EVERY`] (when the tree has grown), and evidence packs are
+//! made against a fresh one.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ledger_store::signing::{LogKey, Signed, sign_checkpoint};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+/// How often a server with a key signs a checkpoint (if the tree grew).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// Where the checkpoint key comes from.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KeySource {
+    /// The file holding the log's checkpoint signing key (`payroll-ledger keygen` writes one).
+    #[arg(long, env = "PAYROLL_LEDGER_CHECKPOINT_KEY_FILE")]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// The key itself, for environments that pass secrets as variables (prefer the file).
+    #[arg(long, env = "PAYROLL_LEDGER_CHECKPOINT_KEY", hide_env_values = true)]
+    pub checkpoint_key: Option<String>,
+}
+
+impl KeySource {
+    /// The key, if one is configured; an error saying what is wrong with a configured one.
+    pub fn load(&self) -> anyhow::Result<Option<LogKey>> {
+        let text = match (&self.checkpoint_key_file, &self.checkpoint_key) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the checkpoint key file {}", path.display()))?,
+            (None, Some(text)) => text.clone(),
+            (None, None) => return Ok(None),
+        };
+        let key = LogKey::parse(&text).context(
+            "the checkpoint key is not a signing key: create one with `payroll-ledger keygen --name <log name> --out <file>`",
+        )?;
+        Ok(Some(key))
+    }
+
+    /// The key, or an error saying how to configure one.
+    pub fn require(&self) -> anyhow::Result<LogKey> {
+        self.load()?.context(
+            "no checkpoint key: pass --checkpoint-key-file FILE (or set PAYROLL_LEDGER_CHECKPOINT_KEY_FILE); \
+             `payroll-ledger keygen` makes one",
+        )
+    }
+}
+
+/// Signs a checkpoint every `every` until `stopped` turns true. A failure is logged (and
+/// tried again next time): a tree that does not extend the last checkpoint is never signed.
+pub async fn sign_periodically(pool: PgPool, key: Arc<LogKey>, every: Duration, mut stopped: watch::Receiver<bool>) {
+    loop {
+        match sign_checkpoint(&pool, &key).await {
+            Ok(Signed::New(checkpoint)) => {
+                tracing::info!(tree_size = checkpoint.tree_size, root = %checkpoint.root, "signed a checkpoint")
+            }
+            Ok(Signed::Unchanged(_)) => {}
+            Err(error) => tracing::error!(%error, "could not sign a checkpoint"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Why an evidence pack could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("{0}")]
+    NoCheckpoint(String),
+    #[error(transparent)]
+    Store(#[from] ledger_store::StoreError),
+}
+
+/// The evidence pack of a payroll run: its stream's events with their proofs against a
+/// checkpoint signed now with `key` (when given), or the latest signed one.
+pub async fn run_evidence(
+    pool: &PgPool,
+    run_id: uuid::Uuid,
+    key: Option<&LogKey>,
+) -> Result<ledger_store::evidence::EvidencePack, EvidenceError> {
+    let checkpoint = match key {
+        Some(key) => sign_checkpoint(pool, key).await?.checkpoint().clone(),
+        None => ledger_store::signing::latest(pool).await?.ok_or_else(|| {
+            EvidenceError::NoCheckpoint(
+                "no signed checkpoint yet: run `payroll-ledger checkpoint` with the log's key, or serve with one"
+                    .to_owned(),
+            )
+        })?,
+    };
+    let subject = format!("payroll run {run_id}");
+    Ok(ledger_store::evidence::build(pool, subject, &[run_id], &checkpoint).await?)
+}

@@ -1,0 +1,161 @@
+//! Auditors over HTTP: signed checkpoints, the public key, inclusion and consistency proofs
+//! of their own events only, and evidence packs that verify offline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_server::server::{Projectors, Server, ServerOptions};
+use ledger_store::evidence::{EvidencePack, verify_pack};
+use ledger_store::signing::{LogKey, open, sign_checkpoint};
+use ledger_store::tree::{check_record, check_tree, parse_hash};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::World;
+
+fn key() -> LogKey {
+    LogKey::parse(&LogKey::generate("payroll.test/ledger").unwrap().0).unwrap()
+}
+
+fn hashes(value: &Value) -> Vec<ledger_store::tree::Hash> {
+    value.as_array().unwrap().iter().map(|hash| parse_hash(hash.as_str().unwrap()).unwrap()).collect()
+}
+
+/// Waits until every projection, the log's tree included, has applied the whole log.
+async fn projected(world: &World) {
+    let head = world.head_position().await;
+    world.ok(Method::GET, &format!("/v1/employees?wait_for_position={head}"), &world.processor, None).await;
+}
+
+#[tokio::test]
+async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_away() {
+    let world = World::new().await;
+    world.register().await;
+    world.hire("5000.00", true).await;
+    world.hire("4200.00", false).await;
+    let run = world.calculated_run().await;
+    projected(&world).await;
+
+    // Nothing signed yet: said plainly.
+    let (status, body) = world.get("/v1/checkpoints/latest", &world.auditor).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = world.get(&format!("/v1/payroll-runs/{run}/evidence"), &world.auditor).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("no_checkpoint")), "{body}");
+
+    let key = key();
+    let signed = sign_checkpoint(&world.db.pool, &key).await.unwrap().checkpoint().clone();
+    assert_eq!(signed.tree_size as i64, world.event_count().await);
+    let latest = world.ok(Method::GET, "/v1/checkpoints/latest", &world.compliance, None).await;
+    assert_eq!(latest["tree_size"], signed.tree_size);
+    let head = open(latest["note"].as_str().unwrap(), key.verifier_key()).unwrap().head;
+    assert_eq!(head.root.to_string(), latest["root_hash"]);
+    let public = world.ok(Method::GET, "/v1/checkpoints/public-key", &world.auditor, None).await;
+    assert_eq!(public["verifier_key"], key.verifier_key());
+
+    // An event of the run, proved in the signed tree.
+    let events = world.ok(Method::GET, &format!("/v1/events?stream_id={run}"), &world.auditor, None).await;
+    let event_id = events["events"][0]["event_id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/proofs/inclusion?event_id={event_id}&tree_size={}", head.size);
+    let proof = world.ok(Method::GET, &path, &world.auditor, None).await;
+    assert_eq!(proof["root_hash"], latest["root_hash"]);
+    assert_eq!(proof["checkpoint"]["tree_size"], head.size);
+    let leaf = parse_hash(proof["leaf_hash"].as_str().unwrap()).unwrap();
+    let event_hash = hex::decode(events["events"][0]["hash"].as_str().unwrap()).unwrap();
+    assert_eq!(leaf, ledger_store::tree::leaf_hash(&event_hash));
+    let index = proof["leaf_index"].as_u64().unwrap();
+    check_record(&hashes(&proof["proof"]), head.size, head.root, index, leaf).unwrap();
+
+    // The log grows; the signed tree is a prefix of the grown one.
+    world.hire("3000.00", true).await;
+    projected(&world).await;
+    let consistency =
+        world.ok(Method::GET, &format!("/v1/proofs/consistency?from={}", head.size), &world.auditor, None).await;
+    let to = consistency["to"].as_u64().unwrap();
+    assert!(to > head.size, "{consistency}");
+    let to_root = parse_hash(consistency["to_root"].as_str().unwrap()).unwrap();
+    check_tree(&hashes(&consistency["proof"]), to, to_root, head.size, head.root).unwrap();
+
+    // Another organization sees no proof of these events, nor their run; a processor none at all.
+    let (status, _) = world.get(&path, &world.other_admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = world.get(&format!("/v1/payroll-runs/{run}/evidence"), &world.other_admin).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for forbidden in ["/v1/checkpoints/latest", &path, "/v1/proofs/consistency?from=1"] {
+        let (status, _) = world.get(forbidden, &world.processor).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{forbidden}");
+    }
+
+    // Bad input: 400 naming the parameter, never a 5xx.
+    for (query, field) in [
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=0"), "tree_size"),
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size={}", u64::MAX), "tree_size"),
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=-1"), "tree_size"),
+        ("/v1/proofs/inclusion?event_id=nope".to_owned(), "event_id"),
+        ("/v1/proofs/inclusion".to_owned(), "event_id"),
+        ("/v1/proofs/consistency?from=0".to_owned(), "from"),
+        (format!("/v1/proofs/consistency?from=1&to={}", to + 1), "to"),
+        (format!("/v1/proofs/consistency?from={}&to=2", to), "from"),
+        ("/v1/proofs/consistency?from=1&extra=1".to_owned(), "extra"),
+    ] {
+        let (status, body) = world.get(&query, &world.auditor).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(field), "{query}: {body}");
+    }
+
+    // The run's evidence pack verifies offline with the log's key, not with another.
+    let pack = world.ok(Method::GET, &format!("/v1/payroll-runs/{run}/evidence"), &world.auditor, None).await;
+    let pack: EvidencePack = serde_json::from_value(pack).unwrap();
+    assert_eq!(
+        pack.events.len() as u64 + pack.events_after_checkpoint,
+        events["events"].as_array().unwrap().len() as u64
+    );
+    assert!(!pack.events.is_empty());
+    let report = verify_pack(&pack, Some(key.verifier_key()));
+    assert!(report.verified(), "{report:?}");
+    let stranger = self::key();
+    assert!(!verify_pack(&pack, Some(stranger.verifier_key())).verified());
+
+    // A server with the key signs on its own, on schedule, and serves its key.
+    let server_key = Arc::new(self::key());
+    let options = ServerOptions {
+        checkpoint_key: Some(server_key.clone()),
+        checkpoint_every: Duration::from_millis(200),
+        ..ServerOptions::default()
+    };
+    let keyed =
+        Server::start_with(world.db.pool.clone(), "127.0.0.1:0".parse().unwrap(), Projectors::Elsewhere, options)
+            .await
+            .unwrap();
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let latest: Value = client
+            .get(format!("{}/v1/checkpoints/latest", keyed.url()))
+            .bearer_auth(&world.auditor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if latest["verifier_key"] == server_key.verifier_key() {
+            let head = open(latest["note"].as_str().unwrap(), server_key.verifier_key()).unwrap().head;
+            assert_eq!(head.size, to);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the server signed no checkpoint: {latest}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let public: Value = client
+        .get(format!("{}/v1/checkpoints/public-key", keyed.url()))
+        .bearer_auth(&world.auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public["verifier_key"], server_key.verifier_key());
+    keyed.stop().await.unwrap();
+    world.stop().await;
+}
