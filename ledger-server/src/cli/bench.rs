@@ -1,6 +1,7 @@
 //! `payroll-ledger bench`: the engine measured against raw PostgreSQL on the same server, in
 //! one invocation. Each figure is the median of `--repeat` runs, with min and max.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,8 +16,11 @@ use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
 use ledger_core::wallet::WalletAggregate;
+use ledger_projections::projections::LogTreeProjection;
 use ledger_projections::replay::{AsOf, aggregate_as_of};
+use ledger_projections::{Runner, RunnerOptions};
 use ledger_store::checkpoint::{lock_checkpoint, reset_checkpoint};
+use ledger_store::signing::{LogKey, sign_checkpoint};
 use ledger_store::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, StreamAppend};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -49,6 +53,9 @@ pub struct BenchArgs {
     /// the earlier parts wrote.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Events the log holds (filled with batched appends) when the tree's proofs are timed.
+    #[arg(long, default_value_t = 1_000_000)]
+    tree_events: usize,
     /// Keep the events an earlier run left in `payroll_ledger_bench` (with `--only
     /// rebuild,replay`: measure again over the same log) instead of starting empty.
     #[arg(long)]
@@ -64,6 +71,7 @@ enum Part {
     Rebuild,
     Replay,
     Audit,
+    Tree,
 }
 
 /// Median, min and max of several runs of one figure.
@@ -158,6 +166,9 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     }
     if runs(Part::Audit) {
         audit_page_latency(&pool, &args, &mut report).await?;
+    }
+    if runs(Part::Tree) {
+        tree_figures(&pool, &args, &mut report).await?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
@@ -304,54 +315,156 @@ async fn append_against_copy(pool: &PgPool, args: &BenchArgs, report: &mut Repor
     Ok(())
 }
 
+/// `writers` tasks each appending `appends` single events to a stream of its own: every
+/// append's latency (ms) and the events per second of the whole.
+async fn concurrent_single_appends(
+    store: &EventStore,
+    writers: usize,
+    appends: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (organization, stream) = (Uuid::new_v4(), Uuid::new_v4());
+                let mut latencies = Vec::with_capacity(appends);
+                for version in 0..appends as u64 {
+                    let expected =
+                        if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+                    let request = AppendRequest::single(
+                        StreamAppend {
+                            organization_id: organization,
+                            stream_type: "bench".to_owned(),
+                            stream_id: stream,
+                            expected_version: expected,
+                            events: vec![NewEvent::new("BenchEvent", 1, payload(version as usize))],
+                        },
+                        Metadata::by("bench"),
+                    );
+                    let started = Instant::now();
+                    store.append(&request).await?;
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok::<_, ledger_store::StoreError>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok((latencies, rate))
+}
+
 async fn single_command_latency(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
     for writers in [1usize, 16] {
         let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.repeat {
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..writers)
-                .map(|_| {
-                    let store = store.clone();
-                    let appends = args.appends_per_writer;
-                    tokio::spawn(async move {
-                        let (organization, stream) = (Uuid::new_v4(), Uuid::new_v4());
-                        let mut latencies = Vec::with_capacity(appends);
-                        for version in 0..appends as u64 {
-                            let expected =
-                                if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
-                            let request = AppendRequest::single(
-                                StreamAppend {
-                                    organization_id: organization,
-                                    stream_type: "bench".to_owned(),
-                                    stream_id: stream,
-                                    expected_version: expected,
-                                    events: vec![NewEvent::new("BenchEvent", 1, payload(version as usize))],
-                                },
-                                Metadata::by("bench"),
-                            );
-                            let started = Instant::now();
-                            store.append(&request).await?;
-                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-                        }
-                        Ok::<_, ledger_store::StoreError>(latencies)
-                    })
-                })
-                .collect();
-            let mut latencies = Vec::new();
-            for task in tasks {
-                latencies.extend(task.await??);
-            }
-            let elapsed = started.elapsed().as_secs_f64();
-            latencies.sort_by(f64::total_cmp);
+            let (latencies, rate) = concurrent_single_appends(&store, writers, args.appends_per_writer).await?;
             p50s.push(percentile(&latencies, 0.5));
             p99s.push(percentile(&latencies, 0.99));
-            rates.push(latencies.len() as f64 / elapsed);
+            rates.push(rate);
         }
         report.add(Figure::of(format!("single-event append, {writers} writer(s): p50"), "ms", p50s));
         report.add(Figure::of(format!("single-event append, {writers} writer(s): p99"), "ms", p99s));
         report.add(Figure::of(format!("single-event append, {writers} writer(s): throughput"), "appends/s", rates));
     }
+    Ok(())
+}
+
+/// Catches the log's tree up; returns the events it added.
+async fn catch_up_tree(pool: &PgPool) -> anyhow::Result<u64> {
+    let runner = Runner::new(pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default());
+    Ok(runner.catch_up().await?)
+}
+
+/// The log's Merkle tree: what its runner costs appends (16 writers with the runner on and
+/// off, interleaved), how fast it catches up, and proofs and a checkpoint at `--tree-events`.
+async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let store = EventStore::new(pool.clone());
+    catch_up_tree(pool).await?;
+    let (mut off_rates, mut on_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.repeat {
+        let mut pair = [0.0; 2];
+        for (index, runner_on) in [false, true].into_iter().enumerate() {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let runner = runner_on.then(|| {
+                let runner = Runner::new(pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default());
+                tokio::spawn(async move { runner.run(stopped).await })
+            });
+            let (_, rate) = concurrent_single_appends(&store, 16, args.appends_per_writer).await?;
+            stop.send(true)?;
+            if let Some(runner) = runner {
+                runner.await??;
+            }
+            // Untimed: the tree takes in what the round wrote before the next round.
+            catch_up_tree(pool).await?;
+            pair[index] = rate;
+        }
+        off_rates.push(pair[0]);
+        on_rates.push(pair[1]);
+        ratios.push(pair[1] / pair[0] * 100.0);
+    }
+    report.add(Figure::of("single-event append, 16 writers, tree runner off", "appends/s", off_rates));
+    report.add(Figure::of("single-event append, 16 writers, tree runner on", "appends/s", on_rates));
+    report.add(Figure::of("appends with the tree runner on, share of off", "%", ratios));
+
+    // Grow the log to --tree-events (untimed), then time the tree taking it all in.
+    let mut events = store.count_after(ledger_store::Checkpoint::START).await? as usize;
+    if events < args.tree_events {
+        let mut progress = super::Progress::new("filling the log", Some(args.tree_events as u64));
+        let organization = Uuid::new_v4();
+        while events < args.tree_events {
+            let request = batch(organization, args.events.min(args.tree_events - events).max(3));
+            events += store.append(&request).await?.events.len();
+            progress.set(events as u64);
+        }
+        progress.finish();
+    }
+    let started = Instant::now();
+    let added = catch_up_tree(pool).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    report.add(Figure::of(format!("tree catch-up over {added} new events"), "events/s", vec![added as f64 / seconds]));
+
+    let mut connection = pool.acquire().await?;
+    let size = ledger_store::tree::head(&mut connection).await?.size;
+    let positions: Vec<i64> =
+        sqlx::query_scalar("select global_position from transparency.leaves order by random() limit $1")
+            .bind(args.replays as i64)
+            .fetch_all(&mut *connection)
+            .await?;
+    let (mut inclusion, mut consistency) = (Vec::new(), Vec::new());
+    for (n, position) in positions.iter().enumerate() {
+        // As the API does it: the event's leaf, the proof, the root.
+        let started = Instant::now();
+        let leaf = ledger_store::tree::leaf_index(&mut connection, *position).await?.expect("a leaf");
+        ledger_store::tree::inclusion_proof(&mut connection, size, leaf).await?;
+        ledger_store::tree::root_at(&mut connection, size).await?;
+        inclusion.push(started.elapsed().as_secs_f64() * 1000.0);
+        let from = (leaf + n as u64) % size + 1;
+        let started = Instant::now();
+        ledger_store::tree::consistency_proof(&mut connection, from, size).await?;
+        ledger_store::tree::root_at(&mut connection, from).await?;
+        consistency.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(connection);
+    for (name, mut samples) in [("inclusion", inclusion), ("consistency", consistency)] {
+        samples.sort_by(f64::total_cmp);
+        report.add(Figure::of(format!("{name} proof at {size} events: p50"), "ms", vec![percentile(&samples, 0.5)]));
+        report.add(Figure::of(format!("{name} proof at {size} events: p99"), "ms", vec![percentile(&samples, 0.99)]));
+    }
+    let key = LogKey::parse(&LogKey::generate("bench.payroll-ledger/log")?.0)?;
+    let started = Instant::now();
+    sign_checkpoint(pool, &key).await?;
+    report.add(Figure::of(
+        format!("sign a checkpoint at {size} events"),
+        "ms",
+        vec![started.elapsed().as_secs_f64() * 1000.0],
+    ));
     Ok(())
 }
 
