@@ -420,7 +420,8 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
         let organization = Uuid::new_v4();
         while events < args.tree_events {
             let request = batch(organization, args.events.min(args.tree_events - events).max(3));
-            events += store.append(&request).await?.events.len();
+            store.append(&request).await?;
+            events += request.event_count();
             progress.set(events as u64);
         }
         progress.finish();
