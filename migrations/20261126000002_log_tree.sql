@@ -3,10 +3,13 @@
 --
 -- transparency.* is written by the log_tree projection (ledger-projections), like any read
 -- schema: one batch of leaves and its checkpoint per transaction. A leaf is an event's
--- stored hash; tree_hashes keeps the hash of every complete subtree at every level, at its
+-- stored hash. The tree keeps the hash of every complete subtree at every level at its
 -- stored-hash index (golang.org/x/mod/sumdb/tlog, Crosby and Wallach's layout): the n-th
--- leaf adds 1 + (trailing ones of n) hashes, about two per event, and any root or proof
--- reads O(log n) of them. See ledger-store/src/tree.rs.
+-- leaf adds 1 + (trailing ones of n) hashes, about two per event, written in index order;
+-- they are packed 256 to a row (tree_hashes.chunk = index / 256), so a batch rewrites the
+-- last row and adds a few, and any root or proof reads O(log n) hashes from a few rows. Which
+-- leaf an event is follows from leaf_ranges, one row per batch (its first leaf, its first and
+-- last event in log order). See ledger-store/src/tree.rs.
 --
 -- ledger.signed_checkpoints keeps the checkpoints the operator's key signed (C2SP
 -- tlog-checkpoint in a signed note). The key itself is never stored here; the public key
@@ -15,15 +18,23 @@
 create schema transparency;
 
 create table transparency.tree_hashes (
-    index bigint primary key check (index >= 0),
-    hash  bytea  not null check (length(hash) = 32)
+    chunk  bigint primary key check (chunk >= 0),
+    -- The hashes of stored-hash indexes chunk * 256 onwards, 32 bytes each, at most 256.
+    hashes bytea  not null check (length(hashes) between 32 and 8192 and length(hashes) % 32 = 0)
 );
 
--- Which leaf each event is: for inclusion proofs by event.
-create table transparency.leaves (
-    global_position bigint primary key,
-    leaf_index      bigint not null check (leaf_index >= 0)
+-- Each batch of leaves: the events from (first_transaction_id, first_position) to (last_...)
+-- in log order are leaves first_leaf to first_leaf + leaves - 1.
+create table transparency.leaf_ranges (
+    first_leaf           bigint primary key check (first_leaf >= 0),
+    leaves               integer not null check (leaves >= 1),
+    first_transaction_id xid8    not null,
+    first_position       bigint  not null,
+    last_transaction_id  xid8    not null,
+    last_position        bigint  not null
 );
+
+create index leaf_ranges_by_last_event on transparency.leaf_ranges (last_transaction_id, last_position);
 
 -- The tree's size and root after the last batch (one row).
 create table transparency.tree_head (

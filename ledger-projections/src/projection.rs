@@ -59,6 +59,14 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
+    /// How long its runner lets events gather after a step that was not full (or a wake-up)
+    /// before it reads again. Zero (the default) reads at once: read tables are read right
+    /// after a write. The log's tree lingers, so a steady trickle of appends costs it a
+    /// transaction per batch, not per append.
+    fn linger(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Applies one event.
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()>;
 

@@ -270,14 +270,27 @@ impl Runner {
             let outcome = self.step().await?;
             *backoff = BACKOFF_MIN;
             self.health.set(RunnerState::Leading);
+            let linger = self.projection.linger();
             let wait = match outcome {
-                StepOutcome::Progressed { .. } => continue,
+                StepOutcome::Progressed { events, .. } if events >= self.options.batch_size || linger.is_zero() => {
+                    continue;
+                }
+                StepOutcome::Progressed { .. } => Duration::ZERO,
                 StepOutcome::HeldBack => HELD_BACK_RETRY,
                 StepOutcome::CaughtUp => self.options.poll_interval,
             };
-            tokio::select! {
-                _ = waker.wait(wait) => {}
-                _ = shutdown.changed() => {}
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = waker.wait(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            // Let a trickle gather into one batch (see `Projection::linger`).
+            if !linger.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(linger) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
         }
         leadership.close().await?;

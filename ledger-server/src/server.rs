@@ -22,12 +22,14 @@ pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// The longest a command waits for a connection to append with.
 pub const CONNECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A ledger over `pool` whose read-your-writes waits wait for every projection. Appends get a
+/// A ledger over `pool` whose read-your-writes waits wait for every projection of read
+/// tables (not the log's tree, which lingers: `Projection::linger`). Appends get a
 /// pool of their own to the same database (see `EventStore::with_writers`): concurrent
 /// commands on one stream hold their append connections while they wait for its lock, and
 /// the one they wait for reads on the other pool.
 pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
-    let projections = all().iter().map(|projection| projection.name()).collect();
+    let projections =
+        all().iter().filter(|projection| projection.linger().is_zero()).map(|projection| projection.name()).collect();
     // Bounded waits: an append waits at most LOCK_WAIT for another writer of its streams
     // (then 409 busy), a command at most CONNECTION_WAIT for a connection (then 503).
     let lock_timeout = format!("{}ms", LOCK_WAIT.as_millis());
@@ -129,6 +131,16 @@ pub fn start_projectors(
 ) -> RunningProjectors {
     let projections: Vec<_> =
         all().into_iter().filter(|projection| only.is_none_or(|name| projection.name() == name)).collect();
+    start_runners(pool, options, projections, stopped)
+}
+
+/// [`start_projectors`] for the given projections.
+pub fn start_runners(
+    pool: &PgPool,
+    options: RunnerOptions,
+    projections: Vec<Arc<dyn ledger_projections::Projection>>,
+    stopped: &watch::Receiver<bool>,
+) -> RunningProjectors {
     // A step holds one connection; the leadership locks and the listeners have their own.
     let runners_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(projections.len().max(1) as u32 + 1)

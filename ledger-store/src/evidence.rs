@@ -71,22 +71,11 @@ pub struct EvidencePack {
     pub events: Vec<EvidenceEvent>,
 }
 
-type EventRow = (
-    i64,
-    Uuid,
-    Uuid,
-    String,
-    Uuid,
-    i64,
-    String,
-    i32,
-    String,
-    String,
-    DateTime<Utc>,
-    Option<Vec<u8>>,
-    Vec<u8>,
-    Option<i64>,
-);
+/// Events whose proofs are read in one query.
+const PROOFS_PER_QUERY: usize = 1_000;
+
+type EventRow =
+    (i64, Uuid, Uuid, String, Uuid, i64, String, i32, String, String, DateTime<Utc>, Option<Vec<u8>>, Vec<u8>);
 
 /// The pack of `stream_ids`' events against `checkpoint` (which must be a checkpoint of the
 /// stored tree: every leaf below its size is there). Events after it are left out and
@@ -101,10 +90,8 @@ pub async fn build(
     sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *transaction).await?;
     let rows: Vec<EventRow> = sqlx::query_as(
         "select e.global_position, e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, \
-                e.event_type, e.schema_version, e.payload::text, e.metadata::text, e.recorded_at, e.prev_hash, e.hash, \
-                l.leaf_index \
-         from ledger.events e left join transparency.leaves l on l.global_position = e.global_position \
-         where e.stream_id = any($1) order by e.stream_id, e.stream_version",
+                e.event_type, e.schema_version, e.payload::text, e.metadata::text, e.recorded_at, e.prev_hash, e.hash \
+         from ledger.events e where e.stream_id = any($1) order by e.stream_id, e.stream_version",
     )
     .bind(stream_ids)
     .fetch_all(&mut *transaction)
@@ -118,16 +105,16 @@ pub async fn build(
         events_after_checkpoint: 0,
         events: Vec::with_capacity(rows.len()),
     };
+    let positions: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    let leaves = tree::leaf_indexes(&mut transaction, &positions).await?;
     for row in rows {
         let (position, event_id, organization_id, stream_type, stream_id, version, event_type, schema_version) =
             (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
-        let (payload, metadata, recorded_at, prev_hash, hash, leaf_index) =
-            (row.8, row.9, row.10, row.11, row.12, row.13);
-        let Some(leaf_index) = leaf_index.map(|leaf| leaf as u64).filter(|leaf| *leaf < checkpoint.tree_size) else {
+        let (payload, metadata, recorded_at, prev_hash, hash) = (row.8, row.9, row.10, row.11, row.12);
+        let Some(leaf_index) = leaves.get(&position).copied().filter(|leaf| *leaf < checkpoint.tree_size) else {
             pack.events_after_checkpoint += 1;
             continue;
         };
-        let proof = tree::inclusion_proof(&mut transaction, checkpoint.tree_size, leaf_index).await?;
         *pack.stream_events.entry(stream_id).or_default() += 1;
         pack.events.push(EvidenceEvent {
             leaf_index,
@@ -144,8 +131,16 @@ pub async fn build(
             recorded_at,
             prev_hash: prev_hash.map(hex::encode),
             hash: hex::encode(hash),
-            inclusion_proof: proof.iter().map(ToString::to_string).collect(),
+            inclusion_proof: Vec::new(),
         });
+    }
+    // The proofs a chunk of events at a time, each chunk's hashes in one query.
+    for chunk in pack.events.chunks_mut(PROOFS_PER_QUERY) {
+        let leaves: Vec<u64> = chunk.iter().map(|event| event.leaf_index).collect();
+        let proofs = tree::inclusion_proofs(&mut transaction, checkpoint.tree_size, &leaves).await?;
+        for (event, proof) in chunk.iter_mut().zip(proofs) {
+            event.inclusion_proof = proof.iter().map(ToString::to_string).collect();
+        }
     }
     transaction.commit().await?;
     Ok(pack)

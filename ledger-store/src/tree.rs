@@ -10,10 +10,13 @@
 //! Storage (`transparency.tree_hashes`) keeps the hash of every complete subtree at every
 //! level, at its *stored-hash index* (the layout of Go's `sumdb/tlog`, which `tlog_tiles`
 //! ports): leaf `n` adds itself and the `trailing ones of n` subtrees it completes, about two
-//! hashes per event. A batch reads only the O(log n) subtrees of the tree's right edge, and
-//! a root, an inclusion proof or a consistency proof reads O(log n) stored hashes in one
-//! query ([`with_stored`]): `tlog_tiles` names the indexes it needs, we fetch them, it
-//! computes. No rescan ever.
+//! hashes per event, always at the next indexes. They are packed [`CHUNK_HASHES`] to a row, so
+//! a batch rewrites the last row and adds a few (not two rows and index entries per event).
+//! A batch reads only the O(log n) subtrees of the tree's right edge, and a root, an
+//! inclusion proof or a consistency proof reads O(log n) stored hashes in one query
+//! ([`with_stored`]): `tlog_tiles` names the indexes it needs, we fetch them, it computes.
+//! No rescan ever. Which leaf an event is comes from `transparency.leaf_ranges`, a row per
+//! batch: the batch's first leaf plus the events before it in the batch's span of the log.
 //!
 //! The proofs are RFC 9162's (6962's): a verifier needs only `tlog_tiles::tlog::check_record`
 //! / `check_tree`, or any RFC 9162 implementation.
@@ -22,10 +25,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use sqlx::PgConnection;
-use tlog_tiles::tlog::{self, HashReader, stored_hash_index, stored_hashes_for_record_hash, sub_tree_index};
+use tlog_tiles::tlog::{
+    self, HashReader, stored_hash_count, stored_hash_index, stored_hashes_for_record_hash, sub_tree_index,
+};
 pub use tlog_tiles::tlog::{EMPTY_HASH, Hash, check_record, check_tree, node_hash, record_hash};
 
 use crate::error::{Result, StoreError};
+use crate::event::Checkpoint;
 
 /// The leaf hash of an event: RFC 9162's hash of a leaf whose data is the event's stored
 /// hash (32 bytes).
@@ -103,52 +109,71 @@ pub async fn head(connection: &mut PgConnection) -> Result<TreeHead> {
     Ok(TreeHead { size: size as u64, root })
 }
 
+/// Stored hashes per row of `tree_hashes`.
+pub const CHUNK_HASHES: u64 = 256;
+const HASH_BYTES: usize = 32;
+
 /// Which leaf the event at `global_position` is; `None` while the tree has not reached it
-/// (or there is no such event).
+/// (or there is no such event). See [`leaf_indexes`].
 pub async fn leaf_index(connection: &mut PgConnection, global_position: i64) -> Result<Option<u64>> {
-    let index: Option<i64> =
-        sqlx::query_scalar("select leaf_index from transparency.leaves where global_position = $1")
-            .bind(global_position)
-            .fetch_optional(&mut *connection)
-            .await?;
-    Ok(index.map(|index| index as u64))
+    Ok(leaf_indexes(connection, &[global_position]).await?.get(&global_position).copied())
 }
 
-/// Appends `events` (their global positions and stored hashes, in log order) as the next
+/// Which leaf each event (by global position) is, for those the tree has reached: each
+/// range of leaves that holds one of them is numbered once, in log order from its first
+/// leaf (at most [`RANGE_LEAVES`] events of the index, in order; bounded by `limit`, so the
+/// planner expects few rows and never sorts or compiles the query).
+/// Reads the log itself, so `connection` must see every event (not a tenant's share under
+/// row-level security).
+pub async fn leaf_indexes(connection: &mut PgConnection, positions: &[i64]) -> Result<HashMap<i64, u64>> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "with wanted as (select transaction_id, global_position from ledger.events where global_position = any($1)), \
+              ranges as (select distinct r.first_leaf, r.leaves, r.first_transaction_id, r.first_position \
+                         from wanted w cross join lateral ( \
+                             select * from transparency.leaf_ranges r \
+                             where (r.last_transaction_id, r.last_position) >= (w.transaction_id, w.global_position) \
+                             order by r.last_transaction_id, r.last_position limit 1) r \
+                         where (w.transaction_id, w.global_position) >= (r.first_transaction_id, r.first_position)), \
+              numbered as (select x.global_position, \
+                                  r.first_leaf + row_number() over (partition by r.first_leaf \
+                                                                    order by x.transaction_id, x.global_position) - 1 as leaf \
+                           from ranges r cross join lateral ( \
+                               select transaction_id, global_position from ledger.events x \
+                               where (x.transaction_id, x.global_position) >= (r.first_transaction_id, r.first_position) \
+                               order by x.transaction_id, x.global_position limit r.leaves) x) \
+         select global_position, leaf from numbered where global_position = any($1)",
+    )
+    .bind(positions)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows.into_iter().map(|(position, leaf)| (position, leaf as u64)).collect())
+}
+
+/// Appends `events` (each one's place in the log and stored hash, in log order) as the next
 /// leaves, with `search_path` naming the tree's schema (the live one or a rebuild's shadow).
-/// Reads the O(log n) subtrees of the right edge, writes about two hashes per leaf in one
-/// statement, the leaves' positions in another and the new head.
-pub async fn append_leaves(connection: &mut PgConnection, events: &[(i64, &[u8])]) -> Result<TreeHead> {
-    if events.is_empty() {
-        return head_in_path(connection).await;
-    }
+/// Reads the O(log n) subtrees of the right edge, appends about two hashes per leaf to the
+/// packed rows (the last one rewritten, new ones inserted), records the batch's range of
+/// leaves and the new head: a handful of statements per batch, whatever its size.
+pub async fn append_leaves(connection: &mut PgConnection, events: &[(Checkpoint, &[u8])]) -> Result<TreeHead> {
     let before = head_in_path(connection).await?;
+    if events.is_empty() {
+        return Ok(before);
+    }
     let edge = sub_tree_index(0, before.size, Vec::new());
     let mut known = Known(fetch(connection, "tree_hashes", &edge).await?);
-    let (mut indexes, mut hashes, mut positions, mut leaves) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (offset, (position, event_hash)) in events.iter().enumerate() {
+    let start = stored_hash_count(before.size);
+    let mut written: Vec<u8> = Vec::with_capacity(events.len() * 2 * HASH_BYTES);
+    for (offset, (_, event_hash)) in events.iter().enumerate() {
         let n = before.size + offset as u64;
         let stored = stored_hashes_for_record_hash(n, leaf_hash(event_hash), &known).map_err(tree_error)?;
-        let first = stored_hash_index(0, n);
+        let first_index = stored_hash_index(0, n);
         for (step, hash) in stored.into_iter().enumerate() {
-            let index = first + step as u64;
-            known.0.insert(index, hash);
-            indexes.push(index as i64);
-            hashes.push(hash.0.to_vec());
+            known.0.insert(first_index + step as u64, hash);
+            written.extend_from_slice(&hash.0);
         }
-        positions.push(*position);
-        leaves.push(n as i64);
     }
-    sqlx::query("insert into tree_hashes (index, hash) select * from unnest($1::int8[], $2::bytea[])")
-        .bind(&indexes)
-        .bind(&hashes)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query("insert into leaves (global_position, leaf_index) select * from unnest($1::int8[], $2::int8[])")
-        .bind(&positions)
-        .bind(&leaves)
-        .execute(&mut *connection)
-        .await?;
+    write_hashes(connection, start, &written).await?;
+    record_ranges(connection, before.size, events).await?;
     let size = before.size + events.len() as u64;
     let root = tlog::tree_hash(size, &known).map_err(tree_error)?;
     sqlx::query(
@@ -160,6 +185,97 @@ pub async fn append_leaves(connection: &mut PgConnection, events: &[(i64, &[u8])
     .execute(&mut *connection)
     .await?;
     Ok(TreeHead { size, root })
+}
+
+/// Leaves per row of `leaf_ranges`: rows cover leaves `k * RANGE_LEAVES` onwards, whatever
+/// the batches were (a rebuild writes the same rows), and finding a leaf numbers at most this
+/// many events.
+pub const RANGE_LEAVES: u64 = 1_024;
+
+/// Records which events leaves `first_leaf..` are: fills the last row of `leaf_ranges` up to
+/// [`RANGE_LEAVES`], then adds rows.
+async fn record_ranges(connection: &mut PgConnection, first_leaf: u64, events: &[(Checkpoint, &[u8])]) -> Result<()> {
+    let mut leaf = first_leaf;
+    let mut rest = events;
+    while !rest.is_empty() {
+        let room = (RANGE_LEAVES - leaf % RANGE_LEAVES) as usize;
+        let (part, tail) = rest.split_at(room.min(rest.len()));
+        let (first, last) = (part[0].0, part[part.len() - 1].0);
+        let row_start = leaf - leaf % RANGE_LEAVES;
+        if leaf.is_multiple_of(RANGE_LEAVES) {
+            sqlx::query(
+                "insert into leaf_ranges (first_leaf, leaves, first_transaction_id, first_position, last_transaction_id, last_position) \
+                 values ($1, $2, $3::text::xid8, $4, $5::text::xid8, $6)",
+            )
+            .bind(row_start as i64)
+            .bind(part.len() as i32)
+            .bind(first.transaction_id.to_string())
+            .bind(first.global_position)
+            .bind(last.transaction_id.to_string())
+            .bind(last.global_position)
+            .execute(&mut *connection)
+            .await?;
+        } else {
+            let updated = sqlx::query(
+                "update leaf_ranges set leaves = leaves + $2, last_transaction_id = $3::text::xid8, last_position = $4 \
+                 where first_leaf = $1 and first_leaf + leaves = $5",
+            )
+            .bind(row_start as i64)
+            .bind(part.len() as i32)
+            .bind(last.transaction_id.to_string())
+            .bind(last.global_position)
+            .bind(leaf as i64)
+            .execute(&mut *connection)
+            .await?;
+            if updated.rows_affected() != 1 {
+                return Err(StoreError::Tree(format!(
+                    "the stored leaf ranges do not end at leaf {leaf}; rebuild the log_tree projection"
+                )));
+            }
+        }
+        leaf += part.len() as u64;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Appends `hashes` (32 bytes each) at stored-hash index `start` onwards: the rest of the
+/// last row (which must end exactly at `start`), then new rows.
+async fn write_hashes(connection: &mut PgConnection, start: u64, hashes: &[u8]) -> Result<()> {
+    let mut index = start;
+    let mut rest = hashes;
+    let room = ((CHUNK_HASHES - index % CHUNK_HASHES) as usize * HASH_BYTES).min(rest.len());
+    if !index.is_multiple_of(CHUNK_HASHES) && room > 0 {
+        let (head, tail) = rest.split_at(room);
+        let updated =
+            sqlx::query("update tree_hashes set hashes = hashes || $2 where chunk = $1 and length(hashes) = $3")
+                .bind((index / CHUNK_HASHES) as i64)
+                .bind(head)
+                .bind(((index % CHUNK_HASHES) as usize * HASH_BYTES) as i32)
+                .execute(&mut *connection)
+                .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Tree(format!(
+                "the stored tree does not end at hash {index}; rebuild the log_tree projection"
+            )));
+        }
+        index += (room / HASH_BYTES) as u64;
+        rest = tail;
+    }
+    let (mut chunks, mut rows) = (Vec::new(), Vec::new());
+    for row in rest.chunks(CHUNK_HASHES as usize * HASH_BYTES) {
+        chunks.push((index / CHUNK_HASHES) as i64);
+        rows.push(row);
+        index += (row.len() / HASH_BYTES) as u64;
+    }
+    if !chunks.is_empty() {
+        sqlx::query("insert into tree_hashes (chunk, hashes) select * from unnest($1::int8[], $2::bytea[])")
+            .bind(&chunks)
+            .bind(&rows)
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The head as `search_path` names it (inside the projection's transaction).
@@ -187,18 +303,22 @@ fn tree_error(error: tlog::Error) -> StoreError {
 }
 
 async fn fetch(connection: &mut PgConnection, table: &str, indexes: &[u64]) -> Result<HashMap<u64, Hash>> {
-    let wanted: Vec<i64> = indexes.iter().map(|index| *index as i64).collect();
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!("select index, hash from {table} where index = any($1)"))
-        .bind(&wanted)
+    let mut chunks: Vec<i64> = indexes.iter().map(|index| (*index / CHUNK_HASHES) as i64).collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(&format!("select chunk, hashes from {table} where chunk = any($1)"))
+        .bind(&chunks)
         .fetch_all(&mut *connection)
         .await?;
-    rows.into_iter()
-        .map(|(index, hash)| {
-            let hash = hash_from_bytes(&hash)
-                .ok_or_else(|| StoreError::Tree(format!("stored hash {index} is not 32 bytes")))?;
-            Ok((index as u64, hash))
-        })
-        .collect()
+    let rows: HashMap<u64, Vec<u8>> = rows.into_iter().map(|(chunk, hashes)| (chunk as u64, hashes)).collect();
+    let mut found = HashMap::with_capacity(indexes.len());
+    for index in indexes {
+        let at = (*index % CHUNK_HASHES) as usize * HASH_BYTES;
+        if let Some(hash) = rows.get(&(*index / CHUNK_HASHES)).and_then(|row| row.get(at..at + HASH_BYTES)) {
+            found.insert(*index, Hash(hash.try_into().expect("32 bytes")));
+        }
+    }
+    Ok(found)
 }
 
 /// The stored hashes a computation asks for: on its first pass it records the indexes (and
@@ -230,7 +350,9 @@ async fn with_stored<T>(
 ) -> Result<T> {
     let mut reader = TwoPass::default();
     compute(&reader).map_err(tree_error)?;
-    let wanted = reader.wanted.take();
+    let mut wanted = reader.wanted.take();
+    wanted.sort_unstable();
+    wanted.dedup();
     reader.fetched = Some(Known(fetch(connection, "transparency.tree_hashes", &wanted).await?));
     compute(&reader).map_err(tree_error)
 }
@@ -263,6 +385,16 @@ pub async fn inclusion_proof(connection: &mut PgConnection, size: u64, leaf: u64
     with_stored(connection, |reader| tlog::prove_record(size, leaf, reader)).await
 }
 
+/// Inclusion proofs of several leaves in the tree of `size` leaves, every hash they need
+/// read in one query (an evidence pack's thousand events cost one round trip, not a thousand).
+pub async fn inclusion_proofs(connection: &mut PgConnection, size: u64, leaves: &[u64]) -> Result<Vec<Vec<Hash>>> {
+    checked_size(connection, "tree_size", size, false).await?;
+    if let Some(leaf) = leaves.iter().find(|leaf| **leaf >= size) {
+        return Err(StoreError::invalid("tree_size", format!("leaf {leaf} is not in the tree of {size}")));
+    }
+    with_stored(connection, |reader| leaves.iter().map(|leaf| tlog::prove_record(size, *leaf, reader)).collect()).await
+}
+
 /// RFC 9162 consistency proof that the tree of `from` leaves is a prefix of the tree of `to`.
 pub async fn consistency_proof(connection: &mut PgConnection, from: u64, to: u64) -> Result<Vec<Hash>> {
     checked_size(connection, "to", to, false).await?;
@@ -277,15 +409,6 @@ pub async fn stored_leaves(connection: &mut PgConnection, first: u64, count: u64
     let indexes: Vec<u64> = (first..first + count).map(|n| stored_hash_index(0, n)).collect();
     let found = fetch(connection, "transparency.tree_hashes", &indexes).await?;
     Ok(indexes.iter().map_while(|index| found.get(index).copied()).collect())
-}
-
-/// The event (its global position) the tree holds as leaf `leaf`.
-pub async fn position_of_leaf(connection: &mut PgConnection, leaf: u64) -> Result<Option<i64>> {
-    let position = sqlx::query_scalar("select global_position from transparency.leaves where leaf_index = $1")
-        .bind(leaf as i64)
-        .fetch_optional(&mut *connection)
-        .await?;
-    Ok(position)
 }
 
 #[cfg(test)]

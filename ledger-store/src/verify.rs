@@ -214,8 +214,11 @@ pub struct TreeDifference {
     /// The event now at that place in the log; `None` when the log ends before it (events
     /// were removed).
     pub global_position: Option<i64>,
-    /// The event the tree recorded at that place when it was built; `None` when unknown.
-    pub recorded_position: Option<i64>,
+    /// The event just before it, the last one that is still what the checkpoint covered;
+    /// `None` at the first leaf.
+    pub last_matching_position: Option<i64>,
+    /// Base64 leaf hash the checkpointed log had at that place (`SHA-256(0x00 || event hash)`).
+    pub recorded_leaf_hash: String,
 }
 
 /// The log against a checkpoint saved earlier.
@@ -269,6 +272,7 @@ pub(crate) async fn verify_against(
     let mut first_difference = None;
     let mut after = crate::event::Checkpoint::START;
     let mut log_events = 0u64;
+    let mut previous: Option<i64> = None;
     loop {
         let rows: Vec<(i64, i64, Vec<u8>)> = sqlx::query_as(
             "select transaction_id::text::int8, global_position, hash from ledger.events \
@@ -291,26 +295,33 @@ pub(crate) async fn verify_against(
             let leaf = leaf_hash(hash);
             if frontier.size() < checkpoint.size {
                 frontier.push(leaf);
-                if stored_tree_matches && first_difference.is_none() && recorded.get(offset) != Some(&leaf) {
+                if stored_tree_matches
+                    && first_difference.is_none()
+                    && let Some(was) = recorded.get(offset).filter(|was| **was != leaf)
+                {
                     first_difference = Some(TreeDifference {
                         leaf_index: log_events,
                         global_position: Some(*global_position),
-                        recorded_position: None,
+                        last_matching_position: previous,
+                        recorded_leaf_hash: was.to_string(),
                     });
                 }
             }
+            previous = Some(*global_position);
             log_events += 1;
         }
     }
     let root_matches = frontier.size() == checkpoint.size && frontier.root() == checkpoint.root;
-    if !root_matches && stored_tree_matches && first_difference.is_none() {
+    if !root_matches && stored_tree_matches && first_difference.is_none() && log_events < checkpoint.size {
         // Every event the log has matches, and it has fewer than the checkpoint: the first
         // missing one is where it differs.
-        first_difference =
-            Some(TreeDifference { leaf_index: log_events, global_position: None, recorded_position: None });
-    }
-    if let Some(difference) = &mut first_difference {
-        difference.recorded_position = crate::tree::position_of_leaf(&mut transaction, difference.leaf_index).await?;
+        let was = stored_leaves(&mut transaction, log_events, 1).await?;
+        first_difference = Some(TreeDifference {
+            leaf_index: log_events,
+            global_position: None,
+            last_matching_position: previous,
+            recorded_leaf_hash: was.first().map(ToString::to_string).unwrap_or_default(),
+        });
     }
     transaction.commit().await?;
     Ok(CheckpointVerification {

@@ -6,6 +6,9 @@ use crate::error::Result;
 use crate::projection::Projection;
 use ledger_codec::AnyEvent;
 
+/// How long the tree's runner lets events gather before it reads again.
+pub const TREE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// `transparency.*`: the Merkle tree over the whole log (RFC 9162), one leaf per event in
 /// the order the runner reads them, so every event becomes a leaf exactly once, in the
 /// transaction that moves the checkpoint. The tree's storage and proofs are
@@ -39,14 +42,20 @@ impl Projection for LogTreeProjection {
         true
     }
 
+    /// A checkpoint or proof need not see the last quarter second; appends should not pay
+    /// for a tree transaction each.
+    fn linger(&self) -> std::time::Duration {
+        TREE_LINGER
+    }
+
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, _decoded: &AnyEvent) -> Result<()> {
-        ledger_store::tree::append_leaves(connection, &[(event.global_position, &event.hash)]).await?;
+        ledger_store::tree::append_leaves(connection, &[(event.checkpoint(), &event.hash)]).await?;
         Ok(())
     }
 
     async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
-        let leaves: Vec<(i64, &[u8])> =
-            events.iter().map(|(event, _)| (event.global_position, event.hash.as_slice())).collect();
+        let leaves: Vec<(ledger_store::Checkpoint, &[u8])> =
+            events.iter().map(|(event, _)| (event.checkpoint(), event.hash.as_slice())).collect();
         ledger_store::tree::append_leaves(connection, &leaves).await?;
         Ok(())
     }

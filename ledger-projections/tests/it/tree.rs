@@ -92,6 +92,13 @@ async fn the_tree_is_the_logs_tree_batch_after_batch_and_every_proof_checks() {
         check_tree(&proof, head.size, head.root, from, roots[leaf]).unwrap();
     }
 
+    // Many proofs in one read are the same proofs.
+    let leaves: Vec<u64> = (0..head.size).rev().collect();
+    let together = tree::inclusion_proofs(&mut connection, head.size, &leaves).await.unwrap();
+    for (leaf, proof) in leaves.iter().zip(together) {
+        assert_eq!(proof, tree::inclusion_proof(&mut connection, head.size, *leaf).await.unwrap());
+    }
+
     // The log grows; the tree extends the one it was.
     let more = append(streams[0], ExpectedVersion::Exact(5), 4, events[0].organization_id);
     store.append(&more).await.unwrap();
@@ -261,9 +268,18 @@ async fn a_checkpoint_catches_every_change_a_superuser_can_make_and_names_where(
                 assert!(report.stored_tree_matches, "{how:?}: {report:?}");
                 let difference = report.first_difference.clone().unwrap();
                 assert_eq!(difference.leaf_index, leaf, "{how:?}: {report:?}");
+                let before = (leaf > 0).then(|| events[leaf as usize - 1].global_position);
+                assert_eq!(difference.last_matching_position, before, "{how:?}: {report:?}");
+                assert_eq!(difference.recorded_leaf_hash, leaf_hash(&events[leaf as usize].hash).to_string());
                 match how {
+                    // The event that was there is gone: the next one stands in its place.
                     Tamper::LastEventOfStreamDeleted | Tamper::StreamDeleted => {
-                        assert_eq!(difference.recorded_position, position, "{how:?}: {report:?}")
+                        let deleted = events.iter().position(|event| Some(event.global_position) == position).unwrap();
+                        let next = events[deleted + 1..]
+                            .iter()
+                            .find(|event| !matches!(how, Tamper::StreamDeleted) || event.stream_id != streams[1]);
+                        let next = next.map(|event| event.global_position);
+                        assert_eq!(difference.global_position, next, "{how:?}: {report:?}")
                     }
                     _ => assert_eq!(difference.global_position, position, "{how:?}: {report:?}"),
                 }
@@ -336,4 +352,71 @@ async fn an_evidence_pack_verifies_offline_and_shows_each_change() {
     bad_signature.checkpoint = bad_signature.checkpoint.replace(&signature_line, &flipped);
     let report = verify_pack(&bad_signature, Some(key.verifier_key()));
     assert!(report.failures.iter().any(|failure| failure.contains("checkpoint does not verify")), "{report:?}");
+}
+
+/// Rows of a `transparency` table, as sorted JSON text.
+async fn rows(db: &TestDatabase, table: &str) -> Vec<String> {
+    sqlx::query_scalar(&format!("select to_jsonb(t)::text from transparency.{table} t order by 1"))
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Thousands of leaves in batches that end anywhere: the packed rows of hashes and the rows of
+/// leaf ranges cross their boundaries mid-batch, and come out as a rebuild in one go writes them.
+#[tokio::test]
+async fn packed_rows_and_leaf_ranges_hold_across_their_boundaries() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    for _ in 0..9 {
+        let streams = (0..100)
+            .map(|_| StreamAppend {
+                organization_id: organization,
+                stream_type: "payroll_run".to_owned(),
+                stream_id: Uuid::new_v4(),
+                expected_version: ExpectedVersion::NoStream,
+                events: (0..3).map(|n| NewEvent::new("Paid", 1, json!({ "n": n }))).collect(),
+            })
+            .collect();
+        store
+            .append(&AppendRequest {
+                streams,
+                metadata: Metadata::by("tester"),
+                idempotency_key: None,
+                fingerprint: None,
+            })
+            .await
+            .unwrap();
+    }
+    grow_tree(&store, 333).await;
+    let events = whole_log(&store).await;
+    assert_eq!(events.len(), 2_700);
+    let mut frontier = Frontier::default();
+    for event in &events {
+        frontier.push(leaf_hash(&event.hash));
+    }
+    let mut connection = db.pool.acquire().await.unwrap();
+    let head = tree::head(&mut connection).await.unwrap();
+    assert_eq!((head.size, head.root), (2_700, frontier.root()));
+    let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
+    let leaves = tree::leaf_indexes(&mut connection, &positions).await.unwrap();
+    for (leaf, event) in events.iter().enumerate() {
+        assert_eq!(leaves.get(&event.global_position), Some(&(leaf as u64)), "leaf {leaf}");
+    }
+    let sample: Vec<u64> = (0..head.size).step_by(37).chain([1_023, 1_024, 2_047, 2_048, 2_699]).collect();
+    let proofs = tree::inclusion_proofs(&mut connection, head.size, &sample).await.unwrap();
+    for (leaf, proof) in sample.iter().zip(proofs) {
+        check_record(&proof, head.size, head.root, *leaf, leaf_hash(&events[*leaf as usize].hash)).unwrap();
+    }
+    assert_eq!(rows(&db, "leaf_ranges").await.len(), 3);
+    // 2n - popcount(n) stored hashes (2,700 has five bits set), 256 to a row.
+    let stored = 2 * 2_700 - u64::from(2_700u64.count_ones());
+    assert_eq!(rows(&db, "tree_hashes").await.len() as u64, stored.div_ceil(ledger_store::tree::CHUNK_HASHES));
+    drop(connection);
+
+    let (hashes, ranges) = (rows(&db, "tree_hashes").await, rows(&db, "leaf_ranges").await);
+    ledger_projections::rebuild(&db.pool, &LogTreeProjection, &mut |_| {}).await.unwrap();
+    assert_eq!(rows(&db, "tree_hashes").await, hashes);
+    assert_eq!(rows(&db, "leaf_ranges").await, ranges);
 }

@@ -138,7 +138,9 @@ pub async fn inclusion(
             .await?;
     let (global_position, event_hash) =
         event.ok_or_else(|| AppError::NotFound(format!("no event {} in this organization", query.event_id)))?;
-    let leaf_index = tree::leaf_index(&mut read, global_position).await?.ok_or_else(|| AppError::Conflict {
+    // The event is the organization's; which leaf it is counts the whole log.
+    let mut whole = state.ledger.pool().acquire().await?;
+    let leaf_index = tree::leaf_index(&mut whole, global_position).await?.ok_or_else(|| AppError::Conflict {
         code: "not_in_tree_yet",
         detail: "the event is not in the log's tree yet (its runner is catching up); retry shortly".to_owned(),
     })?;

@@ -16,6 +16,7 @@ use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
 use ledger_core::wallet::WalletAggregate;
+use ledger_projections::Projection as _;
 use ledger_projections::projections::LogTreeProjection;
 use ledger_projections::replay::{AsOf, aggregate_as_of};
 use ledger_projections::{Runner, RunnerOptions};
@@ -53,6 +54,9 @@ pub struct BenchArgs {
     /// the earlier parts wrote.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Run the payrolls without the log's tree runner (to measure what it costs them).
+    #[arg(long)]
+    payroll_without_tree: bool,
     /// Events the log holds (filled with batched appends) when the tree's proofs are timed.
     #[arg(long, default_value_t = 1_000_000)]
     tree_events: usize,
@@ -137,7 +141,7 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
             let mut samples: Vec<(&'static str, Vec<f64>)> = Vec::new();
             let mut peaks = Vec::new();
             for _ in 0..repeat {
-                let (phases, peak) = payroll_end_to_end(&pool, *employees).await?;
+                let (phases, peak) = payroll_end_to_end(&pool, *employees, !args.payroll_without_tree).await?;
                 peaks.extend(peak);
                 for (index, (phase, seconds)) in phases.into_iter().enumerate() {
                     match samples.get_mut(index) {
@@ -397,7 +401,8 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
                 tokio::spawn(async move { runner.run(stopped).await })
             });
             let (_, rate) = concurrent_single_appends(&store, 16, args.appends_per_writer).await?;
-            stop.send(true)?;
+            // (Without a runner nobody listens.)
+            let _ = stop.send(true);
             if let Some(runner) = runner {
                 runner.await??;
             }
@@ -433,11 +438,12 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
 
     let mut connection = pool.acquire().await?;
     let size = ledger_store::tree::head(&mut connection).await?.size;
-    let positions: Vec<i64> =
-        sqlx::query_scalar("select global_position from transparency.leaves order by random() limit $1")
-            .bind(args.replays as i64)
-            .fetch_all(&mut *connection)
-            .await?;
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "select global_position from ledger.events tablesample system (1) order by random() limit $1",
+    )
+    .bind(args.replays as i64)
+    .fetch_all(&mut *connection)
+    .await?;
     let (mut inclusion, mut consistency) = (Vec::new(), Vec::new());
     for (n, position) in positions.iter().enumerate() {
         // As the API does it: the event's leaf, the proof, the root.
@@ -528,13 +534,18 @@ fn peak_rss_mb() -> Option<f64> {
 async fn payroll_end_to_end(
     pool: &PgPool,
     employees: usize,
+    with_tree: bool,
 ) -> anyhow::Result<(Vec<(&'static str, f64)>, Option<f64>)> {
     let ledger = super::ledger_over(pool.clone()).with_pay_batch_items(1_000);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let projectors = ledger_server::server::start_projectors(
+    let projections = ledger_projections::projections::all()
+        .into_iter()
+        .filter(|projection| with_tree || projection.name() != LogTreeProjection.name())
+        .collect();
+    let projectors = ledger_server::server::start_runners(
         pool,
         ledger_projections::RunnerOptions { batch_size: 2_000, ..Default::default() },
-        None,
+        projections,
         &stopped,
     );
     let context = staff(&ledger, employees).await?;
@@ -576,6 +587,14 @@ async fn payroll_end_to_end(
     phase("settle", &mut mark);
     ledger.wait_for_head(Duration::from_secs(3_600)).await?;
     phase("projections caught up", &mut mark);
+    if with_tree {
+        // Reads do not wait for the log's tree (it lingers); a proof of the run does.
+        let store = ledger.store();
+        while ledger_projections::lag(store, &[LogTreeProjection.name()]).await?[0].events_behind > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        phase("log's tree caught up", &mut mark);
+    }
     phases.push(("total", started.elapsed().as_secs_f64()));
     let peak = measures_memory.then(peak_rss_mb).flatten();
     stop.send(true)?;

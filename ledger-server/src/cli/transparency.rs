@@ -120,12 +120,13 @@ pub async fn verify_checkpoint(
                 let now = difference.global_position.map_or("no event (the log ends there)".to_owned(), |position| {
                     format!("the event at position {position}")
                 });
-                let then = difference.recorded_position.map_or("an event no longer found".to_owned(), |position| {
-                    format!("the event at position {position}")
-                });
+                let after =
+                    difference.last_matching_position.map_or("at the start of the log".to_owned(), |position| {
+                        format!("right after the event at position {position}")
+                    });
                 println!(
-                    "first difference at leaf {}: the log has {now} there; the checkpointed log had {then}",
-                    difference.leaf_index
+                    "first difference at leaf {}, {after}: the log has {now} there; the checkpointed log had another event (leaf hash {})",
+                    difference.leaf_index, difference.recorded_leaf_hash
                 );
             }
             None => println!(

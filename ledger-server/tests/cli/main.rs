@@ -99,6 +99,64 @@ fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
     assert_eq!(bad.status.code(), Some(2));
     let message = String::from_utf8_lossy(&bad.stderr);
     assert!(message.lines().last().unwrap().contains("--as-of"), "{message}");
+
+    checkpoints_and_evidence(&dir);
+}
+
+/// A key, a checkpoint, the log verified against it, a run's evidence verified offline.
+fn checkpoints_and_evidence(dir: &DataDir) {
+    let key_file = dir.0.join("ledger.key");
+    let key = key_file.to_str().unwrap();
+    let public = ok(&dir.pg(), &["keygen", "--name", "payroll.test/ledger", "--out", key]);
+    let public = public.trim();
+    assert!(public.starts_with("payroll.test/ledger+"), "{public}");
+    let again = cli(&dir.pg(), &["keygen", "--name", "payroll.test/ledger", "--out", key]);
+    assert_eq!(again.status.code(), Some(2), "an existing key is never overwritten");
+
+    let unkeyed = cli(&dir.pg(), &["checkpoint"]);
+    assert_eq!(unkeyed.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unkeyed.stderr).contains("keygen"), "says how to make a key");
+
+    let checkpoint_file = dir.0.join("checkpoint.txt");
+    let checkpoint = checkpoint_file.to_str().unwrap();
+    let note = ok(&dir.pg(), &["checkpoint", "--checkpoint-key-file", key, "--out", checkpoint]);
+    assert_eq!(std::fs::read_to_string(&checkpoint_file).unwrap(), note);
+    assert!(note.starts_with("payroll.test/ledger\n"), "{note}");
+
+    let verified = ok(&dir.pg(), &["verify", "--checkpoint", checkpoint, "--public-key", public]);
+    assert!(verified.contains("are the checkpointed log") && verified.contains("intact"), "{verified}");
+    let (_, stranger) = {
+        let other = dir.0.join("other.key");
+        let public = ok(&dir.pg(), &["keygen", "--name", "payroll.test/ledger", "--out", other.to_str().unwrap()]);
+        (other, public.trim().to_owned())
+    };
+    let refused = cli(&dir.pg(), &["verify", "--checkpoint", checkpoint, "--public-key", &stranger]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not signed by the key"));
+
+    let run = demo_id("run:2026-01").to_string();
+    let pack_file = dir.0.join("run.json");
+    let pack = pack_file.to_str().unwrap();
+    let exported = ok(&dir.pg(), &["evidence", "--run", &run, "--out", pack, "--checkpoint-key-file", key]);
+    assert!(exported.contains("with inclusion proofs"), "{exported}");
+    let checked = ok(&dir.pg(), &["verify-evidence", pack, "--public-key", public]);
+    assert!(checked.starts_with("verified:"), "{checked}");
+
+    let mut changed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pack_file).unwrap()).unwrap();
+    let paid = changed["events"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|event| event["event_type"] == "PayrollItemPaid")
+        .unwrap();
+    let payload = paid["payload"].as_str().unwrap().replacen("\"amount\": \"", "\"amount\": \"1", 1);
+    paid["payload"] = payload.into();
+    let changed_file = dir.0.join("changed.json");
+    std::fs::write(&changed_file, changed.to_string()).unwrap();
+    let failed = cli(&dir.pg(), &["verify-evidence", changed_file.to_str().unwrap(), "--public-key", public]);
+    assert_eq!(failed.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&failed.stdout);
+    assert!(report.contains("NOT verified") && report.contains("PayrollItemPaid"), "{report}");
 }
 
 /// The demo runs for sizes past those that broke it (from 1,460 employees a raise fell before

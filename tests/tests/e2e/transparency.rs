@@ -21,10 +21,17 @@ fn hashes(value: &Value) -> Vec<ledger_store::tree::Hash> {
     value.as_array().unwrap().iter().map(|hash| parse_hash(hash.as_str().unwrap()).unwrap()).collect()
 }
 
-/// Waits until every projection, the log's tree included, has applied the whole log.
+/// Waits until every projection, the log's tree included (reads do not wait for it: it
+/// lingers), has applied the whole log.
 async fn projected(world: &World) {
     let head = world.head_position().await;
     world.ok(Method::GET, &format!("/v1/employees?wait_for_position={head}"), &world.processor, None).await;
+    let store = ledger_store::EventStore::new(world.db.pool.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ledger_projections::lag(&store, &["log_tree"]).await.unwrap()[0].events_behind > 0 {
+        assert!(std::time::Instant::now() < deadline, "the log's tree did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
