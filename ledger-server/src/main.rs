@@ -49,7 +49,7 @@ enum Command {
     },
     /// Run projector runners only (scale a projection out to another machine with --only).
     Project {
-        /// One projection: organization, employee, wallet, payroll, transaction, notification, compliance.
+        /// One projection: organization, employee, wallet, payroll, transaction, notification, compliance, log_tree.
         #[arg(long)]
         only: Option<String>,
     },
@@ -81,9 +81,10 @@ enum Command {
         /// The file `backup` wrote.
         file: std::path::PathBuf,
     },
-    /// Recompute every hash chain and name the first event that does not match. Exit 1 if any.
-    /// With --checkpoint, also check the log against a checkpoint saved earlier: the Merkle
-    /// root of its first events must be the checkpoint's, else the first differing place is named.
+    /// Recompute every hash chain and the log's Merkle root, and name the first event that does
+    /// not match. Exit 1 if any. With --checkpoint, check the log against a checkpoint saved
+    /// earlier instead of against its own stored tree: the root of its first events must be
+    /// the checkpoint's, else the first differing place is named.
     Verify {
         /// Verify one stream only.
         #[arg(long, conflicts_with = "checkpoint")]

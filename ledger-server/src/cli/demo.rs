@@ -35,6 +35,11 @@ const HIRE_BATCH: usize = 250;
 /// Held items the report names one by one.
 const HELD_LISTED_MAX: usize = 5;
 
+/// The payroll run of one month.
+fn run_id(year: i32, month: u32) -> Uuid {
+    demo_id(&format!("run:{year}-{month:02}"))
+}
+
 fn demo_id(name: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("payroll-ledger demo:{name}").as_bytes())
 }
@@ -286,7 +291,7 @@ impl Demo {
 
     /// Creates, calculates, approves (second actor), pays and settles one month.
     async fn pay_month(&self, year: i32, month: u32) -> anyhow::Result<Uuid> {
-        let run = demo_id(&format!("run:{year}-{month:02}"));
+        let run = run_id(year, month);
         let key = |step: &str| format!("run:{year}-{month:02}:{step}");
         let create = PayrollRunCommand::Create {
             payroll_run_id: PayrollRunId::from_uuid(run),
@@ -394,6 +399,13 @@ impl Demo {
 
     /// The projections' lag, the hash chains, and how long each phase took.
     async fn print_health(&self) -> anyhow::Result<()> {
+        // Reads do not wait for the log's tree (it lets events gather): wait for it here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while ledger_projections::lag(self.ledger.store(), &["log_tree"]).await?[0].events_behind > 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let lags = ledger_projections::lag(self.ledger.store(), &ledger_projections::projections::names()).await?;
         let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
         let worst = lags.iter().map(|lag| lag.events_behind).max().unwrap_or(0);
@@ -407,6 +419,9 @@ impl Demo {
                 println!("  verify       BROKEN at position {} (stream {})", first.global_position, first.stream_id)
             }
         }
+        let mut connection = self.ledger.pool().acquire().await?;
+        let tree = ledger_store::tree::head(&mut connection).await?;
+        println!("  log tree     {} events, root {} (RFC 9162; `checkpoint` signs it)", tree.size, tree.root);
         print!("  phases      ");
         for (name, took) in &self.phases {
             print!(" {name} {:.2} s;", took.as_secs_f64());
@@ -438,4 +453,11 @@ fn print_next_steps(database: &Database, before_january: i64) {
         wallet_id(1)
     );
     println!("  {program} verify   # recompute every hash chain");
+    println!("  {program} keygen --name demo.payroll-ledger/log --out demo.key   # the log's checkpoint key");
+    println!("  {program} checkpoint --checkpoint-key-file demo.key --out checkpoint.txt   # sign the log's tree");
+    println!(
+        "  {program} evidence --run {january} --out january.json --checkpoint-key-file demo.key   # January's evidence pack",
+        january = run_id(2026, 1)
+    );
+    println!("  {program} verify-evidence january.json --public-key <the key keygen printed>   # checked offline");
 }

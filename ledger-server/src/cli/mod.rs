@@ -96,7 +96,8 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Verify { checkpoint: Some(checkpoint), public_key, key, .. } => {
             return transparency::verify_checkpoint(database, &checkpoint, public_key.as_deref(), &key).await;
         }
-        Command::Verify { stream_id, .. } => return verify(database, stream_id).await,
+        Command::Verify { stream_id: None, .. } => return transparency::verify_log(database).await,
+        Command::Verify { stream_id: Some(stream_id), .. } => return verify(database, stream_id).await,
         Command::Checkpoint { out, key } => transparency::checkpoint(database, out.as_deref(), &key).await?,
         Command::Evidence { run, out, key } => transparency::evidence(database, run, &out, &key).await?,
         Command::Keygen { .. } | Command::VerifyEvidence { .. } => {
@@ -230,9 +231,9 @@ async fn replay(database: &Database, as_of: &str, entity: &str) -> anyhow::Resul
     Ok(())
 }
 
-async fn verify(database: &Database, stream_id: Option<Uuid>) -> anyhow::Result<ExitCode> {
+async fn verify(database: &Database, stream_id: Uuid) -> anyhow::Result<ExitCode> {
     let store = EventStore::new(database.pool.clone());
-    let scope = stream_id.map_or(VerifyScope::All, VerifyScope::Stream);
+    let scope = VerifyScope::Stream(stream_id);
     let total = store.count_after(ledger_store::Checkpoint::START).await? as u64;
     let mut progress = Progress::new("verify", Some(total));
     let report = store.verify(scope, &mut |events| progress.set(events)).await?;
