@@ -84,6 +84,7 @@ impl From<StoreError> for AppError {
             StoreError::Invalid { .. } => AppError::BadRequest { code: "invalid_field", detail: error.to_string() },
             StoreError::StreamMismatch { .. } => AppError::NotFound("no such resource in this organization".to_owned()),
             StoreError::Busy(detail) => AppError::Busy(detail),
+            StoreError::NotInTree(detail) => AppError::NotFound(detail),
             StoreError::Database(error) => error.into(),
             other => AppError::Internal(other.to_string()),
         }

@@ -33,6 +33,11 @@ pub enum StoreError {
     #[error("{0}")]
     Tree(String),
 
+    /// A tree size, leaf or proof the log's tree does not have (yet): a larger tree than
+    /// it has, an event outside the tree asked for, a proof from a larger tree to a smaller.
+    #[error("{0}")]
+    NotInTree(String),
+
     #[error("database error: {0}")]
     Database(sqlx::Error),
 

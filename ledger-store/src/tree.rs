@@ -359,13 +359,15 @@ async fn with_stored<T>(
 
 /// Checks `size` against the stored tree: 1 to its size (0 allowed with `allow_empty`).
 async fn checked_size(connection: &mut PgConnection, field: &str, size: u64, allow_empty: bool) -> Result<TreeHead> {
+    if size == 0 && !allow_empty {
+        return Err(StoreError::invalid(field, "must be at least 1"));
+    }
     let head = head(connection).await?;
-    if size > head.size || (size == 0 && !allow_empty) {
-        let lowest = if allow_empty { 0 } else { 1 };
-        return Err(StoreError::invalid(
-            field,
-            format!("must be {lowest} to the tree's size, {}, not {size}", head.size),
-        ));
+    if size > head.size {
+        return Err(StoreError::NotInTree(format!(
+            "{field}: the log's tree has {} leaves, not {size} (yet)",
+            head.size
+        )));
     }
     Ok(head)
 }
@@ -380,7 +382,9 @@ pub async fn root_at(connection: &mut PgConnection, size: u64) -> Result<Hash> {
 pub async fn inclusion_proof(connection: &mut PgConnection, size: u64, leaf: u64) -> Result<Vec<Hash>> {
     checked_size(connection, "tree_size", size, false).await?;
     if leaf >= size {
-        return Err(StoreError::invalid("tree_size", format!("the event is leaf {leaf}: tree_size must be above it")));
+        return Err(StoreError::NotInTree(format!(
+            "tree_size: the event is leaf {leaf}, so it is not in the tree of {size}: ask for a tree_size above {leaf}"
+        )));
     }
     with_stored(connection, |reader| tlog::prove_record(size, leaf, reader)).await
 }
@@ -390,7 +394,7 @@ pub async fn inclusion_proof(connection: &mut PgConnection, size: u64, leaf: u64
 pub async fn inclusion_proofs(connection: &mut PgConnection, size: u64, leaves: &[u64]) -> Result<Vec<Vec<Hash>>> {
     checked_size(connection, "tree_size", size, false).await?;
     if let Some(leaf) = leaves.iter().find(|leaf| **leaf >= size) {
-        return Err(StoreError::invalid("tree_size", format!("leaf {leaf} is not in the tree of {size}")));
+        return Err(StoreError::NotInTree(format!("tree_size: leaf {leaf} is not in the tree of {size}")));
     }
     with_stored(connection, |reader| leaves.iter().map(|leaf| tlog::prove_record(size, *leaf, reader)).collect()).await
 }
@@ -398,8 +402,13 @@ pub async fn inclusion_proofs(connection: &mut PgConnection, size: u64, leaves: 
 /// RFC 9162 consistency proof that the tree of `from` leaves is a prefix of the tree of `to`.
 pub async fn consistency_proof(connection: &mut PgConnection, from: u64, to: u64) -> Result<Vec<Hash>> {
     checked_size(connection, "to", to, false).await?;
-    if from == 0 || from > to {
-        return Err(StoreError::invalid("from", format!("must be 1 to `to` ({to}), not {from}")));
+    if from == 0 {
+        return Err(StoreError::invalid("from", "must be at least 1"));
+    }
+    if from > to {
+        return Err(StoreError::NotInTree(format!(
+            "from: no tree of {from} leaves is a prefix of the tree of {to}: ask for from={to}&to={from}"
+        )));
     }
     with_stored(connection, |reader| tlog::prove_tree(to, from, reader)).await
 }

@@ -97,6 +97,7 @@ pub struct InclusionQuery {
     /// The event (of the key's organization).
     event_id: Uuid,
     /// The tree to prove it in (default: the tree as it is now); at most the tree's size.
+    #[param(minimum = 1)]
     tree_size: Option<u64>,
 }
 
@@ -174,8 +175,10 @@ pub async fn inclusion(
 #[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     /// The smaller tree (at least 1).
+    #[param(minimum = 1)]
     from: u64,
     /// The larger tree (default: the tree as it is now); at most the tree's size.
+    #[param(minimum = 1)]
     to: Option<u64>,
 }
 

@@ -92,20 +92,26 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
         assert_eq!(status, StatusCode::FORBIDDEN, "{forbidden}");
     }
 
-    // Bad input: 400 naming the parameter, never a 5xx.
-    for (query, field) in [
-        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=0"), "tree_size"),
-        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size={}", u64::MAX), "tree_size"),
-        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=-1"), "tree_size"),
-        ("/v1/proofs/inclusion?event_id=nope".to_owned(), "event_id"),
-        ("/v1/proofs/inclusion".to_owned(), "event_id"),
-        ("/v1/proofs/consistency?from=0".to_owned(), "from"),
-        (format!("/v1/proofs/consistency?from=1&to={}", to + 1), "to"),
-        (format!("/v1/proofs/consistency?from={}&to=2", to), "from"),
-        ("/v1/proofs/consistency?from=1&extra=1".to_owned(), "extra"),
+    // Malformed input: 400 naming the parameter; a tree or proof that does not exist: 404
+    // naming it. Never a 5xx.
+    for (query, field, status) in [
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=0"), "tree_size", StatusCode::BAD_REQUEST),
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size=-1"), "tree_size", StatusCode::BAD_REQUEST),
+        ("/v1/proofs/inclusion?event_id=nope".to_owned(), "event_id", StatusCode::BAD_REQUEST),
+        ("/v1/proofs/inclusion".to_owned(), "event_id", StatusCode::BAD_REQUEST),
+        ("/v1/proofs/consistency?from=0".to_owned(), "from", StatusCode::BAD_REQUEST),
+        ("/v1/proofs/consistency?from=1&extra=1".to_owned(), "extra", StatusCode::BAD_REQUEST),
+        (
+            format!("/v1/proofs/inclusion?event_id={event_id}&tree_size={}", u64::MAX),
+            "tree_size",
+            StatusCode::NOT_FOUND,
+        ),
+        (format!("/v1/proofs/inclusion?event_id={event_id}&tree_size={index}"), "tree_size", StatusCode::NOT_FOUND),
+        (format!("/v1/proofs/consistency?from=1&to={}", to + 1), "to", StatusCode::NOT_FOUND),
+        (format!("/v1/proofs/consistency?from={to}&to=2"), "from", StatusCode::NOT_FOUND),
     ] {
-        let (status, body) = world.get(&query, &world.auditor).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        let (got, body) = world.get(&query, &world.auditor).await;
+        assert_eq!(got, status, "{query}: {body}");
         assert!(body["detail"].as_str().unwrap().contains(field), "{query}: {body}");
     }
 
