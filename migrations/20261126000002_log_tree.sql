@@ -56,7 +56,8 @@ create table ledger.signed_checkpoints (
     primary key (origin, key_id, tree_size)
 );
 
-create index signed_checkpoints_latest on ledger.signed_checkpoints (signed_at desc, tree_size desc);
+-- The latest, and the one of a size.
+create index signed_checkpoints_by_size on ledger.signed_checkpoints (tree_size desc, signed_at desc);
 
 comment on table ledger.signed_checkpoints is
     'Signed tree heads of the log (payroll-ledger checkpoint); copies belong outside the database too.';

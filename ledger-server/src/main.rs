@@ -118,6 +118,11 @@ enum Command {
         #[command(flatten)]
         key: ledger_server::transparency::KeySource,
     },
+    /// RFC 9162 proofs from the log's tree, as JSON (the API's answers, for any organization).
+    Proof {
+        #[command(subcommand)]
+        command: ProofCommand,
+    },
     /// Export a payroll run's evidence pack: its events with inclusion proofs against a signed checkpoint.
     Evidence {
         /// The payroll run.
@@ -153,6 +158,26 @@ enum Command {
         /// Employees to hire.
         #[arg(long, default_value_t = 1_000)]
         employees: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ProofCommand {
+    /// That an event is in the log: its leaf, audit path and the root of the tree.
+    Inclusion {
+        #[arg(long)]
+        event_id: uuid::Uuid,
+        /// The tree to prove it in (default: the tree as it is now).
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// That the log of FROM events is a prefix of the log of TO events.
+    Consistency {
+        #[arg(long)]
+        from: u64,
+        /// Default: the tree as it is now.
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 

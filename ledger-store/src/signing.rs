@@ -173,26 +173,29 @@ pub async fn latest(executor: impl PgExecutor<'_>) -> Result<Option<SignedCheckp
     row.map(from_row).transpose()
 }
 
-/// The largest checkpoint `verifier_key` signed.
-async fn latest_by(executor: impl PgExecutor<'_>, verifier_key: &str) -> Result<Option<SignedCheckpoint>> {
+/// A checkpoint of exactly `tree_size` leaves, the latest signed; `None` if none was.
+pub async fn of_size(executor: impl PgExecutor<'_>, tree_size: u64) -> Result<Option<SignedCheckpoint>> {
     let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from ledger.signed_checkpoints where verifier_key = $1 order by tree_size desc limit 1"
+        "select {COLUMNS} from ledger.signed_checkpoints where tree_size = $1 order by signed_at desc limit 1"
     ))
-    .bind(verifier_key)
+    .bind(tree_size as i64)
     .fetch_optional(executor)
     .await?;
     row.map(from_row).transpose()
 }
 
-/// Every checkpoint signed, newest tree first, at most `limit`.
-pub async fn list(executor: impl PgExecutor<'_>, limit: i64) -> Result<Vec<SignedCheckpoint>> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from ledger.signed_checkpoints order by tree_size desc, signed_at desc limit $1"
+/// The largest checkpoint `verifier_key` signed.
+async fn latest_by(executor: impl PgExecutor<'_>, verifier_key: &str) -> Result<Option<SignedCheckpoint>> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select {COLUMNS} from ledger.signed_checkpoints \
+         where origin = $1 and key_id = $2 and verifier_key = $3 order by tree_size desc limit 1"
     ))
-    .bind(limit)
-    .fetch_all(executor)
+    .bind(verifier_key.split('+').next().unwrap_or_default())
+    .bind(key_id_of(verifier_key))
+    .bind(verifier_key)
+    .fetch_optional(executor)
     .await?;
-    rows.into_iter().map(from_row).collect()
+    row.map(from_row).transpose()
 }
 
 /// What [`sign_checkpoint`] did.

@@ -10,7 +10,7 @@ mod payroll;
 pub mod schema;
 mod system;
 pub mod telemetry;
-mod transparency;
+pub mod transparency;
 pub mod views;
 mod wallets;
 

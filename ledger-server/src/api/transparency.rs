@@ -139,35 +139,44 @@ pub async fn inclusion(
             .await?;
     let (global_position, event_hash) =
         event.ok_or_else(|| AppError::NotFound(format!("no event {} in this organization", query.event_id)))?;
+    read.commit().await?;
     // The event is the organization's; which leaf it is counts the whole log.
     let mut whole = state.ledger.pool().acquire().await?;
-    let leaf_index = tree::leaf_index(&mut whole, global_position).await?.ok_or_else(|| AppError::Conflict {
+    Ok(Json(prove_inclusion(&mut whole, query.event_id, global_position, &event_hash, query.tree_size).await?))
+}
+
+/// The inclusion proof of an event (its id, position and stored hash) in the tree of
+/// `tree_size` leaves (default: the tree as it is), read on `connection`, which must see the
+/// whole log. The API's answer and `payroll-ledger proof inclusion`'s.
+pub async fn prove_inclusion(
+    connection: &mut sqlx::PgConnection,
+    event_id: Uuid,
+    global_position: i64,
+    event_hash: &[u8],
+    tree_size: Option<u64>,
+) -> AppResult<InclusionProofView> {
+    let leaf_index = tree::leaf_index(connection, global_position).await?.ok_or_else(|| AppError::Conflict {
         code: "not_in_tree_yet",
         detail: "the event is not in the log's tree yet (its runner is catching up); retry shortly".to_owned(),
     })?;
-    let tree_size = match query.tree_size {
+    let tree_size = match tree_size {
         Some(size) => size,
-        None => tree::head(&mut read).await?.size,
+        None => tree::head(connection).await?.size,
     };
-    let proof = tree::inclusion_proof(&mut read, tree_size, leaf_index).await?;
-    let root = tree::root_at(&mut read, tree_size).await?;
-    let checkpoint = signing::list(&mut *read, 1_000)
-        .await?
-        .into_iter()
-        .find(|checkpoint| checkpoint.tree_size == tree_size)
-        .map(CheckpointView::from);
-    read.commit().await?;
-    Ok(Json(InclusionProofView {
-        event_id: query.event_id,
+    let proof = tree::inclusion_proof(connection, tree_size, leaf_index).await?;
+    let root = tree::root_at(connection, tree_size).await?;
+    let checkpoint = signing::of_size(&mut *connection, tree_size).await?.map(CheckpointView::from);
+    Ok(InclusionProofView {
+        event_id,
         global_position,
         leaf_index,
         tree_size,
         root_hash: root.to_string(),
-        event_hash: hex::encode(&event_hash),
-        leaf_hash: tree::leaf_hash(&event_hash).to_string(),
+        event_hash: hex::encode(event_hash),
+        leaf_hash: tree::leaf_hash(event_hash).to_string(),
         proof: proof.iter().map(ToString::to_string).collect(),
         checkpoint,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -204,22 +213,31 @@ pub async fn consistency(
     Query(query): Query<ConsistencyQuery>,
 ) -> AppResult<Json<ConsistencyProofView>> {
     identity.require(Permission::Audit)?;
-    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let to = match query.to {
+    let mut connection = state.ledger.pool().acquire().await?;
+    Ok(Json(prove_consistency(&mut connection, query.from, query.to).await?))
+}
+
+/// The consistency proof from the tree of `from` leaves to the tree of `to` (default: the
+/// tree as it is). The API's answer and `payroll-ledger proof consistency`'s.
+pub async fn prove_consistency(
+    connection: &mut sqlx::PgConnection,
+    from: u64,
+    to: Option<u64>,
+) -> AppResult<ConsistencyProofView> {
+    let to = match to {
         Some(to) => to,
-        None => tree::head(&mut read).await?.size,
+        None => tree::head(connection).await?.size,
     };
-    let proof = tree::consistency_proof(&mut read, query.from, to).await?;
-    let from_root = tree::root_at(&mut read, query.from).await?;
-    let to_root = tree::root_at(&mut read, to).await?;
-    read.commit().await?;
-    Ok(Json(ConsistencyProofView {
-        from: query.from,
+    let proof = tree::consistency_proof(connection, from, to).await?;
+    let from_root = tree::root_at(connection, from).await?;
+    let to_root = tree::root_at(connection, to).await?;
+    Ok(ConsistencyProofView {
+        from,
         to,
         from_root: from_root.to_string(),
         to_root: to_root.to_string(),
         proof: proof.iter().map(ToString::to_string).collect(),
-    }))
+    })
 }
 
 /// An evidence pack (`docs/operations.md`): the run's events, each with its inclusion proof

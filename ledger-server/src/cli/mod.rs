@@ -21,7 +21,7 @@ use ledger_server::server::{Projectors, Server, ServerOptions, start_projectors}
 use ledger_store::{EventStore, VerifyScope};
 use uuid::Uuid;
 
-use crate::{Cli, Command, KeysCommand};
+use crate::{Cli, Command, KeysCommand, ProofCommand};
 use database::{Database, Migrations, ServerAfter};
 pub use progress::Progress;
 
@@ -99,6 +99,12 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Verify { stream_id: None, .. } => return transparency::verify_log(database).await,
         Command::Verify { stream_id: Some(stream_id), .. } => return verify(database, stream_id).await,
         Command::Checkpoint { out, key } => transparency::checkpoint(database, out.as_deref(), &key).await?,
+        Command::Proof { command } => match command {
+            ProofCommand::Inclusion { event_id, tree_size } => {
+                transparency::prove_inclusion(database, event_id, tree_size).await?
+            }
+            ProofCommand::Consistency { from, to } => transparency::prove_consistency(database, from, to).await?,
+        },
         Command::Evidence { run, out, key } => transparency::evidence(database, run, &out, &key).await?,
         Command::Keygen { .. } | Command::VerifyEvidence { .. } => {
             unreachable!("answered before the database is opened")

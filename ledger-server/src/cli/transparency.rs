@@ -162,6 +162,35 @@ async fn verify_with_tree(database: &Database, head: TreeHead, what: &str) -> an
     }
 }
 
+/// An application error as the CLI reports it.
+fn reported(error: ledger_server::error::AppError) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
+}
+
+pub async fn prove_inclusion(database: &Database, event_id: uuid::Uuid, tree_size: Option<u64>) -> anyhow::Result<()> {
+    let event: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("select global_position, hash from ledger.events where event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&database.pool)
+            .await?;
+    let (position, hash) = event.with_context(|| format!("no event {event_id} in this ledger"))?;
+    let mut connection = database.pool.acquire().await?;
+    let proof =
+        ledger_server::api::transparency::prove_inclusion(&mut connection, event_id, position, &hash, tree_size)
+            .await
+            .map_err(reported)?;
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+    Ok(())
+}
+
+pub async fn prove_consistency(database: &Database, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+    let mut connection = database.pool.acquire().await?;
+    let proof =
+        ledger_server::api::transparency::prove_consistency(&mut connection, from, to).await.map_err(reported)?;
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+    Ok(())
+}
+
 pub async fn evidence(database: &Database, run: uuid::Uuid, out: &Path, key: &KeySource) -> anyhow::Result<()> {
     let key = key.load()?;
     if key.is_some() {

@@ -134,6 +134,21 @@ fn checkpoints_and_evidence(dir: &DataDir) {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not signed by the key"));
 
+    let event = ndjson(&ok(&dir.pg(), &["events", "--format", "ndjson", "--limit", "1"])).remove(0);
+    let event_id = event["event_id"].as_str().unwrap();
+    let size = note.lines().nth(1).unwrap();
+    let proof: serde_json::Value =
+        serde_json::from_str(&ok(&dir.pg(), &["proof", "inclusion", "--event-id", event_id, "--tree-size", size])).unwrap();
+    assert_eq!(proof["leaf_index"], 0, "the first event is the first leaf: {proof}");
+    assert_eq!(proof["root_hash"].as_str(), note.lines().nth(2), "{proof}");
+    assert!(proof["checkpoint"]["note"].as_str().is_some(), "the checkpoint of that size: {proof}");
+    let consistency: serde_json::Value =
+        serde_json::from_str(&ok(&dir.pg(), &["proof", "consistency", "--from", "1", "--to", size])).unwrap();
+    assert_eq!(consistency["to_root"], proof["root_hash"]);
+    let beyond = cli(&dir.pg(), &["proof", "consistency", "--from", "1", "--to", "999999999"]);
+    assert_eq!(beyond.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("the log's tree has"));
+
     let run = demo_id("run:2026-01").to_string();
     let pack_file = dir.0.join("run.json");
     let pack = pack_file.to_str().unwrap();
