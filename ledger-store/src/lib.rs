@@ -247,12 +247,15 @@ impl EventStore {
 
     /// Verifies the whole log against a checkpoint saved earlier: every chain, and the Merkle
     /// root of the log's first `checkpoint.size` events (see [`CheckpointVerification`]).
+    /// `anchors` are other trusted tree heads (the same key's checkpoints): the report says up
+    /// to which of them the log is intact.
     pub async fn verify_against(
         &self,
         checkpoint: tree::TreeHead,
+        anchors: &[tree::TreeHead],
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<CheckpointVerification> {
-        verify::verify_against(&self.pool, checkpoint, progress).await
+        verify::verify_against(&self.pool, checkpoint, anchors, progress).await
     }
 
     /// Recomputes one stream's hash chain.

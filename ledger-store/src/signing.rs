@@ -184,6 +184,21 @@ pub async fn of_size(executor: impl PgExecutor<'_>, tree_size: u64) -> Result<Op
     row.map(from_row).transpose()
 }
 
+/// Every checkpoint stored as `verifier_key`'s, smallest tree first (their signatures
+/// unchecked: [`open`] each).
+pub async fn all_by(executor: impl PgExecutor<'_>, verifier_key: &str) -> Result<Vec<SignedCheckpoint>> {
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select {COLUMNS} from ledger.signed_checkpoints where origin = $1 and key_id = $2 and verifier_key = $3 \
+         order by tree_size"
+    ))
+    .bind(verifier_key.split('+').next().unwrap_or_default())
+    .bind(key_id_of(verifier_key))
+    .bind(verifier_key)
+    .fetch_all(executor)
+    .await?;
+    rows.into_iter().map(from_row).collect()
+}
+
 /// The largest checkpoint `verifier_key` signed.
 async fn latest_by(executor: impl PgExecutor<'_>, verifier_key: &str) -> Result<Option<SignedCheckpoint>> {
     let row: Option<Row> = sqlx::query_as(&format!(

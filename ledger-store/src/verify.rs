@@ -237,12 +237,20 @@ pub struct CheckpointVerification {
     /// The first place where the log is not what the checkpoint covered; `None` when it is,
     /// or when the stored tree was changed too and cannot tell (`stored_tree_matches`).
     pub first_difference: Option<TreeDifference>,
+    /// Other trusted tree heads (the key's earlier and later checkpoints) the log reached.
+    pub anchors_checked: usize,
+    /// The largest of them whose root the log's prefix still has, below the first that it
+    /// has not: the log is intact through this many events.
+    pub last_matching_anchor: Option<u64>,
+    /// The smallest of them whose root the log's prefix no longer has.
+    pub first_broken_anchor: Option<u64>,
 }
 
 impl CheckpointVerification {
-    /// The log is the checkpointed log, extended, and every chain is intact.
+    /// The log is the checkpointed log, extended, it has every anchor's root, and every
+    /// chain is intact.
     pub fn is_intact(&self) -> bool {
-        self.root_matches && self.chains.is_intact()
+        self.root_matches && self.first_broken_anchor.is_none() && self.chains.is_intact()
     }
 }
 
@@ -257,6 +265,7 @@ const TREE_COMPARE_BATCH: usize = 10_000;
 pub(crate) async fn verify_against(
     pool: &PgPool,
     checkpoint: crate::tree::TreeHead,
+    anchors: &[crate::tree::TreeHead],
     progress: &mut (dyn FnMut(u64) + Send),
 ) -> Result<CheckpointVerification> {
     use crate::tree::{Frontier, leaf_hash, root_at, stored_leaves};
@@ -268,6 +277,11 @@ pub(crate) async fn verify_against(
     let stored_tree_matches =
         stored_tree.size >= checkpoint.size && root_at(&mut transaction, checkpoint.size).await? == checkpoint.root;
 
+    let mut anchors: Vec<crate::tree::TreeHead> = anchors.iter().copied().filter(|anchor| anchor.size > 0).collect();
+    anchors.sort_by_key(|anchor| anchor.size);
+    let mut next_anchor = 0;
+    let (mut anchors_checked, mut last_matching_anchor, mut first_broken_anchor) = (0, None, None);
+    let mut checkpoint_root = (checkpoint.size == 0).then_some(crate::tree::EMPTY_HASH);
     let mut frontier = Frontier::default();
     let mut first_difference = None;
     let mut after = crate::event::Checkpoint::START;
@@ -293,8 +307,22 @@ pub(crate) async fn verify_against(
         };
         for (offset, (_, global_position, hash)) in rows.iter().enumerate() {
             let leaf = leaf_hash(hash);
-            if frontier.size() < checkpoint.size {
-                frontier.push(leaf);
+            frontier.push(leaf);
+            if frontier.size() == checkpoint.size {
+                checkpoint_root = Some(frontier.root());
+            }
+            while let Some(anchor) = anchors.get(next_anchor).filter(|anchor| anchor.size == frontier.size()) {
+                anchors_checked += 1;
+                if frontier.root() == anchor.root {
+                    if first_broken_anchor.is_none() {
+                        last_matching_anchor = Some(anchor.size);
+                    }
+                } else {
+                    first_broken_anchor.get_or_insert(anchor.size);
+                }
+                next_anchor += 1;
+            }
+            if frontier.size() <= checkpoint.size {
                 if stored_tree_matches
                     && first_difference.is_none()
                     && let Some(was) = recorded.get(offset).filter(|was| **was != leaf)
@@ -311,7 +339,7 @@ pub(crate) async fn verify_against(
             log_events += 1;
         }
     }
-    let root_matches = frontier.size() == checkpoint.size && frontier.root() == checkpoint.root;
+    let root_matches = checkpoint_root == Some(checkpoint.root);
     if !root_matches && stored_tree_matches && first_difference.is_none() && log_events < checkpoint.size {
         // Every event the log has matches, and it has fewer than the checkpoint: the first
         // missing one is where it differs.
@@ -331,5 +359,8 @@ pub(crate) async fn verify_against(
         root_matches,
         stored_tree_matches,
         first_difference,
+        anchors_checked,
+        last_matching_anchor,
+        first_broken_anchor,
     })
 }

@@ -256,11 +256,11 @@ async fn a_checkpoint_catches_every_change_a_superuser_can_make_and_names_where(
         };
         let opened = ledger_store::signing::open(&checkpoint.note, key.verifier_key()).unwrap();
         let events = whole_log(&store).await;
-        let before = store.verify_against(opened.head, &mut |_| {}).await.unwrap();
+        let before = store.verify_against(opened.head, &[], &mut |_| {}).await.unwrap();
         assert!(before.is_intact() && before.first_difference.is_none(), "{how:?}: {before:?}");
 
         let (leaf, position) = tamper(&db, how, &events, &streams).await;
-        let report = store.verify_against(opened.head, &mut |_| {}).await.unwrap();
+        let report = store.verify_against(opened.head, &[], &mut |_| {}).await.unwrap();
         assert!(!report.is_intact(), "{how:?} went unseen: {report:?}");
         match how {
             // The stored hash still stands: the chain shows it (the tree covers hashes).
@@ -291,11 +291,25 @@ async fn a_checkpoint_catches_every_change_a_superuser_can_make_and_names_where(
             }
         }
         // Rebuilt over the changed log, the tree no longer extends the signed one: the key
-        // refuses to sign it.
+        // refuses to sign it. The stored tree cannot locate the change any more; earlier
+        // trusted heads (one per size here) still do.
         if !matches!(how, Tamper::PayloadChanged) {
             ledger_projections::rebuild(&db.pool, &LogTreeProjection, &mut |_| {}).await.unwrap();
             let error = sign_checkpoint(&db.pool, &key).await.unwrap_err().to_string();
             assert!(error.contains("refusing to sign"), "{how:?}: {error}");
+            let mut frontier = Frontier::default();
+            let anchors: Vec<tree::TreeHead> = events
+                .iter()
+                .map(|event| {
+                    frontier.push(leaf_hash(&event.hash));
+                    tree::TreeHead { size: frontier.size(), root: frontier.root() }
+                })
+                .collect();
+            let report = store.verify_against(opened.head, &anchors, &mut |_| {}).await.unwrap();
+            assert!(!report.is_intact() && !report.stored_tree_matches, "{how:?}: {report:?}");
+            assert_eq!(report.first_difference, None, "{how:?}: {report:?}");
+            assert_eq!(report.last_matching_anchor, (leaf > 0).then_some(leaf), "{how:?}: {report:?}");
+            assert_eq!(report.first_broken_anchor, Some(leaf + 1), "{how:?}: {report:?}");
         }
         db.pool.close().await;
     }

@@ -96,7 +96,9 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Verify { checkpoint: Some(checkpoint), public_key, key, .. } => {
             return transparency::verify_checkpoint(database, &checkpoint, public_key.as_deref(), &key).await;
         }
-        Command::Verify { stream_id: None, .. } => return transparency::verify_log(database).await,
+        Command::Verify { stream_id: None, public_key, key, .. } => {
+            return transparency::verify_log(database, public_key.as_deref(), &key).await;
+        }
         Command::Verify { stream_id: Some(stream_id), .. } => return verify(database, stream_id).await,
         Command::Checkpoint { out, key } => transparency::checkpoint(database, out.as_deref(), &key).await?,
         Command::Proof { command } => match command {

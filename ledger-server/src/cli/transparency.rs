@@ -80,7 +80,14 @@ pub async fn verify_checkpoint(
     public_key: Option<&str>,
     key: &KeySource,
 ) -> anyhow::Result<ExitCode> {
-    let note = std::fs::read_to_string(checkpoint).with_context(|| format!("reading {}", checkpoint.display()))?;
+    let text = std::fs::read_to_string(checkpoint).with_context(|| format!("reading {}", checkpoint.display()))?;
+    // The note itself, or the JSON of GET /v1/checkpoints/latest saved as it came.
+    let note = match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(json) => {
+            json["note"].as_str().map(str::to_owned).context("the JSON has no `note`: save the checkpoint's note")?
+        }
+        Err(_) => text,
+    };
     let verifier_key = verifier_key(public_key, Some(key))?
         .context("pass the log's verifier key with --public-key (or configure the checkpoint key it belongs to)")?;
     let opened = open(&note, &verifier_key)?;
@@ -88,27 +95,74 @@ pub async fn verify_checkpoint(
         "checkpoint: {} events, root {}, signature verified with {verifier_key}",
         opened.head.size, opened.head.root
     );
-    verify_with_tree(database, opened.head, "the checkpointed log").await
+    let anchors = anchors(database, Some(&verifier_key)).await?;
+    verify_with_tree(database, opened.head, "the checkpointed log", anchors).await
+}
+
+/// The key's checkpoints stored in the database, each signature checked (one that does not
+/// verify is reported: someone wrote into `ledger.signed_checkpoints`).
+async fn anchors(database: &Database, verifier_key: Option<&str>) -> anyhow::Result<Anchors> {
+    let Some(verifier_key) = verifier_key else { return Ok(Anchors::default()) };
+    let mut anchors = Anchors::default();
+    for stored in ledger_store::signing::all_by(&database.pool, verifier_key).await? {
+        match open(&stored.note, verifier_key) {
+            Ok(opened) if opened.head.size == stored.tree_size && opened.head.root == stored.root => {
+                anchors.heads.push(opened.head)
+            }
+            _ => anchors.forged.push(stored.tree_size),
+        }
+    }
+    Ok(anchors)
+}
+
+/// Trusted tree heads to check the log against, and stored checkpoints that are not genuine.
+#[derive(Default)]
+struct Anchors {
+    heads: Vec<TreeHead>,
+    forged: Vec<u64>,
 }
 
 /// `verify` of the whole log: every chain, and the log against its own Merkle tree (which
 /// shows events removed, reordered or inserted behind the triggers' back, unless the tree
 /// was rewritten too: against that, `verify --checkpoint`).
-pub async fn verify_log(database: &Database) -> anyhow::Result<ExitCode> {
+pub async fn verify_log(database: &Database, public_key: Option<&str>, key: &KeySource) -> anyhow::Result<ExitCode> {
     let mut connection = database.pool.acquire().await?;
     let head = ledger_store::tree::head(&mut connection).await?;
     drop(connection);
-    verify_with_tree(database, head, "the log's Merkle tree").await
+    let verifier_key = verifier_key(public_key, Some(key))?;
+    let anchors = anchors(database, verifier_key.as_deref()).await?;
+    verify_with_tree(database, head, "the log's Merkle tree", anchors).await
 }
 
 /// Every chain, and the root of the log's first `head.size` events against `head`'s.
-async fn verify_with_tree(database: &Database, head: TreeHead, what: &str) -> anyhow::Result<ExitCode> {
+async fn verify_with_tree(
+    database: &Database,
+    head: TreeHead,
+    what: &str,
+    anchors: Anchors,
+) -> anyhow::Result<ExitCode> {
     let store = EventStore::new(database.pool.clone());
     let total = store.count_after(ledger_store::Checkpoint::START).await? as u64;
     let mut progress = Progress::new("verify", Some(total));
-    let report = store.verify_against(head, &mut |events| progress.set(events)).await?;
+    let report = store.verify_against(head, &anchors.heads, &mut |events| progress.set(events)).await?;
     progress.finish();
     let mut intact = true;
+    for size in &anchors.forged {
+        intact = false;
+        println!("NOT genuine: the stored checkpoint of {size} events does not verify with the key");
+    }
+    if let Some(broken) = report.first_broken_anchor {
+        intact = false;
+        println!(
+            "NOT the log the key signed: the log's first {broken} events do not have the root of the key's checkpoint of {broken}; {}",
+            report.last_matching_anchor.map_or("no earlier checkpoint matches".to_owned(), |size| format!(
+                "its first {size} events still have their checkpoint's root, so the change lies in events {} to {broken}",
+                size + 1
+            ))
+        );
+    } else if report.anchors_checked > 0 {
+        println!("the log has the roots of the key's {} checkpoints it reaches", report.anchors_checked);
+    }
     if let Some(first) = report.chains.first_break() {
         intact = false;
         println!(

@@ -138,7 +138,8 @@ fn checkpoints_and_evidence(dir: &DataDir) {
     let event_id = event["event_id"].as_str().unwrap();
     let size = note.lines().nth(1).unwrap();
     let proof: serde_json::Value =
-        serde_json::from_str(&ok(&dir.pg(), &["proof", "inclusion", "--event-id", event_id, "--tree-size", size])).unwrap();
+        serde_json::from_str(&ok(&dir.pg(), &["proof", "inclusion", "--event-id", event_id, "--tree-size", size]))
+            .unwrap();
     assert_eq!(proof["leaf_index"], 0, "the first event is the first leaf: {proof}");
     assert_eq!(proof["root_hash"].as_str(), note.lines().nth(2), "{proof}");
     assert!(proof["checkpoint"]["note"].as_str().is_some(), "the checkpoint of that size: {proof}");
