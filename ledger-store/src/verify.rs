@@ -322,18 +322,17 @@ pub(crate) async fn verify_against(
                 }
                 next_anchor += 1;
             }
-            if frontier.size() <= checkpoint.size {
-                if stored_tree_matches
-                    && first_difference.is_none()
-                    && let Some(was) = recorded.get(offset).filter(|was| **was != leaf)
-                {
-                    first_difference = Some(TreeDifference {
-                        leaf_index: log_events,
-                        global_position: Some(*global_position),
-                        last_matching_position: previous,
-                        recorded_leaf_hash: was.to_string(),
-                    });
-                }
+            if frontier.size() <= checkpoint.size
+                && stored_tree_matches
+                && first_difference.is_none()
+                && let Some(was) = recorded.get(offset).filter(|was| **was != leaf)
+            {
+                first_difference = Some(TreeDifference {
+                    leaf_index: log_events,
+                    global_position: Some(*global_position),
+                    last_matching_position: previous,
+                    recorded_leaf_hash: was.to_string(),
+                });
             }
             previous = Some(*global_position);
             log_events += 1;
