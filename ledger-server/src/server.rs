@@ -14,6 +14,7 @@ use ledger_app::{CommandMetrics, Ledger};
 
 use crate::api::{AppState, router};
 use crate::metrics::Metrics;
+use crate::transparency::SigningHealth;
 
 /// Connections of the pool appends take theirs from, apart from the reads' pool.
 pub const WRITER_CONNECTIONS_MAX: u32 = 16;
@@ -179,11 +180,13 @@ impl Server {
             Projectors::Elsewhere => RunningProjectors { health: Vec::new(), tasks: Vec::new() },
         };
         let mut tasks = running.tasks;
-        if let Some(key) = &options.checkpoint_key {
+        let signing_health = options.checkpoint_key.as_ref().map(|_| Arc::new(SigningHealth::default()));
+        if let (Some(key), Some(health)) = (&options.checkpoint_key, &signing_health) {
             let signing = crate::transparency::sign_periodically(
                 pool.clone(),
                 key.clone(),
                 options.checkpoint_every,
+                health.clone(),
                 stopped.clone(),
             );
             tasks.push(tokio::spawn(async move {
@@ -201,6 +204,7 @@ impl Server {
             runners: Arc::new(running.health),
             stall_after: options.stall_after,
             checkpoint_key: options.checkpoint_key.clone(),
+            signing: signing_health,
         });
         let mut stopped_http = stopped.clone();
         tasks.push(tokio::spawn(async move {

@@ -52,16 +52,49 @@ impl KeySource {
     }
 }
 
-/// Signs a checkpoint every `every` until `stopped` turns true. A failure is logged (and
-/// tried again next time): a tree that does not extend the last checkpoint is never signed.
-pub async fn sign_periodically(pool: PgPool, key: Arc<LogKey>, every: Duration, mut stopped: watch::Receiver<bool>) {
+/// Whether the server's checkpoint signing works, for `/ready`.
+#[derive(Debug, Default)]
+pub struct SigningHealth {
+    failing: std::sync::Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
+}
+
+impl SigningHealth {
+    /// The error of the last try and since when tries fail; `None` while signing works.
+    pub fn failing(&self) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn record(&self, outcome: Result<(), String>) {
+        let mut failing = self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *failing = match (outcome, failing.take()) {
+            (Ok(()), _) => None,
+            (Err(error), Some((_, since))) => Some((error, since)),
+            (Err(error), None) => Some((error, chrono::Utc::now())),
+        };
+    }
+}
+
+/// Signs a checkpoint every `every` until `stopped` turns true. A failure is logged, shown
+/// by `/ready` (through `health`) and tried again next time: a tree that does not extend the
+/// last checkpoint is never signed.
+pub async fn sign_periodically(
+    pool: PgPool,
+    key: Arc<LogKey>,
+    every: Duration,
+    health: Arc<SigningHealth>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         match sign_checkpoint(&pool, &key).await {
             Ok(Signed::New(checkpoint)) => {
+                health.record(Ok(()));
                 tracing::info!(tree_size = checkpoint.tree_size, root = %checkpoint.root, "signed a checkpoint")
             }
-            Ok(Signed::Unchanged(_)) => {}
-            Err(error) => tracing::error!(%error, "could not sign a checkpoint"),
+            Ok(Signed::Unchanged(_)) => health.record(Ok(())),
+            Err(error) => {
+                tracing::error!(%error, "could not sign a checkpoint");
+                health.record(Err(error.to_string()));
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -49,6 +49,8 @@ pub struct AppState {
     pub stall_after: std::time::Duration,
     /// See `ServerOptions::checkpoint_key`.
     pub checkpoint_key: Option<Arc<ledger_store::signing::LogKey>>,
+    /// Whether this server's checkpoint signing works (with a key).
+    pub signing: Option<Arc<crate::transparency::SigningHealth>>,
 }
 
 /// Every route of the API.

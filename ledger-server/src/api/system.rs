@@ -31,7 +31,8 @@ pub async fn health() -> &'static str {
 
 /// `GET /ready`: 200 only when the service can serve and its read side moves: the database
 /// answers, every migration is applied, the ledger's era is this cluster's, its roles and
-/// grants are there, this process's projector runners run, and no projection is stalled.
+/// grants are there, this process's projector runners run, its checkpoint signing (with a
+/// key) works, and no projection is stalled.
 #[utoipa::path(get, path = "/ready", tag = "system", security(()),
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready: `reason` says why and what to do", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -78,6 +79,9 @@ async fn unready_reason(state: &AppState) -> anyhow::Result<Option<String>> {
             }
             RunnerState::Standby | RunnerState::Leading => {}
         }
+    }
+    if let Some((error, since)) = state.signing.as_ref().and_then(|signing| signing.failing()) {
+        return Ok(Some(format!("the log's checkpoint cannot be signed since {since}: {error}")));
     }
     let names = ledger_projections::projections::names();
     let stalled = ledger_store::checkpoint::stalled(store.pool(), &names, state.stall_after).await?;

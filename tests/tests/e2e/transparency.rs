@@ -172,3 +172,40 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
     keyed.stop().await.unwrap();
     world.stop().await;
 }
+
+/// A server with the key that can no longer sign (a stored checkpoint was changed, so the
+/// tree no longer provably extends it) is not ready, and says why.
+#[tokio::test]
+async fn ready_turns_red_when_the_log_can_no_longer_be_signed() {
+    let mut world = World::new().await;
+    world.server.take().unwrap().stop().await.unwrap();
+    let options = ServerOptions {
+        checkpoint_key: Some(Arc::new(key())),
+        checkpoint_every: Duration::from_millis(100),
+        ..ServerOptions::default()
+    };
+    let address = "127.0.0.1:0".parse().unwrap();
+    world.server = Some(Server::start_with(world.db.pool.clone(), address, Projectors::Here, options).await.unwrap());
+    world.register().await;
+    world.hire("5000.00", true).await;
+    projected(&world).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while world.event_count().await
+        != sqlx::query_scalar::<_, i64>("select coalesce(max(tree_size), 0) from ledger.signed_checkpoints")
+            .fetch_one(&world.db.pool)
+            .await
+            .unwrap()
+    {
+        assert!(std::time::Instant::now() < deadline, "the server signed no checkpoint of the whole log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    crate::operations::ready_becomes(&world, StatusCode::OK, "").await;
+
+    sqlx::query("update ledger.signed_checkpoints set root_hash = sha256('forged'::bytea)")
+        .execute(&world.db.pool)
+        .await
+        .unwrap();
+    let body = crate::operations::ready_becomes(&world, StatusCode::SERVICE_UNAVAILABLE, "cannot be signed").await;
+    assert!(body["reason"].as_str().unwrap().contains("refusing to sign"), "{body}");
+    world.stop().await;
+}
