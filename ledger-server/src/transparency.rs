@@ -103,6 +103,9 @@ pub async fn sign_periodically(
     }
 }
 
+/// How long an evidence pack waits for the log's tree to take in the run's last event.
+pub const TREE_WAIT: Duration = Duration::from_secs(5);
+
 /// Why an evidence pack could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -120,7 +123,23 @@ pub async fn run_evidence(
     key: Option<&LogKey>,
 ) -> Result<ledger_store::evidence::EvidencePack, EvidenceError> {
     let checkpoint = match key {
-        Some(key) => sign_checkpoint(pool, key).await?.checkpoint().clone(),
+        Some(key) => {
+            // The tree lets events gather for a moment: give it the run's last event first.
+            let last: Option<i64> =
+                sqlx::query_scalar("select max(global_position) from ledger.events where stream_id = $1")
+                    .bind(run_id)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(ledger_store::StoreError::from)?;
+            let deadline = std::time::Instant::now() + TREE_WAIT;
+            while let Some(last) = last
+                && !ledger_store::checkpoint::projected(pool, last, &["log_tree"]).await?
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            sign_checkpoint(pool, key).await?.checkpoint().clone()
+        }
         None => ledger_store::signing::latest(pool).await?.ok_or_else(|| {
             EvidenceError::NoCheckpoint(
                 "no signed checkpoint yet: run `payroll-ledger checkpoint` with the log's key, or serve with one"

@@ -169,6 +169,22 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
         .await
         .unwrap();
     assert_eq!(public["verifier_key"], server_key.verifier_key());
+
+    // Right after a write to the run, its pack from the keyed server covers it: the server
+    // waits for the tree to take the run's last event in, then signs.
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    let pack: EvidencePack = client
+        .get(format!("{}/v1/payroll-runs/{run}/evidence", keyed.url()))
+        .bearer_auth(&world.auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pack.events_after_checkpoint, 0);
+    assert!(pack.events.iter().any(|event| event.event_type == "PayrollRunApproved"));
+    assert!(verify_pack(&pack, Some(server_key.verifier_key())).verified());
     keyed.stop().await.unwrap();
     world.stop().await;
 }
