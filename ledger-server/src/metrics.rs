@@ -18,6 +18,15 @@ pub struct Metrics {
     lag_seconds: GaugeVec,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
+    checkpoint_tree_size: prometheus::IntGauge,
+    checkpoint_age_seconds: prometheus::Gauge,
+}
+
+/// The latest signed checkpoint, for the gauges: its tree size and age in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct LatestCheckpoint {
+    pub tree_size: u64,
+    pub age_seconds: f64,
 }
 
 impl Default for Metrics {
@@ -55,11 +64,32 @@ impl Metrics {
             labels,
         )
         .expect("valid histogram");
+        let checkpoint_tree_size = prometheus::IntGauge::new(
+            "checkpoint_tree_size",
+            "Events covered by the latest signed checkpoint of the log (0 before the first)",
+        )
+        .expect("valid gauge");
+        let checkpoint_age_seconds = prometheus::Gauge::new(
+            "checkpoint_age_seconds",
+            "Seconds since the latest signed checkpoint of the log (NaN before the first)",
+        )
+        .expect("valid gauge");
+        registry.register(Box::new(checkpoint_tree_size.clone())).expect("registered once");
+        registry.register(Box::new(checkpoint_age_seconds.clone())).expect("registered once");
         registry.register(Box::new(http_requests.clone())).expect("registered once");
         registry.register(Box::new(http_seconds.clone())).expect("registered once");
         registry.register(Box::new(lag_events.clone())).expect("registered once");
         registry.register(Box::new(lag_seconds.clone())).expect("registered once");
-        Metrics { registry, commands, lag_events, lag_seconds, http_requests, http_seconds }
+        Metrics {
+            registry,
+            commands,
+            lag_events,
+            lag_seconds,
+            http_requests,
+            http_seconds,
+            checkpoint_tree_size,
+            checkpoint_age_seconds,
+        }
     }
 
     /// One answered request. `route` is the matched route's template, never the raw path.
@@ -70,8 +100,10 @@ impl Metrics {
         self.http_seconds.with_label_values(&labels).observe(latency.as_secs_f64());
     }
 
-    /// The text exposition, with the projection lag as of now.
-    pub fn render(&self, lags: &[ProjectionLag]) -> String {
+    /// The text exposition, with the projection lag and the latest checkpoint as of now.
+    pub fn render(&self, lags: &[ProjectionLag], checkpoint: Option<LatestCheckpoint>) -> String {
+        self.checkpoint_tree_size.set(checkpoint.map_or(0, |checkpoint| checkpoint.tree_size as i64));
+        self.checkpoint_age_seconds.set(checkpoint.map_or(f64::NAN, |checkpoint| checkpoint.age_seconds));
         for lag in lags {
             self.lag_events.with_label_values(&[lag.projection_name.as_str()]).set(lag.events_behind);
             self.lag_seconds

@@ -103,7 +103,11 @@ async fn unready_reason(state: &AppState) -> anyhow::Result<Option<String>> {
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> AppResult<Response> {
     let lags = ledger_projections::lag(state.ledger.store(), &ledger_projections::projections::names()).await?;
-    let text = state.metrics.render(&lags);
+    let checkpoint = ledger_store::signing::latest(state.ledger.pool()).await?.map(|latest| {
+        let age = latest.signed_at.map_or(0.0, |at| (chrono::Utc::now() - at).num_milliseconds() as f64 / 1000.0);
+        crate::metrics::LatestCheckpoint { tree_size: latest.tree_size, age_seconds: age.max(0.0) }
+    });
+    let text = state.metrics.render(&lags, checkpoint);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

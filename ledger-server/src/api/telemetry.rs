@@ -115,6 +115,6 @@ mod tests {
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(problem["code"], "internal");
-        assert!(metrics.render(&[]).contains(r#"route="/panics",status="500"} 1"#));
+        assert!(metrics.render(&[], None).contains(r#"route="/panics",status="500"} 1"#));
     }
 }

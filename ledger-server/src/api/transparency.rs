@@ -47,10 +47,17 @@ impl From<SignedCheckpoint> for CheckpointView {
     }
 }
 
-/// `GET /v1/checkpoints/latest`: the checkpoint of the largest tree signed so far.
+/// `GET /v1/checkpoints/latest`: the checkpoint of the largest tree signed so far; with
+/// `Accept: text/plain`, the signed note alone (as transparency-log tooling fetches it).
 #[utoipa::path(get, path = "/v1/checkpoints/latest", tag = "audit",
-    responses((status = 200, body = CheckpointView), Problems))]
-pub async fn latest_checkpoint(State(state): State<AppState>, Auth(identity): Auth) -> AppResult<Json<CheckpointView>> {
+    responses((status = 200, description = "The checkpoint",
+        content((CheckpointView = "application/json"), (String = "text/plain"))), Problems))]
+pub async fn latest_checkpoint(
+    State(state): State<AppState>,
+    Auth(identity): Auth,
+    headers: axum::http::HeaderMap,
+) -> AppResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
     identity.require(Permission::Audit)?;
     let latest = signing::latest(state.ledger.pool()).await?;
     let latest = latest.ok_or_else(|| {
@@ -59,7 +66,15 @@ pub async fn latest_checkpoint(State(state): State<AppState>, Auth(identity): Au
                 .to_owned(),
         )
     })?;
-    Ok(Json(latest.into()))
+    let wants_text = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/plain") && !accept.contains("application/json"));
+    if wants_text {
+        let content_type = [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+        return Ok((content_type, latest.note).into_response());
+    }
+    Ok(Json(CheckpointView::from(latest)).into_response())
 }
 
 /// The log's public key.

@@ -56,6 +56,18 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
     assert_eq!(latest["tree_size"], signed.tree_size);
     let head = open(latest["note"].as_str().unwrap(), key.verifier_key()).unwrap().head;
     assert_eq!(head.root.to_string(), latest["root_hash"]);
+    let note = world
+        .client
+        .get(world.url("/v1/checkpoints/latest"))
+        .bearer_auth(&world.auditor)
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(note, latest["note"].as_str().unwrap(), "the signed note alone, as text");
     let public = world.ok(Method::GET, "/v1/checkpoints/public-key", &world.auditor, None).await;
     assert_eq!(public["verifier_key"], key.verifier_key());
 
@@ -216,6 +228,10 @@ async fn ready_turns_red_when_the_log_can_no_longer_be_signed() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     crate::operations::ready_becomes(&world, StatusCode::OK, "").await;
+    let metrics = world.client.get(world.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let covered = format!("payroll_ledger_checkpoint_tree_size {}", world.event_count().await);
+    assert!(metrics.lines().any(|line| line == covered), "{covered} in {metrics}");
+    assert!(metrics.contains("payroll_ledger_checkpoint_age_seconds "), "{metrics}");
 
     sqlx::query("update ledger.signed_checkpoints set root_hash = sha256('forged'::bytea)")
         .execute(&world.db.pool)
