@@ -452,7 +452,7 @@ fn print_next_steps(database: &Database, before_january: i64) {
         "  {program} replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
         wallet_id(1)
     );
-    println!("  {program} verify   # recompute every hash chain");
+    println!("  {program} verify   # recompute every hash chain and the log's Merkle root");
     println!("  {program} keygen --name demo.payroll-ledger/log --out demo.key   # the log's checkpoint key");
     println!("  {program} checkpoint --checkpoint-key-file demo.key --out checkpoint.txt   # sign the log's tree");
     println!(
