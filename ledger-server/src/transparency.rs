@@ -115,19 +115,30 @@ pub enum EvidenceError {
     Store(#[from] ledger_store::StoreError),
 }
 
-/// The evidence pack of a payroll run: its stream's events with their proofs against a
+/// The evidence pack of a payroll run: its stream's events and those of its payments (the
+/// transaction of each paid item: postings, settlement), with their proofs against a
 /// checkpoint signed now with `key` (when given), or the latest signed one.
 pub async fn run_evidence(
     pool: &PgPool,
     run_id: uuid::Uuid,
     key: Option<&LogKey>,
 ) -> Result<ledger_store::evidence::EvidencePack, EvidenceError> {
+    let payments: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "select distinct (payload->>'transaction_id')::uuid from ledger.events \
+         where stream_id = $1 and event_type = 'PayrollItemPaid' and payload ? 'transaction_id'",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(ledger_store::StoreError::from)?;
+    let mut streams = vec![run_id];
+    streams.extend(&payments);
     let checkpoint = match key {
         Some(key) => {
-            // The tree lets events gather for a moment: give it the run's last event first.
+            // The tree lets events gather for a moment: give it the last event first.
             let last: Option<i64> =
-                sqlx::query_scalar("select max(global_position) from ledger.events where stream_id = $1")
-                    .bind(run_id)
+                sqlx::query_scalar("select max(global_position) from ledger.events where stream_id = any($1)")
+                    .bind(&streams)
                     .fetch_one(pool)
                     .await
                     .map_err(ledger_store::StoreError::from)?;
@@ -147,6 +158,6 @@ pub async fn run_evidence(
             )
         })?,
     };
-    let subject = format!("payroll run {run_id}");
-    Ok(ledger_store::evidence::build(pool, subject, &[run_id], &checkpoint).await?)
+    let subject = format!("payroll run {run_id} and its {} payments", payments.len());
+    Ok(ledger_store::evidence::build(pool, subject, &streams, &checkpoint).await?)
 }

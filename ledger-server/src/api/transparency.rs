@@ -275,8 +275,9 @@ pub struct EvidencePackView {
     events: Vec<serde_json::Value>,
 }
 
-/// `GET /v1/payroll-runs/{id}/evidence`: the run's evidence pack, against a checkpoint signed
-/// now (when the server has the key) or the latest one.
+/// `GET /v1/payroll-runs/{id}/evidence`: the evidence pack of the run and its payments (each
+/// paid item's transaction), against a checkpoint signed now (when the server has the key) or
+/// the latest one.
 #[utoipa::path(get, path = "/v1/payroll-runs/{id}/evidence", tag = "audit",
     params(("id" = Uuid, Path, description = "The payroll run")),
     responses((status = 200, body = EvidencePackView), Problems))]

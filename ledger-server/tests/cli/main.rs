@@ -157,6 +157,15 @@ fn checkpoints_and_evidence(dir: &DataDir) {
     assert!(exported.contains("with inclusion proofs"), "{exported}");
     let checked = ok(&dir.pg(), &["verify-evidence", pack, "--public-key", public]);
     assert!(checked.starts_with("verified:"), "{checked}");
+    let exported: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pack_file).unwrap()).unwrap();
+    let streams = exported["stream_events"].as_object().unwrap();
+    let paid =
+        exported["events"].as_array().unwrap().iter().filter(|event| event["event_type"] == "PayrollItemPaid").count();
+    assert!(
+        paid > 0 && streams.len() == 1 + paid,
+        "the run and each payment's transaction: {} streams, {paid} paid",
+        streams.len()
+    );
 
     let mut changed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pack_file).unwrap()).unwrap();
     let paid = changed["events"]
