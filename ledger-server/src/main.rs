@@ -115,6 +115,10 @@ enum Command {
         /// Also write the signed checkpoint to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Refuse unless the log extends this checkpoint kept outside (after a restore, pass
+        /// the newest one you kept: signing an older log would fork the series).
+        #[arg(long)]
+        extends: Option<PathBuf>,
         #[command(flatten)]
         key: ledger_server::transparency::KeySource,
     },

@@ -235,12 +235,28 @@ impl Signed {
 /// consistency proof from it to the tree). Refuses, saying why, when it does not: the log or
 /// its tree lost or changed events since.
 pub async fn sign_checkpoint(pool: &PgPool, key: &LogKey) -> Result<Signed> {
+    sign_checkpoint_extending(pool, key, None).await
+}
+
+/// [`sign_checkpoint`], refusing too unless the tree extends `outside`: a checkpoint kept
+/// outside the database (after restoring an older backup, the stored checkpoints are older
+/// than the ones shipped away; signing the restored log would fork the series).
+pub async fn sign_checkpoint_extending(pool: &PgPool, key: &LogKey, outside: Option<TreeHead>) -> Result<Signed> {
     let mut transaction = pool.begin().await?;
     sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *transaction).await?;
     let head = tree::head(&mut transaction).await?;
     let previous = latest_by(&mut *transaction, key.verifier_key()).await?;
     if let Some(previous) = &previous {
-        extends(&mut transaction, previous, key, head).await?;
+        let opened = open(&previous.note, key.verifier_key()).map_err(|error| {
+            refuse(format!("the stored checkpoint of size {} is not genuine ({error})", previous.tree_size))
+        })?;
+        if opened.head.size != previous.tree_size || opened.head.root != previous.root {
+            return Err(refuse(format!("the stored checkpoint of size {} differs from its note", previous.tree_size)));
+        }
+        extends(&mut transaction, opened.head, head, "the last signed checkpoint").await?;
+    }
+    if let Some(outside) = outside {
+        extends(&mut transaction, outside, head, "the checkpoint given").await?;
     }
     transaction.commit().await?;
     match previous {
@@ -253,36 +269,23 @@ pub async fn sign_checkpoint(pool: &PgPool, key: &LogKey) -> Result<Signed> {
     }
 }
 
-/// Whether the stored tree at `head` extends `previous` (whose signature must verify).
-async fn extends(
-    connection: &mut PgConnection,
-    previous: &SignedCheckpoint,
-    key: &LogKey,
-    head: TreeHead,
-) -> Result<()> {
-    let refuse = |why: String| {
-        StoreError::Tree(format!(
-            "refusing to sign: {why}; run `payroll-ledger verify --checkpoint` with your last saved checkpoint"
-        ))
-    };
-    let opened = open(&previous.note, key.verifier_key()).map_err(|error| {
-        refuse(format!("the stored checkpoint of size {} is not genuine ({error})", previous.tree_size))
-    })?;
-    if opened.head.size != previous.tree_size || opened.head.root != previous.root {
-        return Err(refuse(format!("the stored checkpoint of size {} differs from its note", previous.tree_size)));
+fn refuse(why: String) -> StoreError {
+    StoreError::Tree(format!(
+        "refusing to sign: {why}; run `payroll-ledger verify --checkpoint` with your last saved checkpoint"
+    ))
+}
+
+/// Whether the stored tree at `head` extends the tree `earlier` (named `what`).
+async fn extends(connection: &mut PgConnection, earlier: TreeHead, head: TreeHead, what: &str) -> Result<()> {
+    if head.size < earlier.size {
+        return Err(refuse(format!("the tree has {} leaves, fewer than the {} of {what}", head.size, earlier.size)));
     }
-    if head.size < previous.tree_size {
-        return Err(refuse(format!(
-            "the tree has {} leaves, fewer than the {} of the last signed checkpoint",
-            head.size, previous.tree_size
-        )));
-    }
-    if previous.tree_size == 0 {
+    if earlier.size == 0 {
         return Ok(());
     }
-    let proof = tree::consistency_proof(connection, previous.tree_size, head.size).await?;
-    tree::check_tree(&proof, head.size, head.root, previous.tree_size, previous.root).map_err(|_| {
-        refuse(format!("the tree of {} leaves does not extend the signed one of {}", head.size, previous.tree_size))
+    let proof = tree::consistency_proof(connection, earlier.size, head.size).await?;
+    tree::check_tree(&proof, head.size, head.root, earlier.size, earlier.root).map_err(|_| {
+        refuse(format!("the tree of {} leaves does not extend {what} ({} leaves)", head.size, earlier.size))
     })
 }
 

@@ -439,3 +439,35 @@ async fn packed_rows_and_leaf_ranges_hold_across_their_boundaries() {
     assert_eq!(rows(&db, "tree_hashes").await, hashes);
     assert_eq!(rows(&db, "leaf_ranges").await, ranges);
 }
+
+/// A checkpoint kept outside (newer than the database's, as after restoring an older backup)
+/// is not forked: the key signs only a tree that extends it.
+#[tokio::test]
+async fn a_checkpoint_given_from_outside_must_be_extended() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    log(&store).await;
+    grow_tree(&store, 1_000).await;
+    let events = whole_log(&store).await;
+    let mut connection = db.pool.acquire().await.unwrap();
+    let head = tree::head(&mut connection).await.unwrap();
+    let earlier = tree::TreeHead { size: 5, root: tree::root_at(&mut connection, 5).await.unwrap() };
+    let key = key();
+
+    let longer = tree::TreeHead { size: head.size + 3, root: head.root };
+    let error = ledger_store::signing::sign_checkpoint_extending(&db.pool, &key, Some(longer)).await.unwrap_err();
+    assert!(error.to_string().contains("fewer than the"), "{error}");
+    let forked = tree::TreeHead { size: 5, root: leaf_hash(&events[0].hash) };
+    let error = ledger_store::signing::sign_checkpoint_extending(&db.pool, &key, Some(forked)).await.unwrap_err();
+    assert!(error.to_string().contains("does not extend the checkpoint given"), "{error}");
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("select count(*) from ledger.signed_checkpoints")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let signed = ledger_store::signing::sign_checkpoint_extending(&db.pool, &key, Some(earlier)).await.unwrap();
+    assert!(matches!(signed, Signed::New(ref checkpoint) if checkpoint.tree_size == head.size), "{signed:?}");
+}

@@ -100,7 +100,9 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
             return transparency::verify_log(database, public_key.as_deref(), &key).await;
         }
         Command::Verify { stream_id: Some(stream_id), .. } => return verify(database, stream_id).await,
-        Command::Checkpoint { out, key } => transparency::checkpoint(database, out.as_deref(), &key).await?,
+        Command::Checkpoint { out, extends, key } => {
+            transparency::checkpoint(database, out.as_deref(), extends.as_deref(), &key).await?
+        }
         Command::Proof { command } => match command {
             ProofCommand::Inclusion { event_id, tree_size } => {
                 transparency::prove_inclusion(database, event_id, tree_size).await?

@@ -10,7 +10,7 @@ use ledger_projections::{Runner, RunnerOptions};
 use ledger_server::transparency::KeySource;
 use ledger_store::EventStore;
 use ledger_store::evidence::{parse_pack, verify_pack};
-use ledger_store::signing::{LogKey, Signed, open, sign_checkpoint};
+use ledger_store::signing::{LogKey, Signed, open, sign_checkpoint_extending};
 use ledger_store::tree::TreeHead;
 
 use super::Progress;
@@ -29,6 +29,18 @@ pub fn keygen(name: &str, out: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("wrote the private key to {} (mode 0600); give auditors the verifier key:", out.display());
     println!("{public}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A saved checkpoint: the signed note itself, or the JSON of `GET /v1/checkpoints/latest`
+/// saved as it came.
+fn read_note(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(json) => {
+            json["note"].as_str().map(str::to_owned).context("the JSON has no `note`: save the checkpoint's note")
+        }
+        Err(_) => Ok(text),
+    }
 }
 
 /// A verifier key given as text, or the file holding it.
@@ -52,10 +64,19 @@ async fn catch_up_tree(database: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn checkpoint(database: &Database, out: Option<&Path>, key: &KeySource) -> anyhow::Result<()> {
+pub async fn checkpoint(
+    database: &Database,
+    out: Option<&Path>,
+    extends: Option<&Path>,
+    key: &KeySource,
+) -> anyhow::Result<()> {
     let key = key.require()?;
+    let outside = match extends {
+        Some(path) => Some(open(&read_note(path)?, key.verifier_key())?.head),
+        None => None,
+    };
     catch_up_tree(database).await?;
-    let signed = sign_checkpoint(&database.pool, &key).await?;
+    let signed = sign_checkpoint_extending(&database.pool, &key, outside).await?;
     let checkpoint = signed.checkpoint();
     if let Some(out) = out {
         std::fs::write(out, &checkpoint.note).with_context(|| format!("writing {}", out.display()))?;
@@ -80,14 +101,7 @@ pub async fn verify_checkpoint(
     public_key: Option<&str>,
     key: &KeySource,
 ) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(checkpoint).with_context(|| format!("reading {}", checkpoint.display()))?;
-    // The note itself, or the JSON of GET /v1/checkpoints/latest saved as it came.
-    let note = match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(json) => {
-            json["note"].as_str().map(str::to_owned).context("the JSON has no `note`: save the checkpoint's note")?
-        }
-        Err(_) => text,
-    };
+    let note = read_note(checkpoint)?;
     let verifier_key = verifier_key(public_key, Some(key))?
         .context("pass the log's verifier key with --public-key (or configure the checkpoint key it belongs to)")?;
     let opened = open(&note, &verifier_key)?;
@@ -199,6 +213,11 @@ async fn verify_with_tree(
                     difference.leaf_index, difference.recorded_leaf_hash
                 );
             }
+            None if report.log_events < report.checkpoint_size => println!(
+                "the log holds {} events, fewer than the {} {what} covers, and the stored tree does not have them \
+                 either: an older backup was restored, or events were removed with the tree rebuilt",
+                report.log_events, report.checkpoint_size
+            ),
             None => println!(
                 "the stored tree has been changed too, so the first difference cannot be located from the database; \
                  verify against earlier checkpoints to narrow it down"

@@ -123,6 +123,8 @@ fn checkpoints_and_evidence(dir: &DataDir) {
     assert_eq!(std::fs::read_to_string(&checkpoint_file).unwrap(), note);
     assert!(note.starts_with("payroll.test/ledger\n"), "{note}");
 
+    let extended = cli(&dir.pg(), &["checkpoint", "--checkpoint-key-file", key, "--extends", checkpoint]);
+    assert!(extended.status.success(), "{}", String::from_utf8_lossy(&extended.stderr));
     let verified = ok(&dir.pg(), &["verify", "--checkpoint", checkpoint, "--public-key", public]);
     assert!(verified.contains("are the checkpointed log") && verified.contains("intact"), "{verified}");
     let (_, stranger) = {
