@@ -24,6 +24,7 @@ use crate::chain::Canonical;
 use crate::error::{Result, StoreError};
 use crate::signing::{self, SignedCheckpoint};
 use crate::tree::{self, Hash};
+use crate::verify::{StoredEvent, VERIFY_COLUMNS};
 
 /// The format this module writes and reads.
 pub const EVIDENCE_FORMAT: &str = "payroll-ledger-evidence/1";
@@ -74,9 +75,6 @@ pub struct EvidencePack {
 /// Events whose proofs are read in one query.
 const PROOFS_PER_QUERY: usize = 1_000;
 
-type EventRow =
-    (i64, Uuid, Uuid, String, Uuid, i64, String, i32, String, String, DateTime<Utc>, Option<Vec<u8>>, Vec<u8>);
-
 /// The pack of `stream_ids`' events against `checkpoint` (which must be a checkpoint of the
 /// stored tree: every leaf below its size is there). Events after it are left out and
 /// counted.
@@ -88,14 +86,11 @@ pub async fn build(
 ) -> Result<EvidencePack> {
     let mut transaction = pool.begin().await?;
     sqlx::query("set transaction isolation level repeatable read, read only").execute(&mut *transaction).await?;
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "select e.global_position, e.event_id, e.organization_id, e.stream_type, e.stream_id, e.stream_version, \
-                e.event_type, e.schema_version, e.payload::text, e.metadata::text, e.recorded_at, e.prev_hash, e.hash \
-         from ledger.events e where e.stream_id = any($1) order by e.stream_id, e.stream_version",
-    )
-    .bind(stream_ids)
-    .fetch_all(&mut *transaction)
-    .await?;
+    let sql = format!(
+        "select {VERIFY_COLUMNS} from ledger.events where stream_id = any($1) order by stream_id, stream_version"
+    );
+    let rows = sqlx::query(&sql).bind(stream_ids).fetch_all(&mut *transaction).await?;
+    let events = rows.iter().map(StoredEvent::from_row).collect::<sqlx::Result<Vec<_>>>()?;
     let mut pack = EvidencePack {
         format: EVIDENCE_FORMAT.to_owned(),
         subject,
@@ -103,34 +98,32 @@ pub async fn build(
         verifier_key: checkpoint.verifier_key.clone(),
         stream_events: BTreeMap::new(),
         events_after_checkpoint: 0,
-        events: Vec::with_capacity(rows.len()),
+        events: Vec::with_capacity(events.len()),
     };
-    let positions: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    let positions: Vec<i64> = events.iter().map(|event| event.global_position).collect();
     let leaves = tree::leaf_indexes(&mut transaction, &positions).await?;
-    for row in rows {
-        let (position, event_id, organization_id, stream_type, stream_id, version, event_type, schema_version) =
-            (row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7);
-        let (payload, metadata, recorded_at, prev_hash, hash) = (row.8, row.9, row.10, row.11, row.12);
-        let Some(leaf_index) = leaves.get(&position).copied().filter(|leaf| *leaf < checkpoint.tree_size) else {
+    for event in events {
+        let leaf = leaves.get(&event.global_position).copied();
+        let Some(leaf_index) = leaf.filter(|leaf| *leaf < checkpoint.tree_size) else {
             pack.events_after_checkpoint += 1;
             continue;
         };
-        *pack.stream_events.entry(stream_id).or_default() += 1;
+        *pack.stream_events.entry(event.stream_id).or_default() += 1;
         pack.events.push(EvidenceEvent {
             leaf_index,
-            global_position: position,
-            event_id,
-            organization_id,
-            stream_type,
-            stream_id,
-            stream_version: version as u64,
-            event_type,
-            schema_version,
-            payload,
-            metadata,
-            recorded_at,
-            prev_hash: prev_hash.map(hex::encode),
-            hash: hex::encode(hash),
+            global_position: event.global_position,
+            event_id: event.event_id,
+            organization_id: event.organization_id,
+            stream_type: event.stream_type,
+            stream_id: event.stream_id,
+            stream_version: event.stream_version,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload_text,
+            metadata: event.metadata_text,
+            recorded_at: event.recorded_at,
+            prev_hash: event.prev_hash.map(hex::encode),
+            hash: hex::encode(event.hash),
             inclusion_proof: Vec::new(),
         });
     }

@@ -283,8 +283,8 @@ async fn extends(connection: &mut PgConnection, earlier: TreeHead, head: TreeHea
     if earlier.size == 0 {
         return Ok(());
     }
-    let proof = tree::consistency_proof(connection, earlier.size, head.size).await?;
-    tree::check_tree(&proof, head.size, head.root, earlier.size, earlier.root).map_err(|_| {
+    let consistency = tree::consistency_proof(connection, earlier.size, head.size).await?;
+    tree::check_tree(&consistency.proof, head.size, head.root, earlier.size, earlier.root).map_err(|_| {
         refuse(format!("the tree of {} leaves does not extend {what} ({} leaves)", head.size, earlier.size))
     })
 }

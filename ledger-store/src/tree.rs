@@ -16,7 +16,8 @@
 //! inclusion proof or a consistency proof reads O(log n) stored hashes in one query
 //! ([`with_stored`]): `tlog_tiles` names the indexes it needs, we fetch them, it computes.
 //! No rescan ever. Which leaf an event is comes from `transparency.leaf_ranges`, a row per
-//! batch: the batch's first leaf plus the events before it in the batch's span of the log.
+//! [`RANGE_LEAVES`] leaves (whatever the batches were): the range's first leaf plus the
+//! events before it in the range's span of the log.
 //!
 //! The proofs are RFC 9162's (6962's): a verifier needs only `tlog_tiles::tlog::check_record`
 //! / `check_tree`, or any RFC 9162 implementation.
@@ -102,8 +103,14 @@ impl TreeHead {
 
 /// The tree's head; the empty tree before the runner's first batch.
 pub async fn head(connection: &mut PgConnection) -> Result<TreeHead> {
+    read_head(connection, "transparency.tree_head").await
+}
+
+/// The head in `table` (the live one, or as `search_path` names it inside the projection's
+/// transaction).
+async fn read_head(connection: &mut PgConnection, table: &str) -> Result<TreeHead> {
     let row: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("select size, root_hash from transparency.tree_head").fetch_optional(&mut *connection).await?;
+        sqlx::query_as(&format!("select size, root_hash from {table}")).fetch_optional(&mut *connection).await?;
     let Some((size, root)) = row else { return Ok(TreeHead::EMPTY) };
     let root = hash_from_bytes(&root).ok_or_else(|| StoreError::Tree("the stored root is not 32 bytes".into()))?;
     Ok(TreeHead { size: size as u64, root })
@@ -155,7 +162,7 @@ pub async fn leaf_indexes(connection: &mut PgConnection, positions: &[i64]) -> R
 /// packed rows (the last one rewritten, new ones inserted), records the batch's range of
 /// leaves and the new head: a handful of statements per batch, whatever its size.
 pub async fn append_leaves(connection: &mut PgConnection, events: &[(Checkpoint, &[u8])]) -> Result<TreeHead> {
-    let before = head_in_path(connection).await?;
+    let before = read_head(connection, "tree_head").await?;
     if events.is_empty() {
         return Ok(before);
     }
@@ -278,15 +285,6 @@ async fn write_hashes(connection: &mut PgConnection, start: u64, hashes: &[u8]) 
     Ok(())
 }
 
-/// The head as `search_path` names it (inside the projection's transaction).
-async fn head_in_path(connection: &mut PgConnection) -> Result<TreeHead> {
-    let row: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("select size, root_hash from tree_head").fetch_optional(&mut *connection).await?;
-    let Some((size, root)) = row else { return Ok(TreeHead::EMPTY) };
-    let root = hash_from_bytes(&root).ok_or_else(|| StoreError::Tree("the stored root is not 32 bytes".into()))?;
-    Ok(TreeHead { size: size as u64, root })
-}
-
 /// Hashes already known by stored-hash index.
 struct Known(HashMap<u64, Hash>);
 
@@ -343,7 +341,7 @@ impl HashReader for TwoPass {
 }
 
 /// Runs `compute` over the stored tree (`transparency.tree_hashes`), reading what it needs in
-/// one query.
+/// one query (however many times it asks).
 async fn with_stored<T>(
     connection: &mut PgConnection,
     compute: impl Fn(&TwoPass) -> std::result::Result<T, tlog::Error>,
@@ -378,15 +376,26 @@ pub async fn root_at(connection: &mut PgConnection, size: u64) -> Result<Hash> {
     with_stored(connection, |reader| tlog::tree_hash(size, reader)).await
 }
 
-/// RFC 9162 inclusion proof (audit path) of leaf `leaf` in the tree of `size` leaves.
-pub async fn inclusion_proof(connection: &mut PgConnection, size: u64, leaf: u64) -> Result<Vec<Hash>> {
+/// An RFC 9162 inclusion proof (audit path) and the root it leads to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inclusion {
+    pub proof: Vec<Hash>,
+    pub root: Hash,
+}
+
+/// The inclusion proof of leaf `leaf` in the tree of `size` leaves, with that tree's root:
+/// one read of the stored hashes for both.
+pub async fn inclusion_proof(connection: &mut PgConnection, size: u64, leaf: u64) -> Result<Inclusion> {
     checked_size(connection, "tree_size", size, false).await?;
     if leaf >= size {
         return Err(StoreError::NotInTree(format!(
             "tree_size: the event is leaf {leaf}, so it is not in the tree of {size}: ask for a tree_size above {leaf}"
         )));
     }
-    with_stored(connection, |reader| tlog::prove_record(size, leaf, reader)).await
+    with_stored(connection, |reader| {
+        Ok(Inclusion { proof: tlog::prove_record(size, leaf, reader)?, root: tlog::tree_hash(size, reader)? })
+    })
+    .await
 }
 
 /// Inclusion proofs of several leaves in the tree of `size` leaves, every hash they need
@@ -399,8 +408,17 @@ pub async fn inclusion_proofs(connection: &mut PgConnection, size: u64, leaves: 
     with_stored(connection, |reader| leaves.iter().map(|leaf| tlog::prove_record(size, *leaf, reader)).collect()).await
 }
 
-/// RFC 9162 consistency proof that the tree of `from` leaves is a prefix of the tree of `to`.
-pub async fn consistency_proof(connection: &mut PgConnection, from: u64, to: u64) -> Result<Vec<Hash>> {
+/// An RFC 9162 consistency proof and the roots of both trees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consistency {
+    pub proof: Vec<Hash>,
+    pub from_root: Hash,
+    pub to_root: Hash,
+}
+
+/// The consistency proof that the tree of `from` leaves is a prefix of the tree of `to`,
+/// with both roots: one read of the stored hashes for all three.
+pub async fn consistency_proof(connection: &mut PgConnection, from: u64, to: u64) -> Result<Consistency> {
     checked_size(connection, "to", to, false).await?;
     if from == 0 {
         return Err(StoreError::invalid("from", "must be at least 1"));
@@ -410,7 +428,14 @@ pub async fn consistency_proof(connection: &mut PgConnection, from: u64, to: u64
             "from: no tree of {from} leaves is a prefix of the tree of {to}: ask for from={to}&to={from}"
         )));
     }
-    with_stored(connection, |reader| tlog::prove_tree(to, from, reader)).await
+    with_stored(connection, |reader| {
+        Ok(Consistency {
+            proof: tlog::prove_tree(to, from, reader)?,
+            from_root: tlog::tree_hash(from, reader)?,
+            to_root: tlog::tree_hash(to, reader)?,
+        })
+    })
+    .await
 }
 
 /// The stored leaf hashes of leaves `first..first + count` (fewer where the tree ends).
@@ -438,6 +463,18 @@ mod tests {
         known
     }
 
+    /// RFC 6962's test leaves (certificate-transparency, transparency-dev/merkle).
+    const REFERENCE_LEAVES: [&[u8]; 8] = [
+        b"",
+        b"\x00",
+        b"\x10",
+        b"\x20\x21",
+        b"\x30\x31",
+        b"\x40\x41\x42\x43",
+        b"\x50\x51\x52\x53\x54\x55\x56\x57",
+        b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
+    ];
+
     fn hex_hash(text: &str) -> Hash {
         Hash(hex::decode(text).unwrap().try_into().unwrap())
     }
@@ -446,16 +483,7 @@ mod tests {
     /// the reference implementations (certificate-transparency, transparency-dev/merkle).
     #[test]
     fn roots_match_the_reference_vectors() {
-        let inputs: [&[u8]; 8] = [
-            b"",
-            b"\x00",
-            b"\x10",
-            b"\x20\x21",
-            b"\x30\x31",
-            b"\x40\x41\x42\x43",
-            b"\x50\x51\x52\x53\x54\x55\x56\x57",
-            b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
-        ];
+        let inputs = REFERENCE_LEAVES;
         let roots = [
             "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
@@ -482,16 +510,7 @@ mod tests {
     /// RFC 6962's inclusion and consistency proofs for the reference leaves.
     #[test]
     fn proofs_match_the_reference_vectors() {
-        let inputs: [&[u8]; 8] = [
-            b"",
-            b"\x00",
-            b"\x10",
-            b"\x20\x21",
-            b"\x30\x31",
-            b"\x40\x41\x42\x43",
-            b"\x50\x51\x52\x53\x54\x55\x56\x57",
-            b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f",
-        ];
+        let inputs = REFERENCE_LEAVES;
         let leaves: Vec<Hash> = inputs.iter().map(|input| record_hash(input)).collect();
         let tree = stored(&leaves);
         // Leaf 0 in the tree of 8 (transparency-dev/merkle's inclusion vectors).

@@ -60,24 +60,26 @@ impl VerifyReport {
     }
 }
 
-struct StoredEvent {
-    global_position: i64,
-    event_id: Uuid,
-    organization_id: Uuid,
-    stream_type: String,
-    stream_id: Uuid,
-    stream_version: u64,
-    event_type: String,
-    schema_version: i32,
-    payload_text: String,
-    metadata_text: String,
-    recorded_at: DateTime<Utc>,
-    prev_hash: Option<Vec<u8>>,
-    hash: Vec<u8>,
+/// An event's stored columns, every one its hash covers, as text where the hash takes text
+/// (the verifier's and the evidence packs' reading of the log).
+pub(crate) struct StoredEvent {
+    pub(crate) global_position: i64,
+    pub(crate) event_id: Uuid,
+    pub(crate) organization_id: Uuid,
+    pub(crate) stream_type: String,
+    pub(crate) stream_id: Uuid,
+    pub(crate) stream_version: u64,
+    pub(crate) event_type: String,
+    pub(crate) schema_version: i32,
+    pub(crate) payload_text: String,
+    pub(crate) metadata_text: String,
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) prev_hash: Option<Vec<u8>>,
+    pub(crate) hash: Vec<u8>,
 }
 
 impl StoredEvent {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+    pub(crate) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
         Ok(StoredEvent {
             global_position: row.try_get("global_position")?,
             event_id: row.try_get("event_id")?,
@@ -154,7 +156,7 @@ impl ChainWalker {
     }
 }
 
-const VERIFY_COLUMNS: &str = "global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, \
+pub(crate) const VERIFY_COLUMNS: &str = "global_position, event_id, organization_id, stream_type, stream_id, stream_version, event_type, \
      schema_version, payload::text as payload_text, metadata::text as metadata_text, recorded_at, prev_hash, hash";
 
 /// Which streams to verify.

@@ -84,19 +84,22 @@ async fn the_tree_is_the_logs_tree_batch_after_batch_and_every_proof_checks() {
     for (leaf, event) in events.iter().enumerate() {
         assert_eq!(tree::leaf_index(&mut connection, event.global_position).await.unwrap(), Some(leaf as u64));
         assert_eq!(tree::root_at(&mut connection, leaf as u64 + 1).await.unwrap(), roots[leaf]);
-        let proof = tree::inclusion_proof(&mut connection, head.size, leaf as u64).await.unwrap();
+        let inclusion = tree::inclusion_proof(&mut connection, head.size, leaf as u64).await.unwrap();
+        assert_eq!(inclusion.root, head.root);
+        let proof = inclusion.proof;
         check_record(&proof, head.size, head.root, leaf as u64, leaf_hash(&event.hash)).unwrap();
         assert!(check_record(&proof, head.size, head.root, leaf as u64, leaf_hash(b"another")).is_err());
         let from = leaf as u64 + 1;
-        let proof = tree::consistency_proof(&mut connection, from, head.size).await.unwrap();
-        check_tree(&proof, head.size, head.root, from, roots[leaf]).unwrap();
+        let consistency = tree::consistency_proof(&mut connection, from, head.size).await.unwrap();
+        assert_eq!((consistency.from_root, consistency.to_root), (roots[leaf], head.root));
+        check_tree(&consistency.proof, head.size, head.root, from, roots[leaf]).unwrap();
     }
 
     // Many proofs in one read are the same proofs.
     let leaves: Vec<u64> = (0..head.size).rev().collect();
     let together = tree::inclusion_proofs(&mut connection, head.size, &leaves).await.unwrap();
     for (leaf, proof) in leaves.iter().zip(together) {
-        assert_eq!(proof, tree::inclusion_proof(&mut connection, head.size, *leaf).await.unwrap());
+        assert_eq!(proof, tree::inclusion_proof(&mut connection, head.size, *leaf).await.unwrap().proof);
     }
 
     // The log grows; the tree extends the one it was.
@@ -105,7 +108,7 @@ async fn the_tree_is_the_logs_tree_batch_after_batch_and_every_proof_checks() {
     grow_tree(&store, 1_000).await;
     let grown = tree::head(&mut connection).await.unwrap();
     assert_eq!(grown.size, head.size + 4);
-    let proof = tree::consistency_proof(&mut connection, head.size, grown.size).await.unwrap();
+    let proof = tree::consistency_proof(&mut connection, head.size, grown.size).await.unwrap().proof;
     check_tree(&proof, grown.size, grown.root, head.size, head.root).unwrap();
 
     // Out of range: named, nothing computed. Zero is malformed; a tree or leaf the tree does

@@ -178,18 +178,17 @@ pub async fn prove_inclusion(
         Some(size) => size,
         None => tree::head(connection).await?.size,
     };
-    let proof = tree::inclusion_proof(connection, tree_size, leaf_index).await?;
-    let root = tree::root_at(connection, tree_size).await?;
+    let inclusion = tree::inclusion_proof(connection, tree_size, leaf_index).await?;
     let checkpoint = signing::of_size(&mut *connection, tree_size).await?.map(CheckpointView::from);
     Ok(InclusionProofView {
         event_id,
         global_position,
         leaf_index,
         tree_size,
-        root_hash: root.to_string(),
+        root_hash: inclusion.root.to_string(),
         event_hash: hex::encode(event_hash),
         leaf_hash: tree::leaf_hash(event_hash).to_string(),
-        proof: proof.iter().map(ToString::to_string).collect(),
+        proof: inclusion.proof.iter().map(ToString::to_string).collect(),
         checkpoint,
     })
 }
@@ -243,15 +242,13 @@ pub async fn prove_consistency(
         Some(to) => to,
         None => tree::head(connection).await?.size,
     };
-    let proof = tree::consistency_proof(connection, from, to).await?;
-    let from_root = tree::root_at(connection, from).await?;
-    let to_root = tree::root_at(connection, to).await?;
+    let consistency = tree::consistency_proof(connection, from, to).await?;
     Ok(ConsistencyProofView {
         from,
         to,
-        from_root: from_root.to_string(),
-        to_root: to_root.to_string(),
-        proof: proof.iter().map(ToString::to_string).collect(),
+        from_root: consistency.from_root.to_string(),
+        to_root: consistency.to_root.to_string(),
+        proof: consistency.proof.iter().map(ToString::to_string).collect(),
     })
 }
 

@@ -380,17 +380,11 @@ async fn single_command_latency(pool: &PgPool, args: &BenchArgs, report: &mut Re
     Ok(())
 }
 
-/// Catches the log's tree up; returns the events it added.
-async fn catch_up_tree(pool: &PgPool) -> anyhow::Result<u64> {
-    let runner = Runner::new(pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default());
-    Ok(runner.catch_up().await?)
-}
-
 /// The log's Merkle tree: what its runner costs appends (16 writers with the runner on and
 /// off, interleaved), how fast it catches up, and proofs and a checkpoint at `--tree-events`.
 async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
     let store = EventStore::new(pool.clone());
-    catch_up_tree(pool).await?;
+    super::transparency::catch_up_tree(pool).await?;
     let (mut off_rates, mut on_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.repeat {
         let mut pair = [0.0; 2];
@@ -407,7 +401,7 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
                 runner.await??;
             }
             // Untimed: the tree takes in what the round wrote before the next round.
-            catch_up_tree(pool).await?;
+            super::transparency::catch_up_tree(pool).await?;
             pair[index] = rate;
         }
         off_rates.push(pair[0]);
@@ -432,7 +426,7 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
         progress.finish();
     }
     let started = Instant::now();
-    let added = catch_up_tree(pool).await?;
+    let added = super::transparency::catch_up_tree(pool).await?;
     let seconds = started.elapsed().as_secs_f64();
     report.add(Figure::of(format!("tree catch-up over {added} new events"), "events/s", vec![added as f64 / seconds]));
 
@@ -450,12 +444,10 @@ async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> a
         let started = Instant::now();
         let leaf = ledger_store::tree::leaf_index(&mut connection, *position).await?.expect("a leaf");
         ledger_store::tree::inclusion_proof(&mut connection, size, leaf).await?;
-        ledger_store::tree::root_at(&mut connection, size).await?;
         inclusion.push(started.elapsed().as_secs_f64() * 1000.0);
         let from = (leaf + n as u64) % size + 1;
         let started = Instant::now();
         ledger_store::tree::consistency_proof(&mut connection, from, size).await?;
-        ledger_store::tree::root_at(&mut connection, from).await?;
         consistency.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     drop(connection);
@@ -589,10 +581,7 @@ async fn payroll_end_to_end(
     phase("projections caught up", &mut mark);
     if with_tree {
         // Reads do not wait for the log's tree (it lingers); a proof of the run does.
-        let store = ledger.store();
-        while ledger_projections::lag(store, &[LogTreeProjection.name()]).await?[0].events_behind > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        ledger.wait_for_head_of(&[LogTreeProjection.name()], Duration::from_secs(3_600)).await?;
         phase("log's tree caught up", &mut mark);
     }
     phases.push(("total", started.elapsed().as_secs_f64()));

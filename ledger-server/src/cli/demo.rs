@@ -400,12 +400,7 @@ impl Demo {
     /// The projections' lag, the hash chains, and how long each phase took.
     async fn print_health(&self) -> anyhow::Result<()> {
         // Reads do not wait for the log's tree (it lets events gather): wait for it here.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while ledger_projections::lag(self.ledger.store(), &["log_tree"]).await?[0].events_behind > 0
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.ledger.wait_for_head_of(&["log_tree"], Duration::from_secs(60)).await?;
         let lags = ledger_projections::lag(self.ledger.store(), &ledger_projections::projections::names()).await?;
         let verified = self.ledger.store().verify(ledger_store::VerifyScope::All, &mut |_| {}).await?;
         let worst = lags.iter().map(|lag| lag.events_behind).max().unwrap_or(0);

@@ -58,10 +58,10 @@ fn verifier_key(given: Option<&str>, key: Option<&KeySource>) -> anyhow::Result<
     })
 }
 
-/// Catches the log's tree up to the log.
-async fn catch_up_tree(database: &Database) -> anyhow::Result<()> {
-    Runner::new(database.pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default()).catch_up().await?;
-    Ok(())
+/// Catches the log's tree up to the log; returns the events it added.
+pub(super) async fn catch_up_tree(pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    let runner = Runner::new(pool.clone(), Arc::new(LogTreeProjection), RunnerOptions::default());
+    Ok(runner.catch_up().await?)
 }
 
 pub async fn checkpoint(
@@ -75,7 +75,7 @@ pub async fn checkpoint(
         Some(path) => Some(open(&read_note(path)?, key.verifier_key())?.head),
         None => None,
     };
-    catch_up_tree(database).await?;
+    catch_up_tree(&database.pool).await?;
     let signed = sign_checkpoint_extending(&database.pool, &key, outside).await?;
     let checkpoint = signed.checkpoint();
     if let Some(out) = out {
@@ -267,7 +267,7 @@ pub async fn prove_consistency(database: &Database, from: u64, to: Option<u64>) 
 pub async fn evidence(database: &Database, run: uuid::Uuid, out: &Path, key: &KeySource) -> anyhow::Result<()> {
     let key = key.load()?;
     if key.is_some() {
-        catch_up_tree(database).await?;
+        catch_up_tree(&database.pool).await?;
     }
     let pack = ledger_server::transparency::run_evidence(&database.pool, run, key.as_ref()).await?;
     if pack.events.is_empty() && pack.events_after_checkpoint == 0 {

@@ -21,6 +21,11 @@ fn hashes(value: &Value) -> Vec<ledger_store::tree::Hash> {
     value.as_array().unwrap().iter().map(|hash| parse_hash(hash.as_str().unwrap()).unwrap()).collect()
 }
 
+/// A GET with a key on another server than the world's, as JSON.
+async fn auditor_get(client: &reqwest::Client, url: &str, key: &str) -> Value {
+    client.get(url).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+}
+
 /// Waits until every projection, the log's tree included (reads do not wait for it: it
 /// lingers), has applied the whole log.
 async fn projected(world: &World) {
@@ -154,15 +159,8 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let latest: Value = client
-            .get(format!("{}/v1/checkpoints/latest", keyed.url()))
-            .bearer_auth(&world.auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let latest: Value =
+            auditor_get(&client, &format!("{}/v1/checkpoints/latest", keyed.url()), &world.auditor).await;
         if latest["verifier_key"] == server_key.verifier_key() {
             let head = open(latest["note"].as_str().unwrap(), server_key.verifier_key()).unwrap().head;
             assert_eq!(head.size, to);
@@ -171,29 +169,15 @@ async fn auditors_prove_their_events_are_in_the_signed_log_and_take_evidence_awa
         assert!(std::time::Instant::now() < deadline, "the server signed no checkpoint: {latest}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let public: Value = client
-        .get(format!("{}/v1/checkpoints/public-key", keyed.url()))
-        .bearer_auth(&world.auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let public: Value =
+        auditor_get(&client, &format!("{}/v1/checkpoints/public-key", keyed.url()), &world.auditor).await;
     assert_eq!(public["verifier_key"], server_key.verifier_key());
 
     // Right after a write to the run, its pack from the keyed server covers it: the server
     // waits for the tree to take the run's last event in, then signs.
     world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
-    let pack: EvidencePack = client
-        .get(format!("{}/v1/payroll-runs/{run}/evidence", keyed.url()))
-        .bearer_auth(&world.auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pack = auditor_get(&client, &format!("{}/v1/payroll-runs/{run}/evidence", keyed.url()), &world.auditor).await;
+    let pack: EvidencePack = serde_json::from_value(pack).unwrap();
     assert_eq!(pack.events_after_checkpoint, 0);
     assert!(pack.events.iter().any(|event| event.event_type == "PayrollRunApproved"));
     assert!(verify_pack(&pack, Some(server_key.verifier_key())).verified());
