@@ -474,3 +474,22 @@ async fn a_checkpoint_given_from_outside_must_be_extended() {
     let signed = ledger_store::signing::sign_checkpoint_extending(&db.pool, &key, Some(earlier)).await.unwrap();
     assert!(matches!(signed, Signed::New(ref checkpoint) if checkpoint.tree_size == head.size), "{signed:?}");
 }
+
+/// Two signers at once (a server's schedule and an operator's `checkpoint`), and a repeat:
+/// one checkpoint per tree, the same note for all.
+#[tokio::test]
+async fn racing_and_repeated_signers_store_one_checkpoint() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    log(&store).await;
+    grow_tree(&store, 1_000).await;
+    let key = key();
+    let (a, b) = tokio::join!(sign_checkpoint(&db.pool, &key), sign_checkpoint(&db.pool, &key));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.checkpoint().note, b.checkpoint().note);
+    let again = sign_checkpoint(&db.pool, &key).await.unwrap();
+    assert!(matches!(again, Signed::Unchanged(ref checkpoint) if checkpoint.note == a.checkpoint().note), "{again:?}");
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from ledger.signed_checkpoints").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(stored, 1);
+}
