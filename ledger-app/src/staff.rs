@@ -7,6 +7,7 @@ use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
 use ledger_core::ids::{EmployeeId, OrganizationId, WalletId};
 use ledger_core::money::Money;
+use ledger_core::organization::OrganizationAggregate;
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use uuid::Uuid;
 
@@ -29,6 +30,15 @@ pub async fn hire_in_bulk(
     monthly: impl Fn(usize) -> Money,
 ) -> Result<Vec<(Uuid, Uuid)>> {
     let organization = context.organization_id();
+    let schedule = ledger
+        .load::<OrganizationAggregate>(organization, organization)
+        .await?
+        .state
+        .map(|registered| registered.default_schedule().clone())
+        .filter(|default| default.schedule.frequency == PayFrequency::Monthly)
+        .ok_or_else(|| {
+            crate::error::Error::Invalid("the organization's default pay schedule is not monthly".to_owned())
+        })?;
     let mut hired = Vec::with_capacity(count);
     let numbers: Vec<usize> = (0..count).collect();
     for chunk in numbers.chunks(HIRES_PER_APPEND) {
@@ -45,6 +55,7 @@ pub async fn hire_in_bulk(
                 department: "Operations".to_owned(),
                 rate: PayRate { amount: rate, basis: PayBasis::Monthly },
                 pay_frequency: PayFrequency::Monthly,
+                pay_schedule_id: Some(schedule.id),
                 start_date,
             };
             let mut events = EmployeeAggregate::decide(&None, hire)?;

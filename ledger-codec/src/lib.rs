@@ -6,6 +6,7 @@
 use ledger_core::employee::{EmployeeAggregate, EmployeeEvent};
 use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
+use ledger_core::schedule::{PayCalendarAggregate, PayCalendarEvent};
 use ledger_core::transaction::{TransactionAggregate, TransactionEvent};
 use ledger_core::wallet::{WalletAggregate, WalletEvent};
 use ledger_core::{Aggregate, DomainEvent};
@@ -30,6 +31,7 @@ pub enum AnyEvent {
     Employee(EmployeeEvent),
     Wallet(WalletEvent),
     PayrollRun(PayrollRunEvent),
+    PayCalendar(PayCalendarEvent),
     Transaction(TransactionEvent),
     /// A stream type the domain does not know (written by another tool): only the audit log
     /// records it.
@@ -50,6 +52,9 @@ pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
         EmployeeAggregate::STREAM_TYPE => AnyEvent::Employee(decode_one::<EmployeeEvent>(event).map_err(fail)?),
         WalletAggregate::STREAM_TYPE => AnyEvent::Wallet(decode_one::<WalletEvent>(event).map_err(fail)?),
         PayrollRunAggregate::STREAM_TYPE => AnyEvent::PayrollRun(decode_one::<PayrollRunEvent>(event).map_err(fail)?),
+        PayCalendarAggregate::STREAM_TYPE => {
+            AnyEvent::PayCalendar(decode_one::<PayCalendarEvent>(event).map_err(fail)?)
+        }
         TransactionAggregate::STREAM_TYPE => {
             AnyEvent::Transaction(decode_one::<TransactionEvent>(event).map_err(fail)?)
         }

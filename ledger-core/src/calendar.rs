@@ -1,6 +1,6 @@
 //! Pay periods and pay frequencies.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, Days, Months, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -88,5 +88,117 @@ impl<'de> Deserialize<'de> for PayPeriod {
         }
         let raw = Raw::deserialize(deserializer)?;
         PayPeriod::new(raw.start, raw.end).map_err(serde::de::Error::custom)
+    }
+}
+
+/// When a group of employees is paid: a frequency and the first day of one period (the
+/// anchor). The periods follow from it, before and after the anchor alike, without gaps or
+/// overlaps:
+///
+/// - weekly and biweekly: 7 or 14 days from the anchor on;
+/// - monthly: from the anchor's day of the month to the day before it a month later (an
+///   anchor on the 31st starts on the last day of shorter months);
+/// - semi-monthly: a month split in two at the anchor's day and 15 days after it (anchored on
+///   the 1st: the 1st to the 15th, the 16th to the month's end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaySchedule {
+    pub frequency: PayFrequency,
+    pub anchor_date: NaiveDate,
+}
+
+/// The earliest and latest days a pay calendar reaches (chrono's range is far wider).
+const CALENDAR_FIRST: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a date");
+const CALENDAR_LAST: NaiveDate = NaiveDate::from_ymd_opt(2999, 12, 31).expect("a date");
+
+impl PaySchedule {
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if !(CALENDAR_FIRST..=CALENDAR_LAST).contains(&self.anchor_date) {
+            return Err(DomainError::invalid(
+                "anchor_date",
+                format!("{} is outside {CALENDAR_FIRST}..{CALENDAR_LAST}", self.anchor_date),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first day of period `index` (0 starts on the anchor, -1 ends the day before it).
+    fn start_of(&self, index: i64) -> Option<NaiveDate> {
+        let anchor = self.anchor_date;
+        let add_months = |months: i64| -> Option<NaiveDate> {
+            let shift = Months::new(u32::try_from(months.unsigned_abs()).ok()?);
+            if months >= 0 { anchor.checked_add_months(shift) } else { anchor.checked_sub_months(shift) }
+        };
+        let add_days = |date: NaiveDate, days: i64| -> Option<NaiveDate> {
+            let shift = Days::new(days.unsigned_abs());
+            if days >= 0 { date.checked_add_days(shift) } else { date.checked_sub_days(shift) }
+        };
+        let start = match self.frequency {
+            PayFrequency::Weekly => add_days(anchor, index.checked_mul(7)?)?,
+            PayFrequency::Biweekly => add_days(anchor, index.checked_mul(14)?)?,
+            PayFrequency::Monthly => add_months(index)?,
+            PayFrequency::SemiMonthly => {
+                let month = add_months(index.div_euclid(2))?;
+                if index.rem_euclid(2) == 0 { month } else { add_days(month, 15)? }
+            }
+        };
+        (CALENDAR_FIRST..=CALENDAR_LAST).contains(&start).then_some(start)
+    }
+
+    /// Period `index` of the schedule.
+    fn period_at(&self, index: i64) -> Option<PayPeriod> {
+        let start = self.start_of(index)?;
+        let end = self.start_of(index + 1)?.pred_opt()?;
+        Some(PayPeriod { start, end })
+    }
+
+    /// The index of the period that holds `day`.
+    fn index_of(&self, day: NaiveDate) -> Option<i64> {
+        let days = (day - self.anchor_date).num_days();
+        let mut index = match self.frequency {
+            PayFrequency::Weekly => days.div_euclid(7),
+            PayFrequency::Biweekly => days.div_euclid(14),
+            PayFrequency::Monthly | PayFrequency::SemiMonthly => {
+                let months = (i64::from(day.year()) - i64::from(self.anchor_date.year())) * 12 + i64::from(day.month())
+                    - i64::from(self.anchor_date.month());
+                if self.frequency == PayFrequency::Monthly { months } else { months * 2 }
+            }
+        };
+        // The month estimate is off by at most a period or two either way.
+        for _ in 0..4 {
+            let start = self.start_of(index)?;
+            if day < start {
+                index -= 1;
+            } else if day > self.period_at(index)?.end {
+                index += 1;
+            } else {
+                return Some(index);
+            }
+        }
+        None
+    }
+
+    /// The period that holds `day`.
+    ///
+    /// # Errors
+    /// `Invalid` naming `field` for a day outside the years a pay calendar reaches.
+    pub fn period_containing(&self, day: NaiveDate, field: &str) -> Result<PayPeriod, DomainError> {
+        self.index_of(day).and_then(|index| self.period_at(index)).ok_or_else(|| {
+            DomainError::invalid(
+                field,
+                format!("{day} is outside the pay calendar ({CALENDAR_FIRST}..{CALENDAR_LAST})"),
+            )
+        })
+    }
+
+    /// Whether `period` is exactly one of the schedule's periods.
+    pub fn has_period(&self, period: PayPeriod) -> bool {
+        self.period_containing(period.start, "period").is_ok_and(|found| found == period)
+    }
+
+    /// Up to `limit` periods in order, the first the one holding `from`, none starting after
+    /// `to`.
+    pub fn periods(&self, from: NaiveDate, to: NaiveDate, limit: usize) -> Vec<PayPeriod> {
+        let Some(first) = self.index_of(from.clamp(CALENDAR_FIRST, CALENDAR_LAST)) else { return Vec::new() };
+        (first..).map_while(|index| self.period_at(index)).take_while(|period| period.start <= to).take(limit).collect()
     }
 }

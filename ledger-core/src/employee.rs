@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::PayFrequency;
 use crate::error::{DomainError, require_currency, require_text};
 use crate::event::{Aggregate, DomainEvent};
-use crate::ids::{EmployeeId, OrganizationId};
+use crate::ids::{EmployeeId, OrganizationId, PayScheduleId};
 use crate::money::{Currency, Money};
 
 /// Personal data, kept in one field of its own in every event that carries it, apart from
@@ -116,6 +116,10 @@ pub struct Employee {
     pub department: String,
     pub currency: Currency,
     pub pay_frequency: PayFrequency,
+    /// The pay schedule whose regular runs pay the employee; `None` for an employee hired
+    /// before schedules had ids (paid on the organization's default schedule when its
+    /// frequency is theirs).
+    pub pay_schedule_id: Option<PayScheduleId>,
     /// Ordered by `effective_from`; for one day, the later change wins.
     pub rates: Vec<RateChange>,
     /// Ordered; only the last may be open.
@@ -153,6 +157,8 @@ pub enum EmployeeCommand {
         department: String,
         rate: PayRate,
         pay_frequency: PayFrequency,
+        /// The schedule, whose frequency the caller checked is `pay_frequency`.
+        pay_schedule_id: Option<PayScheduleId>,
         start_date: NaiveDate,
     },
     ChangePayRate {
@@ -190,6 +196,8 @@ pub enum EmployeeEvent {
         department: String,
         rate: PayRate,
         pay_frequency: PayFrequency,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pay_schedule_id: Option<PayScheduleId>,
         start_date: NaiveDate,
     },
     EmployeePayRateChanged {
@@ -239,6 +247,7 @@ fn hire(command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
         department,
         rate,
         pay_frequency,
+        pay_schedule_id,
         start_date,
     } = command
     else {
@@ -256,6 +265,7 @@ fn hire(command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
         department,
         rate,
         pay_frequency,
+        pay_schedule_id,
         start_date,
     }])
 }
@@ -348,6 +358,7 @@ impl Aggregate for EmployeeAggregate {
             department,
             rate,
             pay_frequency,
+            pay_schedule_id,
             start_date,
         } = event
         {
@@ -359,6 +370,7 @@ impl Aggregate for EmployeeAggregate {
                 department: department.clone(),
                 currency: rate.amount.currency().clone(),
                 pay_frequency: *pay_frequency,
+                pay_schedule_id: *pay_schedule_id,
                 rates: vec![RateChange { effective_from: *start_date, rate: rate.clone(), reason: "hired".to_owned() }],
                 employment: vec![EmploymentSpan { start: *start_date, end: None }],
                 kyc: KycStatus::Pending,

@@ -2,7 +2,7 @@
 
 use chrono::NaiveDate;
 
-use crate::ids::{EmployeeId, WalletId};
+use crate::ids::{EmployeeId, PayrollRunId, WalletId};
 use crate::money::{Money, MoneyError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +43,12 @@ pub enum DomainError {
 
     #[error("employee {employee_id} is paid already in this run")]
     AlreadyPaid { employee_id: EmployeeId },
+
+    /// One regular run per pay period: a live (not voided, not reversed) run pays it.
+    #[error(
+        "payroll run {payroll_run_id} pays {period} already: void or reverse it first, or make this an off-cycle run"
+    )]
+    PeriodTaken { period: String, payroll_run_id: PayrollRunId },
 
     #[error("{field} is in {found}, expected {expected}")]
     WrongCurrency { field: String, expected: String, found: String },

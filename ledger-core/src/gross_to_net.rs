@@ -132,6 +132,52 @@ pub enum EarningKind {
     Regular { from: NaiveDate, to: NaiveDate },
     /// The correction of an earlier, paid period.
     Retro { period: PayPeriod },
+    /// A one-off earning an off-cycle run lists (a bonus, a commission, a correction, final
+    /// pay): not regular earnings of any day.
+    OneOff { category: OneOffCategory, code: String, taxable: bool },
+}
+
+/// What a one-off earning is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OneOffCategory {
+    Bonus,
+    Commission,
+    /// May be negative: takes back what was paid in error.
+    Correction,
+    FinalPay,
+}
+
+/// One earning of an off-cycle run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OneOffLine {
+    pub category: OneOffCategory,
+    /// The organization's own earning code (e.g. `BON-Q4`), carried to the payslip and
+    /// journal.
+    pub code: String,
+    pub amount: Money,
+    /// Whether the organization's percentage rules apply to it.
+    pub taxable: bool,
+}
+
+/// The most lines one employee has in an off-cycle run.
+pub const ONE_OFF_LINES_MAX: usize = 20;
+
+impl OneOffLine {
+    /// Checks a line of `currency`; `field` names it in an error.
+    pub fn validate(&self, field: &str, currency: &Currency) -> Result<(), DomainError> {
+        require_text(&format!("{field}.code"), &self.code)?;
+        if self.code.chars().count() > 64 {
+            return Err(DomainError::invalid(format!("{field}.code"), "must be at most 64 characters"));
+        }
+        require_currency(&format!("{field}.amount"), &self.amount, currency)?;
+        let negative_allowed = self.category == OneOffCategory::Correction;
+        if self.amount.is_zero() || (self.amount.is_negative() && !negative_allowed) {
+            let allowed = if negative_allowed { "must not be zero" } else { "must be positive" };
+            return Err(DomainError::invalid(format!("{field}.amount"), format!("{allowed}, not {}", self.amount)));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,10 +369,68 @@ pub fn calculate_item(
     }
     let gross = Money::sum(currency, earnings.iter().map(|line| &line.amount))?;
     let base = if gross.is_negative() { Money::zero(currency.clone()) } else { gross.clone() };
+    with_rules(employee, earnings, base, rules, |_| true)
+}
+
+/// An off-cycle item: the lines given, no regular or retro earnings. The organization's
+/// percentage rules (capped or not) apply to the taxable lines; fixed-amount rules are per
+/// regular period and do not.
+///
+/// # Errors
+/// `WrongCurrency` when the employee or a line is in another currency than the run;
+/// `Invalid` for no lines, too many, or a line that is not valid.
+pub fn calculate_one_off(
+    employee: &Employee,
+    lines: &[OneOffLine],
+    currency: &Currency,
+    rules: &[DeductionRule],
+) -> Result<PayrollItem, DomainError> {
+    let field = format!("employee {}", employee.id);
+    if &employee.currency != currency {
+        return Err(DomainError::WrongCurrency {
+            field: format!("{field} pay rate"),
+            expected: currency.code().to_owned(),
+            found: employee.currency.code().to_owned(),
+        });
+    }
+    if lines.is_empty() || lines.len() > ONE_OFF_LINES_MAX {
+        return Err(DomainError::invalid(
+            format!("{field} lines"),
+            format!("an employee has 1 to {ONE_OFF_LINES_MAX} lines, not {}", lines.len()),
+        ));
+    }
+    for line in lines {
+        line.validate(&format!("{field} line"), currency)?;
+    }
+    let earnings: Vec<EarningLine> = lines
+        .iter()
+        .map(|line| EarningLine {
+            kind: EarningKind::OneOff { category: line.category, code: line.code.clone(), taxable: line.taxable },
+            amount: line.amount.clone(),
+        })
+        .collect();
+    let taxable = Money::sum(currency, lines.iter().filter(|line| line.taxable).map(|line| &line.amount))?;
+    let base = if taxable.is_negative() { Money::zero(currency.clone()) } else { taxable };
+    with_rules(employee, earnings, base, rules, |rule| !matches!(rule.calculation, RuleCalculation::Fixed { .. }))
+}
+
+/// The item of `earnings`: the rules `applies` lets through taken on `base` (deductions never
+/// more than what is left of it), the totals, and a hold when KYC is not approved or the net
+/// is negative.
+fn with_rules(
+    employee: &Employee,
+    earnings: Vec<EarningLine>,
+    base: Money,
+    rules: &[DeductionRule],
+    applies: impl Fn(&DeductionRule) -> bool,
+) -> Result<PayrollItem, DomainError> {
+    let currency = base.currency().clone();
+    let currency = &currency;
+    let gross = Money::sum(currency, earnings.iter().map(|line| &line.amount))?;
     let mut deductions = Vec::new();
     let mut contributions = Vec::new();
     let mut remaining = base.clone();
-    for rule in rules {
+    for rule in rules.iter().filter(|rule| applies(rule)) {
         let mut amount = rule.amount_on(&base)?;
         if rule.party == RuleParty::Employee {
             // A deduction never takes more than what is left of the gross.

@@ -44,6 +44,9 @@ id_type!(
     EmployeeId,
     WalletId,
     PayrollRunId,
+    /// A pay schedule of an organization; also the id of the stream that records which run
+    /// pays each of its periods.
+    PayScheduleId,
     /// A double-entry transaction (a set of postings).
     TransactionId,
 );

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod money;
 pub mod organization;
 pub mod payroll;
+pub mod schedule;
 pub mod transaction;
 pub mod upcast;
 pub mod wallet;
@@ -33,6 +34,10 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
     (<employee::EmployeeAggregate as Aggregate>::STREAM_TYPE, <employee::EmployeeEvent as DomainEvent>::EVENT_TYPES),
     (<wallet::WalletAggregate as Aggregate>::STREAM_TYPE, <wallet::WalletEvent as DomainEvent>::EVENT_TYPES),
     (<payroll::PayrollRunAggregate as Aggregate>::STREAM_TYPE, <payroll::PayrollRunEvent as DomainEvent>::EVENT_TYPES),
+    (
+        <schedule::PayCalendarAggregate as Aggregate>::STREAM_TYPE,
+        <schedule::PayCalendarEvent as DomainEvent>::EVENT_TYPES,
+    ),
     (
         <transaction::TransactionAggregate as Aggregate>::STREAM_TYPE,
         <transaction::TransactionEvent as DomainEvent>::EVENT_TYPES,

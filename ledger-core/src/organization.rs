@@ -2,21 +2,28 @@
 
 use std::collections::BTreeMap;
 
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-use crate::calendar::PayFrequency;
 use crate::error::{DomainError, require_text};
 use crate::event::{Aggregate, DomainEvent};
 use crate::gross_to_net::DeductionRule;
-use crate::ids::OrganizationId;
+use crate::ids::{OrganizationId, PayScheduleId};
 use crate::money::Currency;
 
-/// When an organization pays by default: the frequency and the first day of a period.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaySchedule {
-    pub frequency: PayFrequency,
-    pub anchor_date: NaiveDate,
+pub use crate::calendar::PaySchedule;
+
+/// One of an organization's pay schedules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedSchedule {
+    pub id: PayScheduleId,
+    pub name: String,
+    pub schedule: PaySchedule,
+}
+
+/// The id of the default pay schedule of an organization registered before schedules had
+/// ids of their own: derived from the organization's id.
+pub fn legacy_default_schedule_id(organization_id: OrganizationId) -> PayScheduleId {
+    PayScheduleId::from_uuid(uuid::Uuid::new_v5(&organization_id.as_uuid(), b"default pay schedule"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +31,10 @@ pub struct Organization {
     pub id: OrganizationId,
     pub name: String,
     pub base_currency: Currency,
-    pub pay_schedule: PaySchedule,
+    /// The schedule the organization registered with: where employees go when their hire
+    /// names none.
+    pub default_pay_schedule_id: PayScheduleId,
+    pub pay_schedules: BTreeMap<PayScheduleId, NamedSchedule>,
     /// Rules by id, applied in id order.
     pub rules: BTreeMap<String, DeductionRule>,
     /// Currencies the organization defined beyond the known ones.
@@ -39,15 +49,50 @@ impl Organization {
             None => Ok(Currency::known(code)?),
         }
     }
+
+    pub fn default_schedule(&self) -> &NamedSchedule {
+        &self.pay_schedules[&self.default_pay_schedule_id]
+    }
+
+    /// One of the organization's schedules.
+    pub fn schedule(&self, id: PayScheduleId, field: &str) -> Result<&NamedSchedule, DomainError> {
+        self.pay_schedules.get(&id).ok_or_else(|| {
+            DomainError::invalid(
+                field,
+                format!("{id} is not a pay schedule of this organization (GET /v1/pay-schedules)"),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum OrganizationCommand {
-    Register { organization_id: OrganizationId, name: String, base_currency: Currency, pay_schedule: PaySchedule },
-    ChangeSettings { name: Option<String>, pay_schedule: Option<PaySchedule> },
-    ConfigureRule { rule: DeductionRule },
-    RemoveRule { rule_id: String },
-    DefineCurrency { code: String, scale: u32 },
+    Register {
+        organization_id: OrganizationId,
+        name: String,
+        base_currency: Currency,
+        pay_schedule: PaySchedule,
+        default_pay_schedule_id: PayScheduleId,
+    },
+    ChangeSettings {
+        name: Option<String>,
+        pay_schedule: Option<PaySchedule>,
+    },
+    AddPaySchedule {
+        pay_schedule_id: PayScheduleId,
+        name: String,
+        schedule: PaySchedule,
+    },
+    ConfigureRule {
+        rule: DeductionRule,
+    },
+    RemoveRule {
+        rule_id: String,
+    },
+    DefineCurrency {
+        code: String,
+        scale: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +103,13 @@ pub enum OrganizationEvent {
         name: String,
         base_currency: Currency,
         pay_schedule: PaySchedule,
+        /// Absent in events recorded before schedules had ids
+        /// ([`legacy_default_schedule_id`] is then the id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_pay_schedule_id: Option<PayScheduleId>,
     },
+    /// Changed the default schedule in events recorded before schedules were fixed once
+    /// defined; no longer decided.
     OrganizationSettingsChanged {
         name: Option<String>,
         pay_schedule: Option<PaySchedule>,
@@ -72,6 +123,12 @@ pub enum OrganizationEvent {
     CurrencyDefined {
         currency: Currency,
     },
+    PayScheduleAdded {
+        pay_schedule_id: PayScheduleId,
+        name: String,
+        #[serde(flatten)]
+        schedule: PaySchedule,
+    },
 }
 
 impl DomainEvent for OrganizationEvent {
@@ -81,6 +138,7 @@ impl DomainEvent for OrganizationEvent {
         "DeductionRuleConfigured",
         "DeductionRuleRemoved",
         "CurrencyDefined",
+        "PayScheduleAdded",
     ];
 }
 
@@ -94,16 +152,25 @@ impl Aggregate for OrganizationAggregate {
     type Event = OrganizationEvent;
 
     fn decide(state: &Self::State, command: OrganizationCommand) -> Result<Vec<OrganizationEvent>, DomainError> {
-        if let OrganizationCommand::Register { organization_id, name, base_currency, pay_schedule } = command {
+        if let OrganizationCommand::Register {
+            organization_id,
+            name,
+            base_currency,
+            pay_schedule,
+            default_pay_schedule_id,
+        } = command
+        {
             if state.is_some() {
                 return Err(DomainError::AlreadyExists { entity: "organization", id: organization_id.to_string() });
             }
             require_text("name", &name)?;
+            pay_schedule.validate()?;
             return Ok(vec![OrganizationEvent::OrganizationRegistered {
                 organization_id,
                 name,
                 base_currency,
                 pay_schedule,
+                default_pay_schedule_id: Some(default_pay_schedule_id),
             }]);
         }
         let organization =
@@ -111,13 +178,24 @@ impl Aggregate for OrganizationAggregate {
         match command {
             OrganizationCommand::Register { .. } => unreachable!("handled above"),
             OrganizationCommand::ChangeSettings { name, pay_schedule } => {
-                if let Some(name) = &name {
-                    require_text("name", name)?;
+                if pay_schedule.is_some() {
+                    return Err(DomainError::invalid(
+                        "pay_schedule",
+                        "a pay schedule never changes once defined (runs may have paid its periods): \
+                         add one with POST /v1/pay-schedules and hire employees onto it",
+                    ));
                 }
-                if name.is_none() && pay_schedule.is_none() {
-                    return Err(DomainError::invalid("settings", "name or pay_schedule must change"));
+                let Some(name) = name else { return Err(DomainError::invalid("name", "nothing to change")) };
+                require_text("name", &name)?;
+                Ok(vec![OrganizationEvent::OrganizationSettingsChanged { name: Some(name), pay_schedule: None }])
+            }
+            OrganizationCommand::AddPaySchedule { pay_schedule_id, name, schedule } => {
+                if organization.pay_schedules.contains_key(&pay_schedule_id) {
+                    return Err(DomainError::AlreadyExists { entity: "pay schedule", id: pay_schedule_id.to_string() });
                 }
-                Ok(vec![OrganizationEvent::OrganizationSettingsChanged { name, pay_schedule }])
+                require_text("name", &name)?;
+                schedule.validate()?;
+                Ok(vec![OrganizationEvent::PayScheduleAdded { pay_schedule_id, name, schedule }])
             }
             OrganizationCommand::ConfigureRule { rule } => {
                 rule.validate()?;
@@ -143,13 +221,22 @@ impl Aggregate for OrganizationAggregate {
     }
 
     fn evolve(state: Self::State, event: &OrganizationEvent) -> Self::State {
-        if let OrganizationEvent::OrganizationRegistered { organization_id, name, base_currency, pay_schedule } = event
+        if let OrganizationEvent::OrganizationRegistered {
+            organization_id,
+            name,
+            base_currency,
+            pay_schedule,
+            default_pay_schedule_id,
+        } = event
         {
+            let default = default_pay_schedule_id.unwrap_or_else(|| legacy_default_schedule_id(*organization_id));
+            let schedule = NamedSchedule { id: default, name: "Default".to_owned(), schedule: *pay_schedule };
             return Some(Organization {
                 id: *organization_id,
                 name: name.clone(),
                 base_currency: base_currency.clone(),
-                pay_schedule: pay_schedule.clone(),
+                default_pay_schedule_id: default,
+                pay_schedules: BTreeMap::from([(default, schedule)]),
                 rules: BTreeMap::new(),
                 currencies: BTreeMap::new(),
             });
@@ -162,7 +249,9 @@ impl Aggregate for OrganizationAggregate {
                     organization.name.clone_from(name);
                 }
                 if let Some(pay_schedule) = pay_schedule {
-                    organization.pay_schedule = pay_schedule.clone();
+                    let default = organization.default_pay_schedule_id;
+                    organization.pay_schedules.get_mut(&default).expect("the default schedule exists").schedule =
+                        *pay_schedule;
                 }
             }
             OrganizationEvent::DeductionRuleConfigured { rule } => {
@@ -173,6 +262,10 @@ impl Aggregate for OrganizationAggregate {
             }
             OrganizationEvent::CurrencyDefined { currency } => {
                 organization.currencies.insert(currency.code().to_owned(), currency.clone());
+            }
+            OrganizationEvent::PayScheduleAdded { pay_schedule_id, name, schedule } => {
+                let added = NamedSchedule { id: *pay_schedule_id, name: name.clone(), schedule: *schedule };
+                organization.pay_schedules.insert(*pay_schedule_id, added);
             }
         }
         Some(organization)

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::{PayFrequency, PayPeriod};
 use crate::error::{DomainError, require_text};
 use crate::event::{Aggregate, DomainEvent};
-use crate::gross_to_net::{DeductionRule, HoldReason, ItemInput, PayrollItem, calculate_item};
-use crate::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId};
+use crate::gross_to_net::{
+    DeductionRule, HoldReason, ItemInput, OneOffLine, PayrollItem, calculate_item, calculate_one_off,
+};
+use crate::ids::{EmployeeId, OrganizationId, PayScheduleId, PayrollRunId, TransactionId};
 use crate::money::{Currency, Money};
 
 /// The most items one run may hold.
@@ -19,6 +21,16 @@ pub const RUN_ITEMS_MAX: usize = 200_000;
 /// The most items one `PayrollItemsCalculated` event carries: a calculation is recorded as
 /// bounded chunks of items and a header with the totals, so no event grows with the payroll.
 pub const CALCULATION_CHUNK_ITEMS: usize = 1_000;
+/// The most employees one `OffCycleLinesAdded` event lists (an off-cycle run of more is
+/// given its lines in several requests).
+pub const ONE_OFF_ENTRIES_MAX: usize = 1_000;
+
+/// One employee's lines in an off-cycle run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OneOffEntry {
+    pub employee_id: EmployeeId,
+    pub lines: Vec<OneOffLine>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -164,6 +176,11 @@ pub struct PayrollRun {
     pub frequency: PayFrequency,
     pub currency: Currency,
     pub kind: RunKind,
+    /// The schedule whose period a regular run pays (claimed in the schedule's stream); none
+    /// for off-cycle runs and for runs created before schedules had ids.
+    pub pay_schedule_id: Option<PayScheduleId>,
+    /// An off-cycle run's lines, by employee.
+    pub one_off: BTreeMap<EmployeeId, Vec<OneOffLine>>,
     pub status: RunStatus,
     pub created_by: String,
     pub calculated_by: Option<String>,
@@ -183,9 +200,16 @@ impl PayrollRun {
         Money::new(amount, self.currency.clone()).expect("a run's amounts are in its currency")
     }
 
+    pub fn is_off_cycle(&self) -> bool {
+        matches!(self.kind, RunKind::OffCycle { .. })
+    }
+
     /// Whether an employee belongs in this run: employed on a day of its period, or owed a
     /// correction for an earlier one.
     pub fn owes(&self, input: &ItemInput, rules: &[DeductionRule]) -> bool {
+        if self.is_off_cycle() {
+            return self.one_off.contains_key(&input.employee.id);
+        }
         self.period.each_day().any(|day| input.employee.employed_on(day))
             || (!input.paid_periods.is_empty()
                 && calculate_item(input, self.period, self.frequency, &self.currency, rules).is_ok())
@@ -201,6 +225,13 @@ pub enum PayrollRunCommand {
         frequency: PayFrequency,
         currency: Currency,
         kind: RunKind,
+        pay_schedule_id: Option<PayScheduleId>,
+        actor: String,
+    },
+    /// Adds employees' lines to an off-cycle run before it is approved (a calculated run is
+    /// to be calculated again).
+    AddOneOffLines {
+        entries: Vec<OneOffEntry>,
         actor: String,
     },
     /// Calculates, or recalculates while not approved. Employees and their payment history
@@ -246,7 +277,15 @@ pub enum PayrollRunEvent {
         frequency: PayFrequency,
         currency: Currency,
         kind: RunKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pay_schedule_id: Option<PayScheduleId>,
         created_by: String,
+    },
+    /// Employees' lines of an off-cycle run (at most [`ONE_OFF_ENTRIES_MAX`] employees an
+    /// event); an employee listed again gets the lines added to theirs.
+    OffCycleLinesAdded {
+        entries: Vec<OneOffEntry>,
+        added_by: String,
     },
     /// One chunk of a calculation's items (at most [`CALCULATION_CHUNK_ITEMS`]); chunk 0
     /// starts a calculation. The `PayrollRunCalculated` header follows the last chunk in
@@ -298,6 +337,7 @@ pub enum PayrollRunEvent {
 impl DomainEvent for PayrollRunEvent {
     const EVENT_TYPES: &'static [&'static str] = &[
         "PayrollRunCreated",
+        "OffCycleLinesAdded",
         "PayrollItemsCalculated",
         "PayrollRunCalculated",
         "PayrollRunApproved",
@@ -318,14 +358,26 @@ fn wrong_status(run: &PayrollRun, action: &'static str) -> DomainError {
 }
 
 fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainError> {
-    let PayrollRunCommand::Create { payroll_run_id, organization_id, period, frequency, currency, kind, actor } =
-        command
+    let PayrollRunCommand::Create {
+        payroll_run_id,
+        organization_id,
+        period,
+        frequency,
+        currency,
+        kind,
+        pay_schedule_id,
+        actor,
+    } = command
     else {
         unreachable!("only Create comes here")
     };
     require_text("actor", &actor)?;
-    if let RunKind::OffCycle { reason } = &kind {
-        require_text("kind.reason", reason)?;
+    match &kind {
+        RunKind::OffCycle { reason } => require_text("off_cycle_reason", reason)?,
+        RunKind::Regular if pay_schedule_id.is_none() => {
+            return Err(DomainError::invalid("pay_schedule_id", "a regular run pays a period of a pay schedule"));
+        }
+        RunKind::Regular => {}
     }
     Ok(vec![PayrollRunEvent::PayrollRunCreated {
         payroll_run_id,
@@ -334,8 +386,56 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
         frequency,
         currency,
         kind,
+        pay_schedule_id,
         created_by: actor,
     }])
+}
+
+fn add_one_off_lines(
+    run: &PayrollRun,
+    entries: Vec<OneOffEntry>,
+    actor: String,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if !run.is_off_cycle() {
+        return Err(DomainError::invalid("lines", "only an off-cycle run lists one-off lines"));
+    }
+    if !matches!(run.status, RunStatus::Draft | RunStatus::Calculated) {
+        return Err(wrong_status(run, "add lines to"));
+    }
+    require_text("actor", &actor)?;
+    if entries.is_empty() || entries.len() > ONE_OFF_ENTRIES_MAX {
+        return Err(DomainError::invalid(
+            "lines",
+            format!("lists 1 to {ONE_OFF_ENTRIES_MAX} employees at a time, not {}", entries.len()),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let field = format!("lines[{index}]");
+        if !seen.insert(entry.employee_id) {
+            return Err(DomainError::invalid(format!("{field}.employee_id"), "lists an employee twice"));
+        }
+        let had = run.one_off.get(&entry.employee_id).map_or(0, Vec::len);
+        if entry.lines.is_empty() || had + entry.lines.len() > crate::gross_to_net::ONE_OFF_LINES_MAX {
+            return Err(DomainError::invalid(
+                format!("{field}.lines"),
+                format!(
+                    "an employee has 1 to {} lines in a run; this gives {} more to the {had} there",
+                    crate::gross_to_net::ONE_OFF_LINES_MAX,
+                    entry.lines.len()
+                ),
+            ));
+        }
+        for (line_index, line) in entry.lines.iter().enumerate() {
+            line.validate(&format!("{field}.lines[{line_index}]"), &run.currency)?;
+        }
+    }
+    if run.one_off.len() + entries.iter().filter(|entry| !run.one_off.contains_key(&entry.employee_id)).count()
+        > RUN_ITEMS_MAX
+    {
+        return Err(DomainError::invalid("lines", format!("a run pays at most {RUN_ITEMS_MAX} employees")));
+    }
+    Ok(vec![PayrollRunEvent::OffCycleLinesAdded { entries, added_by: actor }])
 }
 
 /// A calculation built one employee at a time and recorded as it goes: every
@@ -351,6 +451,9 @@ pub struct Calculation {
     frequency: PayFrequency,
     currency: Currency,
     rules: Vec<DeductionRule>,
+    /// An off-cycle run's lines (`None` for a regular run).
+    one_off: Option<BTreeMap<EmployeeId, Vec<OneOffLine>>>,
+    pay_schedule_id: Option<PayScheduleId>,
     actor: String,
     chunk: Vec<PayrollItem>,
     chunks: u32,
@@ -365,12 +468,20 @@ impl Calculation {
             return Err(wrong_status(run, "recalculate"));
         }
         require_text("actor", &actor)?;
+        if run.is_off_cycle() && run.one_off.is_empty() {
+            return Err(DomainError::invalid(
+                "lines",
+                "an off-cycle run pays the lines it lists: add them first (POST /v1/payroll-runs/{id}/lines)",
+            ));
+        }
         Ok(Calculation {
             organization_id: run.organization_id,
             period: run.period,
             frequency: run.frequency,
             currency: run.currency.clone(),
             rules,
+            one_off: run.is_off_cycle().then(|| run.one_off.clone()),
+            pay_schedule_id: run.pay_schedule_id,
             actor,
             chunk: Vec::with_capacity(CALCULATION_CHUNK_ITEMS),
             chunks: 0,
@@ -409,7 +520,25 @@ impl Calculation {
             ));
         }
         self.last = Some(employee.id);
-        let item = calculate_item(input, self.period, self.frequency, &self.currency, &self.rules)?;
+        let item = match &self.one_off {
+            Some(one_off) => {
+                let lines = one_off.get(&employee.id).ok_or_else(|| {
+                    DomainError::invalid(format!("employee {}", employee.id), "has no line in this off-cycle run")
+                })?;
+                calculate_one_off(employee, lines, &self.currency, &self.rules)?
+            }
+            None => {
+                if let (Some(run_schedule), Some(schedule)) = (self.pay_schedule_id, employee.pay_schedule_id)
+                    && run_schedule != schedule
+                {
+                    return Err(DomainError::invalid(
+                        format!("employee {}", employee.id),
+                        format!("is paid on schedule {schedule}, the run pays schedule {run_schedule}"),
+                    ));
+                }
+                calculate_item(input, self.period, self.frequency, &self.currency, &self.rules)?
+            }
+        };
         self.totals.add(&item)?;
         self.chunk.push(item);
         Ok((self.chunk.len() == CALCULATION_CHUNK_ITEMS).then(|| self.take_chunk()))
@@ -565,6 +694,7 @@ fn decide_existing(run: &PayrollRun, command: PayrollRunCommand) -> Result<Vec<P
         PayrollRunCommand::Create { payroll_run_id, .. } => {
             Err(DomainError::AlreadyExists { entity: "payroll run", id: payroll_run_id.to_string() })
         }
+        PayrollRunCommand::AddOneOffLines { entries, actor } => add_one_off_lines(run, entries, actor),
         PayrollRunCommand::Calculate { inputs, rules, actor } => calculate(run, inputs, rules, actor),
         PayrollRunCommand::Approve { actor } => approve(run, actor),
         PayrollRunCommand::StartProcessing { actor } => {
@@ -596,6 +726,13 @@ fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
     };
     match event {
         PayrollRunEvent::PayrollRunCreated { .. } => unreachable!("a run is created once"),
+        PayrollRunEvent::OffCycleLinesAdded { entries, .. } => {
+            for entry in entries {
+                run.one_off.entry(entry.employee_id).or_default().extend(entry.lines.iter().cloned());
+            }
+            // A calculation before these lines is stale: the run is calculated again.
+            run.status = RunStatus::Draft;
+        }
         PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
             if *chunk == 0 {
                 run.calculating.clear();
@@ -661,6 +798,7 @@ impl Aggregate for PayrollRunAggregate {
                     frequency,
                     currency,
                     kind,
+                    pay_schedule_id,
                     created_by,
                 },
             ) => Some(PayrollRun {
@@ -670,6 +808,8 @@ impl Aggregate for PayrollRunAggregate {
                 frequency: *frequency,
                 currency: currency.clone(),
                 kind: kind.clone(),
+                pay_schedule_id: *pay_schedule_id,
+                one_off: BTreeMap::new(),
                 status: RunStatus::Draft,
                 created_by: created_by.clone(),
                 calculated_by: None,

@@ -61,6 +61,7 @@ impl From<DomainError> for AppError {
             DomainError::AlreadyExists { .. } => {
                 AppError::Conflict { code: "already_exists", detail: error.to_string() }
             }
+            DomainError::PeriodTaken { .. } => AppError::Conflict { code: "period_taken", detail: error.to_string() },
             other => AppError::Domain(other),
         }
     }

@@ -52,9 +52,15 @@ impl<'a> CalculationSource<'a> {
         let organization = ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
         let organization = organization
             .ok_or_else(|| Error::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
-        let rules: Vec<DeductionRule> = organization.rules.into_values().collect();
+        let rules: Vec<DeductionRule> = organization.rules.values().cloned().collect();
         let calculation = Calculation::start(run, rules.clone(), context.actor())?;
-        let candidates = candidates(ledger, organization_id, run).await?;
+        let candidates = if run.is_off_cycle() {
+            // Ascending, as a calculation takes them.
+            run.one_off.keys().map(|id| id.as_uuid()).collect()
+        } else {
+            let default = organization.default_pay_schedule_id;
+            candidates(ledger, organization_id, run, run.pay_schedule_id == Some(default)).await?
+        };
         Ok(CalculationSource {
             ledger,
             organization_id,
@@ -127,18 +133,29 @@ impl<'a> CalculationSource<'a> {
     }
 }
 
-/// The ids of the organization's employees a run may pay (its frequency and currency,
-/// started by the period's end), in the order a calculation takes them: ascending (uuid
-/// order is byte order in PostgreSQL and in Rust alike).
-async fn candidates(ledger: &Ledger, organization_id: Uuid, run: &PayrollRun) -> Result<Vec<Uuid>> {
+/// The ids of the organization's employees a regular run may pay (on its schedule, in its
+/// currency, started by the period's end), in the order a calculation takes them: ascending
+/// (uuid order is byte order in PostgreSQL and in Rust alike). An employee hired before
+/// schedules had ids is on the default schedule when its frequency is theirs; a run created
+/// before then pays its frequency's employees.
+async fn candidates(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    run: &PayrollRun,
+    on_default_schedule: bool,
+) -> Result<Vec<Uuid>> {
     let mut read = ledger.tenant_read(organization_id).await?;
     let frequency = serde_json::to_value(run.frequency).expect("frequencies serialize");
     let candidates: Vec<Uuid> = sqlx::query_scalar(
-        "select employee_id from employee.employees where pay_frequency = $1 and currency = $2 and start_date <= $3 order by employee_id",
+        "select employee_id from employee.employees where currency = $2 and start_date <= $3 \
+           and (pay_schedule_id = $4 or ((pay_schedule_id is null or $4 is null) and pay_frequency = $1 and ($5 or $4 is null))) \
+         order by employee_id",
     )
     .bind(frequency.as_str())
     .bind(run.currency.code())
     .bind(run.period.end())
+    .bind(run.pay_schedule_id.map(|id| id.as_uuid()))
+    .bind(on_default_schedule)
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;

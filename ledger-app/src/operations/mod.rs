@@ -11,6 +11,7 @@ pub mod calculate;
 pub mod items;
 pub mod process;
 pub mod reverse;
+pub mod runs;
 pub mod settle;
 pub mod withdraw;
 
@@ -25,6 +26,7 @@ pub use calculate::{calculate, preview};
 pub use items::RecordedItems;
 pub use process::{ProcessReport, process};
 pub use reverse::reverse;
+pub use runs::{NewRun, NewRunKind, add_lines, create_run, void};
 pub use settle::{Settlement, settle_run};
 pub use withdraw::withdraw;
 

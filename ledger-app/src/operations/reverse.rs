@@ -61,6 +61,7 @@ async fn reverse_once(ledger: &Ledger, context: &Context, run_id: Uuid, reason: 
         payments.iter().filter_map(|paid| paid.payment.wallet()).map(|id| id.as_uuid()).collect();
     let wallets = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
     let mut streams = vec![stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events)];
+    streams.extend(super::runs::release_period(ledger, organization_id, &run, "reversed").await?);
     for paid in payments {
         let wallet = paid.payment.wallet().and_then(|id| wallets.get(&id.as_uuid()));
         let reversal = TransactionId::from_uuid(Uuid::new_v4());

@@ -70,7 +70,7 @@ fn the_catalog_names_each_event_type_once() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 31);
+    assert_eq!(count, 35);
     let streams: Vec<&str> = EVENT_CATALOG.iter().map(|(stream, _)| *stream).collect();
-    assert_eq!(streams, vec!["organization", "employee", "wallet", "payroll_run", "transaction"]);
+    assert_eq!(streams, vec!["organization", "employee", "wallet", "payroll_run", "pay_schedule", "transaction"]);
 }

@@ -5,9 +5,10 @@ use ledger_core::DomainError;
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, EmployeeEvent, KycStatus};
 use ledger_core::gross_to_net::{
-    DeductionRule, EarningKind, HoldReason, ItemInput, PaidPeriod, RuleCalculation, RuleParty, calculate_item,
+    DeductionRule, EarningKind, HoldReason, ItemInput, OneOffCategory, OneOffLine, PaidPeriod, RuleCalculation,
+    RuleParty, calculate_item, calculate_one_off,
 };
-use ledger_core::money::Currency;
+use ledger_core::money::{Currency, Money};
 use rust_decimal_macros::dec;
 
 use crate::{annual, day, employee_id, february, hired, january, monthly, usd, when};
@@ -203,4 +204,51 @@ fn an_employee_starting_after_the_period_is_owed_nothing_and_says_so() {
     let events = hired(employee_id(1), monthly("5000.00"), day(2026, 2, 1));
     let result = calculate_item(&input(&events, vec![]), january(), PayFrequency::Monthly, &Currency::usd(), &[]);
     assert!(matches!(result, Err(DomainError::Invalid { .. })));
+}
+
+fn bonus(category: OneOffCategory, amount: &str, taxable: bool) -> OneOffLine {
+    OneOffLine { category, code: "BON".into(), amount: usd(amount), taxable }
+}
+
+#[test]
+fn a_one_off_item_pays_its_lines_under_the_percentage_rules_only() {
+    let employee = EmployeeAggregate::fold(&hired(employee_id(1), monthly("5000.00"), day(2025, 1, 1))).unwrap();
+    let rules = [
+        rule("a-tax", RuleParty::Employee, RuleCalculation::Percentage { rate: dec!(0.20) }),
+        rule("b-health", RuleParty::Employee, RuleCalculation::Fixed { amount: usd("100.00") }),
+        rule("c-social", RuleParty::Employer, RuleCalculation::Percentage { rate: dec!(0.05) }),
+    ];
+    let lines = [bonus(OneOffCategory::Bonus, "1000.00", true), bonus(OneOffCategory::Commission, "200.00", false)];
+    let item = calculate_one_off(&employee, &lines, &Currency::usd(), &rules).unwrap();
+    // Gross 1,200.00; tax 20 % of the taxable 1,000.00 only; no fixed health deduction.
+    assert_eq!(item.gross, usd("1200.00"));
+    assert_eq!(item.deductions.iter().map(|line| line.rule_id.as_str()).collect::<Vec<_>>(), ["a-tax"]);
+    assert_eq!(item.deductions_total, usd("200.00"));
+    assert_eq!(item.contributions_total, usd("50.00"));
+    assert_eq!(item.net, usd("1000.00"));
+    assert!(item.earnings.iter().all(|line| matches!(line.kind, EarningKind::OneOff { .. })));
+    assert_eq!(item.hold, None);
+
+    // A negative correction larger than the rest is held, not paid negative.
+    let lines = [bonus(OneOffCategory::Correction, "-300.00", true), bonus(OneOffCategory::Bonus, "100.00", true)];
+    let item = calculate_one_off(&employee, &lines, &Currency::usd(), &rules).unwrap();
+    assert_eq!(item.net, usd("-200.00"));
+    assert_eq!(item.hold, Some(HoldReason::NegativeNet));
+
+    // Only a correction may be negative; no line is zero; lines are bounded.
+    for (lines, field) in [
+        (vec![bonus(OneOffCategory::Bonus, "-1.00", true)], "amount"),
+        (vec![bonus(OneOffCategory::FinalPay, "0.00", true)], "amount"),
+        (vec![], "lines"),
+        (vec![bonus(OneOffCategory::Bonus, "1.00", true); 21], "lines"),
+    ] {
+        let error = calculate_one_off(&employee, &lines, &Currency::usd(), &rules).unwrap_err();
+        assert!(matches!(&error, DomainError::Invalid { field: named, .. } if named.contains(field)), "{error}");
+    }
+    let euros =
+        [OneOffLine { amount: Money::parse("1.00", Currency::known("EUR").unwrap()).unwrap(), ..lines[0].clone() }];
+    assert!(matches!(
+        calculate_one_off(&employee, &euros, &Currency::usd(), &rules),
+        Err(DomainError::WrongCurrency { .. })
+    ));
 }

@@ -7,6 +7,7 @@ mod money;
 mod organization;
 mod payroll;
 mod properties;
+mod schedule;
 mod transaction;
 mod wallet;
 
@@ -72,6 +73,7 @@ pub fn hire_command(employee_id: EmployeeId, rate: PayRate, start_date: NaiveDat
         department: "R&D".to_owned(),
         rate,
         pay_frequency: PayFrequency::Monthly,
+        pay_schedule_id: None,
         start_date,
     }
 }

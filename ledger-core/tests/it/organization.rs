@@ -2,9 +2,11 @@ use ledger_core::Aggregate;
 use ledger_core::DomainError;
 use ledger_core::calendar::PayFrequency;
 use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
+use ledger_core::ids::PayScheduleId;
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, OrganizationEvent, PaySchedule};
 use rust_decimal_macros::dec;
+use uuid::Uuid;
 
 use crate::{day, organization_id, usd, when};
 
@@ -18,6 +20,7 @@ fn registered() -> Vec<OrganizationEvent> {
             name: "Acme".into(),
             base_currency: Currency::usd(),
             pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: day(2026, 1, 1) },
+            default_pay_schedule_id: PayScheduleId::from_uuid(Uuid::from_u128(0x5c)),
         },
     )
     .unwrap()
@@ -50,6 +53,7 @@ fn register_then_change_settings() {
             name: "Acme".into(),
             base_currency: Currency::usd(),
             pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: day(2026, 1, 1) },
+            default_pay_schedule_id: PayScheduleId::from_uuid(Uuid::from_u128(0x5c)),
         },
     );
     assert!(matches!(twice, Err(DomainError::AlreadyExists { .. })));

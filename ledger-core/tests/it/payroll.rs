@@ -4,7 +4,7 @@ use ledger_core::DomainEvent;
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::EmployeeAggregate;
 use ledger_core::gross_to_net::ItemInput;
-use ledger_core::ids::{PayrollRunId, TransactionId};
+use ledger_core::ids::{PayScheduleId, PayrollRunId, TransactionId};
 use ledger_core::money::Currency;
 use ledger_core::payroll::{
     CALCULATION_CHUNK_ITEMS, Calculation, ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind,
@@ -23,6 +23,7 @@ fn create(kind: RunKind) -> PayrollRunCommand {
         period: january(),
         frequency: PayFrequency::Monthly,
         currency: Currency::usd(),
+        pay_schedule_id: matches!(kind, RunKind::Regular).then(|| PayScheduleId::from_uuid(Uuid::from_u128(0x5c))),
         kind,
         actor: "alice".into(),
     }

@@ -137,6 +137,7 @@ proptest! {
             frequency: PayFrequency::Monthly,
             currency: Currency::usd(),
             kind: RunKind::Regular,
+            pay_schedule_id: Some(ledger_core::ids::PayScheduleId::from_uuid(Uuid::from_u128(0x5c))),
             actor: "alice".into(),
         }).unwrap();
         events.extend(when::<PayrollRunAggregate>(&events, PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() }).unwrap());

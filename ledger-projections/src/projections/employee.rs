@@ -128,6 +128,7 @@ struct HireColumns {
     departments: Vec<String>,
     currencies: Vec<String>,
     frequencies: Vec<String>,
+    schedules: Vec<Option<Uuid>>,
     rates: Vec<Decimal>,
     bases: Vec<String>,
     starts: Vec<NaiveDate>,
@@ -165,9 +166,11 @@ impl Hires {
                 department,
                 rate,
                 pay_frequency,
+                pay_schedule_id,
                 start_date,
             }) => {
                 let rows = &mut self.employees;
+                rows.schedules.push(pay_schedule_id.map(|id| id.as_uuid()));
                 rows.ids.push(employee_id.as_uuid());
                 rows.organizations.push(organization_id.as_uuid());
                 rows.names.push(personal.full_name.clone());
@@ -209,10 +212,10 @@ impl Hires {
         if !employees.ids.is_empty() {
             sqlx::query(
                 "insert into employees (employee_id, organization_id, full_name, email, position, department, currency, pay_frequency, \
-                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position) \
-                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp \
+                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position, pay_schedule_id) \
+                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp, ps \
                  from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                             $9::numeric[], $10::text[], $11::date[], $12::int8[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp)",
+                             $9::numeric[], $10::text[], $11::date[], $12::int8[], $13::uuid[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp, ps)",
             )
             .bind(&employees.ids)
             .bind(&employees.organizations)
@@ -226,6 +229,7 @@ impl Hires {
             .bind(&employees.bases)
             .bind(&employees.starts)
             .bind(&employees.last_positions)
+            .bind(&employees.schedules)
             .execute(&mut *connection)
             .await?;
             sqlx::query(

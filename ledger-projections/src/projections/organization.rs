@@ -48,7 +48,9 @@ impl Projection for OrganizationProjection {
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         let AnyEvent::Organization(organization_event) = decoded else { return Ok(()) };
         match organization_event {
-            OrganizationEvent::OrganizationRegistered { organization_id, name, base_currency, pay_schedule } => {
+            OrganizationEvent::OrganizationRegistered {
+                organization_id, name, base_currency, pay_schedule, ..
+            } => {
                 sqlx::query(
                     "insert into organizations (organization_id, name, base_currency, registered_at, last_position) values ($1, $2, $3, $4, $5)",
                 )
@@ -102,6 +104,8 @@ impl Projection for OrganizationProjection {
             OrganizationEvent::CurrencyDefined { currency } => {
                 set_setting(connection, event, &format!("currency:{}", currency.code()), to_json(currency)).await?;
             }
+            // The payroll projection keeps the schedules.
+            OrganizationEvent::PayScheduleAdded { .. } => {}
         }
         Ok(())
     }

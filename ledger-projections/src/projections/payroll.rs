@@ -3,8 +3,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 use ledger_core::DomainEvent;
 use ledger_core::gross_to_net::{EarningKind, EarningLine, PayrollItem};
+use ledger_core::organization::legacy_default_schedule_id;
 use ledger_core::organization::{OrganizationEvent, PaySchedule};
 use ledger_core::payroll::{PayrollRunEvent, RunKind, RunTotals};
+use ledger_core::schedule::PayCalendarEvent;
 use ledger_store::RecordedEvent;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -16,22 +18,76 @@ use crate::error::Result;
 use crate::projection::Projection;
 use ledger_codec::AnyEvent;
 
-/// `payroll.payroll_runs`, `payroll_items`, `payroll_schedules` and `paid_earnings`.
+/// `payroll.payroll_runs`, `payroll_items`, `pay_schedules`, `pay_period_claims` and
+/// `paid_earnings`.
 #[derive(Debug, Clone, Copy)]
 pub struct PayrollProjection;
 
-async fn set_schedule(connection: &mut PgConnection, event: &RecordedEvent, schedule: &PaySchedule) -> Result<()> {
+/// A schedule's row (a schedule recorded before it was fixed once defined may change: the
+/// default one, by `OrganizationSettingsChanged`).
+async fn set_schedule(
+    connection: &mut PgConnection,
+    event: &RecordedEvent,
+    (id, name, is_default): (Uuid, &str, bool),
+    schedule: &PaySchedule,
+) -> Result<()> {
     sqlx::query(
-        "insert into payroll_schedules (organization_id, frequency, anchor_date, last_position) values ($1, $2, $3, $4) \
-         on conflict (organization_id) do update set frequency = excluded.frequency, anchor_date = excluded.anchor_date, \
+        "insert into pay_schedules (pay_schedule_id, organization_id, name, frequency, anchor_date, is_default, created_at, last_position) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8) \
+         on conflict (pay_schedule_id) do update set frequency = excluded.frequency, anchor_date = excluded.anchor_date, \
            last_position = excluded.last_position",
     )
+    .bind(id)
     .bind(event.organization_id)
+    .bind(name)
     .bind(serde_name(&schedule.frequency))
     .bind(schedule.anchor_date)
+    .bind(is_default)
+    .bind(event.recorded_at)
     .bind(event.global_position)
     .execute(connection)
     .await?;
+    Ok(())
+}
+
+/// The default schedule of the organization `event` belongs to.
+async fn default_schedule_id(connection: &mut PgConnection, event: &RecordedEvent) -> Result<Uuid> {
+    let id = sqlx::query_scalar("select pay_schedule_id from pay_schedules where organization_id = $1 and is_default")
+        .bind(event.organization_id)
+        .fetch_one(connection)
+        .await?;
+    Ok(id)
+}
+
+async fn apply_calendar(
+    connection: &mut PgConnection,
+    event: &RecordedEvent,
+    calendar: &PayCalendarEvent,
+) -> Result<()> {
+    match calendar {
+        PayCalendarEvent::PayPeriodClaimed { period, payroll_run_id, .. } => {
+            sqlx::query(
+                "insert into pay_period_claims (pay_schedule_id, period_start, period_end, organization_id, payroll_run_id, \
+                   claimed_at, last_position) values ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(event.stream_id)
+            .bind(period.start())
+            .bind(period.end())
+            .bind(event.organization_id)
+            .bind(payroll_run_id.as_uuid())
+            .bind(event.recorded_at)
+            .bind(event.global_position)
+            .execute(connection)
+            .await?;
+        }
+        PayCalendarEvent::PayPeriodReleased { period, .. } => {
+            sqlx::query("delete from pay_period_claims where pay_schedule_id = $1 and period_start = $2")
+                .bind(event.stream_id)
+                .bind(period.start())
+                .execute(connection)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -280,6 +336,8 @@ impl ItemMoves {
                 let (start, end) = match &earning.kind {
                     EarningKind::Regular { .. } => (*period_start, *period_end),
                     EarningKind::Retro { period } => (period.start(), period.end()),
+                    // Not earnings of a period: no retro correction ever recomputes them.
+                    EarningKind::OneOff { .. } => continue,
                 };
                 earnings.employees.push(employee);
                 earnings.positions.push(self.positions[index]);
@@ -339,6 +397,7 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
         frequency,
         currency,
         kind,
+        pay_schedule_id,
         created_by,
     } = created
     else {
@@ -350,8 +409,8 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
     };
     sqlx::query(
         "insert into payroll_runs (payroll_run_id, organization_id, period_start, period_end, frequency, currency, kind, \
-           off_cycle_reason, status, created_by, created_at, last_position) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11)",
+           off_cycle_reason, status, created_by, created_at, last_position, pay_schedule_id) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11, $12)",
     )
     .bind(payroll_run_id.as_uuid())
     .bind(organization_id.as_uuid())
@@ -364,6 +423,7 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
     .bind(created_by)
     .bind(event.recorded_at)
     .bind(event.global_position)
+    .bind(pay_schedule_id.map(|id| id.as_uuid()))
     .execute(connection)
     .await?;
     Ok(())
@@ -418,6 +478,8 @@ impl PayrollProjection {
     ) -> Result<()> {
         match run_event {
             PayrollRunEvent::PayrollRunCreated { .. } => run_created(connection, event, run_event).await?,
+            // Lines added make a calculated run a draft again.
+            PayrollRunEvent::OffCycleLinesAdded { .. } => set_run(connection, event, "status = 'draft'", None).await?,
             PayrollRunEvent::PayrollItemsCalculated { chunk, items } => {
                 items_calculated(connection, event, *chunk == 0, items).await?
             }
@@ -469,7 +531,8 @@ impl Projection for PayrollProjection {
 
     fn event_types(&self) -> Vec<&'static str> {
         let mut types = PayrollRunEvent::EVENT_TYPES.to_vec();
-        types.extend(["OrganizationRegistered", "OrganizationSettingsChanged"]);
+        types.extend(["OrganizationRegistered", "OrganizationSettingsChanged", "PayScheduleAdded"]);
+        types.extend(PayCalendarEvent::EVENT_TYPES);
         types
     }
 
@@ -496,10 +559,26 @@ impl Projection for PayrollProjection {
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         match decoded {
             AnyEvent::PayrollRun(run_event) => self.apply_run(connection, event, run_event).await,
-            AnyEvent::Organization(
-                OrganizationEvent::OrganizationRegistered { pay_schedule, .. }
-                | OrganizationEvent::OrganizationSettingsChanged { pay_schedule: Some(pay_schedule), .. },
-            ) => set_schedule(connection, event, pay_schedule).await,
+            AnyEvent::Organization(OrganizationEvent::OrganizationRegistered {
+                organization_id,
+                pay_schedule,
+                default_pay_schedule_id,
+                ..
+            }) => {
+                let id = default_pay_schedule_id.unwrap_or_else(|| legacy_default_schedule_id(*organization_id));
+                set_schedule(connection, event, (id.as_uuid(), "Default", true), pay_schedule).await
+            }
+            AnyEvent::Organization(OrganizationEvent::OrganizationSettingsChanged {
+                pay_schedule: Some(pay_schedule),
+                ..
+            }) => {
+                let id = default_schedule_id(connection, event).await?;
+                set_schedule(connection, event, (id, "Default", true), pay_schedule).await
+            }
+            AnyEvent::Organization(OrganizationEvent::PayScheduleAdded { pay_schedule_id, name, schedule }) => {
+                set_schedule(connection, event, (pay_schedule_id.as_uuid(), name, false), schedule).await
+            }
+            AnyEvent::PayCalendar(calendar) => apply_calendar(connection, event, calendar).await,
             _ => Ok(()),
         }
     }

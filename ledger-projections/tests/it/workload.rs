@@ -15,8 +15,8 @@ use ledger_core::employee::{Employee, EmployeeAggregate, EmployeeCommand, KycSta
 use ledger_core::gross_to_net::{DeductionRule, ItemInput, PaidPeriod, PayrollItem, RuleCalculation, RuleParty};
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
 use ledger_core::money::{Currency, Money};
-use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
-use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunKind};
+use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule, legacy_default_schedule_id};
+use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent};
 use ledger_core::transaction::{TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use ledger_store::{EventStore, StreamAppend};
@@ -136,6 +136,7 @@ impl Payroll {
             name: "Acme".into(),
             base_currency: Currency::usd(),
             pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: day(2026, 1, 1) },
+            default_pay_schedule_id: legacy_default_schedule_id(OrganizationId::from_uuid(organization)),
         };
         execute::<OrganizationAggregate>(&store, organization, organization, register).await;
         let rules = [
@@ -176,6 +177,7 @@ impl Payroll {
             department: "Ops".into(),
             rate: PayRate { amount: usd_cents(monthly_cents), basis: PayBasis::Monthly },
             pay_frequency: PayFrequency::Monthly,
+            pay_schedule_id: Some(legacy_default_schedule_id(OrganizationId::from_uuid(self.organization))),
             start_date: start,
         };
         execute::<EmployeeAggregate>(&self.store, self.organization, employee.as_uuid(), hire).await;
@@ -218,16 +220,15 @@ impl Payroll {
     pub async fn run(&mut self, period: PayPeriod, dice: &mut Dice) -> PayrollRunId {
         let run = PayrollRunId::from_uuid(Uuid::new_v4());
         let store = self.store.clone();
-        let create = PayrollRunCommand::Create {
-            payroll_run_id: run,
-            organization_id: OrganizationId::from_uuid(self.organization),
+        // As the service creates it: the run and its period's claim in the schedule's stream.
+        let create = ledger_app::operations::NewRun {
+            payroll_run_id: run.as_uuid(),
             period,
-            frequency: PayFrequency::Monthly,
-            currency: Currency::usd(),
-            kind: RunKind::Regular,
-            actor: "alice".into(),
+            kind: ledger_app::operations::NewRunKind::Regular { pay_schedule_id: None },
+            frequency: None,
+            currency: None,
         };
-        execute::<PayrollRunAggregate>(&store, self.organization, run.as_uuid(), create).await;
+        ledger_app::operations::create_run(&ledger(&store), &context(self.organization), create).await.unwrap();
         let inputs = self.inputs(period).await;
         let rules: Vec<DeductionRule> = self.rules().await;
         let calculate = PayrollRunCommand::Calculate { inputs: inputs.into(), rules, actor: "alice".into() };
@@ -289,12 +290,13 @@ impl Payroll {
             let mut earned: Vec<PaidPeriod> = item
                 .earnings
                 .iter()
-                .map(|line| PaidPeriod {
-                    period: match &line.kind {
+                .filter_map(|line| {
+                    let period = match &line.kind {
                         ledger_core::gross_to_net::EarningKind::Regular { .. } => period,
                         ledger_core::gross_to_net::EarningKind::Retro { period } => *period,
-                    },
-                    earnings: line.amount.clone(),
+                        ledger_core::gross_to_net::EarningKind::OneOff { .. } => return None,
+                    };
+                    Some(PaidPeriod { period, earnings: line.amount.clone() })
                 })
                 .collect();
             self.paid.entry(employee).or_default().append(&mut earned);

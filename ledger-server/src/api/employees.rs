@@ -8,7 +8,8 @@ use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use ledger_core::calendar::PayFrequency;
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
-use ledger_core::ids::{EmployeeId, OrganizationId};
+use ledger_core::ids::{EmployeeId, OrganizationId, PayScheduleId};
+use ledger_core::organization::{Organization, OrganizationAggregate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -72,9 +73,56 @@ pub struct HireInput {
     #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     department: String,
     rate: RateInput,
-    #[schema(value_type = super::schema::PayFrequency)]
-    pay_frequency: PayFrequency,
+    /// Defaults to the pay schedule's frequency.
+    #[schema(value_type = Option<super::schema::PayFrequency>)]
+    pay_frequency: Option<PayFrequency>,
+    /// The pay schedule whose regular runs pay the employee. Defaults to the organization's
+    /// default schedule, or, given a `pay_frequency` that is not the default's, to its only
+    /// schedule of that frequency.
+    pay_schedule_id: Option<Uuid>,
     start_date: NaiveDate,
+}
+
+/// The schedule a hire goes on (see [`HireInput::pay_schedule_id`]) and its frequency.
+fn hire_schedule(
+    organization: &Organization,
+    schedule_id: Option<Uuid>,
+    frequency: Option<PayFrequency>,
+) -> AppResult<(PayScheduleId, PayFrequency)> {
+    let schedule = match (schedule_id, frequency) {
+        (Some(id), _) => organization.schedule(PayScheduleId::from_uuid(id), "pay_schedule_id")?,
+        (None, Some(frequency)) if organization.default_schedule().schedule.frequency != frequency => {
+            let mut of_frequency =
+                organization.pay_schedules.values().filter(|named| named.schedule.frequency == frequency);
+            match (of_frequency.next(), of_frequency.next()) {
+                (Some(only), None) => only,
+                (None, _) => {
+                    return Err(AppError::bad_request(
+                        "pay_frequency",
+                        format!("the organization has no {frequency:?} pay schedule: add one (POST /v1/pay-schedules)"),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Err(AppError::bad_request(
+                        "pay_schedule_id",
+                        format!("the organization has several {frequency:?} pay schedules: name one"),
+                    ));
+                }
+            }
+        }
+        (None, _) => organization.default_schedule(),
+    };
+    let scheduled = schedule.schedule.frequency;
+    if frequency.is_some_and(|frequency| frequency != scheduled) {
+        return Err(AppError::bad_request(
+            "pay_frequency",
+            format!(
+                "pay schedule {} pays {scheduled:?}; leave pay_frequency out or name a schedule of it",
+                schedule.id
+            ),
+        ));
+    }
+    Ok((schedule.id, scheduled))
 }
 
 /// `POST /v1/employees`: hires an employee.
@@ -88,6 +136,10 @@ pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<
         Some(id) => id,
         None => state.ledger.new_id(&command.context, "employee").await?,
     };
+    let organization = state.ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
+    let organization = organization
+        .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
+    let (pay_schedule_id, pay_frequency) = hire_schedule(&organization, input.pay_schedule_id, input.pay_frequency)?;
     let hire = EmployeeCommand::Hire {
         employee_id: EmployeeId::from_uuid(employee_id),
         organization_id: OrganizationId::from_uuid(organization_id),
@@ -95,7 +147,8 @@ pub async fn hire(State(state): State<AppState>, command: Command) -> AppResult<
         position: input.position,
         department: input.department,
         rate: input.rate.resolve(&state.ledger, organization_id, "rate").await?,
-        pay_frequency: input.pay_frequency,
+        pay_frequency,
+        pay_schedule_id: Some(pay_schedule_id),
         start_date: input.start_date,
     };
     let done = state.ledger.execute::<EmployeeAggregate>(&command.context, employee_id, hire).await?;

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod openapi;
 mod organization;
 mod payroll;
+mod schedules;
 pub mod schema;
 mod system;
 pub mod telemetry;
@@ -72,9 +73,13 @@ pub fn router(state: AppState) -> Router {
         .route("/wallets/{id}", get(wallets::show))
         .route("/wallets/{id}/statement", get(wallets::statement))
         .route("/wallets/{id}/withdrawals", post(wallets::withdraw))
+        .route("/pay-schedules", post(schedules::create).get(schedules::list))
+        .route("/pay-schedules/{id}", get(schedules::show))
+        .route("/pay-schedules/{id}/periods", get(schedules::periods))
         .route("/payroll-runs", post(payroll::create).get(payroll::list))
         .route("/payroll-runs/{id}", get(payroll::show))
         .route("/payroll-runs/{id}/items", get(payroll::items))
+        .route("/payroll-runs/{id}/lines", post(payroll::add_lines))
         .route("/payroll-runs/{id}/preview", post(payroll::preview))
         .route("/payroll-runs/{id}/calculate", post(payroll::calculate))
         .route("/payroll-runs/{id}/approve", post(payroll::approve))

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, employees, organization, payroll, system, transparency, wallets};
+use super::{audit, employees, organization, payroll, schedules, system, transparency, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,7 +41,12 @@ use super::{audit, employees, organization, payroll, system, transparency, walle
         wallets::withdraw,
         wallets::transaction,
         wallets::settle,
+        schedules::create,
+        schedules::list,
+        schedules::show,
+        schedules::periods,
         payroll::create,
+        payroll::add_lines,
         payroll::list,
         payroll::show,
         payroll::items,

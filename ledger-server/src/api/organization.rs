@@ -8,7 +8,7 @@ use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
 use ledger_core::calendar::PayFrequency;
 use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
-use ledger_core::ids::OrganizationId;
+use ledger_core::ids::{OrganizationId, PayScheduleId};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,9 @@ pub async fn register(State(state): State<AppState>, command: Command) -> AppRes
     let input: RegisterInput = command.json()?;
     let organization_id = command.context.organization_id();
     let base_currency = currency(&state.ledger, organization_id, &input.base_currency, "base_currency").await?;
+    let default_pay_schedule_id = state.ledger.new_id(&command.context, "pay_schedule").await?;
     let register = OrganizationCommand::Register {
+        default_pay_schedule_id: PayScheduleId::from_uuid(default_pay_schedule_id),
         organization_id: OrganizationId::from_uuid(organization_id),
         name: input.name,
         base_currency,

@@ -6,18 +6,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use chrono::{DateTime, Utc};
+use ledger_app::operations::{NewRun, NewRunKind};
 use ledger_core::calendar::{PayFrequency, PayPeriod};
-use ledger_core::gross_to_net::PayrollItem;
-use ledger_core::ids::{OrganizationId, PayrollRunId};
-use ledger_core::organization::OrganizationAggregate;
-use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::gross_to_net::{OneOffCategory, OneOffLine, PayrollItem};
+use ledger_core::ids::EmployeeId;
+use ledger_core::payroll::{OneOffEntry, PayrollRunAggregate, PayrollRunCommand};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::employees::ListQuery;
 use super::schema::{Amounts, Entity, Problems, WrittenView, pad, written};
-use super::{AppState, Auth, Command, Consistency, currency, parse_id, read_page, read_row};
+use super::{AppState, Auth, Command, Consistency, MoneyInput, currency, parse_id, read_page, read_row};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
@@ -32,48 +32,144 @@ pub struct PeriodInput {
 #[serde(deny_unknown_fields)]
 pub struct CreateInput {
     payroll_run_id: Option<Uuid>,
+    /// A regular run's period is one of its pay schedule's periods
+    /// (`GET /v1/pay-schedules/{id}/periods`); an off-cycle run's is the period it reports in.
     period: PeriodInput,
-    /// Defaults to the organization's pay schedule.
+    /// The schedule a regular run pays a period of; defaults to the organization's default
+    /// schedule. Not given for an off-cycle run.
+    pay_schedule_id: Option<Uuid>,
+    /// Defaults to the pay schedule's.
     #[schema(value_type = Option<super::schema::PayFrequency>)]
     frequency: Option<PayFrequency>,
     /// Defaults to the organization's base currency.
     currency: Option<String>,
-    /// A reason makes it an off-cycle run.
+    /// A reason makes it an off-cycle run: it pays the `lines` listed, nothing else.
     off_cycle_reason: Option<String>,
+    /// An off-cycle run's employees and their one-off lines (more can be added with
+    /// `POST /v1/payroll-runs/{id}/lines` until it is approved).
+    #[schema(max_items = 1000)]
+    lines: Option<Vec<EntryInput>>,
 }
 
-/// `POST /v1/payroll-runs`: a draft run for a period.
+/// One employee's one-off lines in an off-cycle run.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntryInput {
+    employee_id: Uuid,
+    #[schema(min_items = 1, max_items = 20)]
+    lines: Vec<LineInput>,
+}
+
+/// A one-off earning.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineInput {
+    /// `bonus`, `commission`, `correction` (may be negative) or `final_pay`.
+    #[schema(value_type = String, pattern = "^(bonus|commission|correction|final_pay)$")]
+    category: OneOffCategory,
+    /// The organization's own earning code, e.g. `BON-Q4`.
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$", max_length = 64)]
+    code: String,
+    amount: SignedMoneyInput,
+    /// Whether the organization's percentage rules apply (default true); fixed-amount rules
+    /// never apply to one-off lines.
+    taxable: Option<bool>,
+}
+
+/// An amount that may be negative (a correction): a decimal string and a currency code.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedMoneyInput {
+    #[schema(example = "1500.00", pattern = r"^-?(0|[1-9][0-9]{0,14})(\.[0-9]{1,9})?$")]
+    pub amount: String,
+    #[schema(example = "USD", pattern = r"^[A-Z0-9]{3,12}$")]
+    pub currency: String,
+}
+
+/// The entries of a request, resolved: amounts parsed in their currencies, each field named.
+async fn entries(
+    state: &AppState,
+    organization_id: Uuid,
+    input: Vec<EntryInput>,
+    field: &str,
+) -> AppResult<Vec<OneOffEntry>> {
+    let mut entries = Vec::with_capacity(input.len());
+    for (index, entry) in input.into_iter().enumerate() {
+        let mut lines = Vec::with_capacity(entry.lines.len());
+        for (line_index, line) in entry.lines.into_iter().enumerate() {
+            let line_field = format!("{field}[{index}].lines[{line_index}]");
+            let money = MoneyInput { amount: line.amount.amount.clone(), currency: line.amount.currency.clone() };
+            let amount = match line.amount.amount.strip_prefix('-') {
+                Some(magnitude) => {
+                    let positive = MoneyInput { amount: magnitude.to_owned(), ..money };
+                    positive.resolve(&state.ledger, organization_id, &line_field).await?.negated()
+                }
+                None => money.resolve(&state.ledger, organization_id, &line_field).await?,
+            };
+            lines.push(OneOffLine {
+                category: line.category,
+                code: line.code,
+                amount,
+                taxable: line.taxable.unwrap_or(true),
+            });
+        }
+        entries.push(OneOffEntry { employee_id: EmployeeId::from_uuid(entry.employee_id), lines });
+    }
+    Ok(entries)
+}
+
+/// `POST /v1/payroll-runs`: a draft run. A regular run pays one period of a pay schedule
+/// (409 `period_taken`, naming the other run, when a live regular run pays it already); an
+/// off-cycle run pays the one-off lines it lists.
 #[utoipa::path(post, path = "/v1/payroll-runs", tag = "payroll runs", request_body = CreateInput, params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 201, body = WrittenView), (status = 200, description = "A repeat", body = WrittenView), Problems))]
 pub async fn create(State(state): State<AppState>, command: Command) -> AppResult<Response> {
     let input: CreateInput = command.json()?;
     let organization_id = command.context.organization_id();
     let period = PayPeriod::new(input.period.start, input.period.end)?;
-    let organization = state.ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?.state;
-    let organization = organization
-        .ok_or_else(|| AppError::NotFound("register the organization first: POST /v1/organization".to_owned()))?;
     let run_currency = match &input.currency {
-        Some(code) => currency(&state.ledger, organization_id, code, "currency").await?,
-        None => organization.base_currency.clone(),
+        Some(code) => Some(currency(&state.ledger, organization_id, code, "currency").await?),
+        None => None,
+    };
+    let kind = match (input.off_cycle_reason, input.lines) {
+        (Some(reason), lines) => {
+            if input.pay_schedule_id.is_some() {
+                return Err(AppError::bad_request("pay_schedule_id", "an off-cycle run pays no schedule's period"));
+            }
+            let entries = entries(&state, organization_id, lines.unwrap_or_default(), "lines").await?;
+            NewRunKind::OffCycle { reason, entries }
+        }
+        (None, Some(_)) => {
+            return Err(AppError::bad_request("lines", "only an off-cycle run (with off_cycle_reason) lists lines"));
+        }
+        (None, None) => NewRunKind::Regular { pay_schedule_id: input.pay_schedule_id },
     };
     let run_id = match input.payroll_run_id {
         Some(id) => id,
         None => state.ledger.new_id(&command.context, "payroll_run").await?,
     };
-    let create = PayrollRunCommand::Create {
-        payroll_run_id: PayrollRunId::from_uuid(run_id),
-        organization_id: OrganizationId::from_uuid(organization_id),
-        period,
-        frequency: input.frequency.unwrap_or(organization.pay_schedule.frequency),
-        currency: run_currency,
-        kind: match input.off_cycle_reason {
-            Some(reason) => RunKind::OffCycle { reason },
-            None => RunKind::Regular,
-        },
-        actor: command.context.actor(),
-    };
-    let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, create).await?;
+    let new = NewRun { payroll_run_id: run_id, period, kind, frequency: input.frequency, currency: run_currency };
+    let done = ledger_app::operations::create_run(&state.ledger, &command.context, new).await?;
     Ok(written(StatusCode::CREATED, Entity::PayrollRun, run_id, done))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinesInput {
+    #[schema(min_items = 1, max_items = 1000)]
+    lines: Vec<EntryInput>,
+}
+
+/// `POST /v1/payroll-runs/{id}/lines`: adds employees' one-off lines to an off-cycle run
+/// (draft or calculated; a calculated run is to be calculated again).
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/lines", tag = "payroll runs", request_body = LinesInput, params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
+pub async fn add_lines(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
+    let run_id = parse_id(&id, "payroll run id")?;
+    let input: LinesInput = command.json()?;
+    let entries = entries(&state, command.context.organization_id(), input.lines, "lines").await?;
+    let done = ledger_app::operations::add_lines(&state.ledger, &command.context, run_id, entries).await?;
+    Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 
 /// `POST /v1/payroll-runs/{id}/calculate`: calculates or recalculates (until approved).
@@ -137,8 +233,7 @@ pub struct ReasonInput {
 pub async fn void(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let input: ReasonInput = command.json()?;
-    let void = PayrollRunCommand::Void { reason: input.reason, actor: command.context.actor() };
-    let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, void).await?;
+    let done = ledger_app::operations::void(&state.ledger, &command.context, run_id, input.reason).await?;
     Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 

@@ -38,6 +38,7 @@ pub enum Entity {
     Wallet,
     Transaction,
     PayrollRun,
+    PaySchedule,
 }
 
 /// What a command answers: the entity it wrote (one of the ids) and where in the log.
@@ -53,6 +54,8 @@ pub struct WrittenView {
     pub transaction_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payroll_run_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pay_schedule_id: Option<Uuid>,
     /// The last global position written: pass it as `wait_for_position` to read your write.
     pub position: i64,
     /// True when this repeats an earlier request with the same `Idempotency-Key` (then the
@@ -73,6 +76,7 @@ pub fn written(status: StatusCode, entity: Entity, id: Uuid, written: Written) -
         Entity::Wallet => &mut view.wallet_id,
         Entity::Transaction => &mut view.transaction_id,
         Entity::PayrollRun => &mut view.payroll_run_id,
+        Entity::PaySchedule => &mut view.pay_schedule_id,
     };
     *slot = Some(id);
     (status, Json(view)).into_response()

@@ -11,10 +11,10 @@ use ledger_app::operations::{Settlement, process, settle_run};
 use ledger_app::{Context, Ledger};
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::EmployeeAggregate;
-use ledger_core::ids::{OrganizationId, PayrollRunId, TransactionId};
+use ledger_core::ids::{OrganizationId, TransactionId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
-use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::payroll::{PayrollRunAggregate, PayrollRunCommand};
 use ledger_core::wallet::WalletAggregate;
 use ledger_projections::Projection as _;
 use ledger_projections::projections::LogTreeProjection;
@@ -485,6 +485,7 @@ async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
         name: "Bench".to_owned(),
         base_currency: Currency::usd(),
         pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: date(2026, 1, 1) },
+        default_pay_schedule_id: ledger_core::ids::PayScheduleId::from_uuid(Uuid::new_v4()),
     };
     ledger.execute::<OrganizationAggregate>(&context, organization, register).await?;
     let rule = ledger_core::gross_to_net::DeductionRule {
@@ -552,16 +553,14 @@ async fn payroll_end_to_end(
         phases.push((name, mark.elapsed().as_secs_f64()));
         *mark = Instant::now();
     };
-    let create = PayrollRunCommand::Create {
-        payroll_run_id: PayrollRunId::from_uuid(run),
-        organization_id: OrganizationId::from_uuid(context.organization_id()),
+    let create = ledger_app::operations::NewRun {
+        payroll_run_id: run,
         period: PayPeriod::new(date(2026, 1, 1), date(2026, 1, 31))?,
-        frequency: PayFrequency::Monthly,
-        currency: Currency::usd(),
-        kind: RunKind::Regular,
-        actor: context.actor(),
+        kind: ledger_app::operations::NewRunKind::Regular { pay_schedule_id: None },
+        frequency: None,
+        currency: None,
     };
-    ledger.execute::<PayrollRunAggregate>(&context, run, create).await?;
+    ledger_app::operations::create_run(&ledger, &context, create).await?;
     ledger_app::operations::calculate(&ledger, &context, run).await?;
     phase("calculate", &mut mark);
     ledger

@@ -1,27 +1,29 @@
 //! `payroll-ledger demo`: a real payroll end to end, idempotent when run again.
 //!
 //! An organization hires employees with wallets and mixed pay (annual, monthly, hourly; a
-//! tenth paid biweekly, so not in the monthly runs; a few with KYC still pending). December
+//! tenth on a biweekly pay schedule of their own; a few with KYC still pending). December
 //! is paid first so that January has history: some employees get a raise from mid-January,
-//! one a raise backdated into December (a retro line in January). January is calculated,
-//! approved by a second actor, paid and settled. Every step carries an idempotency key
-//! derived from its content, so a second demo pays nobody twice.
+//! one a raise backdated into December (a retro line in January). Each month's run is
+//! calculated, approved by a second actor, paid and settled; the biweekly employees are paid
+//! by biweekly runs over the same weeks, and a few get a year-end bonus in an off-cycle run.
+//! Every step carries an idempotency key derived from its content, so a second demo pays
+//! nobody twice.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::NaiveDate;
-use ledger_app::operations::{Settlement, process, settle_run};
+use ledger_app::operations::{NewRun, NewRunKind, Settlement, create_run, process, settle_run};
 use ledger_app::{Context, Ledger};
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::calendar::{PayFrequency, PayPeriod};
 use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus, PayBasis, PayRate, PersonalData};
-use ledger_core::gross_to_net::{DeductionRule, RuleCalculation, RuleParty};
-use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
+use ledger_core::gross_to_net::{DeductionRule, OneOffCategory, OneOffLine, RuleCalculation, RuleParty};
+use ledger_core::ids::{EmployeeId, OrganizationId, PayScheduleId, TransactionId, WalletId};
 use ledger_core::money::{Currency, Money};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand, PaySchedule};
-use ledger_core::payroll::{ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, RunKind};
+use ledger_core::payroll::{ItemStatus, OneOffEntry, PayrollRun, PayrollRunAggregate, PayrollRunCommand};
 use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -39,6 +41,19 @@ const HELD_LISTED_MAX: usize = 5;
 fn run_id(year: i32, month: u32) -> Uuid {
     demo_id(&format!("run:{year}-{month:02}"))
 }
+
+/// The monthly schedule (the organization's default) and the biweekly one.
+fn schedule_id(frequency: PayFrequency) -> PayScheduleId {
+    PayScheduleId::from_uuid(demo_id(&format!("schedule:{frequency:?}")))
+}
+
+/// The biweekly schedule's first period starts on this Monday.
+fn biweekly_anchor() -> NaiveDate {
+    date(2025, 12, 1)
+}
+
+/// Employees who get the year-end bonus (every 50th).
+const BONUS_EVERY: usize = 50;
 
 fn demo_id(name: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("payroll-ledger demo:{name}").as_bytes())
@@ -120,6 +135,7 @@ pub async fn run(database: &Database, employees: usize) -> anyhow::Result<()> {
     demo.phase("hire", Demo::hire).await?;
     let december = demo.phase("pay December", |demo| Box::pin(demo.pay_month(2025, 12))).await?;
     demo.phase("raises", Demo::raises).await?;
+    demo.phase("pay year-end bonus", Demo::pay_bonus).await?;
     let january = demo.phase("pay January", |demo| Box::pin(demo.pay_month(2026, 1))).await?;
     demo.phase("project", |demo| {
         Box::pin(async move { demo.ledger.wait_for_head(Duration::from_secs(600)).await.map_err(anyhow::Error::from) })
@@ -161,9 +177,22 @@ impl Demo {
                 name: "Demo Payroll Inc.".to_owned(),
                 base_currency: Currency::usd(),
                 pay_schedule: PaySchedule { frequency: PayFrequency::Monthly, anchor_date: date(2025, 1, 1) },
+                default_pay_schedule_id: schedule_id(PayFrequency::Monthly),
             };
             self.ledger
                 .execute::<OrganizationAggregate>(&self.processor.idempotent("register"), self.organization, register)
+                .await?;
+            let biweekly = OrganizationCommand::AddPaySchedule {
+                pay_schedule_id: schedule_id(PayFrequency::Biweekly),
+                name: "Biweekly".to_owned(),
+                schedule: PaySchedule { frequency: PayFrequency::Biweekly, anchor_date: biweekly_anchor() },
+            };
+            self.ledger
+                .execute::<OrganizationAggregate>(
+                    &self.processor.idempotent("schedule:biweekly"),
+                    self.organization,
+                    biweekly,
+                )
                 .await?;
             let rules = [
                 ("federal-tax", RuleParty::Employee, RuleCalculation::Percentage { rate: Decimal::new(12, 2) }),
@@ -231,6 +260,7 @@ impl Demo {
             department: ["Platform", "Finance", "Product", "Operations"][n % 4].to_owned(),
             rate,
             pay_frequency,
+            pay_schedule_id: Some(schedule_id(pay_frequency)),
             start_date,
         };
         let mut events = EmployeeAggregate::decide(&None, hire)?;
@@ -289,34 +319,64 @@ impl Demo {
         })
     }
 
-    /// Creates, calculates, approves (second actor), pays and settles one month.
+    /// Creates, calculates, approves (second actor), pays and settles one month's run; then
+    /// the biweekly runs of the periods that end in the month.
     async fn pay_month(&self, year: i32, month: u32) -> anyhow::Result<Uuid> {
         let run = run_id(year, month);
-        let key = |step: &str| format!("run:{year}-{month:02}:{step}");
-        let create = PayrollRunCommand::Create {
-            payroll_run_id: PayrollRunId::from_uuid(run),
-            organization_id: OrganizationId::from_uuid(self.organization),
-            period: period(year, month),
-            frequency: PayFrequency::Monthly,
-            currency: Currency::usd(),
-            kind: RunKind::Regular,
-            actor: self.processor.actor(),
-        };
-        self.ledger.execute::<PayrollRunAggregate>(&self.processor.idempotent(&key("create")), run, create).await?;
+        let monthly = NewRunKind::Regular { pay_schedule_id: Some(schedule_id(PayFrequency::Monthly).as_uuid()) };
+        self.pay_run(&format!("{year}-{month:02}"), run, period(year, month), monthly).await?;
+        let biweekly = PaySchedule { frequency: PayFrequency::Biweekly, anchor_date: biweekly_anchor() };
+        let schedule = Some(schedule_id(PayFrequency::Biweekly).as_uuid());
+        let month_period = period(year, month);
+        let from = month_period.start() - chrono::Days::new(14);
+        for period in biweekly.periods(from, month_period.end(), 4) {
+            if !month_period.contains(period.end()) {
+                continue;
+            }
+            let name = format!("biweekly {}", period.start());
+            let run = demo_id(&format!("run:{name}"));
+            self.pay_run(&name, run, period, NewRunKind::Regular { pay_schedule_id: schedule }).await?;
+        }
+        Ok(run)
+    }
+
+    /// A year-end bonus for every 50th employee, in an off-cycle run: only its lines are
+    /// paid, nothing recomputed from salaries.
+    fn pay_bonus(&self) -> Step<'_, ()> {
+        Box::pin(async move {
+            let entries: Vec<OneOffEntry> = (0..self.employees)
+                .step_by(BONUS_EVERY)
+                .map(|n| OneOffEntry {
+                    employee_id: EmployeeId::from_uuid(employee_id(n)),
+                    lines: vec![OneOffLine {
+                        category: OneOffCategory::Bonus,
+                        code: "BON-2025".to_owned(),
+                        amount: usd(50_000 + (n as i64 % 7) * 10_000),
+                        taxable: true,
+                    }],
+                })
+                .collect();
+            let kind = NewRunKind::OffCycle { reason: "year-end bonus 2025".to_owned(), entries };
+            self.pay_run("bonus 2025", demo_id("run:bonus-2025"), period(2025, 12), kind).await
+        })
+    }
+
+    /// Creates, calculates, approves (second actor), pays and settles one run.
+    async fn pay_run(&self, name: &str, run: Uuid, period: PayPeriod, kind: NewRunKind) -> anyhow::Result<()> {
+        let key = |step: &str| format!("run:{name}:{step}");
+        let create = NewRun { payroll_run_id: run, period, kind, frequency: None, currency: None };
+        create_run(&self.ledger, &self.processor.idempotent(&key("create")), create).await?;
         ledger_app::operations::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
         let approve = PayrollRunCommand::Approve { actor: self.approver.actor() };
         self.ledger.execute::<PayrollRunAggregate>(&self.approver.idempotent(&key("approve")), run, approve).await?;
         let report = process(&self.ledger, &self.processor.idempotent(&key("process")), run).await?;
         let settled = settle_run(&self.ledger, &self.processor, run, |transaction: TransactionId| Settlement {
             signature: hex::encode(Sha256::digest(format!("signature:{transaction}").as_bytes())),
-            block_hash: hex::encode(Sha256::digest(format!("block:{year}-{month}").as_bytes())),
+            block_hash: hex::encode(Sha256::digest(format!("block:{name}").as_bytes())),
         })
         .await?;
-        eprintln!(
-            "demo: {year}-{month:02}: {} paid now, {} held, {settled} payments settled",
-            report.paid_now, report.held
-        );
-        Ok(run)
+        eprintln!("demo: {name}: {} paid now, {} held, {settled} payments settled", report.paid_now, report.held);
+        Ok(())
     }
 
     /// What the demo did, as a payroll processor reads it, and what to try next.
@@ -354,7 +414,7 @@ impl Demo {
         println!();
         println!("Payroll run January 2026 ({january}) - {:?}", run.status);
         println!(
-            "  items        {:>8}   (paid {paid}, held {}; {biweekly} biweekly employees are not in a monthly run)",
+            "  items        {:>8}   (paid {paid}, held {}; {biweekly} biweekly employees are paid by biweekly runs)",
             totals.items,
             held.len()
         );

@@ -71,7 +71,8 @@ fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
     assert!(events.len() > 300, "{} events", events.len());
     assert!(events.windows(2).all(|pair| pair[0]["global_position"].as_i64() < pair[1]["global_position"].as_i64()));
     let csv = ok(&dir.pg(), &["events", "--format", "csv", "--event-type", "PayrollRunCompleted"]);
-    assert_eq!(csv.lines().count(), 3, "a header and two completed runs: {csv}");
+    // Two months, the four biweekly periods that end in them, and the year-end bonus.
+    assert_eq!(csv.lines().count(), 8, "a header and seven completed runs: {csv}");
 
     let verified = cli(&dir.pg(), &["verify"]);
     assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));

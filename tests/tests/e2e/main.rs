@@ -7,6 +7,7 @@ mod idempotency;
 mod large_run;
 mod operations;
 mod restore;
+mod schedules;
 mod tenancy;
 mod transparency;
 
