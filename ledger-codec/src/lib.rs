@@ -3,6 +3,7 @@
 //! events again ([`decode`], [`decode_recorded`]), older payloads upcast on the way. The
 //! command side and the projections both use it; neither depends on the other.
 
+use ledger_core::access::{ApiKeyAggregate, ApiKeyEvent};
 use ledger_core::employee::{EmployeeAggregate, EmployeeEvent};
 use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
@@ -33,6 +34,7 @@ pub enum AnyEvent {
     PayrollRun(PayrollRunEvent),
     PayCalendar(PayCalendarEvent),
     Transaction(TransactionEvent),
+    ApiKey(ApiKeyEvent),
     /// A stream type the domain does not know (written by another tool): only the audit log
     /// records it.
     Other,
@@ -58,6 +60,7 @@ pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
         TransactionAggregate::STREAM_TYPE => {
             AnyEvent::Transaction(decode_one::<TransactionEvent>(event).map_err(fail)?)
         }
+        ApiKeyAggregate::STREAM_TYPE => AnyEvent::ApiKey(decode_one::<ApiKeyEvent>(event).map_err(fail)?),
         _ => AnyEvent::Other,
     })
 }

@@ -6,6 +6,7 @@
 //! [`event::Aggregate`]. [`gross_to_net`] computes a payroll item; [`money`] keeps amounts
 //! exact.
 
+pub mod access;
 pub mod calendar;
 pub mod employee;
 pub mod error;
@@ -42,4 +43,5 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
         <transaction::TransactionAggregate as Aggregate>::STREAM_TYPE,
         <transaction::TransactionEvent as DomainEvent>::EVENT_TYPES,
     ),
+    (<access::ApiKeyAggregate as Aggregate>::STREAM_TYPE, <access::ApiKeyEvent as DomainEvent>::EVENT_TYPES),
 ];

@@ -5,6 +5,12 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use ledger_codec::{decode_stream, stream_append};
+use ledger_core::Aggregate;
+use ledger_core::access::{ApiKeyAggregate, ApiKeyCommand, ApiKeyEvent, HolderKind, holder};
+use ledger_core::ids::OrganizationId;
+use ledger_store::{AppendRequest, EventStore, Metadata};
+
 use crate::error::{AppError, AppResult};
 
 /// What a key may do.
@@ -65,6 +71,28 @@ impl Role {
     }
 }
 
+/// Who holds a key: a person or a service account, named when the key is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Person(String),
+    Service(String),
+    /// Nobody named: the key stands for a person of its own (as every key made before
+    /// holders were recorded does).
+    Unnamed,
+}
+
+impl Holder {
+    /// The holder as recorded (`person:<name>`, `service:<name>`).
+    fn recorded(&self, key_id: Uuid) -> AppResult<String> {
+        let recorded = match self {
+            Holder::Person(name) => holder(HolderKind::Person, name),
+            Holder::Service(name) => holder(HolderKind::Service, name),
+            Holder::Unnamed => holder(HolderKind::Person, &format!("unnamed holder of key {key_id}")),
+        };
+        recorded.map_err(|error| AppError::bad_request("holder", error))
+    }
+}
+
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -72,12 +100,20 @@ pub struct Identity {
     pub organization_id: Uuid,
     pub role: Role,
     pub label: String,
+    /// `person:<name>` or `service:<name>`: the actor recorded in events, and what four eyes
+    /// compares.
+    pub holder: String,
 }
 
 impl Identity {
-    /// The actor recorded in events: stable per key.
+    /// The actor recorded in events: the key's holder (the key's id is in the metadata too).
     pub fn actor(&self) -> String {
-        format!("key:{}", self.key_id)
+        self.holder.clone()
+    }
+
+    /// Whether a person (not a service account) holds the key.
+    pub fn is_person(&self) -> bool {
+        HolderKind::of(&self.holder) == Some(HolderKind::Person)
     }
 
     /// The command context of a request made with this key.
@@ -116,6 +152,8 @@ pub struct KeyInfo {
     pub organization_id: Uuid,
     pub role: String,
     pub label: String,
+    pub holder: Option<String>,
+    pub activated: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -124,30 +162,81 @@ fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-pub async fn create(pool: &PgPool, organization_id: Uuid, role: Role, label: &str) -> AppResult<CreatedKey> {
+/// Creates a key for `holder`, recorded in the log (`ApiKeyCreated`, by `by`). The key
+/// works once the event is appended: a crash before that leaves an inactive row, never a
+/// key the log does not know.
+pub async fn create(
+    pool: &PgPool,
+    organization_id: Uuid,
+    role: Role,
+    label: &str,
+    holder: &Holder,
+    by: &str,
+) -> AppResult<CreatedKey> {
     if label.trim().is_empty() {
         return Err(AppError::bad_request("label", "must not be empty"));
     }
     let key_id = Uuid::new_v4();
+    let recorded_holder = holder.recorded(key_id)?;
     // 244 random bits from the operating system's generator, through two v4 UUIDs.
     let secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     sqlx::query(
-        "insert into auth.api_keys (key_id, organization_id, role, label, secret_hash) values ($1, $2, $3, $4, $5)",
+        "insert into auth.api_keys (key_id, organization_id, role, label, secret_hash, holder, activated) \
+         values ($1, $2, $3, $4, $5, $6, false)",
     )
     .bind(key_id)
     .bind(organization_id)
     .bind(role.as_str())
     .bind(label)
     .bind(hash(&secret))
+    .bind(&recorded_holder)
     .execute(pool)
     .await?;
+    let create = ApiKeyCommand::Create {
+        key_id,
+        organization_id: OrganizationId::from_uuid(organization_id),
+        role: role.as_str().to_owned(),
+        label: label.to_owned(),
+        holder: recorded_holder,
+    };
+    record(pool, organization_id, key_id, vec![create], by).await?;
+    sqlx::query("update auth.api_keys set activated = true where key_id = $1").bind(key_id).execute(pool).await?;
     let token = format!("{TOKEN_PREFIX}_{}_{secret}", key_id.simple());
     Ok(CreatedKey { key_id, organization_id, role, label: label.to_owned(), token })
 }
 
+/// Appends a key's commands to its stream (`api_key`, id = key id), decided on what the log
+/// holds of it.
+async fn record(
+    pool: &PgPool,
+    organization_id: Uuid,
+    key_id: Uuid,
+    commands: Vec<ApiKeyCommand>,
+    by: &str,
+) -> AppResult<()> {
+    let store = EventStore::new(pool.clone());
+    let recorded = store.read_stream(key_id, 1).await?;
+    let version = recorded.len() as u64;
+    let mut state = ApiKeyAggregate::fold(&decode_stream::<ApiKeyEvent>(&recorded).map_err(AppError::internal)?);
+    let mut events = Vec::new();
+    for command in commands {
+        let decided = ApiKeyAggregate::decide(&state, command)?;
+        state = decided.iter().fold(state, ApiKeyAggregate::evolve);
+        events.extend(decided);
+    }
+    let request = AppendRequest {
+        streams: vec![stream_append::<ApiKeyAggregate>(organization_id, key_id, version, &events)],
+        metadata: Metadata::by(by),
+        idempotency_key: None,
+        fingerprint: None,
+    };
+    store.append(&request).await?;
+    Ok(())
+}
+
 pub async fn list(pool: &PgPool, organization_id: Option<Uuid>) -> AppResult<Vec<KeyInfo>> {
     let keys = sqlx::query_as(
-        "select key_id, organization_id, role, label, created_at, revoked_at from auth.api_keys \
+        "select key_id, organization_id, role, label, holder, activated, created_at, revoked_at from auth.api_keys \
          where $1::uuid is null or organization_id = $1 order by created_at",
     )
     .bind(organization_id)
@@ -156,14 +245,39 @@ pub async fn list(pool: &PgPool, organization_id: Option<Uuid>) -> AppResult<Vec
     Ok(keys)
 }
 
-/// Revokes a key; false when there is no such key or it was revoked already.
-pub async fn revoke(pool: &PgPool, key_id: Uuid) -> AppResult<bool> {
-    let revoked = sqlx::query("update auth.api_keys set revoked_at = now() where key_id = $1 and revoked_at is null")
+/// Revokes a key (at once: the table first) and records it in the log (`ApiKeyRevoked`, by
+/// `by`); false when there is no such key, or it was revoked and recorded already. Run
+/// again after a crash between the two, it records what is missing.
+pub async fn revoke(pool: &PgPool, key_id: Uuid, reason: &str, by: &str) -> AppResult<bool> {
+    type Row = (Uuid, String, String, Option<String>);
+    let row: Option<Row> =
+        sqlx::query_as("select organization_id, role, label, holder from auth.api_keys where key_id = $1")
+            .bind(key_id)
+            .fetch_optional(pool)
+            .await?;
+    let Some((organization_id, role, label, holder)) = row else { return Ok(false) };
+    sqlx::query("update auth.api_keys set revoked_at = now() where key_id = $1 and revoked_at is null")
         .bind(key_id)
         .execute(pool)
-        .await?
-        .rows_affected();
-    Ok(revoked == 1)
+        .await?;
+    let recorded = EventStore::new(pool.clone()).read_stream(key_id, 1).await?;
+    let events = decode_stream::<ApiKeyEvent>(&recorded).map_err(AppError::internal)?;
+    let mut commands = Vec::new();
+    match ApiKeyAggregate::fold(&events) {
+        Some(key) if key.revoked => return Ok(false),
+        Some(_) => {}
+        // A key made before keys were recorded: its creation is recorded with its revocation.
+        None => commands.push(ApiKeyCommand::Create {
+            key_id,
+            organization_id: OrganizationId::from_uuid(organization_id),
+            role,
+            label,
+            holder: holder.unwrap_or_else(|| format!("person:unnamed holder of key {key_id}")),
+        }),
+    }
+    commands.push(ApiKeyCommand::Revoke { reason: reason.to_owned() });
+    record(pool, organization_id, key_id, commands, by).await?;
+    Ok(true)
 }
 
 /// The identity of a bearer token.
@@ -179,20 +293,24 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> AppResult<Identity> {
         return Err(invalid());
     };
     let key_id: Uuid = key_id.parse().map_err(|_| invalid())?;
-    type KeyRow = (Uuid, String, String, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>);
+    type KeyRow = (Uuid, String, String, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>, Option<String>, bool);
     let row: Option<KeyRow> = sqlx::query_as(
-        "select organization_id, role, label, secret_hash, revoked_at from auth.api_keys where key_id = $1",
+        "select organization_id, role, label, secret_hash, revoked_at, holder, activated from auth.api_keys where key_id = $1",
     )
     .bind(key_id)
     .fetch_optional(pool)
     .await?;
-    let Some((organization_id, role, label, secret_hash, revoked_at)) = row else { return Err(invalid()) };
-    if secret_hash != hash(secret) {
+    let Some((organization_id, role, label, secret_hash, revoked_at, holder, activated)) = row else {
+        return Err(invalid());
+    };
+    if secret_hash != hash(secret) || !activated {
         return Err(invalid());
     }
     if revoked_at.is_some() {
         return Err(AppError::Unauthorized(format!("API key {key_id} was revoked")));
     }
     let role = Role::parse(&role).map_err(AppError::internal)?;
-    Ok(Identity { key_id, organization_id, role, label })
+    // A key made before holders were recorded stands for a holder of its own.
+    let holder = holder.unwrap_or_else(|| format!("person:unnamed holder of key {key_id}"));
+    Ok(Identity { key_id, organization_id, role, label, holder })
 }

@@ -187,22 +187,35 @@ enum ProofCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Create a key; its token is printed once.
+    /// Create a key; its token is printed once. Name who holds it: four eyes compares
+    /// holders, so two keys of one person never approve that person's run.
     Create {
         #[arg(long)]
         org: uuid::Uuid,
         #[arg(long, value_enum)]
         role: RoleArg,
-        #[arg(long, default_value = "cli")]
-        label: String,
+        /// What the key is for (default: the holder's name).
+        #[arg(long)]
+        label: Option<String>,
+        /// The person who holds the key (e.g. an email). Without it (or --service-account),
+        /// --label names the person; with neither, the key stands for a person of its own.
+        #[arg(long, conflicts_with = "service_account")]
+        holder: Option<String>,
+        /// A program that holds the key: it may act, never approve a run.
+        #[arg(long)]
+        service_account: Option<String>,
     },
     /// List keys (never their secrets).
     List {
         #[arg(long)]
         org: Option<uuid::Uuid>,
     },
-    /// Revoke a key.
-    Revoke { key_id: uuid::Uuid },
+    /// Revoke a key (recorded in the log as `ApiKeyRevoked`).
+    Revoke {
+        key_id: uuid::Uuid,
+        #[arg(long, default_value = "revoked by the operator")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

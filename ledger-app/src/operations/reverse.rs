@@ -17,7 +17,8 @@ use uuid::Uuid;
 use super::{load_many, load_run};
 use crate::context::{Context, Written};
 use crate::error::Result;
-use crate::ledger::{KeyUse, Ledger, Loaded};
+use crate::ledger::{COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded};
+use crate::retry::Attempts;
 
 /// One paid item to reverse: its employee, its payment, and the net the payment credited.
 struct Paid<'a> {
@@ -31,8 +32,13 @@ pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: S
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);
     }
-    let outcome = reverse_once(ledger, context, run_id, reason).await;
-    ledger.or_replayed(context, outcome, |written| written).await
+    let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
+    loop {
+        let outcome = reverse_once(ledger, context, run_id, reason.clone()).await;
+        if !attempts.retry(&outcome) {
+            return ledger.or_replayed(context, outcome, |written| written).await;
+        }
+    }
 }
 
 async fn reverse_once(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> Result<Written> {

@@ -240,6 +240,11 @@ pub(crate) async fn release_period(
 ) -> Result<Option<StreamAppend>> {
     let (RunKind::Regular, Some(schedule_id)) = (&run.kind, run.pay_schedule_id) else { return Ok(None) };
     let calendar = ledger.load::<PayCalendarAggregate>(organization_id, schedule_id.as_uuid()).await?;
+    if calendar.state.as_ref().and_then(|calendar| calendar.run_paying(run.period)) != Some(run.id) {
+        // Released by another writer that voided or reversed this run since it was loaded:
+        // the run's own append (expecting its version) conflicts and decides again.
+        return Ok(None);
+    }
     let release = PayCalendarCommand::Release { period: run.period, run: run.id, reason: reason.to_owned() };
     let released = PayCalendarAggregate::decide(&calendar.state, release)?;
     Ok(Some(stream_append::<PayCalendarAggregate>(organization_id, schedule_id.as_uuid(), calendar.version, &released)))

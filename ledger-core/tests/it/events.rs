@@ -70,7 +70,10 @@ fn the_catalog_names_each_event_type_once() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 35);
+    assert_eq!(count, 37);
     let streams: Vec<&str> = EVENT_CATALOG.iter().map(|(stream, _)| *stream).collect();
-    assert_eq!(streams, vec!["organization", "employee", "wallet", "payroll_run", "pay_schedule", "transaction"]);
+    assert_eq!(
+        streams,
+        vec!["organization", "employee", "wallet", "payroll_run", "pay_schedule", "transaction", "api_key"]
+    );
 }

@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use ledger_core::access::ApiKeyEvent;
 use ledger_core::organization::OrganizationEvent;
 use ledger_store::RecordedEvent;
 use sqlx::PgConnection;
@@ -31,6 +32,42 @@ async fn set_setting(
     Ok(())
 }
 
+/// `api_keys`: the organization's keys as the log records them.
+async fn apply_key(connection: &mut PgConnection, event: &RecordedEvent, key_event: &ApiKeyEvent) -> Result<()> {
+    let actor = event.metadata.get("actor").and_then(|actor| actor.as_str()).unwrap_or("unknown");
+    match key_event {
+        ApiKeyEvent::ApiKeyCreated { key_id, role, label, holder, .. } => {
+            sqlx::query(
+                "insert into api_keys (key_id, organization_id, role, label, holder, created_by, created_at, last_position) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(key_id)
+            .bind(event.organization_id)
+            .bind(role)
+            .bind(label)
+            .bind(holder)
+            .bind(actor)
+            .bind(event.recorded_at)
+            .bind(event.global_position)
+            .execute(connection)
+            .await?;
+        }
+        ApiKeyEvent::ApiKeyRevoked { reason } => {
+            sqlx::query(
+                "update api_keys set revoked_by = $2, revoked_at = $3, revoke_reason = $4, last_position = $5 where key_id = $1",
+            )
+            .bind(event.stream_id)
+            .bind(actor)
+            .bind(event.recorded_at)
+            .bind(reason)
+            .bind(event.global_position)
+            .execute(connection)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Projection for OrganizationProjection {
     fn name(&self) -> &'static str {
@@ -42,10 +79,15 @@ impl Projection for OrganizationProjection {
     }
 
     fn event_types(&self) -> Vec<&'static str> {
-        <OrganizationEvent as ledger_core::DomainEvent>::EVENT_TYPES.to_vec()
+        let mut types = <OrganizationEvent as ledger_core::DomainEvent>::EVENT_TYPES.to_vec();
+        types.extend(<ApiKeyEvent as ledger_core::DomainEvent>::EVENT_TYPES);
+        types
     }
 
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
+        if let AnyEvent::ApiKey(key_event) = decoded {
+            return apply_key(connection, event, key_event).await;
+        }
         let AnyEvent::Organization(organization_event) = decoded else { return Ok(()) };
         match organization_event {
             OrganizationEvent::OrganizationRegistered {

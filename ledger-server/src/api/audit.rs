@@ -456,7 +456,8 @@ pub async fn journal(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Who acted (`key:<id>` for an API key).
+    /// Who acted: the holder of the API key (`person:<name>`, `service:<name>`), or a system
+    /// component (`cli:<user>`, `demo:processor`).
     actor: Option<String>,
     /// The stream acted on.
     resource_id: Option<Uuid>,

@@ -190,11 +190,19 @@ pub async fn preview(State(state): State<AppState>, Path(id): Path<String>, comm
     Ok(Json(PreviewView { payroll_run_id: run_id, items }).into_response())
 }
 
-/// `POST /v1/payroll-runs/{id}/approve`: by someone other than who created or calculated it.
+/// `POST /v1/payroll-runs/{id}/approve`: by a person other than who created or calculated it
+/// (four eyes compares the keys' holders: another key of the same person is the same person;
+/// a service account's key never approves).
 #[utoipa::path(post, path = "/v1/payroll-runs/{id}/approve", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
+    if !command.identity.is_person() {
+        return Err(AppError::Forbidden(format!(
+            "{} is a service account: a run is approved by a person (four eyes), with a key naming them",
+            command.identity.holder
+        )));
+    }
     let approve = PayrollRunCommand::Approve { actor: command.context.actor() };
     let done = state.ledger.execute::<PayrollRunAggregate>(&command.context, run_id, approve).await?;
     Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))

@@ -277,8 +277,26 @@ async fn keys(database: &Database, command: KeysCommand) -> anyhow::Result<()> {
     use ledger_server::keys;
     let pool = &database.pool;
     match command {
-        KeysCommand::Create { org, role, label } => {
-            let key = keys::create(pool, org, role.into(), &label).await.map_err(|error| anyhow::anyhow!("{error}"))?;
+        KeysCommand::Create { org, role, label, holder, service_account } => {
+            let holder = match (holder, service_account, &label) {
+                (Some(person), _, _) => keys::Holder::Person(person),
+                (None, Some(service), _) => keys::Holder::Service(service),
+                (None, None, Some(label)) => keys::Holder::Person(label.clone()),
+                (None, None, None) => {
+                    eprintln!(
+                        "warning: no --holder: this key stands for a person of its own; name the person \
+                         (--holder) so that four eyes knows two keys of one person"
+                    );
+                    keys::Holder::Unnamed
+                }
+            };
+            let label = label.unwrap_or_else(|| match &holder {
+                keys::Holder::Person(name) | keys::Holder::Service(name) => name.clone(),
+                keys::Holder::Unnamed => "cli".to_owned(),
+            });
+            let key = keys::create(pool, org, role.into(), &label, &holder, &operator())
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
             eprintln!(
                 "created {} key {} for organization {org}; the token is shown this once:",
                 key.role.as_str(),
@@ -288,18 +306,34 @@ async fn keys(database: &Database, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List { org } => {
             for key in keys::list(pool, org).await.map_err(|error| anyhow::anyhow!("{error}"))? {
-                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
-                println!("{}  {}  {:<10}  {:<7}  {}", key.key_id, key.organization_id, key.role, state, key.label);
+                let state = match (key.revoked_at.is_some(), key.activated) {
+                    (true, _) => "revoked",
+                    (false, true) => "active",
+                    (false, false) => "unrecorded",
+                };
+                let holder = key.holder.as_deref().unwrap_or("(none recorded)");
+                println!(
+                    "{}  {}  {:<10}  {:<10}  {}  {}",
+                    key.key_id, key.organization_id, key.role, state, holder, key.label
+                );
             }
         }
-        KeysCommand::Revoke { key_id } => {
-            if !keys::revoke(pool, key_id).await.map_err(|error| anyhow::anyhow!("{error}"))? {
+        KeysCommand::Revoke { key_id, reason } => {
+            if !keys::revoke(pool, key_id, &reason, &operator()).await.map_err(|error| anyhow::anyhow!("{error}"))? {
                 bail!("no active key {key_id}");
             }
             println!("revoked {key_id}");
         }
     }
     Ok(())
+}
+
+/// Who runs the CLI, as recorded in the events it writes about keys.
+fn operator() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) if !user.trim().is_empty() => format!("cli:{user}"),
+        _ => "cli".to_owned(),
+    }
 }
 
 /// A ledger over the database, for commands that act.

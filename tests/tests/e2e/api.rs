@@ -109,7 +109,7 @@ async fn the_full_lifecycle_over_http() {
     );
     let approvals: Vec<&Value> =
         audit["audit_logs"].as_array().unwrap().iter().filter(|row| row["action"] == "PayrollRunApproved").collect();
-    assert!(approvals[0]["actor"].as_str().unwrap().starts_with("key:"), "the acting key is recorded");
+    assert_eq!(approvals[0]["actor"], "person:bob", "the key's holder is recorded");
     assert_eq!(approvals[0]["role"], "processor");
 
     let verify = world.ok(Method::GET, "/v1/verify", &world.auditor, None).await;

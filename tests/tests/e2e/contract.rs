@@ -153,7 +153,7 @@ async fn the_event_cursor_misses_nothing_that_commits_late_and_the_export_has_it
     // Everything so far, once the cluster's horizon (other tests' transactions) lets it.
     let (mut first_pages, mut after) = page_events(&world, None).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while first_pages.len() < world.event_count().await as usize && std::time::Instant::now() < deadline {
+    while first_pages.len() < world.organization_event_count().await as usize && std::time::Instant::now() < deadline {
         let (more, next) = page_events(&world, after).await;
         first_pages.extend(more);
         after = next;
@@ -167,7 +167,7 @@ async fn the_event_cursor_misses_nothing_that_commits_late_and_the_export_has_it
     older.commit().await.unwrap();
     let mut seen = first_pages;
     let mut after = after;
-    let total = world.event_count().await as usize;
+    let total = world.organization_event_count().await as usize;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while seen.len() < total && std::time::Instant::now() < deadline {
         let (more, next) = page_events(&world, after).await;
@@ -232,7 +232,7 @@ async fn the_audit_log_cursor_sees_every_row_once_while_writers_race() {
         if !writers_done && hires.iter().all(|hire| hire.is_finished()) {
             writers_done = true;
         }
-        let total = world.event_count().await as usize;
+        let total = world.organization_event_count().await as usize;
         if writers_done && seen.len() >= total || std::time::Instant::now() > deadline {
             break;
         }
@@ -243,7 +243,7 @@ async fn the_audit_log_cursor_sees_every_row_once_while_writers_race() {
     }
     let positions: std::collections::HashSet<i64> =
         seen.iter().map(|row| row["global_position"].as_i64().unwrap()).collect();
-    let total = world.event_count().await as usize;
+    let total = world.organization_event_count().await as usize;
     assert_eq!((seen.len(), positions.len()), (total, total), "every row once");
     std::sync::Arc::try_unwrap(world).ok().expect("no request left").stop().await;
 }

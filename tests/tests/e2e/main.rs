@@ -3,6 +3,7 @@
 mod api;
 mod bad_input;
 mod contract;
+mod four_eyes;
 mod idempotency;
 mod large_run;
 mod operations;
@@ -51,7 +52,8 @@ impl World {
         let (organization, other_organization) = (Uuid::new_v4(), Uuid::new_v4());
         let key = |organization, role, label: &'static str| {
             let pool = db.pool.clone();
-            async move { keys::create(&pool, organization, role, label).await.unwrap().token }
+            let holder = keys::Holder::Person(label.to_owned());
+            async move { keys::create(&pool, organization, role, label, &holder, "test").await.unwrap().token }
         };
         World {
             admin: key(organization, Role::Admin, "admin").await,
@@ -125,6 +127,15 @@ impl World {
 
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from ledger.events").fetch_one(&self.db.pool).await.unwrap()
+    }
+
+    /// The events of this world's organization (what its keys read of the log).
+    pub async fn organization_event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from ledger.events where organization_id = $1")
+            .bind(self.organization)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     pub async fn count_of(&self, event_type: &str) -> i64 {
