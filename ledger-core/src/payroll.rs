@@ -49,6 +49,8 @@ pub enum RunStatus {
     Completed,
     PartiallyFailed,
     Voided,
+    /// A reversal started: paid items are reversed in bounded batches; resumable.
+    Reversing,
     Reversed,
 }
 
@@ -56,9 +58,19 @@ pub enum RunStatus {
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum ItemStatus {
     Pending,
-    Held { hold: HoldReason },
-    Paid { transaction_id: TransactionId },
-    Failed { reason: String },
+    Held {
+        hold: HoldReason,
+    },
+    Paid {
+        transaction_id: TransactionId,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Paid, then reversed by `reversal` (absent in reversals recorded before it was kept).
+    Reversed {
+        reversal: Option<TransactionId>,
+    },
 }
 
 /// What a run keeps of one item: its amounts in the run's currency, the stream version of
@@ -157,11 +169,15 @@ impl RunTotals {
     }
 }
 
-/// An item of a reversal: the paid item's amounts negated, pointing to its payment.
+/// An item of a reversal: the paid item's amounts negated, pointing to its payment and to the
+/// transaction that reverses it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReversalItem {
     pub employee_id: EmployeeId,
     pub reverses_transaction_id: TransactionId,
+    /// Absent in reversals recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<TransactionId>,
     pub gross: Money,
     pub deductions: Money,
     pub contributions: Money,
@@ -185,6 +201,8 @@ pub struct PayrollRun {
     pub created_by: String,
     pub calculated_by: Option<String>,
     pub approved_by: Option<String>,
+    /// Why and by whom a reversal was started.
+    pub reversal: Option<(String, String)>,
     pub items: BTreeMap<EmployeeId, RunItem>,
     pub totals: RunTotals,
     /// Items of a calculation whose header (`PayrollRunCalculated`) is still to come.
@@ -261,9 +279,30 @@ pub enum PayrollRunCommand {
         reason: String,
         actor: String,
     },
+    /// Starts a reversal of a paid run.
     Reverse {
         reason: String,
         actor: String,
+    },
+    /// Reverses paid items, each by the transaction given (at most
+    /// [`CALCULATION_CHUNK_ITEMS`]).
+    ReverseItems {
+        items: Vec<(EmployeeId, TransactionId)>,
+    },
+    /// Closes a reversal once no item is paid any more.
+    CompleteReversal,
+    /// Puts held items whose cause cleared (KYC approved since) and failed items back to be
+    /// paid; a completed run is processing again (at most [`CALCULATION_CHUNK_ITEMS`]).
+    ReleaseItems {
+        employee_ids: Vec<EmployeeId>,
+        actor: String,
+    },
+    /// The rail refused an item's payment after it was paid: the item is failed (and may be
+    /// released and paid again).
+    FailPayment {
+        employee_id: EmployeeId,
+        transaction_id: TransactionId,
+        reason: String,
     },
 }
 
@@ -327,10 +366,36 @@ pub enum PayrollRunEvent {
         reason: String,
         voided_by: String,
     },
+    /// A reversal started: the run's paid items are reversed in `PayrollItemsReversed`
+    /// batches, then `PayrollRunReversed` closes it.
+    PayrollRunReversalStarted {
+        reason: String,
+        reversed_by: String,
+    },
+    /// Paid items reversed (at most [`CALCULATION_CHUNK_ITEMS`]), in the same append as
+    /// their reversing transactions and wallet debits.
+    PayrollItemsReversed {
+        items: Vec<ReversalItem>,
+    },
+    /// Closes a reversal. `items` is empty since reversals are batched; a reversal recorded
+    /// before carries every item here (and started and ended in this one event).
     PayrollRunReversed {
         reason: String,
         reversed_by: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         items: Vec<ReversalItem>,
+    },
+    /// Held or failed items put back to be paid (a completed run is processing again).
+    PayrollItemsReleased {
+        employee_ids: Vec<EmployeeId>,
+        released_by: String,
+    },
+    /// The rail refused a payment after the item was recorded paid; the payment's
+    /// transaction failed and the wallet credit was taken back in the same append.
+    PayrollItemPaymentFailed {
+        employee_id: EmployeeId,
+        transaction_id: TransactionId,
+        reason: String,
     },
 }
 
@@ -346,7 +411,11 @@ impl DomainEvent for PayrollRunEvent {
         "PayrollItemFailed",
         "PayrollRunCompleted",
         "PayrollRunVoided",
+        "PayrollRunReversalStarted",
+        "PayrollItemsReversed",
         "PayrollRunReversed",
+        "PayrollItemsReleased",
+        "PayrollItemPaymentFailed",
     ];
 }
 
@@ -620,7 +689,7 @@ fn mark_paid(
     let run_item = item(run, employee_id)?;
     match &run_item.status {
         ItemStatus::Held { hold } => Err(DomainError::ItemHeld { employee_id, reason: hold.to_string() }),
-        ItemStatus::Paid { .. } => Err(DomainError::AlreadyPaid { employee_id }),
+        ItemStatus::Paid { .. } | ItemStatus::Reversed { .. } => Err(DomainError::AlreadyPaid { employee_id }),
         // A failed payment may be retried.
         ItemStatus::Pending | ItemStatus::Failed { .. } => {
             Ok(vec![PayrollRunEvent::PayrollItemPaid { employee_id, transaction_id, net: run.money(run_item.net) }])
@@ -635,7 +704,7 @@ fn mark_failed(run: &PayrollRun, employee_id: EmployeeId, reason: String) -> Res
     require_text("reason", &reason)?;
     match &item(run, employee_id)?.status {
         ItemStatus::Pending => Ok(vec![PayrollRunEvent::PayrollItemFailed { employee_id, reason }]),
-        ItemStatus::Paid { .. } => Err(DomainError::AlreadyPaid { employee_id }),
+        ItemStatus::Paid { .. } | ItemStatus::Reversed { .. } => Err(DomainError::AlreadyPaid { employee_id }),
         ItemStatus::Held { hold } => Err(DomainError::ItemHeld { employee_id, reason: hold.to_string() }),
         ItemStatus::Failed { .. } => {
             Err(DomainError::invalid("employee_id", format!("employee {employee_id}'s payment failed already")))
@@ -668,25 +737,112 @@ fn reverse(run: &PayrollRun, reason: String, actor: String) -> Result<Vec<Payrol
     }
     require_text("reason", &reason)?;
     require_text("actor", &actor)?;
-    let items: Vec<ReversalItem> = run
-        .items
-        .iter()
-        .filter_map(|(employee_id, run_item)| match run_item.status {
-            ItemStatus::Paid { transaction_id } => Some(ReversalItem {
-                employee_id: *employee_id,
-                reverses_transaction_id: transaction_id,
-                gross: run.money(-run_item.gross),
-                deductions: run.money(-run_item.deductions),
-                contributions: run.money(-run_item.contributions),
-                net: run.money(-run_item.net),
-            }),
-            _ => None,
-        })
-        .collect();
-    if items.is_empty() {
+    if !run.items.values().any(|item| matches!(item.status, ItemStatus::Paid { .. })) {
         return Err(DomainError::invalid("items", "no item of this run was paid: nothing to reverse"));
     }
-    Ok(vec![PayrollRunEvent::PayrollRunReversed { reason, reversed_by: actor, items }])
+    Ok(vec![PayrollRunEvent::PayrollRunReversalStarted { reason, reversed_by: actor }])
+}
+
+fn reverse_items(
+    run: &PayrollRun,
+    items: Vec<(EmployeeId, TransactionId)>,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if run.status != RunStatus::Reversing {
+        return Err(wrong_status(run, "reverse items of"));
+    }
+    if items.is_empty() || items.len() > CALCULATION_CHUNK_ITEMS {
+        return Err(DomainError::invalid("items", format!("1 to {CALCULATION_CHUNK_ITEMS} items a batch")));
+    }
+    let mut reversed = Vec::with_capacity(items.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (employee_id, reversal) in items {
+        let run_item = item(run, employee_id)?;
+        let ItemStatus::Paid { transaction_id } = run_item.status else {
+            return Err(DomainError::invalid(
+                format!("employee {employee_id}"),
+                format!("the item is {:?}, not paid: nothing to reverse", run_item.status),
+            ));
+        };
+        if !seen.insert(employee_id) {
+            return Err(DomainError::invalid(format!("employee {employee_id}"), "reversed twice in one batch"));
+        }
+        reversed.push(ReversalItem {
+            employee_id,
+            reverses_transaction_id: transaction_id,
+            transaction_id: Some(reversal),
+            gross: run.money(-run_item.gross),
+            deductions: run.money(-run_item.deductions),
+            contributions: run.money(-run_item.contributions),
+            net: run.money(-run_item.net),
+        });
+    }
+    Ok(vec![PayrollRunEvent::PayrollItemsReversed { items: reversed }])
+}
+
+fn complete_reversal(run: &PayrollRun) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    let Some((reason, reversed_by)) = run.reversal.clone().filter(|_| run.status == RunStatus::Reversing) else {
+        return Err(wrong_status(run, "complete the reversal of"));
+    };
+    let paid = run.items.values().filter(|item| matches!(item.status, ItemStatus::Paid { .. })).count();
+    if paid > 0 {
+        return Err(DomainError::invalid("items", format!("{paid} paid items are not reversed yet")));
+    }
+    Ok(vec![PayrollRunEvent::PayrollRunReversed { reason, reversed_by, items: Vec::new() }])
+}
+
+fn release_items(
+    run: &PayrollRun,
+    employee_ids: Vec<EmployeeId>,
+    actor: String,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if !matches!(run.status, RunStatus::Processing | RunStatus::Completed | RunStatus::PartiallyFailed) {
+        return Err(wrong_status(run, "release items of"));
+    }
+    require_text("actor", &actor)?;
+    if employee_ids.is_empty() || employee_ids.len() > CALCULATION_CHUNK_ITEMS {
+        return Err(DomainError::invalid("items", format!("1 to {CALCULATION_CHUNK_ITEMS} items a release")));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for employee_id in &employee_ids {
+        if !seen.insert(*employee_id) {
+            return Err(DomainError::invalid(format!("employee {employee_id}"), "released twice"));
+        }
+        match &item(run, *employee_id)?.status {
+            ItemStatus::Held { hold: HoldReason::KycNotApproved { .. } } | ItemStatus::Failed { .. } => {}
+            ItemStatus::Held { hold } => {
+                return Err(DomainError::ItemHeld { employee_id: *employee_id, reason: hold.to_string() });
+            }
+            ItemStatus::Paid { .. } => return Err(DomainError::AlreadyPaid { employee_id: *employee_id }),
+            status => {
+                return Err(DomainError::invalid(
+                    format!("employee {employee_id}"),
+                    format!("the item is {status:?}: only a held or failed item is released"),
+                ));
+            }
+        }
+    }
+    Ok(vec![PayrollRunEvent::PayrollItemsReleased { employee_ids, released_by: actor }])
+}
+
+fn fail_payment(
+    run: &PayrollRun,
+    employee_id: EmployeeId,
+    transaction_id: TransactionId,
+    reason: String,
+) -> Result<Vec<PayrollRunEvent>, DomainError> {
+    if !matches!(run.status, RunStatus::Processing | RunStatus::Completed | RunStatus::PartiallyFailed) {
+        return Err(wrong_status(run, "fail a payment of"));
+    }
+    require_text("reason", &reason)?;
+    match item(run, employee_id)?.status {
+        ItemStatus::Paid { transaction_id: paid } if paid == transaction_id => {
+            Ok(vec![PayrollRunEvent::PayrollItemPaymentFailed { employee_id, transaction_id, reason }])
+        }
+        ref status => Err(DomainError::invalid(
+            "transaction_id",
+            format!("{transaction_id} is not the payment of employee {employee_id}'s item (it is {status:?})"),
+        )),
+    }
 }
 
 fn decide_existing(run: &PayrollRun, command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainError> {
@@ -716,6 +872,12 @@ fn decide_existing(run: &PayrollRun, command: PayrollRunCommand) -> Result<Vec<P
             Ok(vec![PayrollRunEvent::PayrollRunVoided { reason, voided_by: actor }])
         }
         PayrollRunCommand::Reverse { reason, actor } => reverse(run, reason, actor),
+        PayrollRunCommand::ReverseItems { items } => reverse_items(run, items),
+        PayrollRunCommand::CompleteReversal => complete_reversal(run),
+        PayrollRunCommand::ReleaseItems { employee_ids, actor } => release_items(run, employee_ids, actor),
+        PayrollRunCommand::FailPayment { employee_id, transaction_id, reason } => {
+            fail_payment(run, employee_id, transaction_id, reason)
+        }
     }
 }
 
@@ -768,7 +930,43 @@ fn evolve_existing(mut run: PayrollRun, event: &PayrollRunEvent) -> PayrollRun {
         }
         PayrollRunEvent::PayrollRunCompleted { status, .. } => run.status = *status,
         PayrollRunEvent::PayrollRunVoided { .. } => run.status = RunStatus::Voided,
-        PayrollRunEvent::PayrollRunReversed { .. } => run.status = RunStatus::Reversed,
+        PayrollRunEvent::PayrollRunReversalStarted { reason, reversed_by } => {
+            run.reversal = Some((reason.clone(), reversed_by.clone()));
+            run.status = RunStatus::Reversing;
+        }
+        PayrollRunEvent::PayrollItemsReversed { items } => {
+            for reversed in items {
+                set_item_status(
+                    &mut run,
+                    &reversed.employee_id,
+                    ItemStatus::Reversed { reversal: reversed.transaction_id },
+                );
+            }
+        }
+        PayrollRunEvent::PayrollRunReversed { reason, reversed_by, items } => {
+            // A reversal recorded before batches carries its items here.
+            for reversed in items {
+                set_item_status(
+                    &mut run,
+                    &reversed.employee_id,
+                    ItemStatus::Reversed { reversal: reversed.transaction_id },
+                );
+            }
+            run.reversal = Some((reason.clone(), reversed_by.clone()));
+            run.status = RunStatus::Reversed;
+        }
+        PayrollRunEvent::PayrollItemsReleased { employee_ids, .. } => {
+            for employee_id in employee_ids {
+                set_item_status(&mut run, employee_id, ItemStatus::Pending);
+            }
+            run.status = RunStatus::Processing;
+        }
+        PayrollRunEvent::PayrollItemPaymentFailed { employee_id, reason, .. } => {
+            set_item_status(&mut run, employee_id, ItemStatus::Failed { reason: reason.clone() });
+            if run.status == RunStatus::Completed {
+                run.status = RunStatus::PartiallyFailed;
+            }
+        }
     }
     run
 }
@@ -814,6 +1012,7 @@ impl Aggregate for PayrollRunAggregate {
                 created_by: created_by.clone(),
                 calculated_by: None,
                 approved_by: None,
+                reversal: None,
                 items: BTreeMap::new(),
                 totals: RunTotals::zero(currency),
                 calculating: Vec::new(),

@@ -86,6 +86,20 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result
         Some(written) => written.replayed,
         None => ledger.replayed(context).await?.is_some(),
     };
+    // A completed run processed again pays the items whose cause has cleared since: held for
+    // a KYC approved now, failed for a wallet opened now (or a payment the rail refused).
+    if !replayed && let Some(run) = loaded.state.as_ref().filter(|run| super::payments::has_waiting_items(run)) {
+        let released = super::payments::releasable(ledger, context, run, None).await?;
+        if !released.is_empty() {
+            let context = context.without_idempotency();
+            match super::payments::release_items(ledger, &context, run_id, &mut loaded, &released).await {
+                // Another processor released or paid them meanwhile: go on from the run as it is.
+                Ok(_) | Err(Error::Domain(_)) => {}
+                Err(error) => return Err(error),
+            }
+            loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+        }
+    }
     // The idempotency key stands for starting the run; the payments and the completion are
     // idempotent by the run's own state.
     let context = &context.without_idempotency();
@@ -147,7 +161,7 @@ async fn pay_pending(ledger: &Ledger, context: &Context, run_id: Uuid, loaded: &
 }
 
 /// The active wallet of each employee in the run's currency, from the wallet read table.
-async fn wallets_of(
+pub(crate) async fn wallets_of(
     ledger: &Ledger,
     context: &Context,
     run: &PayrollRun,

@@ -1,12 +1,20 @@
-//! Reversing a paid run: the run's reversal event, then per paid item a transaction with the
-//! postings turned around and a wallet debit of what the wallet still holds of the net, all
-//! in one append.
+//! Reversing a paid run, bounded like its payment: the reversal is started
+//! (`PayrollRunReversalStarted`), then the paid items are reversed a batch at a time, each
+//! batch one atomic append of the run's `PayrollItemsReversed` (at most
+//! [`CALCULATION_CHUNK_ITEMS`] items), a transaction per item with the postings turned
+//! around, and a wallet debit of what the wallet still holds of the net; then
+//! `PayrollRunReversed` closes it, releasing the run's pay period in the same append. No event
+//! grows with the run. Resumable: after a crash, `reverse` again goes on from the run's
+//! state (an item reversed is not paid any more), and reverses nobody twice.
 
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
+use ledger_core::DomainError;
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId};
 use ledger_core::money::Money;
-use ledger_core::payroll::{ItemStatus, PayrollRunAggregate, PayrollRunCommand};
+use ledger_core::payroll::{
+    CALCULATION_CHUNK_ITEMS, ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, RunStatus,
+};
 use ledger_core::transaction::{
     LedgerTransaction, TransactionAggregate, TransactionCommand, TransactionReference, reversed_postings,
 };
@@ -14,10 +22,10 @@ use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
 use ledger_store::StreamAppend;
 use uuid::Uuid;
 
-use super::{load_many, load_run};
+use super::{BATCH_ATTEMPTS_MAX, load_many, load_run};
 use crate::context::{Context, Written};
-use crate::error::Result;
-use crate::ledger::{COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded};
+use crate::error::{Error, Result};
+use crate::ledger::{KeyUse, Ledger, Loaded};
 use crate::retry::Attempts;
 
 /// One paid item to reverse: its employee, its payment, and the net the payment credited.
@@ -27,30 +35,120 @@ struct Paid<'a> {
     net: Money,
 }
 
+type RunState = Loaded<Option<PayrollRun>>;
+
+/// Reverses a completed run, or resumes a reversal in progress (after a crash, or another
+/// request's). The idempotency key is recorded with the append that closes the reversal: of
+/// racing requests, the one that closes it succeeds, the others learn that the run is
+/// reversed (or, with its key, get its answer); a request that stopped midway, repeated,
+/// finishes the reversal.
 #[tracing::instrument(name = "reverse", skip_all, fields(%run_id))]
 pub async fn reverse(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> Result<Written> {
     if let Some(written) = ledger.replayed(context).await? {
         return Ok(written);
     }
-    let mut attempts = Attempts::up_to(COMMAND_ATTEMPTS_MAX);
+    let outcome = async {
+        let Loaded { state: run, version } = load_run(ledger, context, run_id).await?;
+        let mut loaded = Loaded { state: Some(run), version };
+        if loaded.state.as_ref().is_some_and(|run| run.status != RunStatus::Reversing) {
+            let start = PayrollRunCommand::Reverse { reason, actor: context.actor() };
+            let unkeyed = context.without_idempotency();
+            match ledger.execute_loaded::<PayrollRunAggregate>(&unkeyed, run_id, &mut loaded, start).await {
+                Ok(_) => {}
+                // Another request started it meanwhile: help finish it.
+                Err(Error::Domain(DomainError::WrongStatus { .. }))
+                    if loaded.state.as_ref().is_some_and(|run| run.status == RunStatus::Reversing) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        finish(ledger, context, run_id, loaded).await
+    }
+    .await;
+    ledger.or_replayed(context, outcome, |written| written).await
+}
+
+/// Reverses every item still paid, a batch at a time, then closes the reversal (with the
+/// period's release and the context's idempotency key). A run reversed by another request
+/// meanwhile is a `WrongStatus`.
+async fn finish(ledger: &Ledger, context: &Context, run_id: Uuid, mut loaded: RunState) -> Result<Written> {
+    let unkeyed = context.without_idempotency();
+    let batch_items = ledger.pay_batch_items().min(CALCULATION_CHUNK_ITEMS);
     loop {
-        let outcome = reverse_once(ledger, context, run_id, reason.clone()).await;
+        let run = loaded.state.as_ref().ok_or_else(|| Error::NotFound(format!("no payroll run {run_id}")))?;
+        if run.status != RunStatus::Reversing {
+            let status = format!("{:?}", run.status);
+            return Err(Error::Domain(DomainError::WrongStatus { entity: "payroll run", action: "reverse", status }));
+        }
+        let paid: Vec<EmployeeId> = run
+            .items
+            .iter()
+            .filter(|(_, item)| matches!(item.status, ItemStatus::Paid { .. }))
+            .map(|(employee, _)| *employee)
+            .take(batch_items)
+            .collect();
+        let outcome = if paid.is_empty() {
+            complete(ledger, context, run_id, &loaded).await
+        } else {
+            reverse_batch(ledger, &unkeyed, run_id, &loaded, &paid).await
+        };
+        match outcome {
+            Ok(written) if paid.is_empty() => return Ok(written),
+            // Another reverser went first: go on from the run as it is now.
+            Ok(_) | Err(Error::VersionConflict(_)) => {}
+            Err(error) => return Err(error),
+        }
+        loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+    }
+}
+
+/// Closes the reversal: `PayrollRunReversed`, and the period released.
+async fn complete(ledger: &Ledger, context: &Context, run_id: Uuid, loaded: &RunState) -> Result<Written> {
+    let organization_id = context.organization_id();
+    let run = loaded.state.as_ref().expect("the run exists");
+    let events = PayrollRunAggregate::decide(&loaded.state, PayrollRunCommand::CompleteReversal)?;
+    let mut streams = vec![stream_append::<PayrollRunAggregate>(organization_id, run_id, loaded.version, &events)];
+    streams.extend(super::runs::release_period(ledger, organization_id, run, "reversed").await?);
+    Ok(ledger.append(context, streams, KeyUse::Record).await?.into())
+}
+
+/// Reverses `employees`' paid items in one append.
+async fn reverse_batch(
+    ledger: &Ledger,
+    context: &Context,
+    run_id: Uuid,
+    loaded: &RunState,
+    employees: &[EmployeeId],
+) -> Result<Written> {
+    let mut attempts = Attempts::up_to(BATCH_ATTEMPTS_MAX);
+    loop {
+        let outcome = reverse_batch_once(ledger, context, run_id, loaded, employees).await;
+        // A wallet that moved meanwhile (a withdrawal): read it again. The run itself
+        // conflicting means another reverser: the caller reloads it.
         if !attempts.retry(&outcome) {
-            return ledger.or_replayed(context, outcome, |written| written).await;
+            return outcome;
+        }
+        let fresh = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+        if fresh.version != loaded.version {
+            return outcome;
         }
     }
 }
 
-async fn reverse_once(ledger: &Ledger, context: &Context, run_id: Uuid, reason: String) -> Result<Written> {
+async fn reverse_batch_once(
+    ledger: &Ledger,
+    context: &Context,
+    run_id: Uuid,
+    loaded: &RunState,
+    employees: &[EmployeeId],
+) -> Result<Written> {
     let organization_id = context.organization_id();
-    let Loaded { state: run, version: run_version } = load_run(ledger, context, run_id).await?;
-    let reverse = PayrollRunCommand::Reverse { reason, actor: context.actor() };
-    let run_events = PayrollRunAggregate::decide(&Some(run.clone()), reverse)?;
-    let paid: Vec<(EmployeeId, TransactionId, Money)> = run
-        .items
+    let run = loaded.state.as_ref().expect("the run exists");
+    let paid: Vec<(EmployeeId, TransactionId, Money)> = employees
         .iter()
-        .filter_map(|(employee, item)| match item.status {
-            ItemStatus::Paid { transaction_id } => Some((*employee, transaction_id, run.money(item.net))),
+        .filter_map(|employee| match run.items[employee].status {
+            ItemStatus::Paid { transaction_id } => {
+                Some((*employee, transaction_id, run.money(run.items[employee].net)))
+            }
             _ => None,
         })
         .collect();
@@ -65,24 +163,28 @@ async fn reverse_once(ledger: &Ledger, context: &Context, run_id: Uuid, reason: 
         .collect();
     let wallet_ids: Vec<Uuid> =
         payments.iter().filter_map(|paid| paid.payment.wallet()).map(|id| id.as_uuid()).collect();
-    let wallets = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
-    let mut streams = vec![stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &run_events)];
-    streams.extend(super::runs::release_period(ledger, organization_id, &run, "reversed").await?);
-    for paid in payments {
-        let wallet = paid.payment.wallet().and_then(|id| wallets.get(&id.as_uuid()));
+    let mut wallets = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
+    let mut reversed = Vec::with_capacity(payments.len());
+    let mut streams = Vec::with_capacity(payments.len() * 2 + 1);
+    for paid in &payments {
         let reversal = TransactionId::from_uuid(Uuid::new_v4());
-        streams.extend(reversal_streams(organization_id, run_id, &paid, wallet, reversal)?);
+        let wallet = paid.payment.wallet().and_then(|id| wallets.get_mut(&id.as_uuid()));
+        streams.extend(reversal_streams(organization_id, run_id, paid, wallet, reversal)?);
+        reversed.push((paid.employee, reversal));
     }
-    Ok(ledger.append(context, streams, KeyUse::Record).await?.into())
+    let events = PayrollRunAggregate::decide(&loaded.state, PayrollRunCommand::ReverseItems { items: reversed })?;
+    streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, loaded.version, &events));
+    Ok(ledger.append(context, streams, KeyUse::Without).await?.into())
 }
 
 /// The streams that reverse one paid item: its transaction turned around, and a debit of
 /// what the wallet it credited still holds of the net (the rest is owed outside the ledger).
+/// The wallet's state is moved on, so that two items paid into one wallet debit it in turn.
 fn reversal_streams(
     organization_id: Uuid,
     run_id: Uuid,
     paid: &Paid<'_>,
-    wallet: Option<&Loaded<Option<Wallet>>>,
+    wallet: Option<&mut Loaded<Option<Wallet>>>,
     reversal: TransactionId,
 ) -> Result<Vec<StreamAppend>> {
     let record = TransactionCommand::Record {
@@ -96,12 +198,17 @@ fn reversal_streams(
     };
     let record = TransactionAggregate::decide(&None, record)?;
     let mut streams = vec![stream_append::<TransactionAggregate>(organization_id, reversal.as_uuid(), 0, &record)];
-    if let Some(Loaded { state: Some(wallet), version }) = wallet {
+    if let Some(loaded) = wallet
+        && let Some(wallet) = &loaded.state
+    {
         let take_back = wallet.reclaimable(&paid.net)?;
         if take_back.is_positive() {
             let debit = WalletCommand::Debit { amount: take_back, transaction_id: reversal };
-            let events = WalletAggregate::decide(&Some(wallet.clone()), debit)?;
-            streams.push(stream_append::<WalletAggregate>(organization_id, wallet.id.as_uuid(), *version, &events));
+            let events = WalletAggregate::decide(&loaded.state, debit)?;
+            let wallet_id = wallet.id.as_uuid();
+            streams.push(stream_append::<WalletAggregate>(organization_id, wallet_id, loaded.version, &events));
+            loaded.state = events.iter().fold(loaded.state.take(), WalletAggregate::evolve);
+            loaded.version += events.len() as u64;
         }
     }
     Ok(streams)

@@ -166,20 +166,100 @@ fn a_run_is_voided_before_payment_and_not_after() {
 }
 
 #[test]
-fn a_paid_run_is_reversed_with_items_that_negate_the_originals() {
+fn a_paid_run_is_reversed_in_bounded_batches_that_negate_the_originals() {
     let mut events = processing();
     let early = when::<Run>(&events, PayrollRunCommand::Reverse { reason: "x".into(), actor: "bob".into() });
     assert!(matches!(early, Err(DomainError::WrongStatus { action: "reverse", .. })));
     step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
     step(&mut events, PayrollRunCommand::Complete);
     step(&mut events, PayrollRunCommand::Reverse { reason: "paid the wrong month".into(), actor: "bob".into() });
-    let Some(PayrollRunEvent::PayrollRunReversed { items, .. }) = events.last() else { panic!("reversed") };
-    assert_eq!(items.len(), 1, "only paid items are reversed");
-    assert_eq!(items[0].reverses_transaction_id, transaction(1));
+    assert_eq!(Run::fold(&events).unwrap().status, RunStatus::Reversing);
+    // Not closed while an item is still paid; the held item is not reversed (never paid).
+    assert!(when::<Run>(&events, PayrollRunCommand::CompleteReversal).is_err());
+    let held = when::<Run>(&events, PayrollRunCommand::ReverseItems { items: vec![(employee_id(2), transaction(9))] });
+    assert!(matches!(held, Err(DomainError::Invalid { .. })));
+    step(&mut events, PayrollRunCommand::ReverseItems { items: vec![(employee_id(1), transaction(2))] });
+    let Some(PayrollRunEvent::PayrollItemsReversed { items }) = events.last() else { panic!("items reversed") };
+    assert_eq!(items.len(), 1);
+    assert_eq!((items[0].reverses_transaction_id, items[0].transaction_id), (transaction(1), Some(transaction(2))));
     assert_eq!(items[0].gross, usd("-5000.00"));
     assert_eq!(items[0].net, usd("-5000.00"));
+    // Reversed once: a second batch naming the same item is refused.
+    let twice = when::<Run>(&events, PayrollRunCommand::ReverseItems { items: vec![(employee_id(1), transaction(3))] });
+    assert!(matches!(twice, Err(DomainError::Invalid { .. })));
+    step(&mut events, PayrollRunCommand::CompleteReversal);
+    let Some(PayrollRunEvent::PayrollRunReversed { items, reason, reversed_by }) = events.last() else { panic!() };
+    assert!(items.is_empty(), "the closing event does not grow with the run");
+    assert_eq!((reason.as_str(), reversed_by.as_str()), ("paid the wrong month", "bob"));
     assert_eq!(Run::fold(&events).unwrap().status, RunStatus::Reversed);
     assert!(when::<Run>(&events, PayrollRunCommand::Reverse { reason: "x".into(), actor: "bob".into() }).is_err());
+}
+
+#[test]
+fn a_reversal_recorded_in_one_event_still_folds() {
+    let mut events = processing();
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
+    step(&mut events, PayrollRunCommand::Complete);
+    let legacy: PayrollRunEvent = serde_json::from_value(serde_json::json!({
+        "event_type": "PayrollRunReversed",
+        "payload": { "reason": "old", "reversed_by": "bob", "items": [{
+            "employee_id": employee_id(1), "reverses_transaction_id": transaction(1),
+            "gross": usd("-5000.00"), "deductions": usd("0.00"), "contributions": usd("0.00"), "net": usd("-5000.00")
+        }] }
+    }))
+    .unwrap();
+    events.push(legacy);
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Reversed);
+    assert_eq!(run.items[&employee_id(1)].status, ItemStatus::Reversed { reversal: None });
+}
+
+#[test]
+fn held_and_failed_items_are_released_and_a_refused_payment_fails_its_item() {
+    let mut events = processing();
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(1) });
+    step(&mut events, PayrollRunCommand::Complete);
+    assert_eq!(Run::fold(&events).unwrap().status, RunStatus::Completed);
+    // The rail refuses the payment: the item fails, the run is partially failed.
+    let wrong = PayrollRunCommand::FailPayment {
+        employee_id: employee_id(1),
+        transaction_id: transaction(7),
+        reason: "rejected".into(),
+    };
+    assert!(matches!(when::<Run>(&events, wrong), Err(DomainError::Invalid { .. })));
+    step(
+        &mut events,
+        PayrollRunCommand::FailPayment {
+            employee_id: employee_id(1),
+            transaction_id: transaction(1),
+            reason: "rejected".into(),
+        },
+    );
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::PartiallyFailed);
+    assert!(matches!(run.items[&employee_id(1)].status, ItemStatus::Failed { .. }));
+    // Both the failed item and the one held for KYC go back to pending; the run processes again.
+    let release = |ids: Vec<u128>| PayrollRunCommand::ReleaseItems {
+        employee_ids: ids.into_iter().map(employee_id).collect(),
+        actor: "alice".into(),
+    };
+    assert!(matches!(when::<Run>(&events, release(vec![1, 1])), Err(DomainError::Invalid { .. })));
+    step(&mut events, release(vec![1, 2]));
+    let run = Run::fold(&events).unwrap();
+    assert_eq!(run.status, RunStatus::Processing);
+    assert!(run.items.values().all(|item| item.status == ItemStatus::Pending));
+    // A pending item is not released again; it is paid once, by a new transaction.
+    assert!(matches!(when::<Run>(&events, release(vec![1])), Err(DomainError::Invalid { .. })));
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(3) });
+    step(&mut events, PayrollRunCommand::MarkItemPaid { employee_id: employee_id(2), transaction_id: transaction(4) });
+    let twice = when::<Run>(
+        &events,
+        PayrollRunCommand::MarkItemPaid { employee_id: employee_id(1), transaction_id: transaction(5) },
+    );
+    assert!(matches!(twice, Err(DomainError::AlreadyPaid { .. })));
+    assert!(matches!(when::<Run>(&events, release(vec![1])), Err(DomainError::AlreadyPaid { .. })));
+    step(&mut events, PayrollRunCommand::Complete);
+    assert_eq!(Run::fold(&events).unwrap().status, RunStatus::Completed);
 }
 
 #[test]

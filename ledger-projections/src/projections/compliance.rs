@@ -198,7 +198,12 @@ impl ReportRows {
                     rows.positions.push(event.global_position);
                 }
             }
-            AnyEvent::PayrollRun(_) => return false,
+            AnyEvent::PayrollRun(_)
+            | AnyEvent::Transaction(
+                TransactionEvent::TransactionFailed { .. } | TransactionEvent::TransactionVoided { .. },
+            ) => {
+                return false;
+            }
             _ => {}
         }
         true
@@ -260,13 +265,36 @@ async fn apply_run(connection: &mut PgConnection, event: &RecordedEvent, run_eve
             run_items(connection, event, true, items).await?
         }
         PayrollRunEvent::PayrollRunCompleted { status, .. } => reports(connection, event, &serde_name(status)).await?,
-        PayrollRunEvent::PayrollRunReversed { items, .. } => {
+        PayrollRunEvent::PayrollItemsReversed { items } | PayrollRunEvent::PayrollRunReversed { items, .. } => {
             let mut rows = ReportRows::default();
             for item in items {
                 rows.item(event, item.employee_id.as_uuid(), "reversed", None);
             }
             rows.write(connection).await?;
-            reports(connection, event, "reversed").await?;
+            if matches!(run_event, PayrollRunEvent::PayrollRunReversed { .. }) {
+                reports(connection, event, "reversed").await?;
+            }
+        }
+        PayrollRunEvent::PayrollItemsReleased { employee_ids, .. } => {
+            let mut rows = ReportRows::default();
+            for employee_id in employee_ids {
+                rows.item(event, employee_id.as_uuid(), "pending", None);
+            }
+            rows.write(connection).await?;
+        }
+        PayrollRunEvent::PayrollItemPaymentFailed { employee_id, .. } => {
+            let mut rows = ReportRows::default();
+            rows.item(event, employee_id.as_uuid(), "failed", None);
+            rows.write(connection).await?;
+            // The reports of a completed run follow the payment that failed on the rail.
+            let status: Option<String> =
+                sqlx::query_scalar("select kind from compliance_reports where payroll_run_id = $1 limit 1")
+                    .bind(event.stream_id)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+            if status.is_some() {
+                reports(connection, event, "partially_failed").await?;
+            }
         }
         _ => {}
     }
@@ -357,10 +385,19 @@ impl Projection for ComplianceProjection {
             }
             std::mem::take(&mut rows).write(connection).await?;
             // A second change of an item is gathered anew; other run events apply now.
-            if !rows.gather(event, decoded)
-                && let AnyEvent::PayrollRun(run_event) = decoded
-            {
-                apply_run(connection, event, run_event).await?;
+            if !rows.gather(event, decoded) {
+                match decoded {
+                    AnyEvent::PayrollRun(run_event) => apply_run(connection, event, run_event).await?,
+                    // A payment that failed on the rail (or was voided) moved no money: its
+                    // postings leave the run's journal.
+                    AnyEvent::Transaction(_) => {
+                        sqlx::query("delete from run_postings where transaction_id = $1")
+                            .bind(event.stream_id)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    _ => {}
+                }
             }
         }
         rows.write(connection).await

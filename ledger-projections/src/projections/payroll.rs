@@ -325,11 +325,14 @@ impl ItemMoves {
                 let count = counts.entry(run).or_default();
                 count.paid += i64::from(status == "paid") - i64::from(was == "paid");
                 count.failed += i64::from(status == "failed") - i64::from(was == "failed");
+                count.held += i64::from(status == "held") - i64::from(was == "held");
                 count.position = self.positions[index];
             }
-            let sign = match status {
-                "paid" => Decimal::ONE,
-                "reversed" => Decimal::NEGATIVE_ONE,
+            // Paid adds the lines to the history; leaving paid (reversed, or the payment
+            // failed on the rail) takes them back.
+            let sign = match (was == "paid", status == "paid") {
+                (false, true) => Decimal::ONE,
+                (true, false) => Decimal::NEGATIVE_ONE,
                 _ => continue,
             };
             for (line, earning) in lines.iter().enumerate() {
@@ -361,6 +364,7 @@ type ItemBefore = (Uuid, Uuid, String, Json<Vec<EarningLine>>, chrono::NaiveDate
 struct CountChange {
     paid: i64,
     failed: i64,
+    held: i64,
     position: i64,
 }
 
@@ -368,20 +372,25 @@ async fn write_run_counts(connection: &mut PgConnection, counts: BTreeMap<Uuid, 
     if counts.is_empty() {
         return Ok(());
     }
-    let (mut runs, mut paid, mut failed, mut positions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut runs, mut paid, mut failed, mut held, mut positions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (run, change) in counts {
         runs.push(run);
         paid.push(change.paid);
         failed.push(change.failed);
+        held.push(change.held);
         positions.push(change.position);
     }
     sqlx::query(
-        "update payroll_runs r set paid_count = paid_count + pd, failed_count = failed_count + fd, last_position = p \
-         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) as rows(id, pd, fd, p) where r.payroll_run_id = rows.id",
+        "update payroll_runs r set paid_count = paid_count + pd, failed_count = failed_count + fd, \
+           held_count = held_count + hd, last_position = p \
+         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) as rows(id, pd, fd, hd, p) \
+         where r.payroll_run_id = rows.id",
     )
     .bind(&runs)
     .bind(&paid)
     .bind(&failed)
+    .bind(&held)
     .bind(&positions)
     .execute(&mut *connection)
     .await?;
@@ -505,14 +514,52 @@ impl PayrollProjection {
                 set_run(connection, event, "status = 'voided', approved_by = coalesce($2::text, approved_by)", None)
                     .await?
             }
-            PayrollRunEvent::PayrollRunReversed { items, .. } => {
+            PayrollRunEvent::PayrollRunReversalStarted { .. } => {
+                set_run(connection, event, "status = 'reversing', approved_by = coalesce($2::text, approved_by)", None)
+                    .await?
+            }
+            PayrollRunEvent::PayrollItemsReversed { items } | PayrollRunEvent::PayrollRunReversed { items, .. } => {
                 let mut moves = ItemMoves::default();
                 for item in items {
                     moves.push(event, item.employee_id.as_uuid(), "reversed", None, None);
                 }
                 moves.write(connection).await?;
-                set_run(connection, event, "status = 'reversed', approved_by = coalesce($2::text, approved_by)", None)
+                if matches!(run_event, PayrollRunEvent::PayrollRunReversed { .. }) {
+                    set_run(
+                        connection,
+                        event,
+                        "status = 'reversed', approved_by = coalesce($2::text, approved_by)",
+                        None,
+                    )
                     .await?;
+                }
+            }
+            PayrollRunEvent::PayrollItemsReleased { employee_ids, .. } => {
+                let mut moves = ItemMoves::default();
+                for employee_id in employee_ids {
+                    moves.push(event, employee_id.as_uuid(), "pending", None, None);
+                }
+                moves.write(connection).await?;
+                set_run(
+                    connection,
+                    event,
+                    "status = 'processing', approved_by = coalesce($2::text, approved_by)",
+                    None,
+                )
+                .await?;
+            }
+            PayrollRunEvent::PayrollItemPaymentFailed { employee_id, reason, .. } => {
+                let mut moves = ItemMoves::default();
+                moves.push(event, employee_id.as_uuid(), "failed", None, Some(reason));
+                moves.write(connection).await?;
+                set_run(
+                    connection,
+                    event,
+                    "status = case status when 'completed' then 'partially_failed' else status end, \
+                     approved_by = coalesce($2::text, approved_by)",
+                    None,
+                )
+                .await?;
             }
         }
         Ok(())

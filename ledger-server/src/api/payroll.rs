@@ -208,13 +208,35 @@ pub async fn approve(State(state): State<AppState>, Path(id): Path<String>, comm
     Ok(written(StatusCode::OK, Entity::PayrollRun, run_id, done))
 }
 
+/// `POST /v1/payroll-runs/{id}/items/{employee_id}/release`: pays an item held for KYC (now
+/// approved) or failed (for want of a wallet, or refused by the rail; a wallet exists now);
+/// the run completes again. 422 `item_held` while the cause remains; an item paid already
+/// pays nothing more.
+#[utoipa::path(post, path = "/v1/payroll-runs/{id}/items/{employee_id}/release", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("employee_id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = ProcessView), Problems))]
+pub async fn release(
+    State(state): State<AppState>,
+    Path((id, employee)): Path<(String, String)>,
+    command: Command,
+) -> AppResult<Response> {
+    let run_id = parse_id(&id, "payroll run id")?;
+    let employee_id = parse_id(&employee, "employee id")?;
+    let report = ledger_app::operations::release(&state.ledger, &command.context, run_id, employee_id).await?;
+    Ok(process_view(run_id, report))
+}
+
 /// `POST /v1/payroll-runs/{id}/process`: pays every pending item and completes the run.
-/// Safe to repeat: it pays what is still pending and nobody twice.
+/// Safe to repeat: it pays what is still pending and nobody twice. On a completed run it pays
+/// the held and failed items whose cause has cleared since (KYC approved, a wallet opened).
 #[utoipa::path(post, path = "/v1/payroll-runs/{id}/process", tag = "payroll runs", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = ProcessView), Problems))]
 pub async fn process(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let run_id = parse_id(&id, "payroll run id")?;
     let report = ledger_app::operations::process(&state.ledger, &command.context, run_id).await?;
+    Ok(process_view(run_id, report))
+}
+
+fn process_view(run_id: Uuid, report: ledger_app::operations::ProcessReport) -> Response {
     let replayed = report.replayed;
     let report = ProcessReportView {
         status: report.status.into(),
@@ -225,7 +247,7 @@ pub async fn process(State(state): State<AppState>, Path(id): Path<String>, comm
         held: report.held,
         position: report.position,
     };
-    Ok(Json(ProcessView { payroll_run_id: run_id, position: report.position, replayed, report }).into_response())
+    Json(ProcessView { payroll_run_id: run_id, position: report.position, replayed, report }).into_response()
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

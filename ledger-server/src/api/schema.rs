@@ -158,6 +158,9 @@ pub enum RunStatus {
     Completed,
     PartiallyFailed,
     Voided,
+    /// A reversal in progress (its paid items are reversed in batches): `reverse` again
+    /// resumes it.
+    Reversing,
     Reversed,
 }
 
@@ -217,6 +220,7 @@ impl From<ledger_core::payroll::RunStatus> for RunStatus {
             Domain::Completed => RunStatus::Completed,
             Domain::PartiallyFailed => RunStatus::PartiallyFailed,
             Domain::Voided => RunStatus::Voided,
+            Domain::Reversing => RunStatus::Reversing,
             Domain::Reversed => RunStatus::Reversed,
         }
     }

@@ -106,6 +106,69 @@ pub async fn settle(State(state): State<AppState>, Path(id): Path<String>, comma
     Ok(written(StatusCode::OK, Entity::Transaction, transaction_id, done))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailInput {
+    /// What the rail said.
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    reason: String,
+}
+
+/// `POST /v1/transactions/{id}/fail`: the rail refused a payroll payment not yet settled. The
+/// transaction fails, the wallet gives back what it was credited (422 `insufficient_funds`,
+/// nothing written, when it no longer holds it), and the run's item is failed: processing the
+/// run again (or releasing the item) pays it anew.
+#[utoipa::path(post, path = "/v1/transactions/{id}/fail", tag = "transactions", request_body = FailInput,
+    params(("id" = uuid::Uuid, Path, description = "The transaction's id (a UUID)"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
+pub async fn fail(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
+    let transaction_id = parse_id(&id, "transaction id")?;
+    let input: FailInput = command.json()?;
+    let done =
+        ledger_app::operations::fail_payment(&state.ledger, &command.context, transaction_id, input.reason).await?;
+    Ok(written(StatusCode::OK, Entity::Transaction, transaction_id, done))
+}
+
+/// One payment's confirmation by the rail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementInput {
+    transaction_id: Uuid,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    signature: String,
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    block_hash: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementsInput {
+    #[schema(min_items = 1, max_items = 1000)]
+    settlements: Vec<SettlementInput>,
+}
+
+/// `POST /v1/transactions/settlements`: settles up to 1,000 payments in one atomic append:
+/// all or none (the problem names the entry at fault). A payment settled before with the same
+/// signature and block is left as it is: a repeated batch writes nothing more.
+#[utoipa::path(post, path = "/v1/transactions/settlements", tag = "transactions", request_body = SettlementsInput,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
+pub async fn settle_many(State(state): State<AppState>, command: Command) -> AppResult<Response> {
+    let input: SettlementsInput = command.json()?;
+    let settlements = input
+        .settlements
+        .into_iter()
+        .map(|entry| {
+            let settlement =
+                ledger_app::operations::Settlement { signature: entry.signature, block_hash: entry.block_hash };
+            (entry.transaction_id, settlement)
+        })
+        .collect::<Vec<_>>();
+    let first = settlements.first().map(|(id, _)| *id).unwrap_or_default();
+    let done = ledger_app::operations::settle_many(&state.ledger, &command.context, settlements).await?;
+    Ok(written(StatusCode::OK, Entity::Transaction, first, done))
+}
+
 /// A wallet and its balance.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct WalletView {

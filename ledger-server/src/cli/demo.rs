@@ -137,6 +137,7 @@ pub async fn run(database: &Database, employees: usize) -> anyhow::Result<()> {
     demo.phase("raises", Demo::raises).await?;
     demo.phase("pay year-end bonus", Demo::pay_bonus).await?;
     let january = demo.phase("pay January", |demo| Box::pin(demo.pay_month(2026, 1))).await?;
+    demo.phase("release held", |demo| Box::pin(demo.release_held(january))).await?;
     demo.phase("project", |demo| {
         Box::pin(async move { demo.ledger.wait_for_head(Duration::from_secs(600)).await.map_err(anyhow::Error::from) })
     })
@@ -340,6 +341,32 @@ impl Demo {
         Ok(run)
     }
 
+    /// KYC is approved for the first employee January held for it (the same one every time
+    /// the demo runs), whose item is then released and paid (the run completes again).
+    async fn release_held(&self, run: Uuid) -> anyhow::Result<()> {
+        let loaded = self.ledger.load::<PayrollRunAggregate>(self.organization, run).await?.state;
+        let held = (0..self.employees)
+            .filter(|n| staff_member(*n).3 == KycStatus::Pending)
+            .map(|n| EmployeeId::from_uuid(employee_id(n)))
+            .find(|employee| loaded.as_ref().is_some_and(|run| run.items.contains_key(employee)));
+        let Some(employee) = held else { return Ok(()) };
+        let approve =
+            EmployeeCommand::ChangeKycStatus { status: KycStatus::Approved, note: Some("documents received".into()) };
+        let context = self.processor.idempotent(&format!("kyc:{employee}"));
+        self.ledger.execute::<EmployeeAggregate>(&context, employee.as_uuid(), approve).await?;
+        // The release reads the employee from the log; the wallet from its read table.
+        self.ledger.wait_for_head(Duration::from_secs(60)).await?;
+        let context = self.processor.idempotent(&format!("release:{employee}"));
+        let report = ledger_app::operations::release(&self.ledger, &context, run, employee.as_uuid()).await?;
+        eprintln!("demo: January: KYC approved for {employee}; the held item paid ({:?})", report.status);
+        settle_run(&self.ledger, &self.processor, run, |transaction: TransactionId| Settlement {
+            signature: hex::encode(Sha256::digest(format!("signature:{transaction}").as_bytes())),
+            block_hash: hex::encode(Sha256::digest(b"block:release")),
+        })
+        .await?;
+        Ok(())
+    }
+
     /// A year-end bonus for every 50th employee, in an off-cycle run: only its lines are
     /// paid, nothing recomputed from salaries.
     fn pay_bonus(&self) -> Step<'_, ()> {
@@ -369,7 +396,25 @@ impl Demo {
         ledger_app::operations::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
         let approve = PayrollRunCommand::Approve { actor: self.approver.actor() };
         self.ledger.execute::<PayrollRunAggregate>(&self.approver.idempotent(&key("approve")), run, approve).await?;
-        let report = process(&self.ledger, &self.processor.idempotent(&key("process")), run).await?;
+        let mut report = process(&self.ledger, &self.processor.idempotent(&key("process")), run).await?;
+        if run == run_id(2026, 1) {
+            // The rail refuses one January payment before it settles: taken back from the
+            // wallet, the item failed, and paid anew by processing the run again.
+            let loaded = self.ledger.load::<PayrollRunAggregate>(self.organization, run).await?.state;
+            let refused = loaded.as_ref().and_then(|run| {
+                run.items.values().find_map(|item| match item.status {
+                    ItemStatus::Paid { transaction_id } => Some(transaction_id),
+                    _ => None,
+                })
+            });
+            if let Some(transaction) = refused {
+                let refuse = self.processor.idempotent(&key("rail-refused"));
+                let reason = "the receiving account was closed".to_owned();
+                ledger_app::operations::fail_payment(&self.ledger, &refuse, transaction.as_uuid(), reason).await?;
+                report = process(&self.ledger, &self.processor.idempotent(&key("process again")), run).await?;
+                eprintln!("demo: {name}: the rail refused payment {transaction}; taken back and paid anew");
+            }
+        }
         let settled = settle_run(&self.ledger, &self.processor, run, |transaction: TransactionId| Settlement {
             signature: hex::encode(Sha256::digest(format!("signature:{transaction}").as_bytes())),
             block_hash: hex::encode(Sha256::digest(format!("block:{name}").as_bytes())),
@@ -425,6 +470,14 @@ impl Demo {
             "  employer cost{:>16}   (gross + {} employer contributions)",
             totals.employer_cost.to_string(),
             totals.contributions
+        );
+        let (refused, released) =
+            (self.count("PayrollItemPaymentFailed").await?, self.count("PayrollItemsReleased").await?);
+        // Each refused payment is released to be paid anew; the other releases are items held
+        // for KYC approved since.
+        println!(
+            "  corrections  {refused} payment refused by the rail, taken back and paid anew; {} item held for KYC paid once approved",
+            released - refused
         );
         for line in self.retro_lines(run).await? {
             println!("  retro line   {line}   (a raise backdated into December, paid in run {})", runs.december);

@@ -66,13 +66,22 @@ fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
     let demo = ok(&dir.pg(), &["demo", "--employees", "60"]);
     assert!(demo.contains("Completed") && demo.contains("verify       intact"), "{demo}");
     assert!(demo.contains("retro line"), "the backdated raise shows as a retro line: {demo}");
+    assert!(
+        demo.contains("1 payment refused by the rail") && demo.contains("1 item held for KYC paid once approved"),
+        "a refused payment paid anew and a held item released: {demo}"
+    );
 
     let events = ndjson(&ok(&dir.pg(), &["events", "--format", "ndjson"]));
     assert!(events.len() > 300, "{} events", events.len());
     assert!(events.windows(2).all(|pair| pair[0]["global_position"].as_i64() < pair[1]["global_position"].as_i64()));
     let csv = ok(&dir.pg(), &["events", "--format", "csv", "--event-type", "PayrollRunCompleted"]);
-    // Two months, the four biweekly periods that end in them, and the year-end bonus.
-    assert_eq!(csv.lines().count(), 8, "a header and seven completed runs: {csv}");
+    // Two months, the four biweekly periods that end in them, and the year-end bonus; January
+    // completes twice more: after the payment the rail refused was paid anew, and after the
+    // held item was released and paid.
+    assert_eq!(csv.lines().count(), 10, "a header and nine completions of seven runs: {csv}");
+    let runs: std::collections::HashSet<&str> =
+        csv.lines().skip(1).map(|line| line.split(',').nth(4).unwrap()).collect();
+    assert_eq!(runs.len(), 7, "{csv}");
 
     let verified = cli(&dir.pg(), &["verify"]);
     assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));

@@ -7,6 +7,7 @@ mod four_eyes;
 mod idempotency;
 mod large_run;
 mod operations;
+mod payments;
 mod restore;
 mod schedules;
 mod tenancy;
