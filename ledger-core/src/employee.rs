@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::calendar::PayFrequency;
 use crate::error::{DomainError, require_currency, require_text};
 use crate::event::{Aggregate, DomainEvent};
-use crate::ids::{EmployeeId, OrganizationId, PayScheduleId};
+use crate::gross_to_net::PaidPeriod;
+use crate::ids::{EmployeeId, OrganizationId, PayScheduleId, PayrollRunId};
 use crate::money::{Currency, Money};
 
 /// Personal data, kept in one field of its own in every event that carries it, apart from
@@ -125,6 +126,10 @@ pub struct Employee {
     /// Ordered; only the last may be open.
     pub employment: Vec<EmploymentSpan>,
     pub kyc: KycStatus,
+    /// What each run paid, per period (regular and retro earnings), until taken back (a
+    /// reversal, a payment the rail refused): the pay history a calculation and a payment
+    /// check against.
+    pub paid: std::collections::BTreeMap<PayrollRunId, Vec<PaidPeriod>>,
 }
 
 impl Employee {
@@ -135,6 +140,19 @@ impl Employee {
 
     pub fn employed_on(&self, day: NaiveDate) -> bool {
         self.employment.iter().any(|span| span.start <= day && span.end.is_none_or(|end| day <= end))
+    }
+
+    /// Every period paid, with what was paid for it, one entry per run and period.
+    pub fn paid_periods(&self) -> Vec<PaidPeriod> {
+        self.paid.values().flatten().cloned().collect()
+    }
+
+    /// What was paid for `period`, by every run.
+    pub fn paid_for(&self, period: crate::calendar::PayPeriod) -> Result<Money, crate::money::MoneyError> {
+        Money::sum(
+            &self.currency,
+            self.paid.values().flatten().filter(|paid| paid.period == period).map(|paid| &paid.earnings),
+        )
     }
 
     /// The end date when the employee has left, `None` while employed.
@@ -183,6 +201,18 @@ pub enum EmployeeCommand {
         start_date: NaiveDate,
         rate: Option<PayRate>,
     },
+    /// A run's item is paid: what it pays per period, checked against `basis`, the history
+    /// it was calculated from (refused when another run paid one of its periods since).
+    RecordPay {
+        payroll_run_id: PayrollRunId,
+        earnings: Vec<PaidPeriod>,
+        basis: Vec<PaidPeriod>,
+    },
+    /// A run's payment is taken back (reversed, or refused by the rail).
+    TakeBackPay {
+        payroll_run_id: PayrollRunId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +252,16 @@ pub enum EmployeeEvent {
         start_date: NaiveDate,
         rate: Option<PayRate>,
     },
+    /// What a run's payment paid per period (in the same append as the payment).
+    EmployeePaid {
+        payroll_run_id: PayrollRunId,
+        earnings: Vec<PaidPeriod>,
+    },
+    /// A run's payment taken back: its periods count as unpaid again.
+    EmployeePayTakenBack {
+        payroll_run_id: PayrollRunId,
+        reason: String,
+    },
 }
 
 impl DomainEvent for EmployeeEvent {
@@ -232,6 +272,8 @@ impl DomainEvent for EmployeeEvent {
         "EmployeeKycStatusChanged",
         "EmployeeTerminated",
         "EmployeeRehired",
+        "EmployeePaid",
+        "EmployeePayTakenBack",
     ];
 }
 
@@ -318,6 +360,36 @@ fn decide_existing(employee: &Employee, command: EmployeeCommand) -> Result<Vec<
             }
             Ok(vec![EmployeeEvent::EmployeeTerminated { end_date, reason }])
         }
+        EmployeeCommand::RecordPay { payroll_run_id, earnings, basis } => {
+            if employee.paid.contains_key(&payroll_run_id) {
+                return Err(DomainError::invalid(
+                    "payroll_run_id",
+                    format!("run {payroll_run_id} paid employee {} already", employee.id),
+                ));
+            }
+            for expected in &basis {
+                let now = employee.paid_for(expected.period)?;
+                if now != expected.earnings {
+                    return Err(DomainError::StaleCalculation {
+                        employee_id: employee.id,
+                        period: expected.period.to_string(),
+                        calculated_on: expected.earnings.to_string(),
+                        paid_now: now.to_string(),
+                    });
+                }
+            }
+            for paid in &earnings {
+                require_currency("earnings", &paid.earnings, &employee.currency)?;
+            }
+            Ok(vec![EmployeeEvent::EmployeePaid { payroll_run_id, earnings }])
+        }
+        EmployeeCommand::TakeBackPay { payroll_run_id, reason } => {
+            require_text("reason", &reason)?;
+            if !employee.paid.contains_key(&payroll_run_id) {
+                return Err(DomainError::NotFound { entity: "payment of run", id: payroll_run_id.to_string() });
+            }
+            Ok(vec![EmployeeEvent::EmployeePayTakenBack { payroll_run_id, reason }])
+        }
         EmployeeCommand::Rehire { start_date, rate } => {
             let Some(end_date) = employee.end_date() else { return Err(wrong_status("rehire")) };
             if start_date <= end_date {
@@ -374,6 +446,7 @@ impl Aggregate for EmployeeAggregate {
                 rates: vec![RateChange { effective_from: *start_date, rate: rate.clone(), reason: "hired".to_owned() }],
                 employment: vec![EmploymentSpan { start: *start_date, end: None }],
                 kyc: KycStatus::Pending,
+                paid: std::collections::BTreeMap::new(),
             });
         }
         let mut employee = state.expect("an employee's later events follow the hire");
@@ -395,6 +468,12 @@ impl Aggregate for EmployeeAggregate {
                 if let Some(rate) = rate {
                     add_rate(&mut employee, *start_date, rate.clone(), "rehired".to_owned());
                 }
+            }
+            EmployeeEvent::EmployeePaid { payroll_run_id, earnings } => {
+                employee.paid.insert(*payroll_run_id, earnings.clone());
+            }
+            EmployeeEvent::EmployeePayTakenBack { payroll_run_id, .. } => {
+                employee.paid.remove(payroll_run_id);
             }
         }
         Some(employee)

@@ -50,6 +50,12 @@ pub enum DomainError {
     )]
     PeriodTaken { period: String, payroll_run_id: PayrollRunId },
 
+    /// An item's calculation is out of date: another run paid one of its periods since.
+    #[error(
+        "employee {employee_id}'s item was calculated when {calculated_on} was paid for {period}; {paid_now} is paid now: the next regular run corrects it"
+    )]
+    StaleCalculation { employee_id: EmployeeId, period: String, calculated_on: String, paid_now: String },
+
     #[error("{field} is in {found}, expected {expected}")]
     WrongCurrency { field: String, expected: String, found: String },
 }

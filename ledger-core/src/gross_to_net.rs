@@ -227,9 +227,33 @@ pub struct PayrollItem {
     pub contributions_total: Money,
     pub net: Money,
     pub hold: Option<HoldReason>,
+    /// What had been paid, per period, when the item was calculated, for its own period and
+    /// each period it corrects: its payment is refused if that has changed since (another run
+    /// paid one of those periods meanwhile). Empty for one-off items and items recorded
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basis: Vec<PaidPeriod>,
 }
 
 impl PayrollItem {
+    /// What the item pays per period (regular earnings for the run's `period`, retro lines
+    /// for theirs), as the employee's pay history records it; one-off lines are no period's.
+    pub fn earnings_by_period(&self, period: PayPeriod) -> Vec<PaidPeriod> {
+        let mut by_period: Vec<PaidPeriod> = Vec::new();
+        for line in &self.earnings {
+            let line_period = match &line.kind {
+                EarningKind::Regular { .. } => period,
+                EarningKind::Retro { period } => *period,
+                EarningKind::OneOff { .. } => continue,
+            };
+            match by_period.iter_mut().find(|paid| paid.period == line_period) {
+                Some(paid) => paid.earnings = paid.earnings.checked_add(&line.amount).expect("one currency per item"),
+                None => by_period.push(PaidPeriod { period: line_period, earnings: line.amount.clone() }),
+            }
+        }
+        by_period
+    }
+
     /// What the employer pays out in all: gross plus contributions.
     pub fn employer_cost(&self) -> Money {
         self.gross.checked_add(&self.contributions_total).expect("one currency per item")
@@ -250,11 +274,20 @@ impl PayrollItem {
     }
 }
 
-/// An employee to pay in a run, with what was paid to them before.
+/// An employee to pay in a run, with what was paid to them before: every period paid (its
+/// amount), and every earlier period left unpaid that is to be caught up (amount 0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemInput {
     pub employee: Employee,
     pub paid_periods: Vec<PaidPeriod>,
+}
+
+impl ItemInput {
+    /// What was paid for `period` (0 when nothing).
+    pub fn paid_for(&self, period: PayPeriod) -> Result<Money, MoneyError> {
+        let currency = &self.employee.currency;
+        Money::sum(currency, self.paid_periods.iter().filter(|paid| paid.period == period).map(|paid| &paid.earnings))
+    }
 }
 
 /// The exact earnings of `period` and their lines (one per stretch at one rate), rounded.
@@ -305,10 +338,7 @@ fn retro_earnings(
     earlier.dedup();
     let mut lines = Vec::new();
     for paid_period in earlier {
-        let paid = Money::sum(
-            currency,
-            input.paid_periods.iter().filter(|paid| paid.period == paid_period).map(|paid| &paid.earnings),
-        )?;
+        let paid = input.paid_for(paid_period)?;
         let owed = Money::sum(
             currency,
             regular_earnings(&input.employee, paid_period, frequency)?.iter().map(|line| &line.amount),
@@ -355,6 +385,11 @@ pub fn calculate_item(
     let employee = &input.employee;
     check_payable(employee, frequency, currency)?;
     let mut earnings = regular_earnings(employee, period, frequency)?;
+    // Paid already for this very period (by a run of an overlapping schedule): taken off.
+    let paid_now = input.paid_for(period)?;
+    if !paid_now.is_zero() {
+        earnings.push(EarningLine { kind: EarningKind::Retro { period }, amount: paid_now.negated() });
+    }
     earnings.extend(retro_earnings(input, period, frequency)?);
     if earnings.is_empty() {
         return Err(match employee.end_date() {
@@ -369,7 +404,18 @@ pub fn calculate_item(
     }
     let gross = Money::sum(currency, earnings.iter().map(|line| &line.amount))?;
     let base = if gross.is_negative() { Money::zero(currency.clone()) } else { gross.clone() };
-    with_rules(employee, earnings, base, rules, |_| true)
+    let mut item = with_rules(employee, earnings, base, rules, |_| true)?;
+    let mut periods = vec![period];
+    periods.extend(item.earnings.iter().filter_map(|line| match &line.kind {
+        EarningKind::Retro { period } => Some(*period),
+        _ => None,
+    }));
+    periods.dedup();
+    item.basis = periods
+        .into_iter()
+        .map(|period| Ok(PaidPeriod { period, earnings: input.paid_for(period)? }))
+        .collect::<Result<_, MoneyError>>()?;
+    Ok(item)
 }
 
 /// An off-cycle item: the lines given, no regular or retro earnings. The organization's
@@ -468,6 +514,7 @@ fn with_rules(
         contributions_total,
         net,
         hold,
+        basis: Vec::new(),
     };
     item.assert_consistent();
     Ok(item)

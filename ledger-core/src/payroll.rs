@@ -25,6 +25,11 @@ pub const CALCULATION_CHUNK_ITEMS: usize = 1_000;
 /// given its lines in several requests).
 pub const ONE_OFF_ENTRIES_MAX: usize = 1_000;
 
+/// How the failure of an item whose calculation went out of date begins (another run paid
+/// one of its periods since it was calculated): never released, the next regular run
+/// corrects the period.
+pub const STALE_CALCULATION: &str = "calculation out of date";
+
 /// One employee's lines in an off-cycle run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OneOffEntry {
@@ -608,6 +613,10 @@ impl Calculation {
                 calculate_item(input, self.period, self.frequency, &self.currency, &self.rules)?
             }
         };
+        if item.gross.is_zero() && item.deductions_total.is_zero() && item.contributions_total.is_zero() {
+            // Owed nothing more (what is owed for its periods was paid): no item.
+            return Ok(None);
+        }
         self.totals.add(&item)?;
         self.chunk.push(item);
         Ok((self.chunk.len() == CALCULATION_CHUNK_ITEMS).then(|| self.take_chunk()))
@@ -808,6 +817,12 @@ fn release_items(
             return Err(DomainError::invalid(format!("employee {employee_id}"), "released twice"));
         }
         match &item(run, *employee_id)?.status {
+            ItemStatus::Failed { reason } if reason.starts_with(STALE_CALCULATION) => {
+                return Err(DomainError::invalid(
+                    format!("employee {employee_id}"),
+                    format!("{reason}; the next regular run pays what is owed for the period"),
+                ));
+            }
             ItemStatus::Held { hold: HoldReason::KycNotApproved { .. } } | ItemStatus::Failed { .. } => {}
             ItemStatus::Held { hold } => {
                 return Err(DomainError::ItemHeld { employee_id: *employee_id, reason: hold.to_string() });

@@ -79,12 +79,21 @@ impl<'a> CalculationSource<'a> {
     /// The inputs of some candidates: those owed pay in the run, with their history.
     async fn inputs(&self, candidates: &[Uuid]) -> Result<Vec<ItemInput>> {
         let run = self.run();
-        let mut history = paid_history(self.ledger, self.organization_id, run, candidates).await?;
         let mut employees = load_many::<EmployeeAggregate>(self.ledger, self.organization_id, candidates).await?;
+        let mut history = history_outside_log(self.ledger, self.organization_id, run, &employees).await?;
         let mut inputs = Vec::with_capacity(candidates.len());
         for id in candidates {
             let Some(Loaded { state: Some(employee), .. }) = employees.remove(id) else { continue };
-            let input = ItemInput { employee, paid_periods: history.remove(id).unwrap_or_default() };
+            // The employee's own pay history (their stream records every payment and take
+            // back), and what it does not hold.
+            let mut paid_periods: Vec<PaidPeriod> = employee
+                .paid
+                .iter()
+                .filter(|(paid_by, _)| **paid_by != run.id)
+                .flat_map(|(_, paid)| paid.iter().cloned())
+                .collect();
+            paid_periods.extend(history.remove(id).unwrap_or_default());
+            let input = ItemInput { employee, paid_periods };
             if run.owes(&input, &self.rules) {
                 inputs.push(input);
             }
@@ -162,29 +171,63 @@ async fn candidates(
     Ok(candidates)
 }
 
-/// What other runs paid `employees` in the run's currency, per period.
-async fn paid_history(
+/// What an employee's stream does not say of their pay history, from the payroll read
+/// table: what runs paid before payments were recorded in the employee's stream (runs the
+/// stream has no record of), and the earlier periods whose completed regular run left the
+/// employee's item unpaid (held, failed), as 0 paid, so that the calculation catches them up.
+/// A payment checks its item against the employee's stream: a history read here that is out
+/// of date can make an item's payment refused, never paid twice.
+async fn history_outside_log(
     ledger: &Ledger,
     organization_id: Uuid,
     run: &PayrollRun,
-    employees: &[Uuid],
+    employees: &HashMap<Uuid, Loaded<Option<ledger_core::employee::Employee>>>,
 ) -> Result<HashMap<Uuid, Vec<PaidPeriod>>> {
+    let ids: Vec<Uuid> = employees.keys().copied().collect();
     let mut read = ledger.tenant_read(organization_id).await?;
-    let paid: Vec<(Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
-        "select employee_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
-         where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3 order by 1, 2",
+    let paid: Vec<(Uuid, Uuid, NaiveDate, NaiveDate, Decimal)> = sqlx::query_as(
+        "select employee_id, payroll_run_id, period_start, period_end, sum(amount) from payroll.paid_earnings \
+         where employee_id = any($1) and payroll_run_id <> $2 and currency = $3 group by 1, 2, 3, 4 order by 1, 3",
     )
-    .bind(employees)
+    .bind(&ids)
+    .bind(run.id.as_uuid())
+    .bind(run.currency.code())
+    .fetch_all(&mut *read)
+    .await?;
+    let left_behind: Vec<(Uuid, NaiveDate, NaiveDate)> = sqlx::query_as(
+        "select i.employee_id, r.period_start, r.period_end from payroll.payroll_items i \
+         join payroll.payroll_runs r using (payroll_run_id) \
+         where i.employee_id = any($1) and i.payroll_run_id <> $2 and r.currency = $3 and r.kind = 'regular' \
+           and r.status in ('completed', 'partially_failed') and i.status in ('held', 'failed')",
+    )
+    .bind(&ids)
     .bind(run.id.as_uuid())
     .bind(run.currency.code())
     .fetch_all(&mut *read)
     .await?;
     read.commit().await?;
+    let recorded = |employee: &Uuid, paid_by: Uuid| {
+        employees
+            .get(employee)
+            .and_then(|loaded| loaded.state.as_ref())
+            .is_some_and(|state| state.paid.contains_key(&ledger_core::ids::PayrollRunId::from_uuid(paid_by)))
+    };
     let mut history: HashMap<Uuid, Vec<PaidPeriod>> = HashMap::new();
-    for (employee_id, start, end, amount) in paid {
+    for (employee_id, paid_by, start, end, amount) in paid {
+        // Recorded in the stream, or paid and taken back (reversed): nothing outside the log.
+        if recorded(&employee_id, paid_by) || amount.is_zero() {
+            continue;
+        }
         let period = PayPeriod::new(start, end)?;
         let earnings = Money::new(amount, run.currency.clone())?;
         history.entry(employee_id).or_default().push(PaidPeriod { period, earnings });
+    }
+    for (employee_id, start, end) in left_behind {
+        let period = PayPeriod::new(start, end)?;
+        history
+            .entry(employee_id)
+            .or_default()
+            .push(PaidPeriod { period, earnings: Money::zero(run.currency.clone()) });
     }
     Ok(history)
 }

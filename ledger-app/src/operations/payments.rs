@@ -5,11 +5,12 @@
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::DomainError;
-use ledger_core::employee::{EmployeeAggregate, KycStatus};
+use ledger_core::employee::{EmployeeAggregate, EmployeeCommand, KycStatus};
 use ledger_core::gross_to_net::HoldReason;
 use ledger_core::ids::{EmployeeId, TransactionId};
 use ledger_core::payroll::{
     CALCULATION_CHUNK_ITEMS, ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, RunStatus,
+    STALE_CALCULATION,
 };
 use ledger_core::transaction::{
     LedgerTransaction, TransactionAggregate, TransactionCommand, TransactionReference, TransactionStatus,
@@ -38,11 +39,11 @@ pub(crate) async fn releasable(
         .items
         .iter()
         .filter(|(employee, _)| candidates.is_none_or(|wanted| wanted.contains(employee)))
-        .filter(|(_, item)| {
-            matches!(
-                item.status,
-                ItemStatus::Held { hold: HoldReason::KycNotApproved { .. } } | ItemStatus::Failed { .. }
-            )
+        .filter(|(_, item)| match &item.status {
+            ItemStatus::Held { hold: HoldReason::KycNotApproved { .. } } => true,
+            // Out of date: the next regular run pays what is owed for the period.
+            ItemStatus::Failed { reason } => !reason.starts_with(STALE_CALCULATION),
+            _ => false,
         })
         .map(|(employee, item)| (*employee, &item.status))
         .collect();
@@ -105,9 +106,11 @@ pub async fn release(ledger: &Ledger, context: &Context, run_id: Uuid, employee_
                 if releasable(ledger, context, run, Some(&[employee])).await?.is_empty() {
                     let cause = match &item.status {
                         ItemStatus::Held { hold } => hold.to_string(),
-                        _ => {
-                            "the employee has no active wallet in the run's currency, or KYC is not approved".to_owned()
+                        ItemStatus::Failed { reason } if reason.starts_with(STALE_CALCULATION) => reason.clone(),
+                        ItemStatus::Failed { reason } => {
+                            format!("{reason}, still (a wallet in the run's currency and approved KYC pay it)")
                         }
+                        _ => unreachable!("only a held or failed item comes here"),
                     };
                     return Err(Error::Domain(DomainError::ItemHeld { employee_id: employee, reason: cause }));
                 }
@@ -192,7 +195,26 @@ async fn fail_payment_once(ledger: &Ledger, context: &Context, transaction_id: U
         run.version,
         &item_failed,
     ));
+    streams.extend(take_back_pay(ledger, organization_id, employee_id, payroll_run_id, reason).await?);
     Ok(ledger.append(context, streams, KeyUse::Record).await?.into())
+}
+
+/// The employee stream's part of taking a run's payment back: its periods count as unpaid
+/// again. None for a payment made before payments were recorded in the employee's stream.
+pub(crate) async fn take_back_pay(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    employee_id: EmployeeId,
+    payroll_run_id: ledger_core::ids::PayrollRunId,
+    reason: &str,
+) -> Result<Option<ledger_store::StreamAppend>> {
+    let employee = ledger.load::<EmployeeAggregate>(organization_id, employee_id.as_uuid()).await?;
+    if !employee.state.as_ref().is_some_and(|state| state.paid.contains_key(&payroll_run_id)) {
+        return Ok(None);
+    }
+    let take_back = EmployeeCommand::TakeBackPay { payroll_run_id, reason: reason.to_owned() };
+    let events = EmployeeAggregate::decide(&employee.state, take_back)?;
+    Ok(Some(stream_append::<EmployeeAggregate>(organization_id, employee_id.as_uuid(), employee.version, &events)))
 }
 
 /// The wallet a payment credited, and how much.

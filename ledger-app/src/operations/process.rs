@@ -12,10 +12,11 @@ use std::collections::HashMap;
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::DomainError;
+use ledger_core::employee::{Employee, EmployeeAggregate, EmployeeCommand};
 use ledger_core::gross_to_net::PayrollItem;
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId, WalletId};
 use ledger_core::payroll::{
-    ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus,
+    ItemStatus, PayrollRun, PayrollRunAggregate, PayrollRunCommand, PayrollRunEvent, RunStatus, STALE_CALCULATION,
 };
 use ledger_core::transaction::{TransactionAggregate, TransactionCommand, TransactionReference, payroll_item_postings};
 use ledger_core::wallet::{Wallet, WalletAggregate, WalletCommand};
@@ -280,7 +281,17 @@ async fn pay_batch_once(
     };
     let employees: Vec<EmployeeId> = batch.employees.iter().map(|id| EmployeeId::from_uuid(*id)).collect();
     items.load(ledger, &run, &employees).await?;
-    let facts = BatchFacts { organization_id, run_id, items, wallets: batch.wallets, wallet_states: &wallet_states };
+    // Each payment is recorded in the employee's pay history too, checked against the history
+    // the item was calculated from (the employee's stream version serializes payments).
+    let employee_states = load_many::<EmployeeAggregate>(ledger, organization_id, batch.employees).await?;
+    let facts = BatchFacts {
+        organization_id,
+        run_id,
+        items,
+        wallets: batch.wallets,
+        wallet_states: &wallet_states,
+        employee_states: &employee_states,
+    };
     let decided = decide_batch(run, batch.employees, &facts, &mut || TransactionId::from_uuid(Uuid::new_v4()))?;
     if decided.run_events.is_empty() {
         loaded.state = decided.run;
@@ -306,6 +317,7 @@ struct BatchFacts<'a> {
     /// Each employee's active wallet.
     wallets: &'a HashMap<Uuid, Uuid>,
     wallet_states: &'a WalletStates,
+    employee_states: &'a HashMap<Uuid, Loaded<Option<Employee>>>,
 }
 
 /// What paying one batch decided: the run as it will be, its events, and the transaction
@@ -335,11 +347,23 @@ fn decide_batch(
         }
         let item = facts.items.get(run, employee)?;
         let wallet = facts.wallets.get(&employee.as_uuid()).and_then(|id| Some((*id, facts.wallet_states.get(id)?)));
-        let command = match wallet {
-            Some((wallet_id, Loaded { state: Some(wallet), version })) => {
+        let recorded = match wallet {
+            Some(_) => record_pay(facts, run, item)?,
+            None => Ok(None),
+        };
+        let command = match (wallet, recorded) {
+            (_, Err(stale)) => {
+                decision.failed += 1;
+                PayrollRunCommand::MarkItemFailed {
+                    employee_id: employee,
+                    reason: format!("{STALE_CALCULATION}: {stale}"),
+                }
+            }
+            (Some((wallet_id, Loaded { state: Some(wallet), version })), Ok(pay_history)) => {
                 let transaction_id = new_transaction_id();
                 let wallet = (WalletId::from_uuid(wallet_id), wallet, *version);
                 decision.payments.extend(payment_streams(facts, item, wallet, transaction_id)?);
+                decision.payments.extend(pay_history);
                 decision.paid += 1;
                 PayrollRunCommand::MarkItemPaid { employee_id: employee, transaction_id }
             }
@@ -354,6 +378,45 @@ fn decide_batch(
         decision.run_events.extend(events);
     }
     Ok(decision)
+}
+
+/// The employee stream's part of paying `item`: what it pays per period, checked against the
+/// history it was calculated from. `Err` (inside `Ok`) when another run paid one of its
+/// periods since: the item is not paid (the next regular run corrects the period). None for
+/// an item that pays no period (one-off lines only).
+fn record_pay(
+    facts: &BatchFacts<'_>,
+    run: &PayrollRun,
+    item: &PayrollItem,
+) -> Result<std::result::Result<Option<StreamAppend>, DomainError>> {
+    let earnings = item.earnings_by_period(run.period);
+    if earnings.is_empty() && item.basis.is_empty() {
+        return Ok(Ok(None));
+    }
+    let employee_id = item.employee_id.as_uuid();
+    let Some(Loaded { state, version }) = facts.employee_states.get(&employee_id) else {
+        return Err(Error::NotFound(format!("no employee {employee_id}")));
+    };
+    if state.as_ref().is_some_and(|employee| employee.paid.contains_key(&run.id)) {
+        // Another processor paid it after this one read the run: read the run again.
+        return Err(Error::VersionConflict(ledger_store::StoreError::Conflict {
+            stream_id: facts.run_id,
+            expected: ledger_store::ExpectedVersion::Exact(0),
+            actual: None,
+        }));
+    }
+    let record = EmployeeCommand::RecordPay {
+        payroll_run_id: PayrollRunId::from_uuid(facts.run_id),
+        earnings,
+        basis: item.basis.clone(),
+    };
+    match EmployeeAggregate::decide(state, record) {
+        Ok(events) => {
+            Ok(Ok(Some(stream_append::<EmployeeAggregate>(facts.organization_id, employee_id, *version, &events))))
+        }
+        Err(stale @ DomainError::StaleCalculation { .. }) => Ok(Err(stale)),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The transaction and wallet streams that pay one item into `wallet` (id, state, version).

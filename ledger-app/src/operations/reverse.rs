@@ -10,6 +10,7 @@
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::DomainError;
+use ledger_core::employee::{EmployeeAggregate, EmployeeCommand};
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId};
 use ledger_core::money::Money;
 use ledger_core::payroll::{
@@ -166,10 +167,29 @@ async fn reverse_batch_once(
     let mut wallets = load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids).await?;
     let mut reversed = Vec::with_capacity(payments.len());
     let mut streams = Vec::with_capacity(payments.len() * 2 + 1);
+    let employee_ids: Vec<Uuid> = payments.iter().map(|paid| paid.employee.as_uuid()).collect();
+    let employees = load_many::<EmployeeAggregate>(ledger, organization_id, &employee_ids).await?;
     for paid in &payments {
         let reversal = TransactionId::from_uuid(Uuid::new_v4());
         let wallet = paid.payment.wallet().and_then(|id| wallets.get_mut(&id.as_uuid()));
         streams.extend(reversal_streams(organization_id, run_id, paid, wallet, reversal)?);
+        // The employee's pay history: the run's periods are unpaid again (a payment made
+        // before payments were recorded there has no record to take back).
+        if let Some(Loaded { state: Some(employee), version }) = employees.get(&paid.employee.as_uuid())
+            && employee.paid.contains_key(&PayrollRunId::from_uuid(run_id))
+        {
+            let take_back = EmployeeCommand::TakeBackPay {
+                payroll_run_id: PayrollRunId::from_uuid(run_id),
+                reason: "reversed".to_owned(),
+            };
+            let events = EmployeeAggregate::decide(&Some(employee.clone()), take_back)?;
+            streams.push(stream_append::<EmployeeAggregate>(
+                organization_id,
+                paid.employee.as_uuid(),
+                *version,
+                &events,
+            ));
+        }
         reversed.push((paid.employee, reversal));
     }
     let events = PayrollRunAggregate::decide(&loaded.state, PayrollRunCommand::ReverseItems { items: reversed })?;

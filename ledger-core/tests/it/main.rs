@@ -3,6 +3,7 @@
 mod employee;
 mod events;
 mod gross_to_net;
+mod model;
 mod money;
 mod organization;
 mod payroll;

@@ -284,8 +284,15 @@ impl Projection for EmployeeProjection {
         "employee"
     }
 
+    /// Not the pay records (`EmployeePaid`, `EmployeePayTakenBack`): the payroll projection's
+    /// `paid_earnings` shows what was paid, from the runs' events.
     fn event_types(&self) -> Vec<&'static str> {
-        <EmployeeEvent as ledger_core::DomainEvent>::EVENT_TYPES.to_vec()
+        let pay_records = ["EmployeePaid", "EmployeePayTakenBack"];
+        <EmployeeEvent as ledger_core::DomainEvent>::EVENT_TYPES
+            .iter()
+            .copied()
+            .filter(|event_type| !pay_records.contains(event_type))
+            .collect()
     }
 
     /// Hires and KYC decisions are gathered and written together; any other change first
@@ -307,6 +314,7 @@ impl Projection for EmployeeProjection {
     async fn apply(&self, connection: &mut PgConnection, event: &RecordedEvent, decoded: &AnyEvent) -> Result<()> {
         let AnyEvent::Employee(employee_event) = decoded else { return Ok(()) };
         match employee_event {
+            EmployeeEvent::EmployeePaid { .. } | EmployeeEvent::EmployeePayTakenBack { .. } => {}
             EmployeeEvent::EmployeeHired { .. } | EmployeeEvent::EmployeeKycStatusChanged { .. } => {
                 let mut hires = Hires::default();
                 hires.gather(event, decoded);

@@ -287,3 +287,52 @@ async fn a_payment_the_rail_refuses_is_taken_back_and_paid_again_and_settlements
     assert_eq!((status, problem["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("wrong_status")));
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retro_line_two_runs_calculated_at_once_both_carry_is_paid_once() {
+    let world = World::new().await;
+    world.register().await;
+    let (employee, wallet) = world.hire("5000.00", true).await;
+    let month = |m: u32| {
+        let end = chrono::NaiveDate::from_ymd_opt(2026, m + 1, 1).unwrap().pred_opt().unwrap();
+        json!({ "period": { "start": format!("2026-{m:02}-01"), "end": end.to_string() } })
+    };
+    let january = create_and_calculate(&world, month(1)).await;
+    pay(&world, &january).await;
+    // A raise backdated into January, then February and March calculated before either is
+    // paid: both carry January's retro line.
+    let raise = json!({ "rate": { "amount": { "amount": "6000.00", "currency": "USD" }, "basis": "monthly" }, "effective_from": "2026-01-01", "reason": "backdated" });
+    world.ok(Method::POST, &format!("/v1/employees/{employee}/pay-rate"), &world.processor, Some(raise)).await;
+    let february = create_and_calculate(&world, month(2)).await;
+    let march = create_and_calculate(&world, month(3)).await;
+    pay(&world, &february).await;
+    let report = pay(&world, &march).await;
+    // March's item is out of date: refused, not paid; the retro line was paid once.
+    assert_eq!((report["report"]["paid"].as_u64(), report["report"]["failed"].as_u64()), (Some(0), Some(1)));
+    let march_items = items(&world, &march).await;
+    assert!(
+        march_items[0]["failure_reason"].as_str().unwrap().starts_with("calculation out of date"),
+        "{march_items:?}"
+    );
+    // Processing again does not retry it.
+    let again = world.ok(Method::POST, &format!("/v1/payroll-runs/{march}/process"), &world.processor, None).await;
+    assert_eq!(again["report"]["paid_now"].as_u64(), Some(0));
+    // January 6,000 (5,000 + 1,000 retro once), February 6,000; April pays March and April.
+    let april = create_and_calculate(&world, month(4)).await;
+    pay(&world, &april).await;
+    // 6,000 × 4 months less 10 % tax.
+    assert_eq!(wallet_balance(&world, &wallet).await, "21600.00".parse::<Decimal>().unwrap());
+    world.stop().await;
+}
+
+async fn pay(world: &World, run: &str) -> Value {
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await
+}
+
+async fn create_and_calculate(world: &World, body: Value) -> String {
+    let created = world.ok(Method::POST, "/v1/payroll-runs", &world.processor, Some(body)).await;
+    let run = created["payroll_run_id"].as_str().unwrap().to_owned();
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/calculate"), &world.processor, None).await;
+    run
+}
