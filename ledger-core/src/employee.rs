@@ -142,9 +142,10 @@ impl Employee {
         self.employment.iter().any(|span| span.start <= day && span.end.is_none_or(|end| day <= end))
     }
 
-    /// Every period paid, with what was paid for it, one entry per run and period.
-    pub fn paid_periods(&self) -> Vec<PaidPeriod> {
-        self.paid.values().flatten().cloned().collect()
+    /// Every period paid by runs other than `run`, with what was paid for it, one entry per
+    /// run and period: the history a calculation of `run` starts from.
+    pub fn paid_periods_except(&self, run: PayrollRunId) -> Vec<PaidPeriod> {
+        self.paid.iter().filter(|(paid_by, _)| **paid_by != run).flat_map(|(_, paid)| paid.iter().cloned()).collect()
     }
 
     /// What was paid for `period`, by every run.

@@ -86,12 +86,7 @@ impl<'a> CalculationSource<'a> {
             let Some(Loaded { state: Some(employee), .. }) = employees.remove(id) else { continue };
             // The employee's own pay history (their stream records every payment and take
             // back), and what it does not hold.
-            let mut paid_periods: Vec<PaidPeriod> = employee
-                .paid
-                .iter()
-                .filter(|(paid_by, _)| **paid_by != run.id)
-                .flat_map(|(_, paid)| paid.iter().cloned())
-                .collect();
+            let mut paid_periods = employee.paid_periods_except(run.id);
             paid_periods.extend(history.remove(id).unwrap_or_default());
             let input = ItemInput { employee, paid_periods };
             if run.owes(&input, &self.rules) {

@@ -317,12 +317,7 @@ impl World {
         let mut inputs = Vec::new();
         for (n, employee) in self.employees.iter().enumerate() {
             let employee = employee.clone().unwrap();
-            let mut paid_periods: Vec<PaidPeriod> = employee
-                .paid
-                .iter()
-                .filter(|(paid_by, _)| **paid_by != run.id)
-                .flat_map(|(_, paid)| paid.iter().cloned())
-                .collect();
+            let mut paid_periods = employee.paid_periods_except(run.id);
             for (other, other_run) in self.runs.iter().enumerate() {
                 let Some(other_run) = other_run else { continue };
                 let completed = matches!(other_run.status, RunStatus::Completed | RunStatus::PartiallyFailed);
