@@ -853,10 +853,16 @@ fn fail_payment(
         ItemStatus::Paid { transaction_id: paid } if paid == transaction_id => {
             Ok(vec![PayrollRunEvent::PayrollItemPaymentFailed { employee_id, transaction_id, reason }])
         }
-        ref status => Err(DomainError::invalid(
+        ItemStatus::Paid { .. } => Err(DomainError::invalid(
             "transaction_id",
-            format!("{transaction_id} is not the payment of employee {employee_id}'s item (it is {status:?})"),
+            format!("{transaction_id} is not the payment of employee {employee_id}'s item"),
         )),
+        // Failed already (a racing refusal), reversed, or paid anew since.
+        ref status => Err(DomainError::WrongStatus {
+            entity: "payroll item",
+            action: "fail the payment of",
+            status: format!("{status:?}"),
+        }),
     }
 }
 

@@ -62,6 +62,25 @@ impl Progress {
 
 type RunState = Loaded<Option<PayrollRun>>;
 type WalletStates = HashMap<Uuid, Loaded<Option<Wallet>>>;
+type EmployeeStates = HashMap<Uuid, Loaded<Option<Employee>>>;
+
+/// The streams a payment batch writes besides the run, read before it is decided: the
+/// wallets it credits and the employees whose pay history it records.
+struct BatchStates {
+    wallets: WalletStates,
+    employees: EmployeeStates,
+}
+
+impl BatchStates {
+    async fn read(ledger: &Ledger, organization_id: Uuid, batch: Batch<'_>, employees: &[Uuid]) -> Result<BatchStates> {
+        let wallet_ids = batch.wallet_ids(employees);
+        let (wallets, employees) = tokio::try_join!(
+            load_many::<WalletAggregate>(ledger, organization_id, &wallet_ids),
+            load_many::<EmployeeAggregate>(ledger, organization_id, employees)
+        )?;
+        Ok(BatchStates { wallets, employees })
+    }
+}
 
 /// Pays every pending item of an approved or processing run, in batches, then completes it.
 #[tracing::instrument(name = "process", skip_all, fields(%run_id))]
@@ -155,7 +174,7 @@ async fn pay_pending(ledger: &Ledger, context: &Context, run_id: Uuid, loaded: &
     for (index, batch) in batches.iter().enumerate() {
         let batch = Batch { employees: batch, next: batches.get(index + 1).copied(), wallets: &wallets };
         let paid = pay_batch(ledger, context, run_id, loaded, batch, &mut items, read_ahead.take()).await?;
-        read_ahead = paid.next_wallets;
+        read_ahead = paid.next_states;
         progress.add(paid.progress);
     }
     Ok(progress)
@@ -207,15 +226,15 @@ async fn read_ahead(
     run: &PayrollRun,
     batch: Batch<'_>,
     items: &mut RecordedItems,
-) -> Option<WalletStates> {
+) -> Option<BatchStates> {
     let next = batch.next?;
     let employees: Vec<EmployeeId> = next.iter().map(|employee| EmployeeId::from_uuid(*employee)).collect();
     let read = async {
         items.load(ledger, run, &employees).await?;
-        load_many::<WalletAggregate>(ledger, organization_id, &batch.wallet_ids(next)).await
+        BatchStates::read(ledger, organization_id, batch, next).await
     };
     match read.await {
-        Ok(wallets) => Some(wallets),
+        Ok(states) => Some(states),
         Err(error) => {
             tracing::debug!(%error, "reading the next payment batch ahead failed; it reads again");
             None
@@ -223,11 +242,11 @@ async fn read_ahead(
     }
 }
 
-/// What paying a batch did, with the next batch's wallets read meanwhile.
+/// What paying a batch did, with the next batch's wallets and employees read meanwhile.
 #[derive(Default)]
 struct BatchPaid {
     progress: Progress,
-    next_wallets: Option<WalletStates>,
+    next_states: Option<BatchStates>,
 }
 
 /// Pays the still-pending items of `batch` in one append; on a conflict with another
@@ -243,14 +262,14 @@ async fn pay_batch(
     loaded: &mut RunState,
     batch: Batch<'_>,
     items: &mut RecordedItems,
-    mut read_ahead_wallets: Option<WalletStates>,
+    mut read_ahead_states: Option<BatchStates>,
 ) -> Result<BatchPaid> {
     let mut attempts = Attempts::up_to(BATCH_ATTEMPTS_MAX);
     loop {
         if !attempts.is_first() {
             *loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
         }
-        let read = read_ahead_wallets.take();
+        let read = read_ahead_states.take();
         let outcome = pay_batch_once(ledger, context, run_id, loaded, batch, items, read).await;
         if !attempts.retry(&outcome) {
             return outcome;
@@ -266,7 +285,7 @@ async fn pay_batch_once(
     loaded: &mut RunState,
     batch: Batch<'_>,
     items: &mut RecordedItems,
-    read_ahead_wallets: Option<WalletStates>,
+    read_ahead_states: Option<BatchStates>,
 ) -> Result<BatchPaid> {
     let organization_id = context.organization_id();
     let run_version = loaded.version;
@@ -275,22 +294,21 @@ async fn pay_batch_once(
         loaded.state = Some(run);
         return Ok(BatchPaid::default());
     }
-    let wallet_states = match read_ahead_wallets {
+    // Each payment is recorded in the employee's pay history too, checked against the history
+    // the item was calculated from (the employee's stream version serializes payments).
+    let states = match read_ahead_states {
         Some(read) => read,
-        None => load_many::<WalletAggregate>(ledger, organization_id, &batch.wallet_ids(batch.employees)).await?,
+        None => BatchStates::read(ledger, organization_id, batch, batch.employees).await?,
     };
     let employees: Vec<EmployeeId> = batch.employees.iter().map(|id| EmployeeId::from_uuid(*id)).collect();
     items.load(ledger, &run, &employees).await?;
-    // Each payment is recorded in the employee's pay history too, checked against the history
-    // the item was calculated from (the employee's stream version serializes payments).
-    let employee_states = load_many::<EmployeeAggregate>(ledger, organization_id, batch.employees).await?;
     let facts = BatchFacts {
         organization_id,
         run_id,
         items,
         wallets: batch.wallets,
-        wallet_states: &wallet_states,
-        employee_states: &employee_states,
+        wallet_states: &states.wallets,
+        employee_states: &states.employees,
     };
     let decided = decide_batch(run, batch.employees, &facts, &mut || TransactionId::from_uuid(Uuid::new_v4()))?;
     if decided.run_events.is_empty() {
@@ -300,13 +318,13 @@ async fn pay_batch_once(
     let mut streams = decided.payments;
     streams.insert(0, stream_append::<PayrollRunAggregate>(organization_id, run_id, run_version, &decided.run_events));
     let run = decided.run.as_ref().expect("the run exists");
-    let (appended, next_wallets) = tokio::join!(
+    let (appended, next_states) = tokio::join!(
         ledger.append(context, streams, KeyUse::Without),
         read_ahead(ledger, organization_id, run, batch, items)
     );
     let position = appended?.last_position();
     *loaded = Loaded { state: decided.run, version: run_version + decided.run_events.len() as u64 };
-    Ok(BatchPaid { progress: Progress { paid: decided.paid, failed: decided.failed, position }, next_wallets })
+    Ok(BatchPaid { progress: Progress { paid: decided.paid, failed: decided.failed, position }, next_states })
 }
 
 /// What deciding a batch needs besides the run: the items' lines and where each goes.
@@ -317,7 +335,7 @@ struct BatchFacts<'a> {
     /// Each employee's active wallet.
     wallets: &'a HashMap<Uuid, Uuid>,
     wallet_states: &'a WalletStates,
-    employee_states: &'a HashMap<Uuid, Loaded<Option<Employee>>>,
+    employee_states: &'a EmployeeStates,
 }
 
 /// What paying one batch decided: the run as it will be, its events, and the transaction

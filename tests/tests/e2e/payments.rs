@@ -336,3 +336,83 @@ async fn create_and_calculate(world: &World, body: Value) -> String {
     world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/calculate"), &world.processor, None).await;
     run
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_refusals_settlements_and_line_additions_each_have_one_effect() {
+    let world = Arc::new(World::new().await);
+    world.register().await;
+    let (alice, _) = world.hire("3000.00", true).await;
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    let paid = items(&world, &run).await;
+    let transaction = paid[0]["transaction_id"].as_str().unwrap().to_owned();
+
+    // Four refusals of one payment at once, each its own request: one is recorded.
+    let refusals: Vec<_> = (0..4)
+        .map(|n| {
+            let (world, path) = (world.clone(), format!("/v1/transactions/{transaction}/fail"));
+            tokio::spawn(async move {
+                let body = json!({ "reason": format!("refused {n}") });
+                world.call(Method::POST, &path, &world.processor, Some(body), Some(&format!("refuse-{n}"))).await
+            })
+        })
+        .collect();
+    let mut recorded = 0;
+    for refusal in refusals {
+        let (status, body) = refusal.await.unwrap();
+        if status.is_success() {
+            recorded += 1;
+        } else {
+            assert!(matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT), "{status} {body}");
+        }
+    }
+    assert_eq!((recorded, world.count_of("TransactionFailed").await), (1, 1));
+    assert_eq!(world.count_of("PayrollItemPaymentFailed").await, 1);
+    assert_eq!(world.count_of("EmployeePayTakenBack").await, 1);
+
+    // Paid anew; the same settlements sent twice at once: each payment settled once.
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    let repaid = items(&world, &run).await[0]["transaction_id"].as_str().unwrap().to_owned();
+    let body = json!({ "settlements": [{ "transaction_id": repaid, "signature": "sig", "block_hash": "block" }] });
+    let settlers: Vec<_> = (0..2)
+        .map(|_| {
+            let (world, body) = (world.clone(), body.clone());
+            tokio::spawn(async move {
+                world.call(Method::POST, "/v1/transactions/settlements", &world.processor, Some(body), None).await
+            })
+        })
+        .collect();
+    for settler in settlers {
+        let (status, body) = settler.await.unwrap();
+        assert!(status.is_success() || status == StatusCode::CONFLICT, "{status} {body}");
+    }
+    assert_eq!(world.count_of("TransactionSettled").await, 1);
+
+    // An off-cycle run's lines added with one key twice: added once.
+    let created = world
+        .ok(
+            Method::POST,
+            "/v1/payroll-runs",
+            &world.processor,
+            Some(json!({ "period": { "start": "2026-01-01", "end": "2026-01-31" }, "off_cycle_reason": "bonus" })),
+        )
+        .await;
+    let bonus = created["payroll_run_id"].as_str().unwrap().to_owned();
+    let lines = json!({ "lines": [{ "employee_id": alice, "lines": [{ "category": "bonus", "code": "B", "amount": { "amount": "100.00", "currency": "USD" } }] }] });
+    for _ in 0..2 {
+        let (status, _) = world
+            .call(
+                Method::POST,
+                &format!("/v1/payroll-runs/{bonus}/lines"),
+                &world.processor,
+                Some(lines.clone()),
+                Some("lines-1"),
+            )
+            .await;
+        assert!(status.is_success());
+    }
+    assert_eq!(world.count_of("OffCycleLinesAdded").await, 1);
+    let world = Arc::into_inner(world).unwrap();
+    world.stop().await;
+}
