@@ -479,8 +479,14 @@ impl Demo {
             "  corrections  {refused} payment refused by the rail, taken back and paid anew; {} item held for KYC paid once approved",
             released - refused
         );
-        for line in self.retro_lines(run).await? {
+        let (raises, catch_ups) = self.retro_lines(run, runs.december).await?;
+        for line in raises {
             println!("  retro line   {line}   (a raise backdated into December, paid in run {})", runs.december);
+        }
+        if catch_ups > 0 {
+            println!(
+                "  catch-up     {catch_ups} items also pay December, which December's run left unpaid (held for KYC)"
+            );
         }
         for (employee, reason) in held.iter().take(HELD_LISTED_MAX) {
             println!("  held         {employee}: {reason}");
@@ -495,19 +501,31 @@ impl Demo {
     }
 
     /// The retro lines of a run's items, read from its calculation events.
-    async fn retro_lines(&self, run: &PayrollRun) -> anyhow::Result<Vec<String>> {
+    async fn retro_lines(&self, run: &PayrollRun, december: Uuid) -> anyhow::Result<(Vec<String>, usize)> {
         let employees: Vec<EmployeeId> = run.items.keys().copied().collect();
         let mut items = ledger_app::operations::RecordedItems::default();
         items.load(&self.ledger, run, &employees).await?;
-        let mut retro = Vec::new();
+        let december = self.ledger.load::<PayrollRunAggregate>(self.organization, december).await?.state;
+        let paid_in_december = |employee: &EmployeeId| {
+            december
+                .as_ref()
+                .and_then(|run| run.items.get(employee))
+                .is_some_and(|item| matches!(item.status, ItemStatus::Paid { .. }))
+        };
+        let (mut raises, mut catch_ups) = (Vec::new(), 0);
         for employee in &employees {
             for line in &items.get(run, *employee)?.earnings {
-                if matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }) {
-                    retro.push(format!("{employee}: {}", line.amount));
+                if !matches!(line.kind, ledger_core::gross_to_net::EarningKind::Retro { .. }) {
+                    continue;
+                }
+                if paid_in_december(employee) {
+                    raises.push(format!("{employee}: {}", line.amount));
+                } else {
+                    catch_ups += 1;
                 }
             }
         }
-        Ok(retro)
+        Ok((raises, catch_ups))
     }
 
     /// The projections' lag, the hash chains, and how long each phase took.
