@@ -62,6 +62,13 @@ async fn a_calculation_of_several_chunks_is_written_whole_under_a_crash_races_an
     let _ = task.await;
     assert_eq!(world.count_of("PayrollItemsCalculated").await, 0);
     assert_eq!(world.count_of("PayrollRunCalculated").await, 0);
+    // The killed calculation's backend goes when PostgreSQL notices its client left; until
+    // then the run is busy (409 with Retry-After). Racing begins once it has gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while copying(&world).await {
+        assert!(Instant::now() < deadline, "the killed calculation's backend never went");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // Two processors calculating at once: one calculation is recorded whole; the other is
     // told the run is busy (a calculation does not wait for another's), or, arriving after
