@@ -385,7 +385,9 @@ pub fn calculate_item(
     let employee = &input.employee;
     check_payable(employee, frequency, currency)?;
     let mut earnings = regular_earnings(employee, period, frequency)?;
-    // Paid already for this very period (by a run of an overlapping schedule): taken off.
+    // Paid already for this very period by another run (one created before periods were
+    // claimed, say): taken off. The history is per period: days of another, overlapping
+    // period are not seen here, which is why an employee never changes schedule.
     let paid_now = input.paid_for(period)?;
     if !paid_now.is_zero() {
         earnings.push(EarningLine { kind: EarningKind::Retro { period }, amount: paid_now.negated() });
