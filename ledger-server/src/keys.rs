@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use ledger_codec::{decode_stream, stream_append};
 use ledger_core::Aggregate;
-use ledger_core::access::{ApiKeyAggregate, ApiKeyCommand, ApiKeyEvent, HolderKind, holder};
+use ledger_core::access::{ApiKey, ApiKeyAggregate, ApiKeyCommand, ApiKeyEvent, HolderKind, holder};
 use ledger_core::ids::OrganizationId;
 use ledger_store::{AppendRequest, EventStore, Metadata};
 
@@ -87,10 +87,16 @@ impl Holder {
         let recorded = match self {
             Holder::Person(name) => holder(HolderKind::Person, name),
             Holder::Service(name) => holder(HolderKind::Service, name),
-            Holder::Unnamed => holder(HolderKind::Person, &format!("unnamed holder of key {key_id}")),
+            Holder::Unnamed => Ok(unnamed_holder(key_id)),
         };
         recorded.map_err(|error| AppError::bad_request("holder", error))
     }
+}
+
+/// The holder recorded for a key nobody was named for (and every key made before holders
+/// were recorded): a person of its own.
+fn unnamed_holder(key_id: Uuid) -> String {
+    format!("person:unnamed holder of key {key_id}")
 }
 
 /// Who a request acts as.
@@ -199,25 +205,29 @@ pub async fn create(
         label: label.to_owned(),
         holder: recorded_holder,
     };
-    record(pool, organization_id, key_id, vec![create], by).await?;
+    record(pool, organization_id, key_id, by, |_| vec![create]).await?;
     sqlx::query("update auth.api_keys set activated = true where key_id = $1").bind(key_id).execute(pool).await?;
     let token = format!("{TOKEN_PREFIX}_{}_{secret}", key_id.simple());
     Ok(CreatedKey { key_id, organization_id, role, label: label.to_owned(), token })
 }
 
-/// Appends a key's commands to its stream (`api_key`, id = key id), decided on what the log
-/// holds of it.
+/// Appends to a key's stream (`api_key`, id = key id) the commands `commands_for` decides on
+/// what the log holds of it; false when it gives none.
 async fn record(
     pool: &PgPool,
     organization_id: Uuid,
     key_id: Uuid,
-    commands: Vec<ApiKeyCommand>,
     by: &str,
-) -> AppResult<()> {
+    commands_for: impl FnOnce(&Option<ApiKey>) -> Vec<ApiKeyCommand>,
+) -> AppResult<bool> {
     let store = EventStore::new(pool.clone());
     let recorded = store.read_stream(key_id, 1).await?;
     let version = recorded.len() as u64;
     let mut state = ApiKeyAggregate::fold(&decode_stream::<ApiKeyEvent>(&recorded).map_err(AppError::internal)?);
+    let commands = commands_for(&state);
+    if commands.is_empty() {
+        return Ok(false);
+    }
     let mut events = Vec::new();
     for command in commands {
         let decided = ApiKeyAggregate::decide(&state, command)?;
@@ -231,7 +241,7 @@ async fn record(
         fingerprint: None,
     };
     store.append(&request).await?;
-    Ok(())
+    Ok(true)
 }
 
 pub async fn list(pool: &PgPool, organization_id: Option<Uuid>) -> AppResult<Vec<KeyInfo>> {
@@ -260,24 +270,24 @@ pub async fn revoke(pool: &PgPool, key_id: Uuid, reason: &str, by: &str) -> AppR
         .bind(key_id)
         .execute(pool)
         .await?;
-    let recorded = EventStore::new(pool.clone()).read_stream(key_id, 1).await?;
-    let events = decode_stream::<ApiKeyEvent>(&recorded).map_err(AppError::internal)?;
-    let mut commands = Vec::new();
-    match ApiKeyAggregate::fold(&events) {
-        Some(key) if key.revoked => return Ok(false),
-        Some(_) => {}
-        // A key made before keys were recorded: its creation is recorded with its revocation.
-        None => commands.push(ApiKeyCommand::Create {
-            key_id,
-            organization_id: OrganizationId::from_uuid(organization_id),
-            role,
-            label,
-            holder: holder.unwrap_or_else(|| format!("person:unnamed holder of key {key_id}")),
-        }),
-    }
-    commands.push(ApiKeyCommand::Revoke { reason: reason.to_owned() });
-    record(pool, organization_id, key_id, commands, by).await?;
-    Ok(true)
+    record(pool, organization_id, key_id, by, |state| {
+        let mut commands = Vec::new();
+        match state {
+            Some(key) if key.revoked => return commands,
+            Some(_) => {}
+            // A key made before keys were recorded: its creation is recorded with its revocation.
+            None => commands.push(ApiKeyCommand::Create {
+                key_id,
+                organization_id: OrganizationId::from_uuid(organization_id),
+                role,
+                label,
+                holder: holder.unwrap_or_else(|| unnamed_holder(key_id)),
+            }),
+        }
+        commands.push(ApiKeyCommand::Revoke { reason: reason.to_owned() });
+        commands
+    })
+    .await
 }
 
 /// The identity of a bearer token.
@@ -311,6 +321,6 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> AppResult<Identity> {
     }
     let role = Role::parse(&role).map_err(AppError::internal)?;
     // A key made before holders were recorded stands for a holder of its own.
-    let holder = holder.unwrap_or_else(|| format!("person:unnamed holder of key {key_id}"));
+    let holder = holder.unwrap_or_else(|| unnamed_holder(key_id));
     Ok(Identity { key_id, organization_id, role, label, holder })
 }

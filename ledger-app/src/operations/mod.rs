@@ -78,6 +78,33 @@ pub async fn load_many<A: Aggregate>(
     Ok(states)
 }
 
+/// [`load_many`] for the entries of a request: a stream of another organization (or of
+/// another type) among `ids` is refused as `Invalid`, naming the first such entry as
+/// `field(index)`, rather than as the whole batch not found.
+pub async fn load_entries<A: Aggregate>(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    ids: &[Uuid],
+    field: impl Fn(usize) -> String,
+) -> Result<HashMap<Uuid, Loaded<A::State>>> {
+    match load_many::<A>(ledger, organization_id, ids).await {
+        Err(Error::NotFound(_)) => {
+            // The batch does not say which: one at a time.
+            for (index, id) in ids.iter().enumerate() {
+                if let Err(Error::NotFound(_)) = ledger.load::<A>(organization_id, *id).await {
+                    return Err(Error::Invalid(format!(
+                        "{}: no {} {id} in this organization",
+                        field(index),
+                        A::STREAM_TYPE
+                    )));
+                }
+            }
+            Err(Error::Invalid(format!("{}: not of this organization", field(0))))
+        }
+        loaded => loaded,
+    }
+}
+
 /// A run that exists, with its version.
 async fn load_run(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result<Loaded<PayrollRun>> {
     let Loaded { state, version } = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;

@@ -20,7 +20,7 @@ use ledger_core::wallet::{WalletAggregate, WalletCommand};
 use uuid::Uuid;
 
 use super::process::{ProcessReport, wallets_of};
-use super::{Settlement, load_many};
+use super::{Settlement, load_entries, load_many};
 use crate::context::{Context, Written};
 use crate::error::{Error, Result};
 use crate::ledger::{COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded};
@@ -209,6 +209,17 @@ pub(crate) async fn take_back_pay(
     reason: &str,
 ) -> Result<Option<ledger_store::StreamAppend>> {
     let employee = ledger.load::<EmployeeAggregate>(organization_id, employee_id.as_uuid()).await?;
+    take_back_stream(organization_id, employee_id, &employee, payroll_run_id, reason)
+}
+
+/// [`take_back_pay`] on an employee loaded already (a reversal loads a batch's at once).
+pub(crate) fn take_back_stream(
+    organization_id: Uuid,
+    employee_id: EmployeeId,
+    employee: &Loaded<Option<ledger_core::employee::Employee>>,
+    payroll_run_id: ledger_core::ids::PayrollRunId,
+    reason: &str,
+) -> Result<Option<ledger_store::StreamAppend>> {
     if !employee.state.as_ref().is_some_and(|state| state.paid.contains_key(&payroll_run_id)) {
         return Ok(None);
     }
@@ -261,19 +272,8 @@ pub async fn settle_many(ledger: &Ledger, context: &Context, settlements: Vec<(U
 async fn settle_many_once(ledger: &Ledger, context: &Context, settlements: &[(Uuid, Settlement)]) -> Result<Written> {
     let organization_id = context.organization_id();
     let ids: Vec<Uuid> = settlements.iter().map(|(id, _)| *id).collect();
-    let found = match load_many::<TransactionAggregate>(ledger, organization_id, &ids).await {
-        Ok(found) => found,
-        // Another organization's stream (or another type's) among them: name it.
-        Err(Error::NotFound(_)) => {
-            for (index, id) in ids.iter().enumerate() {
-                if let Err(Error::NotFound(_)) = ledger.load::<TransactionAggregate>(organization_id, *id).await {
-                    return Err(Error::Invalid(format!("settlements[{index}].transaction_id: no transaction {id}")));
-                }
-            }
-            return Err(Error::Invalid("settlements: a transaction is not of this organization".to_owned()));
-        }
-        Err(error) => return Err(error),
-    };
+    let field = |index| format!("settlements[{index}].transaction_id");
+    let found = load_entries::<TransactionAggregate>(ledger, organization_id, &ids, field).await?;
     let mut streams = Vec::new();
     for (index, (id, settlement)) in settlements.iter().enumerate() {
         let field = format!("settlements[{index}]");

@@ -112,12 +112,16 @@ pub async fn process(ledger: &Ledger, context: &Context, run_id: Uuid) -> Result
         let released = super::payments::releasable(ledger, context, run, None).await?;
         if !released.is_empty() {
             let context = context.without_idempotency();
+            // `loaded` is kept current by the release.
             match super::payments::release_items(ledger, &context, run_id, &mut loaded, &released).await {
-                // Another processor released or paid them meanwhile: go on from the run as it is.
-                Ok(_) | Err(Error::Domain(_)) => {}
+                Ok(_) => {}
+                // Another processor released or paid them meanwhile (the rule says they are
+                // pending or paid now): go on from the run as it is.
+                Err(Error::Domain(_) | Error::Invalid(_)) => {
+                    loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
+                }
                 Err(error) => return Err(error),
             }
-            loaded = ledger.load::<PayrollRunAggregate>(context.organization_id(), run_id).await?;
         }
     }
     // The idempotency key stands for starting the run; the payments and the completion are

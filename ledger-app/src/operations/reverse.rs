@@ -10,7 +10,7 @@
 use ledger_codec::stream_append;
 use ledger_core::Aggregate;
 use ledger_core::DomainError;
-use ledger_core::employee::{EmployeeAggregate, EmployeeCommand};
+use ledger_core::employee::EmployeeAggregate;
 use ledger_core::ids::{EmployeeId, OrganizationId, PayrollRunId, TransactionId};
 use ledger_core::money::Money;
 use ledger_core::payroll::{
@@ -175,20 +175,15 @@ async fn reverse_batch_once(
         streams.extend(reversal_streams(organization_id, run_id, paid, wallet, reversal)?);
         // The employee's pay history: the run's periods are unpaid again (a payment made
         // before payments were recorded there has no record to take back).
-        if let Some(Loaded { state: Some(employee), version }) = employees.get(&paid.employee.as_uuid())
-            && employee.paid.contains_key(&PayrollRunId::from_uuid(run_id))
-        {
-            let take_back = EmployeeCommand::TakeBackPay {
-                payroll_run_id: PayrollRunId::from_uuid(run_id),
-                reason: "reversed".to_owned(),
-            };
-            let events = EmployeeAggregate::decide(&Some(employee.clone()), take_back)?;
-            streams.push(stream_append::<EmployeeAggregate>(
+        if let Some(employee) = employees.get(&paid.employee.as_uuid()) {
+            let run = PayrollRunId::from_uuid(run_id);
+            streams.extend(super::payments::take_back_stream(
                 organization_id,
-                paid.employee.as_uuid(),
-                *version,
-                &events,
-            ));
+                paid.employee,
+                employee,
+                run,
+                "reversed",
+            )?);
         }
         reversed.push((paid.employee, reversal));
     }

@@ -14,7 +14,7 @@ use ledger_core::schedule::{PayCalendarAggregate, PayCalendarCommand};
 use ledger_store::StreamAppend;
 use uuid::Uuid;
 
-use super::{load_many, load_run};
+use super::{load_entries, load_run};
 use crate::context::{Context, Written};
 use crate::error::{Error, Result};
 use crate::ledger::{COMMAND_ATTEMPTS_MAX, KeyUse, Ledger, Loaded};
@@ -154,23 +154,8 @@ async fn check_employees(
     entries: &[OneOffEntry],
 ) -> Result<()> {
     let ids: Vec<Uuid> = entries.iter().map(|entry| entry.employee_id.as_uuid()).collect();
-    let employees = load_many::<EmployeeAggregate>(ledger, organization_id, &ids).await;
-    // A stream of another organization or type reads as not found, for the whole batch:
-    // find which entry it is one at a time.
-    let employees = match employees {
-        Ok(employees) => employees,
-        Err(Error::NotFound(_)) => {
-            for (index, id) in ids.iter().enumerate() {
-                if let Err(Error::NotFound(_)) = ledger.load::<EmployeeAggregate>(organization_id, *id).await {
-                    return Err(Error::Invalid(format!(
-                        "lines[{index}].employee_id: no employee {id} in this organization"
-                    )));
-                }
-            }
-            return Err(Error::Invalid("lines: an employee is not of this organization".to_owned()));
-        }
-        Err(error) => return Err(error),
-    };
+    let field = |index| format!("lines[{index}].employee_id");
+    let employees = load_entries::<EmployeeAggregate>(ledger, organization_id, &ids, field).await?;
     for (index, id) in ids.iter().enumerate() {
         match employees.get(id) {
             Some(Loaded { state: Some(employee), .. }) if employee.currency == run.currency => {}

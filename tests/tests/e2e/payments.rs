@@ -416,3 +416,40 @@ async fn racing_refusals_settlements_and_line_additions_each_have_one_effect() {
     let world = Arc::into_inner(world).unwrap();
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_processors_of_a_completed_run_pay_a_released_item_once() {
+    let world = Arc::new(World::new().await);
+    world.register().await;
+    let hire = json!({
+        "personal": { "full_name": "Walter", "email": null, "address": null }, "position": "Clerk", "department": "Ops",
+        "rate": { "amount": { "amount": "2000.00", "currency": "USD" }, "basis": "monthly" }, "start_date": "2025-06-01"
+    });
+    let walletless = world.ok(Method::POST, "/v1/employees", &world.processor, Some(hire)).await;
+    let walletless = walletless["employee_id"].as_str().unwrap().to_owned();
+    let kyc = json!({ "status": "approved" });
+    world.ok(Method::POST, &format!("/v1/employees/{walletless}/kyc"), &world.processor, Some(kyc)).await;
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    assert_eq!(world.count_of("PayrollItemFailed").await, 1);
+    let wallet = json!({ "employee_id": walletless, "public_key": "pk-walter", "currency": "USD" });
+    world.ok(Method::POST, "/v1/wallets", &world.processor, Some(wallet)).await;
+    // The wallet's read row is what the release looks at.
+    let position = world.head_position().await;
+    world.ok(Method::GET, &format!("/v1/wallets?wait_for_position={position}"), &world.processor, None).await;
+    let processors: Vec<_> = (0..3)
+        .map(|_| {
+            let (world, path) = (world.clone(), format!("/v1/payroll-runs/{run}/process"));
+            tokio::spawn(async move { world.call(Method::POST, &path, &world.processor, None, None).await })
+        })
+        .collect();
+    for processor in processors {
+        let (status, body) = processor.await.unwrap();
+        assert!(status.is_success() || status == StatusCode::CONFLICT, "{status} {body}");
+    }
+    assert_eq!(world.count_of("PayrollItemPaid").await, 1, "paid once");
+    assert_eq!(world.count_of("WalletCredited").await, 1);
+    let world = Arc::into_inner(world).unwrap();
+    world.stop().await;
+}
