@@ -75,6 +75,11 @@ impl From<StoreError> for Error {
             StoreError::Invalid { .. } => Error::Invalid(error.to_string()),
             StoreError::StreamMismatch { .. } => Error::NotFound("no such resource in this organization".to_owned()),
             StoreError::Busy(detail) => Error::Busy(detail),
+            StoreError::SubjectErased { subject_id, .. } => Error::Domain(DomainError::WrongStatus {
+                entity: "employee",
+                action: "record personal data of",
+                status: format!("erased ({subject_id})"),
+            }),
             StoreError::Database(sqlx::Error::PoolTimedOut) => Error::Unavailable,
             other => Error::Internal(other.to_string()),
         }

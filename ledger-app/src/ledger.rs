@@ -164,7 +164,7 @@ impl Ledger {
     /// waits (`ledger_projections::projections::all()`).
     pub fn new(store: EventStore, metrics: Arc<CommandMetrics>, projections: Vec<&'static str>) -> Ledger {
         Ledger {
-            store,
+            store: store.with_personal_data(ledger_codec::PERSONAL_DATA),
             metrics,
             projections: projections.into(),
             pay_batch_items: PAY_BATCH_ITEMS,

@@ -102,3 +102,10 @@ pub fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
     let encoded = event.encode();
     NewEvent::with_payload(encoded.event_type, encoded.schema_version, Payload::from_raw(encoded.payload))
 }
+
+/// The domain's personal data, as the store seals and erases it: the store of every ledger
+/// carries it (`EventStore::with_personal_data`).
+pub const PERSONAL_DATA: ledger_store::vault::PersonalDataPolicy = ledger_store::vault::PersonalDataPolicy {
+    sealed: ledger_core::employee::PERSONAL_FIELDS,
+    erasures: ledger_core::employee::ERASURE_EVENTS,
+};

@@ -21,6 +21,49 @@ pub struct PersonalData {
     pub address: Option<String>,
 }
 
+/// Personal data as an event holds it: in clear (a command, an event written before personal
+/// data was sealed, or an event read through the vault), sealed under the person's data key
+/// (as the log stores it; the domain never needs to read it), or erased (read after the key
+/// was destroyed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Personal {
+    Sealed { sealed: serde_json::Value },
+    Erased { erased: Erasure },
+    Clear(PersonalData),
+}
+
+/// When a person's data was erased (`None`: unknown, the key was never kept here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Personal {
+    /// The data in clear, when it is.
+    pub fn clear(&self) -> Option<&PersonalData> {
+        match self {
+            Personal::Clear(data) => Some(data),
+            Personal::Sealed { .. } | Personal::Erased { .. } => None,
+        }
+    }
+}
+
+/// The employee's personal-data fields the store seals under the employee's data key:
+/// (stream type, event type, payload field). `docs/events.md` lists them.
+pub const PERSONAL_FIELDS: &[(&str, &str, &str)] = &[("employee", "EmployeeHired", "personal")];
+/// The events whose append destroys their stream's data key.
+pub const ERASURE_EVENTS: &[(&str, &str)] = &[("employee", "EmployeePersonalDataErased")];
+
+/// The most years an organization may keep payroll records after an employee left.
+pub const RETENTION_YEARS_MAX: u32 = 100;
+
+/// An erasure before the retention period has passed: the legal basis that allows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureOverride {
+    pub legal_basis: String,
+}
+
 /// What a pay rate's amount is per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "basis")]
@@ -112,7 +155,7 @@ pub enum KycStatus {
 pub struct Employee {
     pub id: EmployeeId,
     pub organization_id: OrganizationId,
-    pub personal: PersonalData,
+    pub personal: Personal,
     pub position: String,
     pub department: String,
     pub currency: Currency,
@@ -130,9 +173,17 @@ pub struct Employee {
     /// reversal, a payment the rail refused): the pay history a calculation and a payment
     /// check against.
     pub paid: std::collections::BTreeMap<PayrollRunId, Vec<PaidPeriod>>,
+    /// When the employee's personal data was erased (the day its erasure was decided).
+    pub erased_on: Option<NaiveDate>,
 }
 
 impl Employee {
+    /// The first day the employee's data may be erased without an override: `years` after
+    /// the last day worked; `None` while employed (or beyond the calendar).
+    pub fn erasable_from(&self, years: u32) -> Option<NaiveDate> {
+        self.end_date()?.checked_add_months(chrono::Months::new(years.checked_mul(12)?))
+    }
+
     /// The rate in force on `day`, if any.
     pub fn rate_on(&self, day: NaiveDate) -> Option<&PayRate> {
         self.rates.iter().rev().find(|change| change.effective_from <= day).map(|change| &change.rate)
@@ -214,6 +265,14 @@ pub enum EmployeeCommand {
         payroll_run_id: PayrollRunId,
         reason: String,
     },
+    /// The employee's personal data is erased (its data key destroyed with the event).
+    /// `retention_years` is the organization's period (looked up), `today` the caller's day.
+    ErasePersonalData {
+        reason: String,
+        retention_years: Option<u32>,
+        override_basis: Option<ErasureOverride>,
+        today: NaiveDate,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,7 +281,7 @@ pub enum EmployeeEvent {
     EmployeeHired {
         employee_id: EmployeeId,
         organization_id: OrganizationId,
-        personal: PersonalData,
+        personal: Personal,
         position: String,
         department: String,
         rate: PayRate,
@@ -263,6 +322,17 @@ pub enum EmployeeEvent {
         payroll_run_id: PayrollRunId,
         reason: String,
     },
+    /// The employee's personal data is erased: the append destroys the data key it was
+    /// sealed under. `erasable_from` is when the retention period ended (absent with an
+    /// override before it, or without a period).
+    EmployeePersonalDataErased {
+        reason: String,
+        erased_on: NaiveDate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        erasable_from: Option<NaiveDate>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        override_basis: Option<ErasureOverride>,
+    },
 }
 
 impl DomainEvent for EmployeeEvent {
@@ -275,6 +345,7 @@ impl DomainEvent for EmployeeEvent {
         "EmployeeRehired",
         "EmployeePaid",
         "EmployeePayTakenBack",
+        "EmployeePersonalDataErased",
     ];
 }
 
@@ -297,13 +368,16 @@ fn hire(command: EmployeeCommand) -> Result<Vec<EmployeeEvent>, DomainError> {
         unreachable!("only Hire comes here")
     };
     require_text("personal.full_name", &personal.full_name)?;
+    if let Some(email) = &personal.email {
+        require_text("personal.email", email)?;
+    }
     require_text("position", &position)?;
     require_text("department", &department)?;
     rate.validate("rate")?;
     Ok(vec![EmployeeEvent::EmployeeHired {
         employee_id,
         organization_id,
-        personal,
+        personal: Personal::Clear(personal),
         position,
         department,
         rate,
@@ -317,9 +391,45 @@ fn decide_existing(employee: &Employee, command: EmployeeCommand) -> Result<Vec<
     let terminated = employee.end_date().is_some();
     let status = if terminated { "terminated" } else { "employed" };
     let wrong_status = |action| DomainError::WrongStatus { entity: "employee", action, status: status.to_owned() };
+    if employee.erased_on.is_some()
+        && !matches!(command, EmployeeCommand::RecordPay { .. } | EmployeeCommand::TakeBackPay { .. })
+    {
+        if let EmployeeCommand::Hire { employee_id, .. } = command {
+            return Err(DomainError::AlreadyExists { entity: "employee", id: employee_id.to_string() });
+        }
+        return Err(DomainError::WrongStatus {
+            entity: "employee",
+            action: "change the erased record of",
+            status: "erased".to_owned(),
+        });
+    }
     match command {
         EmployeeCommand::Hire { employee_id, .. } => {
             Err(DomainError::AlreadyExists { entity: "employee", id: employee_id.to_string() })
+        }
+        EmployeeCommand::ErasePersonalData { reason, retention_years, override_basis, today } => {
+            require_text("reason", &reason)?;
+            if let Some(basis) = &override_basis {
+                require_text("override.legal_basis", &basis.legal_basis)?;
+            }
+            if !terminated {
+                return Err(DomainError::WrongStatus {
+                    entity: "employee",
+                    action: "erase the personal data of (terminate first)",
+                    status: status.to_owned(),
+                });
+            }
+            let erasable_from = retention_years.and_then(|years| employee.erasable_from(years));
+            let passed = erasable_from.is_some_and(|day| day <= today);
+            if !passed && override_basis.is_none() {
+                return Err(DomainError::RetentionNotPassed { employee_id: employee.id, erasable_from });
+            }
+            Ok(vec![EmployeeEvent::EmployeePersonalDataErased {
+                reason,
+                erased_on: today,
+                erasable_from,
+                override_basis: if passed { None } else { override_basis },
+            }])
         }
         EmployeeCommand::ChangePayRate { rate, effective_from, reason } => {
             rate.validate("rate")?;
@@ -448,6 +558,7 @@ impl Aggregate for EmployeeAggregate {
                 employment: vec![EmploymentSpan { start: *start_date, end: None }],
                 kyc: KycStatus::Pending,
                 paid: std::collections::BTreeMap::new(),
+                erased_on: None,
             });
         }
         let mut employee = state.expect("an employee's later events follow the hire");
@@ -475,6 +586,12 @@ impl Aggregate for EmployeeAggregate {
             }
             EmployeeEvent::EmployeePayTakenBack { payroll_run_id, .. } => {
                 employee.paid.remove(payroll_run_id);
+            }
+            EmployeeEvent::EmployeePersonalDataErased { erased_on, .. } => {
+                employee.erased_on = Some(*erased_on);
+                if !matches!(employee.personal, Personal::Erased { .. }) {
+                    employee.personal = Personal::Erased { erased: Erasure { at: None } };
+                }
             }
         }
         Some(employee)

@@ -58,6 +58,22 @@ pub enum DomainError {
 
     #[error("{field} is in {found}, expected {expected}")]
     WrongCurrency { field: String, expected: String, found: String },
+
+    /// Payroll records must be kept until `erasable_from` (the organization's retention
+    /// period after the employee left); `None` when the organization has set no period.
+    #[error("{}", retention_message(*employee_id, *erasable_from))]
+    RetentionNotPassed { employee_id: EmployeeId, erasable_from: Option<NaiveDate> },
+}
+
+fn retention_message(employee_id: EmployeeId, erasable_from: Option<NaiveDate>) -> String {
+    match erasable_from {
+        Some(day) => format!(
+            "employee {employee_id}'s payroll records are kept until {day} (the retention period): erasure is possible from then on, or now with an override naming its legal basis"
+        ),
+        None => format!(
+            "the organization has set no retention period: employee {employee_id}'s data can be erased only with an override naming its legal basis (or set one: PUT /v1/organization/retention)"
+        ),
+    }
 }
 
 impl DomainError {

@@ -39,6 +39,9 @@ pub struct Organization {
     pub rules: BTreeMap<String, DeductionRule>,
     /// Currencies the organization defined beyond the known ones.
     pub currencies: BTreeMap<String, Currency>,
+    /// Years payroll records are kept after an employee left, before their personal data
+    /// may be erased; `None` until the organization sets it.
+    pub retention_years: Option<u32>,
 }
 
 impl Organization {
@@ -93,6 +96,9 @@ pub enum OrganizationCommand {
         code: String,
         scale: u32,
     },
+    SetRetention {
+        years_after_termination: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +135,11 @@ pub enum OrganizationEvent {
         #[serde(flatten)]
         schedule: PaySchedule,
     },
+    /// How long payroll records are kept after an employee left (personal data may be
+    /// erased from then on).
+    RetentionPeriodSet {
+        years_after_termination: u32,
+    },
 }
 
 impl DomainEvent for OrganizationEvent {
@@ -139,6 +150,7 @@ impl DomainEvent for OrganizationEvent {
         "DeductionRuleRemoved",
         "CurrencyDefined",
         "PayScheduleAdded",
+        "RetentionPeriodSet",
     ];
 }
 
@@ -217,6 +229,16 @@ impl Aggregate for OrganizationAggregate {
                 }
                 Ok(vec![OrganizationEvent::CurrencyDefined { currency }])
             }
+            OrganizationCommand::SetRetention { years_after_termination } => {
+                let most = crate::employee::RETENTION_YEARS_MAX;
+                if years_after_termination == 0 || years_after_termination > most {
+                    return Err(DomainError::invalid(
+                        "years_after_termination",
+                        format!("must be from 1 to {most}, not {years_after_termination}"),
+                    ));
+                }
+                Ok(vec![OrganizationEvent::RetentionPeriodSet { years_after_termination }])
+            }
         }
     }
 
@@ -239,6 +261,7 @@ impl Aggregate for OrganizationAggregate {
                 pay_schedules: BTreeMap::from([(default, schedule)]),
                 rules: BTreeMap::new(),
                 currencies: BTreeMap::new(),
+                retention_years: None,
             });
         }
         let mut organization = state.expect("an organization's later events follow its registration");
@@ -266,6 +289,9 @@ impl Aggregate for OrganizationAggregate {
             OrganizationEvent::PayScheduleAdded { pay_schedule_id, name, schedule } => {
                 let added = NamedSchedule { id: *pay_schedule_id, name: name.clone(), schedule: *schedule };
                 organization.pay_schedules.insert(*pay_schedule_id, added);
+            }
+            OrganizationEvent::RetentionPeriodSet { years_after_termination } => {
+                organization.retention_years = Some(*years_after_termination);
             }
         }
         Some(organization)

@@ -65,6 +65,24 @@ async fn events_as_of(store: &EventStore, mut query: EventQuery, as_of: AsOf) ->
 pub async fn aggregate_as_of<A: Aggregate>(store: &EventStore, stream_id: Uuid, as_of: AsOf) -> Result<A::State> {
     // One event at a time: a payroll run's stream is megabytes of calculation chunks.
     let mut state = A::State::default();
+    if ledger_codec::PERSONAL_DATA.sealed.iter().any(|(stream_type, _, _)| *stream_type == A::STREAM_TYPE) {
+        // A stream that may hold personal data (an employee's: small) is read whole and
+        // opened with the process's vault before folding.
+        let mut events = Vec::new();
+        store
+            .each_in_stream(stream_id, 1, |event| {
+                if as_of.includes(&event) {
+                    events.push(event);
+                }
+                Ok::<_, crate::error::ProjectionError>(())
+            })
+            .await?;
+        ledger_store::vault::open(store.pool(), &mut events).await?;
+        for event in &events {
+            state = A::evolve_owned(std::mem::take(&mut state), decode_recorded::<A::Event>(event)?);
+        }
+        return Ok(state);
+    }
     store
         .each_in_stream(stream_id, 1, |event| {
             if as_of.includes(&event) {

@@ -168,7 +168,11 @@ pub(crate) async fn read_batch(
         metadata: projection.reads_metadata(),
         hashes: projection.reads_hashes(),
     };
-    Ok(EventStore::read_all_in_with_payloads(connection, after, limit, payloads).await?)
+    let mut events = EventStore::read_all_in_with_payloads(&mut *connection, after, limit, payloads).await?;
+    if projection.reads_personal_data() {
+        ledger_store::vault::open(&mut *connection, &mut events).await?;
+    }
+    Ok(events)
 }
 
 impl Runner {

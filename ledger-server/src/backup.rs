@@ -93,7 +93,13 @@ pub async fn backup(url: &str, out: &Path, progress: &mut dyn FnMut(&str)) -> an
 
 /// Restores `file` into the database `url` names, which must not exist or be empty (it is
 /// created), then prepares, verifies and projects it.
-pub async fn restore(file: &Path, url: &str, progress: &mut dyn FnMut(&str)) -> anyhow::Result<RestoreReport> {
+pub async fn restore(
+    file: &Path,
+    url: &str,
+    master: &crate::privacy::MasterKeySource,
+    default_master_file: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<RestoreReport> {
     if !file.is_file() {
         bail!("{} is not a file: give the file `payroll-ledger backup --out` wrote", file.display());
     }
@@ -169,6 +175,8 @@ pub async fn restore(file: &Path, url: &str, progress: &mut dyn FnMut(&str)) -> 
             first.global_position
         );
     }
+    progress("opening the personal data with the master key; re-applying the log's erasures to the data keys");
+    crate::privacy::open_vault(&pool, master, default_master_file).await?;
     progress("catching the projections up");
     let mut projected = 0;
     for projection in ledger_projections::projections::all() {

@@ -86,6 +86,7 @@ impl From<StoreError> for AppError {
             StoreError::StreamMismatch { .. } => AppError::NotFound("no such resource in this organization".to_owned()),
             StoreError::Busy(detail) => AppError::Busy(detail),
             StoreError::NotInTree(detail) => AppError::NotFound(detail),
+            StoreError::SubjectErased { .. } => AppError::Conflict { code: "erased", detail: error.to_string() },
             StoreError::Database(error) => error.into(),
             other => AppError::Internal(other.to_string()),
         }
@@ -158,6 +159,7 @@ fn domain_code(error: &DomainError) -> &'static str {
         DomainError::UnbalancedPostings { .. } => "unbalanced_postings",
         DomainError::SelfApproval { .. } => "self_approval",
         DomainError::AlreadyPaid { .. } => "already_paid",
+        DomainError::RetentionNotPassed { .. } => "retention_not_passed",
         _ => "domain_rule",
     }
 }

@@ -38,6 +38,8 @@ pub enum Permission {
     Read,
     /// Events, verify, replay, reports, audit logs.
     Audit,
+    /// A person's data: erasure, who is due for it, the subject-access export.
+    PersonalData,
 }
 
 impl Role {
@@ -65,7 +67,7 @@ impl Role {
             (self, permission),
             (Role::Admin, _)
                 | (Role::Processor, Permission::Write | Permission::Read)
-                | (Role::Compliance, Permission::Read | Permission::Audit)
+                | (Role::Compliance, Permission::Read | Permission::Audit | Permission::PersonalData)
                 | (Role::Auditor, Permission::Audit)
         )
     }

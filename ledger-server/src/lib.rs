@@ -7,5 +7,6 @@ pub mod backup;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod privacy;
 pub mod server;
 pub mod transparency;

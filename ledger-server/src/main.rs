@@ -22,6 +22,9 @@ struct Cli {
     #[arg(long, env = "PAYROLL_LEDGER_DATA_DIR", global = true, default_value = ".payroll-ledger/pg")]
     data_dir: PathBuf,
 
+    #[command(flatten)]
+    master_key: ledger_server::privacy::MasterKeySource,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -147,6 +150,25 @@ enum Command {
         /// own key is used, which proves only that the pack agrees with itself.
         #[arg(long)]
         public_key: Option<String>,
+    },
+    /// Make a new master key for personal data (written to --out, mode 0600, never
+    /// overwritten); give it to every command as PAYROLL_LEDGER_MASTER_KEY_FILE.
+    MasterKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Erase the personal data of everyone whose retention period has passed (as
+    /// `GET /v1/compliance/erasure-due` lists them), with --dry-run only listing them.
+    EraseDue {
+        /// One organization; every organization without it.
+        #[arg(long)]
+        org: Option<uuid::Uuid>,
+        /// List who would be erased, erase nobody.
+        #[arg(long)]
+        dry_run: bool,
+        /// The reason recorded with each erasure.
+        #[arg(long, default_value = "retention period passed")]
+        reason: String,
     },
     /// Create, list or revoke API keys.
     Keys {

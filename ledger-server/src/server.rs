@@ -174,6 +174,12 @@ impl Server {
         projectors: Projectors,
         options: ServerOptions,
     ) -> anyhow::Result<Server> {
+        if ledger_store::vault::Vault::installed().is_none() {
+            anyhow::bail!(
+                "no master key: the server cannot seal or read personal data (give PAYROLL_LEDGER_MASTER_KEY_FILE)"
+            );
+        }
+        crate::privacy::reapply_erasures(&pool).await?;
         let (stop, stopped) = watch::channel(false);
         let running = match projectors {
             Projectors::Here => start_projectors(&pool, RunnerOptions::default(), None, &stopped),

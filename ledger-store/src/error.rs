@@ -38,6 +38,14 @@ pub enum StoreError {
     #[error("{0}")]
     NotInTree(String),
 
+    /// The master key is missing, wrong, or a sealed value does not open.
+    #[error("{0}")]
+    Vault(String),
+
+    /// Personal data of an erased subject cannot be sealed again. Nothing was written.
+    #[error("the personal data of {subject_id} was erased at {erased_at}; none is recorded for it again")]
+    SubjectErased { subject_id: Uuid, erased_at: chrono::DateTime<chrono::Utc> },
+
     #[error("database error: {0}")]
     Database(sqlx::Error),
 

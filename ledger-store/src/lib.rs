@@ -17,6 +17,7 @@ pub mod signing;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod tree;
+pub mod vault;
 mod verify;
 mod wake;
 
@@ -52,13 +53,16 @@ pub struct EventStore {
     /// shared pool, enough waiters take every connection and the writer they wait for can
     /// read nothing until they time out.
     writers: PgPool,
+    /// The personal fields appends seal and the events that erase a subject; `None`: the
+    /// store seals nothing (its caller writes no personal data).
+    personal_data: Option<vault::PersonalDataPolicy>,
 }
 
 impl EventStore {
     /// A store whose appends and reads share `pool`: enough for one writer at a time (the
     /// CLI, tests); a server gives appends a pool of their own.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { writers: pool.clone(), pool }
+        EventStore { writers: pool.clone(), pool, personal_data: None }
     }
 
     /// The same store with appends on `writers`, reads on the pool it has.
@@ -68,6 +72,13 @@ impl EventStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The same store sealing the personal fields `policy` names in every append (with the
+    /// process's master key, [`vault::Vault::install`]; an append that needs it fails
+    /// without), and destroying a subject's data key with its erasure event.
+    pub fn with_personal_data(self, policy: vault::PersonalDataPolicy) -> Self {
+        EventStore { personal_data: Some(policy), ..self }
     }
 
     /// Applies the pending migrations, begins this cluster's era and repairs missing roles
@@ -109,7 +120,17 @@ impl EventStore {
     /// used for another request, [`StoreError::StreamMismatch`] when a stream exists with
     /// another type or organization. In each case nothing is written.
     pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
-        append::append(&self.writers, request).await
+        let Some(policy) = &self.personal_data else { return append::append(&self.writers, request, &[]).await };
+        let erased = policy.erased_subjects(&request.streams);
+        if !policy.needs_sealing(&request.streams) {
+            return append::append(&self.writers, request, &erased).await;
+        }
+        // Sealed with fresh nonces: "the same request" is the one before sealing.
+        let mut sealed = request.clone();
+        sealed.fingerprint = request.fingerprint.clone().or_else(|| append::fingerprint(request));
+        append::validate(request)?;
+        vault::Vault::required()?.seal(&self.writers, policy, &mut sealed.streams).await?;
+        append::append(&self.writers, &sealed, &erased).await
     }
 
     /// Appends one stream's events as `events` produces them, all in one transaction, with

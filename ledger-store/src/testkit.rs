@@ -18,6 +18,10 @@ use crate::local_postgres::LocalPostgres;
 /// Connections per test database pool.
 pub const TEST_POOL_CONNECTIONS_MAX: u32 = 20;
 
+/// The master key every test database's personal data is sealed under (installed in the test
+/// process by [`TestDatabase::new`]). A test key: never one of a real deployment.
+pub const TEST_MASTER_KEY: &str = "dGVzdC1vbmx5IG1hc3RlciBrZXk6IG5vdCByZWFsISE=";
+
 /// A database of its own for one test.
 #[derive(Debug)]
 pub struct TestDatabase {
@@ -68,6 +72,8 @@ impl TestDatabase {
             .await
             .expect("connecting to the test database");
         crate::cluster::prepare(&pool).await.expect("migrating the test database");
+        let master = crate::vault::MasterKey::parse(TEST_MASTER_KEY).expect("the test master key parses");
+        crate::vault::Vault::install(&pool, &master).await.expect("the test master key unlocks a new database");
         TestDatabase { pool, name, url, admin_url }
     }
 

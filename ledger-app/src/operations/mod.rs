@@ -10,6 +10,7 @@
 pub mod calculate;
 pub mod items;
 pub mod payments;
+pub mod privacy;
 pub mod process;
 pub mod reverse;
 pub mod runs;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use calculate::{calculate, preview};
 pub use items::RecordedItems;
 pub use payments::{SETTLEMENTS_MAX, fail_payment, release, settle_many};
+pub use privacy::{EraseRequest, Erased, erase, reapply_erasures};
 pub use process::{ProcessReport, process};
 pub use reverse::reverse;
 pub use runs::{NewRun, NewRunKind, add_lines, create_run, void};

@@ -2,14 +2,14 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use ledger_core::employee::{EmployeeEvent, PayRate};
+use ledger_core::employee::{EmployeeEvent, PayRate, Personal};
 use ledger_store::RecordedEvent;
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::serde_name;
-use crate::error::Result;
+use crate::error::{ProjectionError, Result};
 use crate::projection::Projection;
 use ledger_codec::AnyEvent;
 
@@ -122,8 +122,9 @@ struct Hires {
 struct HireColumns {
     ids: Vec<Uuid>,
     organizations: Vec<Uuid>,
-    names: Vec<String>,
+    names: Vec<Option<String>>,
     emails: Vec<Option<String>>,
+    erased: Vec<Option<DateTime<Utc>>>,
     positions: Vec<String>,
     departments: Vec<String>,
     currencies: Vec<String>,
@@ -155,8 +156,10 @@ impl Hires {
         self.employees.ids.is_empty() && self.kyc.is_empty()
     }
 
-    /// Gathers `decoded` if it is a hire or a KYC decision; false otherwise.
-    fn gather(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> bool {
+    /// Gathers `decoded` if it is a hire or a KYC decision; false otherwise. A hire whose
+    /// personal data is still sealed (read without the master key) is an error: the table
+    /// never holds ciphertext in place of a name.
+    fn gather(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> Result<bool> {
         match decoded {
             AnyEvent::Employee(EmployeeEvent::EmployeeHired {
                 employee_id,
@@ -173,8 +176,24 @@ impl Hires {
                 rows.schedules.push(pay_schedule_id.map(|id| id.as_uuid()));
                 rows.ids.push(employee_id.as_uuid());
                 rows.organizations.push(organization_id.as_uuid());
-                rows.names.push(personal.full_name.clone());
-                rows.emails.push(personal.email.clone());
+                match personal {
+                    Personal::Clear(personal) => {
+                        rows.names.push(Some(personal.full_name.clone()));
+                        rows.emails.push(personal.email.clone());
+                        rows.erased.push(None);
+                    }
+                    Personal::Erased { erased } => {
+                        rows.names.push(None);
+                        rows.emails.push(None);
+                        rows.erased.push(Some(erased.at.unwrap_or(event.recorded_at)));
+                    }
+                    Personal::Sealed { .. } => {
+                        return Err(ProjectionError::Replay(format!(
+                            "the personal data of the event at {} is sealed: the projector needs the master key",
+                            event.global_position
+                        )));
+                    }
+                }
                 rows.positions.push(position.clone());
                 rows.departments.push(department.clone());
                 rows.currencies.push(rate.amount.currency().code().to_owned());
@@ -202,9 +221,9 @@ impl Hires {
             AnyEvent::Employee(EmployeeEvent::EmployeeKycStatusChanged { status, .. }) => {
                 self.kyc.insert(event.stream_id, (serde_name(status), event.global_position));
             }
-            _ => return false,
+            _ => return Ok(false),
         }
-        true
+        Ok(true)
     }
 
     async fn write(self, connection: &mut PgConnection) -> Result<()> {
@@ -212,10 +231,10 @@ impl Hires {
         if !employees.ids.is_empty() {
             sqlx::query(
                 "insert into employees (employee_id, organization_id, full_name, email, position, department, currency, pay_frequency, \
-                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position, pay_schedule_id) \
-                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp, ps \
+                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position, pay_schedule_id, erased_at) \
+                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp, ps, er \
                  from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                             $9::numeric[], $10::text[], $11::date[], $12::int8[], $13::uuid[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp, ps)",
+                             $9::numeric[], $10::text[], $11::date[], $12::int8[], $13::uuid[], $14::timestamptz[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp, ps, er)",
             )
             .bind(&employees.ids)
             .bind(&employees.organizations)
@@ -230,6 +249,7 @@ impl Hires {
             .bind(&employees.starts)
             .bind(&employees.last_positions)
             .bind(&employees.schedules)
+            .bind(&employees.erased)
             .execute(&mut *connection)
             .await?;
             sqlx::query(
@@ -286,6 +306,10 @@ impl Projection for EmployeeProjection {
 
     /// Not the pay records (`EmployeePaid`, `EmployeePayTakenBack`): the payroll projection's
     /// `paid_earnings` shows what was paid, from the runs' events.
+    fn reads_personal_data(&self) -> bool {
+        true
+    }
+
     fn event_types(&self) -> Vec<&'static str> {
         let pay_records = ["EmployeePaid", "EmployeePayTakenBack"];
         <EmployeeEvent as ledger_core::DomainEvent>::EVENT_TYPES
@@ -300,7 +324,7 @@ impl Projection for EmployeeProjection {
     async fn apply_all(&self, connection: &mut PgConnection, events: &[(&RecordedEvent, AnyEvent)]) -> Result<()> {
         let mut hires = Hires::default();
         for (event, decoded) in events {
-            if hires.gather(event, decoded) {
+            if hires.gather(event, decoded)? {
                 continue;
             }
             if !hires.is_empty() {
@@ -315,9 +339,20 @@ impl Projection for EmployeeProjection {
         let AnyEvent::Employee(employee_event) = decoded else { return Ok(()) };
         match employee_event {
             EmployeeEvent::EmployeePaid { .. } | EmployeeEvent::EmployeePayTakenBack { .. } => {}
+            EmployeeEvent::EmployeePersonalDataErased { .. } => {
+                sqlx::query(
+                    "update employees set full_name = null, email = null, erased_at = $2, last_position = $3 \
+                     where employee_id = $1",
+                )
+                .bind(event.stream_id)
+                .bind(event.recorded_at)
+                .bind(event.global_position)
+                .execute(&mut *connection)
+                .await?;
+            }
             EmployeeEvent::EmployeeHired { .. } | EmployeeEvent::EmployeeKycStatusChanged { .. } => {
                 let mut hires = Hires::default();
-                hires.gather(event, decoded);
+                hires.gather(event, decoded)?;
                 hires.write(connection).await?;
             }
             EmployeeEvent::EmployeePayRateChanged { rate, effective_from, reason } => {

@@ -119,6 +119,16 @@ impl Projection for OrganizationProjection {
                     set_setting(connection, event, "pay_schedule", to_json(pay_schedule)).await?;
                 }
             }
+            OrganizationEvent::RetentionPeriodSet { years_after_termination } => {
+                sqlx::query(
+                    "update organizations set retention_years = $2, last_position = $3 where organization_id = $1",
+                )
+                .bind(event.organization_id)
+                .bind(*years_after_termination as i32)
+                .bind(event.global_position)
+                .execute(&mut *connection)
+                .await?;
+            }
             OrganizationEvent::DeductionRuleConfigured { rule } => {
                 sqlx::query(
                     "insert into deduction_rules (organization_id, rule_id, name, party, calculation, liability_account, last_position) \

@@ -50,6 +50,9 @@ pub struct EventFilter {
     to_position: Option<i64>,
     /// Events per page, 1 to 1,000 (default 100).
     limit: Option<usize>,
+    /// Payloads as stored, personal fields sealed (to recompute the hashes); by default
+    /// they are opened (in clear, or `{"erased": ...}` once erased).
+    as_stored: Option<bool>,
 }
 
 /// A cursor as the API writes it: the log checkpoint of the last event seen.
@@ -107,6 +110,19 @@ async fn page(ledger: &Ledger, identity: &Identity, query: &EventQuery) -> AppRe
     Ok(events)
 }
 
+/// `events` with their personal fields opened (in clear, or shown erased), unless the caller
+/// asked for them as stored.
+async fn opened(
+    ledger: &Ledger,
+    mut events: Vec<ledger_store::RecordedEvent>,
+    as_stored: Option<bool>,
+) -> AppResult<Vec<ledger_store::RecordedEvent>> {
+    if as_stored != Some(true) {
+        ledger_store::vault::open(ledger.pool(), &mut events).await?;
+    }
+    Ok(events)
+}
+
 /// An event as stored: its envelope, payload, metadata and hashes.
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)] // The schema of `ledger_store::RecordedEvent`'s JSON, which is what is sent.
@@ -158,6 +174,7 @@ pub async fn events(
     }
     let after = cursor(&state.ledger, &identity, filter.after.as_deref()).await?;
     let events = page(&state.ledger, &identity, &filter.query(&identity, after, limit)).await?;
+    let events = opened(&state.ledger, events, filter.as_stored).await?;
     let next_cursor =
         if events.len() == limit { events.last().map(|event| cursor_text(event.checkpoint())) } else { None };
     Ok(Json(EventPage { events, next_cursor }))
@@ -176,7 +193,8 @@ pub async fn export(
     let query = filter.query(&identity, after, EXPORT_PAGE);
     // Fail before the first byte when the filter itself is wrong.
     let first = page(&state.ledger, &identity, &query).await?;
-    let ledger = state.ledger.clone();
+    let first = opened(&state.ledger, first, filter.as_stored).await?;
+    let (ledger, as_stored) = (state.ledger.clone(), filter.as_stored);
     let pages = futures_util::stream::unfold(Some((first, query)), move |cursor| {
         let (ledger, identity) = (ledger.clone(), identity.clone());
         async move {
@@ -191,7 +209,11 @@ pub async fn export(
             }
             let next = if events.len() == EXPORT_PAGE {
                 query.log_after = events.last().map(|event| event.checkpoint());
-                match page(&ledger, &identity, &query).await {
+                let next = match page(&ledger, &identity, &query).await {
+                    Ok(events) => opened(&ledger, events, as_stored).await,
+                    Err(error) => Err(error),
+                };
+                match next {
                     Ok(next) => Some((next, query)),
                     Err(error) => {
                         tracing::error!(%error, "export stopped");

@@ -325,7 +325,8 @@ impl ListQuery {
 pub struct EmployeeView {
     pub employee_id: Uuid,
     pub organization_id: Uuid,
-    pub full_name: String,
+    /// Null once the employee's personal data is erased.
+    pub full_name: Option<String>,
     pub email: Option<String>,
     pub position: String,
     pub department: String,
@@ -344,6 +345,8 @@ pub struct EmployeeView {
     pub status: String,
     pub start_date: NaiveDate,
     pub end_date: Option<NaiveDate>,
+    /// When the employee's personal data was erased (`POST /v1/employees/{id}/erase`).
+    pub erased_at: Option<DateTime<Utc>>,
     /// The position of the last event that changed this row.
     pub last_position: i64,
 }

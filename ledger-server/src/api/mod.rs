@@ -2,11 +2,12 @@
 //! the event stream for auditors. See `docs/api.md` and `docs/openapi.json`.
 
 pub mod audit;
-mod employees;
+pub mod employees;
 pub mod extract;
 pub mod openapi;
 mod organization;
 mod payroll;
+pub mod privacy;
 mod schedules;
 pub mod schema;
 mod system;
@@ -69,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/employees/{id}/kyc", post(employees::change_kyc))
         .route("/employees/{id}/terminate", post(employees::terminate))
         .route("/employees/{id}/rehire", post(employees::rehire))
+        .route("/employees/{id}/erase", post(privacy::erase))
+        .route("/employees/{id}/personal-data", get(privacy::personal_data))
+        .route("/organization/retention", put(privacy::set_retention))
+        .route("/compliance/erasure-due", get(privacy::erasure_due))
         .route("/wallets", post(wallets::open).get(wallets::list))
         .route("/wallets/{id}", get(wallets::show))
         .route("/wallets/{id}/statement", get(wallets::statement))
@@ -154,9 +159,28 @@ impl FromRequest<AppState> for Command {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &AppState) -> AppResult<Self> {
+        Command::extract(request, state, Permission::Write).await
+    }
+}
+
+/// A command on a person's data (erasure): sent by a key that may handle personal data
+/// (admin or compliance), which need not run other commands.
+#[derive(Debug)]
+pub struct PersonalDataCommand(pub Command);
+
+impl FromRequest<AppState> for PersonalDataCommand {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &AppState) -> AppResult<Self> {
+        Command::extract(request, state, Permission::PersonalData).await.map(PersonalDataCommand)
+    }
+}
+
+impl Command {
+    async fn extract(request: Request, state: &AppState, permission: Permission) -> AppResult<Command> {
         let (mut parts, body) = request.into_parts();
         let Auth(identity) = Auth::from_request_parts(&mut parts, state).await?;
-        identity.require(Permission::Write)?;
+        identity.require(permission)?;
         let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::TooLarge(format!("the request body is larger than {BODY_BYTES_MAX} bytes"))
@@ -203,9 +227,7 @@ impl FromRequest<AppState> for Command {
         let context = identity.context(correlation_id, idempotency);
         Ok(Command { identity, context, body })
     }
-}
 
-impl Command {
     /// The body as `T`; malformed JSON, a missing field or a string with a NUL character
     /// (which PostgreSQL cannot store) is a 400 naming it.
     pub fn json<T: DeserializeOwned>(&self) -> AppResult<T> {

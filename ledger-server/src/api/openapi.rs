@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, employees, organization, payroll, schedules, system, transparency, wallets};
+use super::{audit, employees, organization, payroll, privacy, schedules, system, transparency, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,10 @@ use super::{audit, employees, organization, payroll, schedules, system, transpar
         employees::change_kyc,
         employees::terminate,
         employees::rehire,
+        privacy::set_retention,
+        privacy::erase,
+        privacy::erasure_due,
+        privacy::personal_data,
         wallets::open,
         wallets::list,
         wallets::show,

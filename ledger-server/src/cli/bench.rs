@@ -195,8 +195,15 @@ async fn bench_database(admin: &PgPool, keep: bool) -> anyhow::Result<PgPool> {
     let options = admin.connect_options().as_ref().clone().database("payroll_ledger_bench");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(24).connect_with(options).await?;
     ledger_store::cluster::prepare(&pool).await?;
+    // Synthetic people: the bench seals them under a fixed key of its own (its database is
+    // kept between runs with --keep).
+    let key = ledger_store::vault::MasterKey::parse(BENCH_MASTER_KEY).expect("the bench key parses");
+    ledger_store::vault::Vault::install(&pool, &key).await?;
     Ok(pool)
 }
+
+/// The master key of the bench's own database: synthetic data only.
+const BENCH_MASTER_KEY: &str = "cGF5cm9sbC1sZWRnZXIgYmVuY2gsIHN5bnRoZXRpYyE=";
 
 async fn machine(pool: &PgPool) -> anyhow::Result<serde_json::Value> {
     let mut settings = serde_json::Map::new();

@@ -40,7 +40,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // A restore makes its database.
     if let Command::Restore { file } = &cli.command {
-        return restore(cli.database_url.as_deref(), &cli.data_dir, file).await;
+        return restore(cli.database_url.as_deref(), &cli.data_dir, &cli.master_key, file).await;
+    }
+    if let Command::MasterKey { out } = &cli.command {
+        ledger_server::privacy::write_key(out, &ledger_store::vault::MasterKey::generate())?;
+        println!("wrote a new master key to {}: give it as PAYROLL_LEDGER_MASTER_KEY_FILE", out.display());
+        return Ok(ExitCode::SUCCESS);
     }
     // The bench migrates a database of its own, not the one it connects to; a backup takes
     // the database as it is.
@@ -49,6 +54,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => Migrations::Apply,
     };
     let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrations).await?;
+    // Commands that seal or read personal data open the vault (and re-apply the log's
+    // erasures); the bench opens its own database's.
+    if matches!(
+        cli.command,
+        Command::Serve { .. }
+            | Command::Project { .. }
+            | Command::Rebuild { .. }
+            | Command::Replay { .. }
+            | Command::Events(_)
+            | Command::Demo { .. }
+            | Command::EraseDue { .. }
+    ) && let Err(error) =
+        ledger_server::privacy::open_vault(&database.pool, &cli.master_key, &master_key_file(&cli.data_dir)).await
+    {
+        database.close(ServerAfter::Stop).await?;
+        return Err(error);
+    }
     let server_after = if matches!(cli.command, Command::Serve { .. }) { ServerAfter::Keep } else { ServerAfter::Stop };
     let outcome = dispatch(cli.command, &database).await;
     database.close(server_after).await?;
@@ -110,7 +132,8 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
             ProofCommand::Consistency { from, to } => transparency::prove_consistency(database, from, to).await?,
         },
         Command::Evidence { run, out, key } => transparency::evidence(database, run, &out, &key).await?,
-        Command::Keygen { .. } | Command::VerifyEvidence { .. } => {
+        Command::EraseDue { org, dry_run, reason } => return erase_due(database, org, dry_run, &reason).await,
+        Command::Keygen { .. } | Command::VerifyEvidence { .. } | Command::MasterKey { .. } => {
             unreachable!("answered before the database is opened")
         }
         Command::Backup { out } => backup(database, &out).await?,
@@ -150,10 +173,23 @@ async fn backup(database: &Database, out: &std::path::Path) -> anyhow::Result<()
     Ok(())
 }
 
-async fn restore(url: Option<&str>, data_dir: &std::path::Path, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+/// Where a master key the CLI made is kept: beside the private server's data.
+fn master_key_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.parent().unwrap_or(std::path::Path::new(".")).join(ledger_server::privacy::MASTER_KEY_FILE_NAME)
+}
+
+async fn restore(
+    url: Option<&str>,
+    data_dir: &std::path::Path,
+    master: &ledger_server::privacy::MasterKeySource,
+    file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let located = database::Located::find(url, data_dir).await?;
     let started = std::time::Instant::now();
-    let outcome = ledger_server::backup::restore(file, &located.url, &mut |step| eprintln!("== {step}")).await;
+    let outcome = ledger_server::backup::restore(file, &located.url, master, &master_key_file(data_dir), &mut |step| {
+        eprintln!("== {step}")
+    })
+    .await;
     located.close().await?;
     let report = outcome?;
     let era = if report.preparation.era_begun {
@@ -343,4 +379,60 @@ pub fn ledger(database: &Database) -> ledger_app::Ledger {
 
 pub fn ledger_over(pool: sqlx::PgPool) -> ledger_app::Ledger {
     ledger_server::server::unobserved_ledger(pool)
+}
+
+/// `erase-due`: erases (or with --dry-run lists) everyone whose retention period has passed.
+async fn erase_due(database: &Database, org: Option<Uuid>, dry_run: bool, reason: &str) -> anyhow::Result<ExitCode> {
+    let ledger = ledger(database);
+    // The read tables choose whom; the domain checks each erasure again against the log.
+    ledger.wait_for_head_of(&["employee", "organization"], std::time::Duration::from_secs(300)).await?;
+    let due: Vec<(Uuid, Uuid, NaiveDate, NaiveDate)> = sqlx::query_as(
+        "select e.organization_id, e.employee_id, e.end_date, \
+           (e.end_date + make_interval(years => o.retention_years))::date \
+         from employee.employees e join organization.organizations o on o.organization_id = e.organization_id \
+         where e.erased_at is null and e.status = 'terminated' and e.end_date is not null \
+           and o.retention_years is not null \
+           and (e.end_date + make_interval(years => o.retention_years))::date <= current_date \
+           and ($1::uuid is null or e.organization_id = $1) \
+         order by e.organization_id, e.employee_id",
+    )
+    .bind(org)
+    .fetch_all(&database.pool)
+    .await?;
+    if due.is_empty() {
+        println!("nobody is due for erasure");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let today = Utc::now().date_naive();
+    let (mut erased, mut failed) = (0, 0);
+    for (organization_id, employee_id, end_date, erasable_from) in &due {
+        let what = format!("employee {employee_id} of {organization_id} (left {end_date}, kept until {erasable_from})");
+        if dry_run {
+            println!("would erase {what}");
+            continue;
+        }
+        let context = ledger_app::Context::system(*organization_id, &operator());
+        let request = ledger_app::operations::EraseRequest {
+            employee_id: *employee_id,
+            reason: reason.to_owned(),
+            override_basis: None,
+            today,
+        };
+        match ledger_app::operations::erase(&ledger, &context, request).await {
+            Ok(_) => {
+                erased += 1;
+                println!("erased {what}");
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("could not erase {what}: {error}");
+            }
+        }
+    }
+    if dry_run {
+        println!("{} due for erasure; run without --dry-run to erase them", due.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("erased {erased} of {} due", due.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -86,16 +86,32 @@ impl Drop for AppendConnection {
     }
 }
 
-pub(crate) async fn append(pool: &PgPool, request: &AppendRequest) -> Result<AppendResult> {
+/// Step 1 alone: the request is well formed.
+pub(crate) fn validate(request: &AppendRequest) -> Result<()> {
+    validate::validate(request)
+}
+
+/// The fingerprint a request with a key and none of its own is recorded with.
+pub(crate) fn fingerprint(request: &AppendRequest) -> Option<Vec<u8>> {
+    request.idempotency_key.as_ref().map(|_| idempotency::fingerprint_of(request))
+}
+
+/// Appends `request`; `erased` are subjects whose data keys the same transaction destroys
+/// (their erasure events are in the request).
+pub(crate) async fn append(pool: &PgPool, request: &AppendRequest, erased: &[uuid::Uuid]) -> Result<AppendResult> {
     validate::validate(request)?;
     let mut connection = AppendConnection::acquire(pool).await?;
-    let result = append_on(&mut connection.connection, request).await;
+    let result = append_on(&mut connection.connection, request, erased).await;
     let ending = if matches!(result, Err(StoreError::Database(_))) { Ending::Unknown } else { Ending::Sound };
     connection.end(ending);
     result
 }
 
-async fn append_on(connection: &mut sqlx::PgConnection, request: &AppendRequest) -> Result<AppendResult> {
+async fn append_on(
+    connection: &mut sqlx::PgConnection,
+    request: &AppendRequest,
+    erased: &[uuid::Uuid],
+) -> Result<AppendResult> {
     let fingerprint = idempotency::fingerprint_of(request);
     // The payloads' jsonb texts only PostgreSQL writes (what their hashes cover), before any
     // lock is taken.
@@ -130,6 +146,16 @@ async fn append_on(connection: &mut sqlx::PgConnection, request: &AppendRequest)
     };
     let rows = RowSource::<NoSource>::Slice(SliceRows::new(&request.streams, starts, &reserved, &metadata, asked));
     let positions = write::write_rows(&mut transaction, rows, &metadata, &reserved.transaction_id, method).await?;
+    if !erased.is_empty() {
+        let at = chrono::DateTime::from_timestamp_micros(reserved.recorded_at_micros).unwrap_or_else(chrono::Utc::now);
+        let subjects: Vec<_> = request
+            .streams
+            .iter()
+            .filter(|stream| erased.contains(&stream.stream_id))
+            .map(|stream| (stream.stream_id, stream.organization_id, at))
+            .collect();
+        crate::vault::destroy_keys(&mut *transaction, &subjects).await?;
+    }
     if let Some(key) = &request.idempotency_key {
         idempotency::record_key(&mut transaction, key, &fingerprint).await?;
     }
@@ -224,7 +250,7 @@ const _: () = {
     fn send<T: Send>(_: T) {}
     #[allow(dead_code)]
     fn appends_are_send(pool: &PgPool, request: &AppendRequest, streamed: &StreamedAppend) {
-        send(append(pool, request));
+        send(append(pool, request, &[]));
         send(append_streamed(pool, streamed, futures_util::stream::empty::<Result<NewEvent>>()));
     }
 };

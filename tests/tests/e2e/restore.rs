@@ -4,7 +4,7 @@
 //! waits for them, and a rebuild equals the live tables.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ledger_server::server::{Projectors, Server};
@@ -16,6 +16,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::World;
+
+/// The master key the test databases' personal data is sealed under.
+fn test_master_key() -> ledger_server::privacy::MasterKeySource {
+    ledger_server::privacy::MasterKeySource::of_text(ledger_store::testkit::TEST_MASTER_KEY)
+}
 
 /// A checksum of every row of every table the ledger keeps: the log, keys, eras aside (a
 /// restore into a new cluster adds one), checkpoints aside (their times differ), and every
@@ -163,7 +168,15 @@ async fn a_backup_restored_into_a_new_cluster_is_read_and_written_in_order() {
     .unwrap();
     let url = cluster.url("restored");
     let outcome = async {
-        let report = ledger_server::backup::restore(&file, &url, &mut |_| {}).await.unwrap();
+        let report = ledger_server::backup::restore(
+            &file,
+            &url,
+            &test_master_key(),
+            Path::new("/nonexistent/master.key"),
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
         assert!(report.preparation.era_begun, "{report:?}");
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
         let counter: i64 =
@@ -199,10 +212,26 @@ async fn a_backup_restored_into_the_same_cluster_keeps_its_era() {
     ledger_server::backup::backup(world.db.url(), &file, &mut |_| {}).await.unwrap();
     let copy = format!("{}_copy", world.db.name());
     let url = world.db.url().replace(world.db.name(), &copy);
-    let report = ledger_server::backup::restore(&file, &url, &mut |_| {}).await.unwrap();
+    let report = ledger_server::backup::restore(
+        &file,
+        &url,
+        &test_master_key(),
+        Path::new("/nonexistent/master.key"),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(!report.preparation.era_begun, "{report:?}");
     // Restoring over a database that holds tables is refused, and changes nothing.
-    let again = ledger_server::backup::restore(&file, &url, &mut |_| {}).await.unwrap_err();
+    let again = ledger_server::backup::restore(
+        &file,
+        &url,
+        &test_master_key(),
+        Path::new("/nonexistent/master.key"),
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(again.to_string().contains("is not empty"), "{again}");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
     assert_eq!(check_restored(&mut world, &source, &pool, &held).await, 1);

@@ -1,0 +1,530 @@
+//! Personal data sealed per data subject (crypto-shredding).
+//!
+//! Each data subject (a stream whose events carry personal data: an employee) has a data key
+//! of its own in `ledger.subject_keys`, wrapped (XChaCha20-Poly1305) by the operator's
+//! master key, which never enters the database. The store is told which top-level payload
+//! fields of which event types are personal ([`PersonalDataPolicy`]); an append seals them
+//! under their stream's data key before the rows are chained, so the log and its hashes
+//! hold only ciphertext:
+//!
+//! ```json
+//! {"sealed": {"v": 1, "subject": "<stream id>", "nonce": "<base64>", "ciphertext": "<base64>"}}
+//! ```
+//!
+//! An append of an erasure event (also named by the policy) destroys its stream's data key
+//! in the same transaction: the ciphertext stays, chained and verifiable, and nobody can read
+//! it again. Reading opens sealed fields where the key exists ([`Vault::open`]) and shows
+//! `{"erased": {"at": "<time>"}}` where it was destroyed.
+//!
+//! The master key is the process's, installed once at start ([`Vault::install`]) after
+//! [`Vault::unlock`] has checked it against the database's check value (a wrong key is
+//! refused before anything is written).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload as AeadPayload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::error::{Result, StoreError};
+use crate::event::{Payload, RecordedEvent, StreamAppend};
+
+/// Bytes of a master key and of a data key.
+pub const KEY_BYTES: usize = 32;
+const NONCE_BYTES: usize = 24;
+/// The sealed form's version.
+const SEALED_VERSION: u64 = 1;
+/// What the check value seals: opening it proves the master key is the database's.
+const CHECK_PLAINTEXT: &[u8] = b"payroll-ledger master key check v1";
+const CHECK_AAD: &[u8] = b"payroll-ledger master key check";
+const WRAP_AAD: &[u8] = b"payroll-ledger data key";
+
+/// Which payload fields are personal data, and which events erase their stream's subject:
+/// the domain's list, given to the store by whoever builds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersonalDataPolicy {
+    /// (stream type, event type, top-level payload field) sealed under the stream's key.
+    pub sealed: &'static [(&'static str, &'static str, &'static str)],
+    /// (stream type, event type) whose append destroys the stream's data key.
+    pub erasures: &'static [(&'static str, &'static str)],
+}
+
+impl PersonalDataPolicy {
+    fn seals<'a>(&'a self, stream_type: &'a str, event_type: &'a str) -> impl Iterator<Item = &'static str> + 'a {
+        self.sealed
+            .iter()
+            .filter(move |(stream, event, _)| *stream == stream_type && *event == event_type)
+            .map(|(_, _, field)| *field)
+    }
+
+    /// Whether an append of these streams needs the master key (it seals a field).
+    pub fn needs_sealing(&self, streams: &[StreamAppend]) -> bool {
+        streams.iter().any(|stream| {
+            stream.events.iter().any(|event| self.seals(&stream.stream_type, &event.event_type).next().is_some())
+        })
+    }
+
+    /// The subjects whose keys an append of these streams destroys.
+    pub fn erased_subjects(&self, streams: &[StreamAppend]) -> Vec<Uuid> {
+        streams
+            .iter()
+            .filter(|stream| {
+                stream
+                    .events
+                    .iter()
+                    .any(|event| self.erasures.iter().any(|(s, e)| *s == stream.stream_type && *e == event.event_type))
+            })
+            .map(|stream| stream.stream_id)
+            .collect()
+    }
+}
+
+/// The operator's master key: 32 bytes, written as base64 or hex.
+#[derive(Clone)]
+pub struct MasterKey([u8; KEY_BYTES]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A new random key.
+    pub fn generate() -> MasterKey {
+        MasterKey(XChaCha20Poly1305::generate_key(&mut OsRng).into())
+    }
+
+    /// A key from its text (base64 or hex of 32 bytes; surrounding whitespace ignored).
+    pub fn parse(text: &str) -> std::result::Result<MasterKey, String> {
+        let text = text.trim();
+        let bytes = if text.len() == KEY_BYTES * 2 && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            hex::decode(text).map_err(|error| error.to_string())?
+        } else {
+            BASE64.decode(text).map_err(|_| "is neither base64 nor hex".to_owned())?
+        };
+        let bytes: [u8; KEY_BYTES] =
+            bytes.try_into().map_err(|bytes: Vec<u8>| format!("has {} bytes, not {KEY_BYTES}", bytes.len()))?;
+        Ok(MasterKey(bytes))
+    }
+
+    /// The key as base64 text (what `parse` reads).
+    pub fn to_text(&self) -> String {
+        BASE64.encode(self.0)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&self.0).into())
+    }
+}
+
+/// The master key's cipher, checked against a database, and installed for the process.
+#[derive(Clone)]
+pub struct Vault {
+    master: Arc<XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Vault(..)")
+    }
+}
+
+static INSTALLED: OnceLock<Vault> = OnceLock::new();
+static INSTALLED_KEY: OnceLock<[u8; KEY_BYTES]> = OnceLock::new();
+
+fn seal_bytes(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+    let mut sealed = nonce.to_vec();
+    sealed.extend(cipher.encrypt(&nonce, AeadPayload { msg: plaintext, aad }).expect("sealing never fails"));
+    sealed
+}
+
+fn open_bytes(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < NONCE_BYTES {
+        return None;
+    }
+    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+    cipher.decrypt(XNonce::from_slice(nonce), AeadPayload { msg: ciphertext, aad }).ok()
+}
+
+/// What a data key's ciphertext is bound to: its subject and organization.
+fn subject_aad(subject: Uuid, organization: Uuid) -> [u8; 32] {
+    let mut aad = [0; 32];
+    aad[..16].copy_from_slice(subject.as_bytes());
+    aad[16..].copy_from_slice(organization.as_bytes());
+    aad
+}
+
+/// A subject's data key, or the time it was erased.
+#[derive(Clone)]
+enum SubjectKey {
+    Live { organization_id: Uuid, cipher: XChaCha20Poly1305 },
+    Erased { at: DateTime<Utc> },
+}
+
+/// A row of `ledger.subject_keys`: subject, organization, wrapped key, erased at.
+type KeyRow = (Uuid, Uuid, Option<Vec<u8>>, Option<DateTime<Utc>>);
+
+/// A subject's key as the table has it, for the subject-access export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectKeyStatus {
+    pub created_at: DateTime<Utc>,
+    pub erased_at: Option<DateTime<Utc>>,
+}
+
+impl Vault {
+    /// Checks `master` against the database's check value (recording one when the database
+    /// has none yet): a wrong key is refused with nothing written.
+    pub async fn unlock(pool: &PgPool, master: &MasterKey) -> Result<Vault> {
+        let cipher = master.cipher();
+        let stored: Option<Vec<u8>> =
+            sqlx::query_scalar("select sealed from ledger.master_key_check").fetch_optional(pool).await?;
+        let stored = match stored {
+            Some(stored) => stored,
+            None => {
+                let sealed = seal_bytes(&cipher, CHECK_PLAINTEXT, CHECK_AAD);
+                sqlx::query("insert into ledger.master_key_check (sealed) values ($1) on conflict do nothing")
+                    .bind(&sealed)
+                    .execute(pool)
+                    .await?;
+                sqlx::query_scalar("select sealed from ledger.master_key_check").fetch_one(pool).await?
+            }
+        };
+        if open_bytes(&cipher, &stored, CHECK_AAD).as_deref() != Some(CHECK_PLAINTEXT) {
+            return Err(StoreError::Vault(
+                "the master key is not the one this database's personal data is sealed under (check \
+                 PAYROLL_LEDGER_MASTER_KEY_FILE / PAYROLL_LEDGER_MASTER_KEY); nothing was written"
+                    .to_owned(),
+            ));
+        }
+        Ok(Vault { master: Arc::new(cipher) })
+    }
+
+    /// Whether the database has a master key check value (personal data was sealed, or a
+    /// key was unlocked, before).
+    pub async fn has_check(pool: &PgPool) -> Result<bool> {
+        Ok(sqlx::query_scalar("select exists (select from ledger.master_key_check)").fetch_one(pool).await?)
+    }
+
+    /// Unlocks `master` on `pool` and makes it the process's vault. A process has one master
+    /// key: installing another is refused.
+    pub async fn install(pool: &PgPool, master: &MasterKey) -> Result<Vault> {
+        let vault = Vault::unlock(pool, master).await?;
+        let installed_key = INSTALLED_KEY.get_or_init(|| master.0);
+        if *installed_key != master.0 {
+            return Err(StoreError::Vault("this process has another master key installed".to_owned()));
+        }
+        Ok(INSTALLED.get_or_init(|| vault).clone())
+    }
+
+    /// The process's vault, once installed.
+    pub fn installed() -> Option<&'static Vault> {
+        INSTALLED.get()
+    }
+
+    /// The process's vault, or an error saying how to give the master key.
+    pub fn required() -> Result<&'static Vault> {
+        Vault::installed().ok_or_else(|| {
+            StoreError::Vault(
+                "no master key: personal data cannot be sealed or opened (give one with \
+                 PAYROLL_LEDGER_MASTER_KEY_FILE or PAYROLL_LEDGER_MASTER_KEY)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// The data keys of `subjects` (subject, organization), made for those that have none.
+    /// A subject of another organization, or one erased, is refused.
+    async fn keys_for_sealing(&self, pool: &PgPool, subjects: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, SubjectKey>> {
+        let mut keys = self.keys(pool, subjects.iter().map(|(subject, _)| *subject)).await?;
+        let missing: Vec<(Uuid, Uuid)> =
+            subjects.iter().filter(|(subject, _)| !keys.contains_key(subject)).copied().collect();
+        if !missing.is_empty() {
+            let (ids, organizations): (Vec<Uuid>, Vec<Uuid>) = missing.iter().copied().unzip();
+            let wrapped: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|(subject, organization)| {
+                    let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                    let mut aad = WRAP_AAD.to_vec();
+                    aad.extend(subject_aad(*subject, *organization));
+                    seal_bytes(&self.master, &key, &aad)
+                })
+                .collect();
+            // A racing writer's key for the same subject wins; both read the winner back.
+            sqlx::query(
+                "insert into ledger.subject_keys (subject_id, organization_id, wrapped_key) \
+                 select * from unnest($1::uuid[], $2::uuid[], $3::bytea[]) on conflict (subject_id) do nothing",
+            )
+            .bind(&ids)
+            .bind(&organizations)
+            .bind(&wrapped)
+            .execute(pool)
+            .await?;
+            keys.extend(self.keys(pool, ids.iter().copied()).await?);
+        }
+        for (subject, organization) in subjects {
+            match keys.get(subject) {
+                Some(SubjectKey::Live { organization_id, .. }) if organization_id == organization => {}
+                Some(SubjectKey::Live { .. }) | None => {
+                    return Err(StoreError::invalid("stream_id", format!("subject {subject} has no data key here")));
+                }
+                Some(SubjectKey::Erased { at }) => {
+                    return Err(StoreError::SubjectErased { subject_id: *subject, erased_at: *at });
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The keys the table has for `subjects`, unwrapped (erased ones as such).
+    async fn keys(
+        &self,
+        executor: impl PgExecutor<'_>,
+        subjects: impl Iterator<Item = Uuid>,
+    ) -> Result<HashMap<Uuid, SubjectKey>> {
+        let subjects: Vec<Uuid> = subjects.collect::<HashSet<_>>().into_iter().collect();
+        if subjects.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "select subject_id, organization_id, wrapped_key, erased_at from ledger.subject_keys \
+             where subject_id = any($1)",
+        )
+        .bind(&subjects)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter()
+            .map(|(subject, organization_id, wrapped, erased_at)| {
+                let key = match (wrapped, erased_at) {
+                    (Some(wrapped), None) => {
+                        let mut aad = WRAP_AAD.to_vec();
+                        aad.extend(subject_aad(subject, organization_id));
+                        let key = open_bytes(&self.master, &wrapped, &aad).ok_or_else(|| {
+                            StoreError::Vault(format!(
+                                "the data key of subject {subject} does not open under the master key (altered?)"
+                            ))
+                        })?;
+                        SubjectKey::Live {
+                            organization_id,
+                            cipher: XChaCha20Poly1305::new_from_slice(&key).expect("32 bytes"),
+                        }
+                    }
+                    (_, Some(at)) => SubjectKey::Erased { at },
+                    (None, None) => SubjectKey::Erased { at: DateTime::<Utc>::UNIX_EPOCH },
+                };
+                Ok((subject, key))
+            })
+            .collect()
+    }
+
+    /// Seals the personal fields of `streams` under their streams' data keys (made when
+    /// missing), in place. Already sealed fields are left as they are.
+    pub async fn seal(&self, pool: &PgPool, policy: &PersonalDataPolicy, streams: &mut [StreamAppend]) -> Result<()> {
+        let subjects: Vec<(Uuid, Uuid)> = streams
+            .iter()
+            .filter(|stream| {
+                stream.events.iter().any(|event| policy.seals(&stream.stream_type, &event.event_type).next().is_some())
+            })
+            .map(|stream| (stream.stream_id, stream.organization_id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if subjects.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys_for_sealing(pool, &subjects).await?;
+        for stream in streams {
+            let Some(SubjectKey::Live { cipher, .. }) = keys.get(&stream.stream_id) else { continue };
+            for (index, event) in stream.events.iter_mut().enumerate() {
+                let fields: Vec<&str> = policy.seals(&stream.stream_type, &event.event_type).collect();
+                if fields.is_empty() {
+                    continue;
+                }
+                let mut payload: Map<String, Value> = serde_json::from_str(event.payload.text())
+                    .map_err(|_| StoreError::invalid(format!("events[{index}].payload"), "must be a JSON object"))?;
+                for field in fields {
+                    let Some(value) = payload.get_mut(field) else { continue };
+                    if value.is_null() || sealed_of(value).is_some() {
+                        continue;
+                    }
+                    let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
+                    let aad = subject_aad(stream.stream_id, stream.organization_id);
+                    let sealed = seal_bytes(cipher, &plaintext, &aad);
+                    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+                    *value = serde_json::json!({ "sealed": {
+                        "v": SEALED_VERSION,
+                        "subject": stream.stream_id,
+                        "nonce": BASE64.encode(nonce),
+                        "ciphertext": BASE64.encode(ciphertext),
+                    }});
+                }
+                event.payload = Payload::from(Value::Object(payload));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the sealed fields of `events` in place: the personal data where the subject's
+    /// key exists, `{"erased": {"at": ...}}` where it was destroyed. One query for the batch.
+    pub async fn open(&self, executor: impl PgExecutor<'_>, events: &mut [RecordedEvent]) -> Result<()> {
+        let sealed: Vec<usize> = (0..events.len()).filter(|index| may_be_sealed(&events[*index].payload)).collect();
+        if sealed.is_empty() {
+            return Ok(());
+        }
+        let mut parsed = Vec::with_capacity(sealed.len());
+        let mut subjects = HashSet::new();
+        for index in sealed {
+            let Ok(payload) = serde_json::from_str::<Map<String, Value>>(events[index].payload.text()) else {
+                continue;
+            };
+            let fields: Vec<(String, Sealed)> = payload
+                .iter()
+                .filter_map(|(field, value)| sealed_of(value).map(|sealed| (field.clone(), sealed)))
+                .collect();
+            if fields.is_empty() {
+                continue;
+            }
+            subjects.extend(fields.iter().map(|(_, sealed)| sealed.subject));
+            parsed.push((index, payload, fields));
+        }
+        let keys = self.keys(executor, subjects.into_iter()).await?;
+        for (index, mut payload, fields) in parsed {
+            let event = &events[index];
+            for (field, sealed) in fields {
+                let opened = match keys.get(&sealed.subject) {
+                    Some(SubjectKey::Live { organization_id, cipher }) if *organization_id == event.organization_id => {
+                        let aad = subject_aad(sealed.subject, *organization_id);
+                        let mut bytes = sealed.nonce.clone();
+                        bytes.extend(&sealed.ciphertext);
+                        let plaintext = open_bytes(cipher, &bytes, &aad).ok_or_else(|| {
+                            StoreError::Vault(format!(
+                                "the sealed field {field} of the event at position {} does not open (altered?)",
+                                event.global_position
+                            ))
+                        })?;
+                        serde_json::from_slice(&plaintext).map_err(|_| {
+                            StoreError::Vault(format!(
+                                "the sealed field {field} at {} is not JSON",
+                                event.global_position
+                            ))
+                        })?
+                    }
+                    Some(SubjectKey::Erased { at }) => serde_json::json!({ "erased": { "at": at } }),
+                    // No key row: the key was never kept here (a restore without it) or
+                    // belongs to another organization: nothing can be read.
+                    Some(SubjectKey::Live { .. }) | None => serde_json::json!({ "erased": { "at": null } }),
+                };
+                payload.insert(field, opened);
+            }
+            events[index].payload = Payload::from(Value::Object(payload));
+        }
+        Ok(())
+    }
+
+    /// A subject's key: when it was made and erased; `None` when it has none.
+    pub async fn status(pool: &PgPool, subject: Uuid) -> Result<Option<SubjectKeyStatus>> {
+        let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("select created_at, erased_at from ledger.subject_keys where subject_id = $1")
+                .bind(subject)
+                .fetch_optional(pool)
+                .await?;
+        Ok(row.map(|(created_at, erased_at)| SubjectKeyStatus { created_at, erased_at }))
+    }
+}
+
+/// Opens the sealed fields of `events` with the process's vault (see [`Vault::open`]); an
+/// error only when one is sealed and the process has no master key.
+pub async fn open(executor: impl PgExecutor<'_>, events: &mut [RecordedEvent]) -> Result<()> {
+    if !events.iter().any(|event| may_be_sealed(&event.payload)) {
+        return Ok(());
+    }
+    Vault::required()?.open(executor, events).await
+}
+
+/// Destroys the data keys of `subjects` (each of `organization`'s, erased at `at`), and
+/// leaves a row saying so where there was none: no key is made for them again. Returns how
+/// many keys were destroyed. Needs no master key.
+pub async fn destroy_keys(executor: impl PgExecutor<'_>, subjects: &[(Uuid, Uuid, DateTime<Utc>)]) -> Result<u64> {
+    let mut ids = Vec::with_capacity(subjects.len());
+    let mut organizations = Vec::with_capacity(subjects.len());
+    let mut times = Vec::with_capacity(subjects.len());
+    for (subject, organization, at) in subjects {
+        ids.push(*subject);
+        organizations.push(*organization);
+        times.push(*at);
+    }
+    let destroyed: i64 = sqlx::query_scalar(
+        "with erased as ( \
+             insert into ledger.subject_keys (subject_id, organization_id, wrapped_key, erased_at) \
+             select subject_id, organization_id, null, at \
+             from unnest($1::uuid[], $2::uuid[], $3::timestamptz[]) as e(subject_id, organization_id, at) \
+             on conflict (subject_id) do update set wrapped_key = null, erased_at = excluded.erased_at \
+             where ledger.subject_keys.erased_at is null \
+             returning 1) \
+         select count(*) from erased",
+    )
+    .bind(&ids)
+    .bind(&organizations)
+    .bind(&times)
+    .fetch_one(executor)
+    .await?;
+    Ok(destroyed as u64)
+}
+
+/// A sealed field's parts.
+struct Sealed {
+    subject: Uuid,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+/// Whether a payload's text may hold a sealed field (cheap, before parsing).
+fn may_be_sealed(payload: &Payload) -> bool {
+    payload.text().contains("\"sealed\"")
+}
+
+fn sealed_of(value: &Value) -> Option<Sealed> {
+    let object = value.as_object()?;
+    if object.len() != 1 {
+        return None;
+    }
+    let sealed = object.get("sealed")?.as_object()?;
+    Some(Sealed {
+        subject: sealed.get("subject")?.as_str()?.parse().ok()?,
+        nonce: BASE64.decode(sealed.get("nonce")?.as_str()?).ok()?,
+        ciphertext: BASE64.decode(sealed.get("ciphertext")?.as_str()?).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_key_reads_back_from_its_text_in_base64_or_hex() {
+        let key = MasterKey::generate();
+        assert_eq!(MasterKey::parse(&key.to_text()).unwrap().0, key.0);
+        assert_eq!(MasterKey::parse(&format!(" {}\n", hex::encode(key.0))).unwrap().0, key.0);
+        assert!(MasterKey::parse("c2hvcnQ=").unwrap_err().contains("5 bytes"));
+        assert!(MasterKey::parse("not a key!").is_err());
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_with_its_key_and_binding() {
+        let cipher = MasterKey::generate().cipher();
+        let sealed = seal_bytes(&cipher, b"Grace", b"aad");
+        assert_eq!(open_bytes(&cipher, &sealed, b"aad").as_deref(), Some(&b"Grace"[..]));
+        assert_eq!(open_bytes(&cipher, &sealed, b"other"), None);
+        assert_eq!(open_bytes(&MasterKey::generate().cipher(), &sealed, b"aad"), None);
+        let mut altered = sealed.clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert_eq!(open_bytes(&cipher, &altered, b"aad"), None);
+    }
+}
