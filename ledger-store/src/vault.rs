@@ -354,16 +354,7 @@ impl Vault {
                     if value.is_null() || sealed_of(value).is_some() {
                         continue;
                     }
-                    let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
-                    let aad = subject_aad(stream.stream_id, stream.organization_id);
-                    let sealed = seal_bytes(cipher, &plaintext, &aad);
-                    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
-                    *value = serde_json::json!({ "sealed": {
-                        "v": SEALED_VERSION,
-                        "subject": stream.stream_id,
-                        "nonce": BASE64.encode(nonce),
-                        "ciphertext": BASE64.encode(ciphertext),
-                    }});
+                    *value = seal_value(cipher, stream.stream_id, stream.organization_id, value);
                 }
                 event.payload = Payload::from(Value::Object(payload));
             }
@@ -400,18 +391,9 @@ impl Vault {
             for (field, sealed) in fields {
                 let opened = match keys.get(&sealed.subject) {
                     Some(SubjectKey::Live { organization_id, cipher }) if *organization_id == event.organization_id => {
-                        let aad = subject_aad(sealed.subject, *organization_id);
-                        let mut bytes = sealed.nonce.clone();
-                        bytes.extend(&sealed.ciphertext);
-                        let plaintext = open_bytes(cipher, &bytes, &aad).ok_or_else(|| {
+                        open_value(cipher, *organization_id, &sealed).ok_or_else(|| {
                             StoreError::Vault(format!(
                                 "the sealed field {field} of the event at position {} does not open (altered?)",
-                                event.global_position
-                            ))
-                        })?;
-                        serde_json::from_slice(&plaintext).map_err(|_| {
-                            StoreError::Vault(format!(
-                                "the sealed field {field} at {} is not JSON",
                                 event.global_position
                             ))
                         })?
@@ -478,6 +460,27 @@ pub async fn destroy_keys(executor: impl PgExecutor<'_>, subjects: &[(Uuid, Uuid
     Ok(destroyed as u64)
 }
 
+/// `value` sealed under a subject's data key, in the form the log stores.
+fn seal_value(cipher: &XChaCha20Poly1305, subject: Uuid, organization: Uuid, value: &Value) -> Value {
+    let plaintext = serde_json::to_vec(value).expect("a JSON value serializes");
+    let sealed = seal_bytes(cipher, &plaintext, &subject_aad(subject, organization));
+    let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
+    serde_json::json!({ "sealed": {
+        "v": SEALED_VERSION,
+        "subject": subject,
+        "nonce": BASE64.encode(nonce),
+        "ciphertext": BASE64.encode(ciphertext),
+    }})
+}
+
+/// The value a sealed field holds, if it opens under `cipher` for its subject in `organization`.
+fn open_value(cipher: &XChaCha20Poly1305, organization: Uuid, sealed: &Sealed) -> Option<Value> {
+    let mut bytes = sealed.nonce.clone();
+    bytes.extend(&sealed.ciphertext);
+    let plaintext = open_bytes(cipher, &bytes, &subject_aad(sealed.subject, organization))?;
+    serde_json::from_slice(&plaintext).ok()
+}
+
 /// A sealed field's parts.
 struct Sealed {
     subject: Uuid,
@@ -514,6 +517,32 @@ mod tests {
         assert_eq!(MasterKey::parse(&format!(" {}\n", hex::encode(key.0))).unwrap().0, key.0);
         assert!(MasterKey::parse("c2hvcnQ=").unwrap_err().contains("5 bytes"));
         assert!(MasterKey::parse("not a key!").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any personal value seals into a form that holds none of its text and opens back to
+        /// it, under its own key and organization only.
+        #[test]
+        fn a_sealed_value_holds_none_of_its_text_and_opens_back(
+            name in "[A-Za-z]{12,40}",
+            email in proptest::option::of("[a-z]{12,20}@[a-z]{3,10}\\.com"),
+            address in proptest::option::of("\\PC{0,80}"),
+        ) {
+            let value = serde_json::json!({ "full_name": name, "email": email, "address": address });
+            let cipher = MasterKey::generate().cipher();
+            let (subject, organization) = (Uuid::new_v4(), Uuid::new_v4());
+            let stored = seal_value(&cipher, subject, organization, &value);
+            let text = stored.to_string();
+            proptest::prop_assert!(!text.contains(&name));
+            if let Some(email) = &email {
+                proptest::prop_assert!(!text.contains(email.as_str()));
+            }
+            let sealed = sealed_of(&stored).expect("the stored form parses");
+            proptest::prop_assert_eq!(sealed.subject, subject);
+            proptest::prop_assert_eq!(open_value(&cipher, organization, &sealed), Some(value));
+            proptest::prop_assert_eq!(open_value(&cipher, Uuid::new_v4(), &sealed), None);
+            proptest::prop_assert_eq!(open_value(&MasterKey::generate().cipher(), organization, &sealed), None);
+        }
     }
 
     #[test]

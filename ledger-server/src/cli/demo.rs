@@ -138,6 +138,7 @@ pub async fn run(database: &Database, employees: usize) -> anyhow::Result<()> {
     demo.phase("pay year-end bonus", Demo::pay_bonus).await?;
     let january = demo.phase("pay January", |demo| Box::pin(demo.pay_month(2026, 1))).await?;
     demo.phase("release held", |demo| Box::pin(demo.release_held(january))).await?;
+    demo.phase("personal data", Demo::personal_data).await?;
     demo.phase("project", |demo| {
         Box::pin(async move { demo.ledger.wait_for_head(Duration::from_secs(600)).await.map_err(anyhow::Error::from) })
     })
@@ -286,6 +287,49 @@ impl Demo {
         ])
     }
 
+    /// Payroll records are kept 7 years after an employee left; two people who left in 2017
+    /// and 2018 are past it: the first one's personal data is erased (its data key
+    /// destroyed), the second is left for `payroll-ledger erase-due`.
+    fn personal_data(&self) -> Step<'_, ()> {
+        Box::pin(async move {
+            let retention = OrganizationCommand::SetRetention { years_after_termination: RETENTION_YEARS };
+            let context = self.processor.idempotent("retention");
+            self.ledger.execute::<OrganizationAggregate>(&context, self.organization, retention).await?;
+            for (n, left) in [(1, date(2017, 6, 30)), (2, date(2018, 3, 31))] {
+                let id = former_id(n);
+                let hire = EmployeeCommand::Hire {
+                    employee_id: EmployeeId::from_uuid(id),
+                    organization_id: OrganizationId::from_uuid(self.organization),
+                    personal: PersonalData {
+                        full_name: format!("Former Employee {n}"),
+                        email: Some(format!("former{n}@demo.example")),
+                        address: Some(format!("{n} Archive Road, Springfield")),
+                    },
+                    position: "Analyst".to_owned(),
+                    department: "Finance".to_owned(),
+                    rate: PayRate { amount: usd(400_000), basis: PayBasis::Monthly },
+                    pay_frequency: PayFrequency::Monthly,
+                    pay_schedule_id: Some(schedule_id(PayFrequency::Monthly)),
+                    start_date: date(2012, 3, 1),
+                };
+                let context = self.processor.idempotent(&format!("former:{n}:hire"));
+                self.ledger.execute::<EmployeeAggregate>(&context, id, hire).await?;
+                let leave = EmployeeCommand::Terminate { end_date: left, reason: "resigned".to_owned() };
+                let context = self.processor.idempotent(&format!("former:{n}:terminate"));
+                self.ledger.execute::<EmployeeAggregate>(&context, id, leave).await?;
+            }
+            let request = ledger_app::operations::EraseRequest {
+                employee_id: former_id(1),
+                reason: "retention period passed".to_owned(),
+                override_basis: None,
+                today: chrono::Utc::now().date_naive(),
+            };
+            let erased = ledger_app::operations::erase(&self.ledger, &self.processor, request).await?;
+            eprintln!("demo: personal data of former employee {} erased on {}", former_id(1), erased.erased_on);
+            Ok(())
+        })
+    }
+
     /// Every 20th monthly-paid employee gets 8% more from January 16; employee 1 gets a
     /// raise backdated to December 10, into the month already paid.
     fn raises(&self) -> Step<'_, ()> {
@@ -430,6 +474,7 @@ impl Demo {
         let run = run.context("the January run exists")?;
         self.print_run(&run, runs).await?;
         self.print_health().await?;
+        self.print_personal_data().await?;
         if runs.payments_before > 0 {
             println!(
                 "  This demo ran before: nothing was paid twice ({} payments before, {} now).",
@@ -528,6 +573,24 @@ impl Demo {
         Ok((raises, catch_ups))
     }
 
+    /// Who was erased, and who is due.
+    async fn print_personal_data(&self) -> anyhow::Result<()> {
+        let (erased, due): (i64, i64) = sqlx::query_as(
+            "select count(*) filter (where erased_at is not null), \
+               count(*) filter (where erased_at is null and end_date + make_interval(years => $2) <= current_date) \
+             from employee.employees where organization_id = $1",
+        )
+        .bind(self.organization)
+        .bind(RETENTION_YEARS as i32)
+        .fetch_one(self.ledger.pool())
+        .await?;
+        println!(
+            "  personal     {erased} former employee(s) erased after the {RETENTION_YEARS}-year retention (data key \
+             destroyed, pay records kept, chains intact); {due} more due: erase-due"
+        );
+        Ok(())
+    }
+
     /// The projections' lag, the hash chains, and how long each phase took.
     async fn print_health(&self) -> anyhow::Result<()> {
         // Reads do not wait for the log's tree (it lets events gather): wait for it here.
@@ -567,6 +630,14 @@ struct Runs {
     payments_after: i64,
 }
 
+/// Years payroll records are kept after an employee left, in the demo's organization.
+const RETENTION_YEARS: u32 = 7;
+
+/// A former employee of the demo (hired 2012, left before the retention period).
+fn former_id(n: usize) -> Uuid {
+    demo_id(&format!("former employee {n}"))
+}
+
 fn print_next_steps(database: &Database, before_january: i64) {
     // The program as it was invoked (cargo run puts it under target/), so the lines below
     // can be pasted as they are.
@@ -579,6 +650,8 @@ fn print_next_steps(database: &Database, before_january: i64) {
         wallet_id(1)
     );
     println!("  {program} verify   # recompute every hash chain and the log's Merkle root");
+    println!("  {program} events --stream-id {}   # an erased person's events: the name reads as erased", former_id(1));
+    println!("  {program} erase-due --dry-run   # who is past the retention period (and erase-due to erase them)");
     println!("  {program} keygen --name demo.payroll-ledger/log --out demo.key   # the log's checkpoint key");
     println!("  {program} checkpoint --checkpoint-key-file demo.key --out checkpoint.txt   # sign the log's tree");
     println!(

@@ -43,6 +43,10 @@ pub struct EventsArgs {
     limit: Option<u64>,
     #[arg(long, value_enum, default_value = "ndjson")]
     format: Format,
+    /// Payloads as stored, personal fields sealed (to recompute hashes); by default they are
+    /// opened with the master key (or shown erased).
+    #[arg(long)]
+    as_stored: bool,
     /// Write to this file instead of standard output.
     #[arg(long)]
     output: Option<std::path::PathBuf>,
@@ -86,7 +90,10 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new("export", args.limit);
     let mut written = 0u64;
     'pages: loop {
-        let page = store.query_events(&query).await?;
+        let mut page = store.query_events(&query).await?;
+        if !args.as_stored {
+            ledger_store::vault::open(store.pool(), &mut page).await?;
+        }
         for event in &page {
             if args.limit.is_some_and(|limit| written >= limit) {
                 break 'pages;

@@ -36,6 +36,17 @@ fn cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("the CLI runs")
 }
 
+/// The CLI with a master key of its own in the environment.
+fn cli_with_key(data_dir: &Path, args: &[&str], key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_payroll-ledger"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("PAYROLL_LEDGER_DATA_DIR", data_dir)
+        .env("PAYROLL_LEDGER_MASTER_KEY", key)
+        .output()
+        .expect("the CLI runs")
+}
+
 fn ok(data_dir: &Path, args: &[&str]) -> String {
     let output = cli(data_dir, args);
     assert!(
@@ -83,6 +94,8 @@ fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
         csv.lines().skip(1).map(|line| line.split(',').nth(4).unwrap()).collect();
     assert_eq!(runs.len(), 7, "{csv}");
 
+    personal_data(&dir, &demo, events.len());
+
     let verified = cli(&dir.pg(), &["verify"]);
     assert_eq!(verified.status.code(), Some(0), "{}", String::from_utf8_lossy(&verified.stdout));
 
@@ -111,6 +124,39 @@ fn migrate_demo_events_verify_and_replay_on_a_private_postgres() {
     assert!(message.lines().last().unwrap().contains("--as-of"), "{message}");
 
     checkpoints_and_evidence(&dir);
+}
+
+/// The demo's master key (made beside the data), refused when another is given; a former
+/// employee erased by the demo, another by `erase-due`.
+fn personal_data(dir: &DataDir, demo: &str, events: usize) {
+    assert!(dir.0.join("master.key").is_file(), "the demo made a master key beside its data");
+    assert!(demo.contains("1 former employee(s) erased") && demo.contains("1 more due"), "{demo}");
+    let former = |n: usize| demo_id(&format!("former employee {n}")).to_string();
+    let erased = ndjson(&ok(&dir.pg(), &["events", "--stream-id", &former(1), "--event-type", "EmployeeHired"]));
+    assert!(erased[0]["payload"]["personal"]["erased"]["at"].is_string(), "{:?}", erased[0]);
+    let kept = ndjson(&ok(&dir.pg(), &["events", "--stream-id", &former(2), "--event-type", "EmployeeHired"]));
+    assert_eq!(kept[0]["payload"]["personal"]["full_name"], "Former Employee 2");
+    let stored = ok(&dir.pg(), &["events", "--stream-id", &former(2), "--as-stored"]);
+    assert!(!stored.contains("Former Employee") && stored.contains("\"sealed\""), "{stored}");
+
+    // Another master key: refused before anything is read or written.
+    let other = "b3RoZXIgbWFzdGVyIGtleSwgbm90IHRoZSBkZW1vJ3M=";
+    for args in [&["events", "--format", "ndjson"][..], &["erase-due"][..]] {
+        let refused = cli_with_key(&dir.pg(), args, other);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(message.contains("not the one") && message.contains("PAYROLL_LEDGER_MASTER_KEY"), "{message}");
+    }
+    assert_eq!(ndjson(&ok(&dir.pg(), &["events", "--format", "ndjson"])).len(), events);
+
+    let listed = ok(&dir.pg(), &["erase-due", "--dry-run"]);
+    assert!(listed.contains(&format!("would erase employee {}", former(2))) && listed.contains("1 due"), "{listed}");
+    assert_eq!(ndjson(&ok(&dir.pg(), &["events", "--format", "ndjson"])).len(), events);
+    let erased = ok(&dir.pg(), &["erase-due"]);
+    assert!(erased.contains("erased 1 of 1"), "{erased}");
+    assert!(ok(&dir.pg(), &["erase-due"]).contains("nobody is due"));
+    let now = ndjson(&ok(&dir.pg(), &["events", "--stream-id", &former(2), "--event-type", "EmployeeHired"]));
+    assert!(now[0]["payload"]["personal"]["erased"]["at"].is_string(), "{:?}", now[0]);
 }
 
 /// A key, a checkpoint, the log verified against it, a run's evidence verified offline.

@@ -6,6 +6,7 @@ mod immutability;
 mod properties;
 mod read;
 mod streamed;
+mod vault;
 mod verify;
 
 use ledger_store::{AppendRequest, ExpectedVersion, Metadata, NewEvent, StreamAppend};
