@@ -272,6 +272,9 @@ pub enum EmployeeCommand {
         retention_years: Option<u32>,
         override_basis: Option<ErasureOverride>,
         today: NaiveDate,
+        /// An erasure decided before (and lost with a restore) made again: the employee need
+        /// not have left in the restored log.
+        reapplied: bool,
     },
 }
 
@@ -407,12 +410,12 @@ fn decide_existing(employee: &Employee, command: EmployeeCommand) -> Result<Vec<
         EmployeeCommand::Hire { employee_id, .. } => {
             Err(DomainError::AlreadyExists { entity: "employee", id: employee_id.to_string() })
         }
-        EmployeeCommand::ErasePersonalData { reason, retention_years, override_basis, today } => {
+        EmployeeCommand::ErasePersonalData { reason, retention_years, override_basis, today, reapplied } => {
             require_text("reason", &reason)?;
             if let Some(basis) = &override_basis {
                 require_text("override.legal_basis", &basis.legal_basis)?;
             }
-            if !terminated {
+            if !terminated && !reapplied {
                 return Err(DomainError::WrongStatus {
                     entity: "employee",
                     action: "erase the personal data of (terminate first)",

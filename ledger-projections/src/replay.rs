@@ -77,7 +77,7 @@ pub async fn aggregate_as_of<A: Aggregate>(store: &EventStore, stream_id: Uuid, 
                 Ok::<_, crate::error::ProjectionError>(())
             })
             .await?;
-        ledger_store::vault::open(store.pool(), &mut events).await?;
+        ledger_store::vault::open(store.pool(), &ledger_codec::PERSONAL_DATA, &mut events).await?;
         for event in &events {
             state = A::evolve_owned(std::mem::take(&mut state), decode_recorded::<A::Event>(event)?);
         }

@@ -170,7 +170,7 @@ pub(crate) async fn read_batch(
     };
     let mut events = EventStore::read_all_in_with_payloads(&mut *connection, after, limit, payloads).await?;
     if projection.reads_personal_data() {
-        ledger_store::vault::open(&mut *connection, &mut events).await?;
+        ledger_store::vault::open(&mut *connection, &ledger_codec::PERSONAL_DATA, &mut events).await?;
     }
     Ok(events)
 }

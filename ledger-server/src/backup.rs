@@ -38,6 +38,8 @@ pub struct RestoreReport {
     /// Events the projections applied after the restore (those the dump's read tables did not
     /// hold yet).
     pub projected: u64,
+    /// Erasures the backup lacked, made again from the erasures file.
+    pub erasures_reapplied: u64,
 }
 
 /// A PostgreSQL client program (`pg_dump`, `pg_restore`): next to the server binaries the
@@ -93,11 +95,20 @@ pub async fn backup(url: &str, out: &Path, progress: &mut dyn FnMut(&str)) -> an
 
 /// Restores `file` into the database `url` names, which must not exist or be empty (it is
 /// created), then prepares, verifies and projects it.
+/// The master key a restore opens the personal data with, and erasures to make again.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreKeys<'a> {
+    pub master: &'a crate::privacy::MasterKeySource,
+    /// Where a key made by the CLI is (when `master` names none).
+    pub default_master_file: &'a Path,
+    /// Erasures made since the backup was taken (NDJSON of erasure events), made again.
+    pub erasures: Option<&'a Path>,
+}
+
 pub async fn restore(
     file: &Path,
     url: &str,
-    master: &crate::privacy::MasterKeySource,
-    default_master_file: &Path,
+    keys: RestoreKeys<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<RestoreReport> {
     if !file.is_file() {
@@ -176,14 +187,19 @@ pub async fn restore(
         );
     }
     progress("opening the personal data with the master key; re-applying the log's erasures to the data keys");
-    crate::privacy::open_vault(&pool, master, default_master_file).await?;
+    crate::privacy::open_vault(&pool, keys.master, keys.default_master_file).await?;
+    let mut erasures_reapplied = 0;
+    if let Some(erasures) = keys.erasures {
+        progress(&format!("making again the erasures in {} that the backup lacks", erasures.display()));
+        erasures_reapplied = crate::privacy::reapply_erasure_file(&pool, erasures).await?;
+    }
     progress("catching the projections up");
     let mut projected = 0;
     for projection in ledger_projections::projections::all() {
         projected += Runner::new(pool.clone(), projection, RunnerOptions::default()).catch_up().await?;
     }
     pool.close().await;
-    Ok(RestoreReport { database, preparation, events, projected })
+    Ok(RestoreReport { database, preparation, events, projected, erasures_reapplied })
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ enum Command {
     Restore {
         /// The file `backup` wrote.
         file: std::path::PathBuf,
+        /// Erasures made since the backup was taken, to make again (NDJSON: `payroll-ledger
+        /// events --event-type EmployeePersonalDataErased --output erasures.ndjson`, kept
+        /// apart from the backups).
+        #[arg(long)]
+        reapply_erasures: Option<PathBuf>,
     },
     /// Recompute every hash chain and the log's Merkle root, and name the first event that does
     /// not match. Exit 1 if any. With --checkpoint, check the log against a checkpoint saved

@@ -97,6 +97,56 @@ pub async fn open_vault(pool: &PgPool, source: &MasterKeySource, default_file: &
     reapply_erasures(pool).await
 }
 
+/// Makes again the erasures of `file` (NDJSON of erasure events, as `payroll-ledger events
+/// --event-type EmployeePersonalDataErased` or `GET /v1/events/export` write them) that the
+/// restored log lacks: a backup taken before an erasure brings the person back, log and key.
+/// Each is recorded anew with an override naming the erasure it repeats. Returns how many
+/// were made again (a person hired after the backup is not in it: nothing to erase).
+pub async fn reapply_erasure_file(pool: &PgPool, file: &Path) -> anyhow::Result<u64> {
+    use ledger_app::operations::{EraseRequest, erase};
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading the erasures in {}", file.display()))?;
+    let ledger = crate::server::unobserved_ledger(pool.clone());
+    let today = chrono::Utc::now().date_naive();
+    let mut reapplied = 0;
+    for (number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let at = || format!("{}:{}", file.display(), number + 1);
+        let event: ledger_store::RecordedEvent = serde_json::from_str(line)
+            .with_context(|| format!("{}: not an event as `payroll-ledger events` writes it", at()))?;
+        if !ledger_core::employee::ERASURE_EVENTS
+            .iter()
+            .any(|(stream_type, event_type)| *stream_type == event.stream_type && *event_type == event.event_type)
+        {
+            bail!(
+                "{}: a {} event, not an erasure (export them with --event-type EmployeePersonalDataErased)",
+                at(),
+                event.event_type
+            );
+        }
+        let payload = event.payload.to_value();
+        let erased_on = payload["erased_on"].as_str().unwrap_or("an earlier day").to_owned();
+        let reason = payload["reason"].as_str().unwrap_or("erased").to_owned();
+        let request = EraseRequest {
+            employee_id: event.stream_id,
+            reason: format!("{reason} (re-applied after a restore)"),
+            override_basis: Some(ledger_core::employee::ErasureOverride {
+                legal_basis: format!(
+                    "the erasure of {erased_on} (event {} at position {}) re-applied after restoring an older backup",
+                    event.event_id, event.global_position
+                ),
+            }),
+            today,
+            reapplied: true,
+        };
+        let context = ledger_app::Context::system(event.organization_id, "restore");
+        match erase(&ledger, &context, request).await {
+            Ok(done) if done.written.is_some() => reapplied += 1,
+            Ok(_) | Err(ledger_app::Error::NotFound(_)) => {}
+            Err(error) => return Err(anyhow::Error::from(error).context(format!("{}: re-applying the erasure", at()))),
+        }
+    }
+    Ok(reapplied)
+}
+
 /// Destroys the keys of every person whose erasure is in the log (announced when any was
 /// still there).
 pub async fn reapply_erasures(pool: &PgPool) -> anyhow::Result<()> {

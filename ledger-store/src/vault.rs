@@ -284,22 +284,12 @@ impl Vault {
     }
 
     /// The keys the table has for `subjects`, unwrapped (erased ones as such).
-    async fn keys(
-        &self,
-        executor: impl PgExecutor<'_>,
-        subjects: impl Iterator<Item = Uuid>,
-    ) -> Result<HashMap<Uuid, SubjectKey>> {
-        let subjects: Vec<Uuid> = subjects.collect::<HashSet<_>>().into_iter().collect();
-        if subjects.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "select subject_id, organization_id, wrapped_key, erased_at from ledger.subject_keys \
-             where subject_id = any($1)",
-        )
-        .bind(&subjects)
-        .fetch_all(executor)
-        .await?;
+    async fn keys(&self, pool: &PgPool, subjects: impl Iterator<Item = Uuid>) -> Result<HashMap<Uuid, SubjectKey>> {
+        self.unwrap(key_rows(pool, subjects).await?)
+    }
+
+    /// Rows of the key table, their keys unwrapped (erased ones as such).
+    fn unwrap(&self, rows: Vec<KeyRow>) -> Result<HashMap<Uuid, SubjectKey>> {
         rows.into_iter()
             .map(|(subject, organization_id, wrapped, erased_at)| {
                 let key = match (wrapped, erased_at) {
@@ -362,54 +352,6 @@ impl Vault {
         Ok(())
     }
 
-    /// Opens the sealed fields of `events` in place: the personal data where the subject's
-    /// key exists, `{"erased": {"at": ...}}` where it was destroyed. One query for the batch.
-    pub async fn open(&self, executor: impl PgExecutor<'_>, events: &mut [RecordedEvent]) -> Result<()> {
-        let sealed: Vec<usize> = (0..events.len()).filter(|index| may_be_sealed(&events[*index].payload)).collect();
-        if sealed.is_empty() {
-            return Ok(());
-        }
-        let mut parsed = Vec::with_capacity(sealed.len());
-        let mut subjects = HashSet::new();
-        for index in sealed {
-            let Ok(payload) = serde_json::from_str::<Map<String, Value>>(events[index].payload.text()) else {
-                continue;
-            };
-            let fields: Vec<(String, Sealed)> = payload
-                .iter()
-                .filter_map(|(field, value)| sealed_of(value).map(|sealed| (field.clone(), sealed)))
-                .collect();
-            if fields.is_empty() {
-                continue;
-            }
-            subjects.extend(fields.iter().map(|(_, sealed)| sealed.subject));
-            parsed.push((index, payload, fields));
-        }
-        let keys = self.keys(executor, subjects.into_iter()).await?;
-        for (index, mut payload, fields) in parsed {
-            let event = &events[index];
-            for (field, sealed) in fields {
-                let opened = match keys.get(&sealed.subject) {
-                    Some(SubjectKey::Live { organization_id, cipher }) if *organization_id == event.organization_id => {
-                        open_value(cipher, *organization_id, &sealed).ok_or_else(|| {
-                            StoreError::Vault(format!(
-                                "the sealed field {field} of the event at position {} does not open (altered?)",
-                                event.global_position
-                            ))
-                        })?
-                    }
-                    Some(SubjectKey::Erased { at }) => serde_json::json!({ "erased": { "at": at } }),
-                    // No key row: the key was never kept here (a restore without it) or
-                    // belongs to another organization: nothing can be read.
-                    Some(SubjectKey::Live { .. }) | None => serde_json::json!({ "erased": { "at": null } }),
-                };
-                payload.insert(field, opened);
-            }
-            events[index].payload = Payload::from(Value::Object(payload));
-        }
-        Ok(())
-    }
-
     /// A subject's key: when it was made and erased; `None` when it has none.
     pub async fn status(pool: &PgPool, subject: Uuid) -> Result<Option<SubjectKeyStatus>> {
         let row: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> =
@@ -421,13 +363,93 @@ impl Vault {
     }
 }
 
-/// Opens the sealed fields of `events` with the process's vault (see [`Vault::open`]); an
-/// error only when one is sealed and the process has no master key.
-pub async fn open(executor: impl PgExecutor<'_>, events: &mut [RecordedEvent]) -> Result<()> {
-    if !events.iter().any(|event| may_be_sealed(&event.payload)) {
+/// Opens the personal fields of `events` in place: a sealed field in clear where its
+/// subject's key exists, `{"erased": {"at": ...}}` where it was destroyed; a field `policy`
+/// names that was written in clear (before personal data was sealed) also reads as erased
+/// once its subject is. One query for the batch; the master key is needed only when a field
+/// is sealed.
+pub async fn open(
+    executor: impl PgExecutor<'_>,
+    policy: &PersonalDataPolicy,
+    events: &mut [RecordedEvent],
+) -> Result<()> {
+    let mut work = Vec::new();
+    let mut subjects = HashSet::new();
+    for (index, event) in events.iter().enumerate() {
+        let named: Vec<&str> = policy.seals(&event.stream_type, &event.event_type).collect();
+        if named.is_empty() && !may_be_sealed(&event.payload) {
+            continue;
+        }
+        let Ok(payload) = serde_json::from_str::<Map<String, Value>>(event.payload.text()) else { continue };
+        let sealed: Vec<(String, Sealed)> = payload
+            .iter()
+            .filter_map(|(field, value)| sealed_of(value).map(|sealed| (field.clone(), sealed)))
+            .collect();
+        let clear: Vec<String> = named
+            .into_iter()
+            .filter(|field| payload.get(*field).is_some_and(|value| !value.is_null() && sealed_of(value).is_none()))
+            .map(str::to_owned)
+            .collect();
+        if sealed.is_empty() && clear.is_empty() {
+            continue;
+        }
+        subjects.extend(sealed.iter().map(|(_, sealed)| sealed.subject));
+        if !clear.is_empty() {
+            subjects.insert(event.stream_id);
+        }
+        work.push((index, payload, sealed, clear));
+    }
+    if work.is_empty() {
         return Ok(());
     }
-    Vault::required()?.open(executor, events).await
+    let rows = key_rows(executor, subjects.into_iter()).await?;
+    let erased: HashMap<Uuid, DateTime<Utc>> =
+        rows.iter().filter_map(|(subject, _, _, erased_at)| erased_at.map(|at| (*subject, at))).collect();
+    let keys = if work.iter().any(|(_, _, sealed, _)| !sealed.is_empty()) {
+        Vault::required()?.unwrap(rows)?
+    } else {
+        HashMap::new()
+    };
+    for (index, mut payload, sealed, clear) in work {
+        let event = &events[index];
+        for (field, sealed) in sealed {
+            let opened = match keys.get(&sealed.subject) {
+                Some(SubjectKey::Live { organization_id, cipher }) if *organization_id == event.organization_id => {
+                    open_value(cipher, *organization_id, &sealed).ok_or_else(|| {
+                        StoreError::Vault(format!(
+                            "the sealed field {field} of the event at position {} does not open (altered?)",
+                            event.global_position
+                        ))
+                    })?
+                }
+                Some(SubjectKey::Erased { at }) => serde_json::json!({ "erased": { "at": at } }),
+                // No key here (a restore without it), or another organization's: unreadable.
+                Some(SubjectKey::Live { .. }) | None => serde_json::json!({ "erased": { "at": null } }),
+            };
+            payload.insert(field, opened);
+        }
+        if let Some(at) = erased.get(&event.stream_id) {
+            for field in clear {
+                payload.insert(field, serde_json::json!({ "erased": { "at": at } }));
+            }
+        }
+        events[index].payload = Payload::from(Value::Object(payload));
+    }
+    Ok(())
+}
+
+/// The key table's rows of `subjects`.
+async fn key_rows(executor: impl PgExecutor<'_>, subjects: impl Iterator<Item = Uuid>) -> Result<Vec<KeyRow>> {
+    let subjects: Vec<Uuid> = subjects.collect::<HashSet<_>>().into_iter().collect();
+    if subjects.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(
+        "select subject_id, organization_id, wrapped_key, erased_at from ledger.subject_keys where subject_id = any($1)",
+    )
+    .bind(&subjects)
+    .fetch_all(executor)
+    .await?)
 }
 
 /// Destroys the data keys of `subjects` (each of `organization`'s, erased at `at`), and

@@ -22,6 +22,9 @@ pub struct EraseRequest {
     pub override_basis: Option<ErasureOverride>,
     /// The caller's day (the retention period is compared with it).
     pub today: NaiveDate,
+    /// An erasure made before and lost with a restore, made again (with an override naming
+    /// it): the employee need not have left in the restored log.
+    pub reapplied: bool,
 }
 
 /// What an erasure did.
@@ -59,6 +62,7 @@ pub async fn erase(ledger: &Ledger, context: &Context, request: EraseRequest) ->
         retention_years: organization.retention_years,
         override_basis: request.override_basis,
         today: request.today,
+        reapplied: request.reapplied,
     };
     let outcome = ledger.execute::<EmployeeAggregate>(context, request.employee_id, command).await;
     let erased_on = ledger

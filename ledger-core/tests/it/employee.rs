@@ -165,3 +165,73 @@ fn personal_data_sits_in_one_field_of_its_own() {
         .collect::<String>();
     assert!(!text.contains("Ada") && !text.contains("example.com"), "no personal data outside `personal`: {text}");
 }
+
+fn erase(retention_years: Option<u32>, override_basis: Option<&str>, today: chrono::NaiveDate) -> EmployeeCommand {
+    EmployeeCommand::ErasePersonalData {
+        reason: "asked".into(),
+        retention_years,
+        override_basis: override_basis
+            .map(|basis| ledger_core::employee::ErasureOverride { legal_basis: basis.into() }),
+        today,
+        reapplied: false,
+    }
+}
+
+#[test]
+fn erasure_waits_for_the_retention_period_after_the_last_day_unless_overridden() {
+    let mut given = hired(employee_id(1), monthly("5000.00"), day(2016, 3, 1));
+    // Employed: never, whatever the basis (a re-applied erasure aside).
+    let employed = when::<Employee>(&given, erase(Some(1), Some("consent withdrawn"), day(2030, 1, 1)));
+    assert!(matches!(employed, Err(DomainError::WrongStatus { .. })), "{employed:?}");
+    let mut reapplied = erase(None, Some("the erasure of 2026-01-01 re-applied"), day(2030, 1, 1));
+    if let EmployeeCommand::ErasePersonalData { reapplied: flag, .. } = &mut reapplied {
+        *flag = true;
+    }
+    assert!(when::<Employee>(&given, reapplied).is_ok());
+
+    // Left on Feb 29: seven years later is Feb 28 (no Feb 29 in 2027).
+    given.extend(
+        when::<Employee>(&given, EmployeeCommand::Terminate { end_date: day(2020, 2, 29), reason: "left".into() })
+            .unwrap(),
+    );
+    let early = when::<Employee>(&given, erase(Some(7), None, day(2027, 2, 27)));
+    assert!(
+        matches!(early, Err(DomainError::RetentionNotPassed { erasable_from: Some(from), .. }) if from == day(2027, 2, 28)),
+        "{early:?}"
+    );
+    let unset = when::<Employee>(&given, erase(None, None, day(2040, 1, 1)));
+    assert!(matches!(unset, Err(DomainError::RetentionNotPassed { erasable_from: None, .. })), "{unset:?}");
+    let blank = when::<Employee>(&given, erase(Some(7), Some(" "), day(2027, 2, 27)));
+    assert!(matches!(blank, Err(DomainError::Invalid { field, .. }) if field == "override.legal_basis"));
+
+    // On the day: no override needed (and none recorded); before it, the override is.
+    let due = when::<Employee>(&given, erase(Some(7), Some("not needed"), day(2027, 2, 28))).unwrap();
+    assert_eq!(
+        due,
+        vec![EmployeeEvent::EmployeePersonalDataErased {
+            reason: "asked".into(),
+            erased_on: day(2027, 2, 28),
+            erasable_from: Some(day(2027, 2, 28)),
+            override_basis: None,
+        }]
+    );
+    let overridden = when::<Employee>(&given, erase(Some(7), Some("GDPR Art. 17(1)(d)"), day(2026, 1, 1))).unwrap();
+    assert!(matches!(
+        &overridden[0],
+        EmployeeEvent::EmployeePersonalDataErased { override_basis: Some(basis), .. } if basis.legal_basis == "GDPR Art. 17(1)(d)"
+    ));
+
+    // Erased: the state shows it, nothing but pay is decided on it any more.
+    given.extend(due);
+    let erased = Employee::fold(&given).unwrap();
+    assert_eq!(erased.erased_on, Some(day(2027, 2, 28)));
+    assert!(erased.personal.clear().is_none());
+    for command in [
+        erase(Some(7), None, day(2030, 1, 1)),
+        EmployeeCommand::Rehire { start_date: day(2030, 1, 1), rate: None },
+        EmployeeCommand::ChangeKycStatus { status: KycStatus::Rejected, note: None },
+        EmployeeCommand::ChangePayRate { rate: monthly("1.00"), effective_from: day(2019, 1, 1), reason: "x".into() },
+    ] {
+        assert!(matches!(when::<Employee>(&given, command), Err(DomainError::WrongStatus { .. })));
+    }
+}

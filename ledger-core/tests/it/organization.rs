@@ -108,3 +108,16 @@ fn an_organization_defines_its_own_currency_once() {
     let known = when::<Organization>(&events, OrganizationCommand::DefineCurrency { code: "USD".into(), scale: 2 });
     assert!(matches!(known, Err(DomainError::AlreadyExists { .. })));
 }
+
+#[test]
+fn a_retention_period_is_one_to_a_hundred_years() {
+    let given = registered();
+    for years in [0, 101] {
+        let refused =
+            when::<OrganizationAggregate>(&given, OrganizationCommand::SetRetention { years_after_termination: years });
+        assert!(matches!(refused, Err(DomainError::Invalid { field, .. }) if field == "years_after_termination"));
+    }
+    let set = when::<OrganizationAggregate>(&given, OrganizationCommand::SetRetention { years_after_termination: 7 })
+        .unwrap();
+    assert_eq!(set, vec![OrganizationEvent::RetentionPeriodSet { years_after_termination: 7 }]);
+}

@@ -118,7 +118,7 @@ async fn opened(
     as_stored: Option<bool>,
 ) -> AppResult<Vec<ledger_store::RecordedEvent>> {
     if as_stored != Some(true) {
-        ledger_store::vault::open(ledger.pool(), &mut events).await?;
+        ledger_store::vault::open(ledger.pool(), &ledger_codec::PERSONAL_DATA, &mut events).await?;
     }
     Ok(events)
 }

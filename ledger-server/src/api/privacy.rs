@@ -98,6 +98,7 @@ pub async fn erase(
         reason: input.reason,
         override_basis: input.override_basis.map(|basis| ErasureOverride { legal_basis: basis.legal_basis }),
         today: Utc::now().date_naive(),
+        reapplied: false,
     };
     let erased = erase_personal_data(&state.ledger, &command.context, request).await?;
     Ok(Json(ErasedView {
@@ -343,7 +344,7 @@ pub async fn personal_data(
     .await?;
     read.commit().await?;
     events.sort_by_key(|event| (event.transaction_id, event.global_position));
-    ledger_store::vault::open(ledger.pool(), &mut events).await?;
+    ledger_store::vault::open(ledger.pool(), &ledger_codec::PERSONAL_DATA, &mut events).await?;
     if headers
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())

@@ -323,6 +323,7 @@ impl Demo {
                 reason: "retention period passed".to_owned(),
                 override_basis: None,
                 today: chrono::Utc::now().date_naive(),
+                reapplied: false,
             };
             let erased = ledger_app::operations::erase(&self.ledger, &self.processor, request).await?;
             eprintln!("demo: personal data of former employee {} erased on {}", former_id(1), erased.erased_on);

@@ -92,7 +92,7 @@ pub async fn run(database: &Database, args: EventsArgs) -> anyhow::Result<()> {
     'pages: loop {
         let mut page = store.query_events(&query).await?;
         if !args.as_stored {
-            ledger_store::vault::open(store.pool(), &mut page).await?;
+            ledger_store::vault::open(store.pool(), &ledger_codec::PERSONAL_DATA, &mut page).await?;
         }
         for event in &page {
             if args.limit.is_some_and(|limit| written >= limit) {

@@ -39,8 +39,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return transparency::verify_evidence(file, public_key.as_deref());
     }
     // A restore makes its database.
-    if let Command::Restore { file } = &cli.command {
-        return restore(cli.database_url.as_deref(), &cli.data_dir, &cli.master_key, file).await;
+    if let Command::Restore { file, reapply_erasures } = &cli.command {
+        let keys = ledger_server::backup::RestoreKeys {
+            master: &cli.master_key,
+            default_master_file: &master_key_file(&cli.data_dir),
+            erasures: reapply_erasures.as_deref(),
+        };
+        return restore(cli.database_url.as_deref(), &cli.data_dir, keys, file).await;
     }
     if let Command::MasterKey { out } = &cli.command {
         ledger_server::privacy::write_key(out, &ledger_store::vault::MasterKey::generate())?;
@@ -181,15 +186,12 @@ fn master_key_file(data_dir: &std::path::Path) -> std::path::PathBuf {
 async fn restore(
     url: Option<&str>,
     data_dir: &std::path::Path,
-    master: &ledger_server::privacy::MasterKeySource,
+    keys: ledger_server::backup::RestoreKeys<'_>,
     file: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     let located = database::Located::find(url, data_dir).await?;
     let started = std::time::Instant::now();
-    let outcome = ledger_server::backup::restore(file, &located.url, master, &master_key_file(data_dir), &mut |step| {
-        eprintln!("== {step}")
-    })
-    .await;
+    let outcome = ledger_server::backup::restore(file, &located.url, keys, &mut |step| eprintln!("== {step}")).await;
     located.close().await?;
     let report = outcome?;
     let era = if report.preparation.era_begun {
@@ -204,6 +206,9 @@ async fn restore(
         report.projected,
         started.elapsed().as_secs_f64()
     );
+    if report.erasures_reapplied > 0 {
+        println!("made again {} erasure(s) made since the backup", report.erasures_reapplied);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -427,6 +432,7 @@ async fn erase_due(database: &Database, org: Option<Uuid>, dry_run: bool, reason
             reason: reason.to_owned(),
             override_basis: None,
             today,
+            reapplied: false,
         };
         match ledger_app::operations::erase(&ledger, &context, request).await {
             Ok(_) => {

@@ -58,7 +58,7 @@ async fn personal_fields_are_stored_sealed_and_read_back_opened() {
     assert!(stored[0].contains("\"note\": null"), "{}", stored[0]);
 
     let mut events = store.read_stream(id, 1).await.unwrap();
-    ledger_store::vault::open(&db.pool, &mut events).await.unwrap();
+    ledger_store::vault::open(&db.pool, &POLICY, &mut events).await.unwrap();
     let payload = events[0].payload.to_value();
     assert_eq!(payload["personal"], json!({ "full_name": "Ada Quill", "email": "Ada Quill@example.com" }));
     assert_eq!(payload["grade"], json!(7));
@@ -109,7 +109,7 @@ async fn an_erasure_destroys_the_key_with_its_append_and_only_then() {
     assert_eq!(wrapped, None);
 
     let mut events = store.read_stream(id, 1).await.unwrap();
-    ledger_store::vault::open(&db.pool, &mut events).await.unwrap();
+    ledger_store::vault::open(&db.pool, &POLICY, &mut events).await.unwrap();
     assert_eq!(events[0].payload.to_value()["personal"], json!({ "erased": { "at": recorded_at } }));
     assert!(store.verify(VerifyScope::All, &mut |_| {}).await.unwrap().is_intact());
 
@@ -141,7 +141,7 @@ async fn a_sealed_field_does_not_open_in_another_organization() {
     };
     plain.append(&AppendRequest::single(forged, Metadata::by("forger"))).await.unwrap();
     let mut events = plain.read_stream(copy, 1).await.unwrap();
-    ledger_store::vault::open(&db.pool, &mut events).await.unwrap();
+    ledger_store::vault::open(&db.pool, &POLICY, &mut events).await.unwrap();
     assert!(!events[0].payload.text().contains("Ada"), "{:?}", events[0].payload);
     assert_eq!(events[0].payload.to_value()["personal"], json!({ "erased": { "at": null } }));
 }
@@ -163,4 +163,30 @@ async fn another_master_key_is_refused_with_nothing_written() {
     // The process keeps the key it has.
     let error = Vault::install(&db.pool, &MasterKey::generate()).await.unwrap_err();
     assert!(matches!(error, StoreError::Vault(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_field_written_in_clear_before_sealing_reads_as_erased_once_its_subject_is() {
+    let db = TestDatabase::new().await;
+    // As appended before personal data was sealed: a store without the policy.
+    let plain = EventStore::new(db.pool.clone());
+    let (organization, id) = (Uuid::new_v4(), Uuid::new_v4());
+    plain.append(&person(organization, id, ExpectedVersion::NoStream, vec![joined("Old Ada")])).await.unwrap();
+    let read = || async {
+        let mut events = plain.read_stream(id, 1).await.unwrap();
+        ledger_store::vault::open(&db.pool, &POLICY, &mut events).await.unwrap();
+        events[0].payload.to_value()
+    };
+    assert_eq!(read().await["personal"]["full_name"], "Old Ada");
+    // Erased by the policy's store: the row it leaves names the subject as erased.
+    let store = db.store().with_personal_data(POLICY);
+    store
+        .append(&person(organization, id, ExpectedVersion::Exact(1), vec![event("Forgotten", json!({}))]))
+        .await
+        .unwrap();
+    let payload = read().await;
+    assert!(payload["personal"]["erased"]["at"].is_string(), "{payload}");
+    assert_eq!(payload["grade"], json!(7));
+    // The log's own bytes keep it (rewriting them would break the chain): documented.
+    assert!(stored_text(&db.pool, id).await[0].contains("Old Ada"));
 }

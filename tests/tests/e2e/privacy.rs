@@ -362,8 +362,87 @@ async fn a_key_that_comes_back_is_destroyed_again_at_start() {
     assert_eq!(wrapped, None, "the start destroyed the key again");
     // (This world's keys are of new organizations: the log is read as the projections do.)
     let mut events = ledger_store::EventStore::new(pool.clone()).read_stream(id, 1).await.unwrap();
-    ledger_store::vault::open(&pool, &mut events).await.unwrap();
+    ledger_store::vault::open(&pool, &ledger_codec::PERSONAL_DATA, &mut events).await.unwrap();
     assert!(events[0].payload.to_value()["personal"]["erased"]["at"].is_string(), "{:?}", events[0].payload);
     assert!(!plain_dump(&url).contains(&person.name));
+    world.stop().await;
+}
+
+/// A whole backup older than an erasure brings the person back, key and log; restored with
+/// the erasures kept apart, the erasure is made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_older_than_an_erasure_is_restored_with_the_erasure_made_again() {
+    let world = World::new().await;
+    world.register().await;
+    let person = Person::new();
+    let employee = hire(&world, &person, "2025-06-01").await;
+    let id: Uuid = employee.parse().unwrap();
+    let dir = std::env::temp_dir().join(format!("payroll-ledger-privacy-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ledger.dump");
+    ledger_server::backup::backup(world.db.url(), &file, &mut |_| {}).await.unwrap();
+    terminate(&world, &employee, "2026-01-31").await;
+    let erase = json!({ "reason": "asked", "override": { "legal_basis": "consent withdrawn" } });
+    world.ok(Method::POST, &format!("/v1/employees/{employee}/erase"), &world.compliance, Some(erase)).await;
+    // The erasures, kept apart from the backups (as `payroll-ledger events` writes them).
+    let query = ledger_store::EventQuery {
+        event_types: vec!["EmployeePersonalDataErased".to_owned()],
+        limit: 100,
+        ..ledger_store::EventQuery::default()
+    };
+    let erasures = ledger_store::EventStore::new(world.db.pool.clone()).query_events(&query).await.unwrap();
+    let lines: String = erasures.iter().map(|event| serde_json::to_string(event).unwrap() + "\n").collect();
+    let erasures_file = dir.join("erasures.ndjson");
+    std::fs::write(&erasures_file, lines).unwrap();
+
+    let master = ledger_server::privacy::MasterKeySource::of_text(ledger_store::testkit::TEST_MASTER_KEY);
+    let restore = |name: &str, erasures: Option<std::path::PathBuf>| {
+        let copy = format!("{}_{name}", world.db.name());
+        let url = world.db.url().replace(world.db.name(), &copy);
+        let (file, master) = (file.clone(), master.clone());
+        async move {
+            let keys = ledger_server::backup::RestoreKeys {
+                master: &master,
+                default_master_file: std::path::Path::new("/nonexistent/master.key"),
+                erasures: erasures.as_deref(),
+            };
+            let report = ledger_server::backup::restore(&file, &url, keys, &mut |_| {}).await.unwrap();
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
+            (copy, url, pool, report)
+        }
+    };
+    let name_in = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, Option<String>>("select full_name from employee.employees where employee_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    // Without the erasures: the person is back (the case this is for).
+    let (old, _, pool, report) = restore("old", None).await;
+    assert_eq!(report.erasures_reapplied, 0);
+    assert_eq!(name_in(pool.clone()).await, Some(person.name.clone()));
+    pool.close().await;
+    // With them: erased again, recorded, the chains intact, nowhere in a dump.
+    let (again, url, pool, report) = restore("again", Some(erasures_file)).await;
+    assert_eq!(report.erasures_reapplied, 1);
+    assert_eq!(name_in(pool.clone()).await, None);
+    let basis: String = sqlx::query_scalar(
+        "select payload->'override_basis'->>'legal_basis' from ledger.events \
+         where stream_id = $1 and event_type = 'EmployeePersonalDataErased'",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(basis.contains("re-applied after restoring"), "{basis}");
+    let store = ledger_store::EventStore::new(pool.clone());
+    assert!(store.verify(ledger_store::VerifyScope::All, &mut |_| {}).await.unwrap().is_intact());
+    assert!(!plain_dump(&url).contains(&person.name));
+    pool.close().await;
+    for copy in [old, again] {
+        sqlx::query(&format!("drop database {copy} with (force)")).execute(&world.db.pool).await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).ok();
     world.stop().await;
 }

@@ -18,8 +18,15 @@ use uuid::Uuid;
 use crate::World;
 
 /// The master key the test databases' personal data is sealed under.
-fn test_master_key() -> ledger_server::privacy::MasterKeySource {
-    ledger_server::privacy::MasterKeySource::of_text(ledger_store::testkit::TEST_MASTER_KEY)
+fn test_keys() -> ledger_server::backup::RestoreKeys<'static> {
+    static MASTER: std::sync::OnceLock<ledger_server::privacy::MasterKeySource> = std::sync::OnceLock::new();
+    let master =
+        MASTER.get_or_init(|| ledger_server::privacy::MasterKeySource::of_text(ledger_store::testkit::TEST_MASTER_KEY));
+    ledger_server::backup::RestoreKeys {
+        master,
+        default_master_file: Path::new("/nonexistent/master.key"),
+        erasures: None,
+    }
 }
 
 /// A checksum of every row of every table the ledger keeps: the log, keys, eras aside (a
@@ -168,15 +175,7 @@ async fn a_backup_restored_into_a_new_cluster_is_read_and_written_in_order() {
     .unwrap();
     let url = cluster.url("restored");
     let outcome = async {
-        let report = ledger_server::backup::restore(
-            &file,
-            &url,
-            &test_master_key(),
-            Path::new("/nonexistent/master.key"),
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let report = ledger_server::backup::restore(&file, &url, test_keys(), &mut |_| {}).await.unwrap();
         assert!(report.preparation.era_begun, "{report:?}");
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
         let counter: i64 =
@@ -212,26 +211,10 @@ async fn a_backup_restored_into_the_same_cluster_keeps_its_era() {
     ledger_server::backup::backup(world.db.url(), &file, &mut |_| {}).await.unwrap();
     let copy = format!("{}_copy", world.db.name());
     let url = world.db.url().replace(world.db.name(), &copy);
-    let report = ledger_server::backup::restore(
-        &file,
-        &url,
-        &test_master_key(),
-        Path::new("/nonexistent/master.key"),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let report = ledger_server::backup::restore(&file, &url, test_keys(), &mut |_| {}).await.unwrap();
     assert!(!report.preparation.era_begun, "{report:?}");
     // Restoring over a database that holds tables is refused, and changes nothing.
-    let again = ledger_server::backup::restore(
-        &file,
-        &url,
-        &test_master_key(),
-        Path::new("/nonexistent/master.key"),
-        &mut |_| {},
-    )
-    .await
-    .unwrap_err();
+    let again = ledger_server::backup::restore(&file, &url, test_keys(), &mut |_| {}).await.unwrap_err();
     assert!(again.to_string().contains("is not empty"), "{again}");
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(20).connect(&url).await.unwrap();
     assert_eq!(check_restored(&mut world, &source, &pool, &held).await, 1);
