@@ -162,6 +162,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Re-wrap every person's data key under a new master key (after it, only the new key
+    /// opens the database). Stop the servers first; start them again with the new key.
+    RotateMasterKey {
+        /// The file holding the new key (`payroll-ledger master-key --out FILE`).
+        #[arg(long)]
+        new_master_key_file: PathBuf,
+    },
     /// Erase the personal data of everyone whose retention period has passed (as
     /// `GET /v1/compliance/erasure-due` lists them), with --dry-run only listing them.
     EraseDue {

@@ -207,6 +207,58 @@ impl Vault {
         Ok(Vault { master: Arc::new(cipher) })
     }
 
+    /// Re-wraps every data key under `new` and records `new`'s check value, in one
+    /// transaction (the keys locked meanwhile: sealing and erasure wait): after it only `new`
+    /// unlocks the database. `self` must be the database's current key ([`Vault::unlock`]).
+    /// Returns how many data keys were re-wrapped. Ciphertext in the log is untouched (it is
+    /// under the data keys, which do not change).
+    pub async fn rotate(&self, pool: &PgPool, new: &MasterKey) -> Result<u64> {
+        let mut transaction = pool.begin().await?;
+        sqlx::query("lock table ledger.master_key_check, ledger.subject_keys in exclusive mode")
+            .execute(&mut *transaction)
+            .await?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("select sealed from ledger.master_key_check").fetch_one(&mut *transaction).await?;
+        if open_bytes(&self.master, &stored, CHECK_AAD).as_deref() != Some(CHECK_PLAINTEXT) {
+            return Err(StoreError::Vault(
+                "the current master key is not this database's: nothing was rotated".to_owned(),
+            ));
+        }
+        let rows: Vec<(Uuid, Uuid, Vec<u8>)> = sqlx::query_as(
+            "select subject_id, organization_id, wrapped_key from ledger.subject_keys where wrapped_key is not null",
+        )
+        .fetch_all(&mut *transaction)
+        .await?;
+        let cipher = new.cipher();
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut wrapped = Vec::with_capacity(rows.len());
+        for (subject, organization, old) in rows {
+            let mut aad = WRAP_AAD.to_vec();
+            aad.extend(subject_aad(subject, organization));
+            let key = open_bytes(&self.master, &old, &aad).ok_or_else(|| {
+                StoreError::Vault(format!(
+                    "the data key of subject {subject} does not open (altered?): nothing was rotated"
+                ))
+            })?;
+            ids.push(subject);
+            wrapped.push(seal_bytes(&cipher, &key, &aad));
+        }
+        sqlx::query(
+            "update ledger.subject_keys k set wrapped_key = n.wrapped from unnest($1::uuid[], $2::bytea[]) as n(id, wrapped) \
+             where k.subject_id = n.id",
+        )
+        .bind(&ids)
+        .bind(&wrapped)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("update ledger.master_key_check set sealed = $1, created_at = now()")
+            .bind(seal_bytes(&cipher, CHECK_PLAINTEXT, CHECK_AAD))
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
     /// Whether the database has a master key check value (personal data was sealed, or a
     /// key was unlocked, before).
     pub async fn has_check(pool: &PgPool) -> Result<bool> {
@@ -373,6 +425,16 @@ pub async fn open(
     policy: &PersonalDataPolicy,
     events: &mut [RecordedEvent],
 ) -> Result<()> {
+    open_with(Vault::installed(), executor, policy, events).await
+}
+
+/// [`open`] with `vault` rather than the process's (`None`: fails when a field is sealed).
+pub async fn open_with(
+    vault: Option<&Vault>,
+    executor: impl PgExecutor<'_>,
+    policy: &PersonalDataPolicy,
+    events: &mut [RecordedEvent],
+) -> Result<()> {
     let mut work = Vec::new();
     let mut subjects = HashSet::new();
     for (index, event) in events.iter().enumerate() {
@@ -406,7 +468,10 @@ pub async fn open(
     let erased: HashMap<Uuid, DateTime<Utc>> =
         rows.iter().filter_map(|(subject, _, _, erased_at)| erased_at.map(|at| (*subject, at))).collect();
     let keys = if work.iter().any(|(_, _, sealed, _)| !sealed.is_empty()) {
-        Vault::required()?.unwrap(rows)?
+        match vault {
+            Some(vault) => vault.unwrap(rows)?,
+            None => Vault::required()?.unwrap(rows)?,
+        }
     } else {
         HashMap::new()
     };

@@ -262,36 +262,22 @@ pub struct PersonalDataExport {
     pub payments: Vec<PaymentRecord>,
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ExportQuery {
-    /// Wait until every projection has applied the event at this position.
-    #[param(minimum = 0)]
-    pub wait_for_position: Option<i64>,
-    /// How long to wait, in milliseconds (default 5,000; at most 30,000).
-    #[param(maximum = 30000)]
-    pub wait_timeout_ms: Option<u32>,
-}
-
 /// `GET /v1/employees/{id}/personal-data`: the subject-access export (admin or
 /// compliance): one JSON document, or with `Accept: application/x-ndjson` the person's
 /// events one per line.
 #[utoipa::path(get, path = "/v1/employees/{id}/personal-data", tag = "personal data",
-    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"), ExportQuery),
+    params(("id" = uuid::Uuid, Path, description = "The employee's id (a UUID)"), Consistency),
     responses((status = 200, description = "The export; with `Accept: application/x-ndjson`, the person's events one per line",
         content((PersonalDataExport = "application/json"), (String = "application/x-ndjson"))), Problems))]
 pub async fn personal_data(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
-    Query(query): Query<ExportQuery>,
+    Query(consistency): Query<Consistency>,
     headers: HeaderMap,
 ) -> AppResult<Response> {
     identity.require(Permission::PersonalData)?;
     let employee_id = parse_id(&id, "employee id")?;
-    let consistency =
-        Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: query.wait_timeout_ms };
     consistency.wait(&state.ledger).await?;
     let organization_id = identity.organization_id;
     let ledger = &state.ledger;

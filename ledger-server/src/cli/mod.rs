@@ -76,6 +76,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         database.close(ServerAfter::Stop).await?;
         return Err(error);
     }
+    if let Command::RotateMasterKey { new_master_key_file } = &cli.command {
+        let outcome = rotate_master_key(&database, &cli, new_master_key_file).await;
+        database.close(ServerAfter::Stop).await?;
+        return outcome;
+    }
     let server_after = if matches!(cli.command, Command::Serve { .. }) { ServerAfter::Keep } else { ServerAfter::Stop };
     let outcome = dispatch(cli.command, &database).await;
     database.close(server_after).await?;
@@ -138,6 +143,7 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         },
         Command::Evidence { run, out, key } => transparency::evidence(database, run, &out, &key).await?,
         Command::EraseDue { org, dry_run, reason } => return erase_due(database, org, dry_run, &reason).await,
+        Command::RotateMasterKey { .. } => unreachable!("answered before dispatch"),
         Command::Keygen { .. } | Command::VerifyEvidence { .. } | Command::MasterKey { .. } => {
             unreachable!("answered before the database is opened")
         }
@@ -451,4 +457,24 @@ async fn erase_due(database: &Database, org: Option<Uuid>, dry_run: bool, reason
     }
     println!("erased {erased} of {} due", due.len());
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `rotate-master-key`: every data key re-wrapped under the new master key, in one transaction.
+async fn rotate_master_key(
+    database: &Database,
+    cli: &crate::Cli,
+    new_file: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let current = cli.master_key.resolve(&database.pool, &master_key_file(&cli.data_dir)).await?;
+    let vault = ledger_store::vault::Vault::unlock(&database.pool, &current).await?;
+    let new = ledger_server::privacy::MasterKeySource { master_key_file: Some(new_file.to_owned()), master_key: None }
+        .resolve(&database.pool, new_file)
+        .await?;
+    let rewrapped = vault.rotate(&database.pool, &new).await?;
+    println!(
+        "re-wrapped {rewrapped} data key(s) under the master key in {}: start every process with it now \
+         (PAYROLL_LEDGER_MASTER_KEY_FILE); the old key opens nothing any more",
+        new_file.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -36,13 +36,13 @@ fn cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("the CLI runs")
 }
 
-/// The CLI with a master key of its own in the environment.
-fn cli_with_key(data_dir: &Path, args: &[&str], key: &str) -> Output {
+/// The CLI with a variable of its own in the environment (another master key).
+fn cli_with(data_dir: &Path, args: &[&str], variable: &str, value: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_payroll-ledger"))
         .args(args)
         .env_remove("DATABASE_URL")
         .env("PAYROLL_LEDGER_DATA_DIR", data_dir)
-        .env("PAYROLL_LEDGER_MASTER_KEY", key)
+        .env(variable, value)
         .output()
         .expect("the CLI runs")
 }
@@ -142,7 +142,7 @@ fn personal_data(dir: &DataDir, demo: &str, events: usize) {
     // Another master key: refused before anything is read or written.
     let other = "b3RoZXIgbWFzdGVyIGtleSwgbm90IHRoZSBkZW1vJ3M=";
     for args in [&["events", "--format", "ndjson"][..], &["erase-due"][..]] {
-        let refused = cli_with_key(&dir.pg(), args, other);
+        let refused = cli_with(&dir.pg(), args, "PAYROLL_LEDGER_MASTER_KEY", other);
         assert_eq!(refused.status.code(), Some(2), "{args:?}");
         let message = String::from_utf8_lossy(&refused.stderr);
         assert!(message.contains("not the one") && message.contains("PAYROLL_LEDGER_MASTER_KEY"), "{message}");
@@ -157,6 +157,26 @@ fn personal_data(dir: &DataDir, demo: &str, events: usize) {
     assert!(ok(&dir.pg(), &["erase-due"]).contains("nobody is due"));
     let now = ndjson(&ok(&dir.pg(), &["events", "--stream-id", &former(2), "--event-type", "EmployeeHired"]));
     assert!(now[0]["payload"]["personal"]["erased"]["at"].is_string(), "{:?}", now[0]);
+
+    // A new master key: every data key re-wrapped; the old key opens nothing, the new all.
+    let new_key = dir.0.join("new-master.key");
+    ok(&dir.pg(), &["master-key", "--out", &new_key.to_string_lossy()]);
+    let rotated = ok(&dir.pg(), &["rotate-master-key", "--new-master-key-file", &new_key.to_string_lossy()]);
+    assert!(rotated.contains("re-wrapped"), "{rotated}");
+    let old = cli(&dir.pg(), &["events", "--limit", "1"]);
+    assert_eq!(old.status.code(), Some(2), "the old key is refused");
+    let employee = demo_id("employee:1").to_string();
+    let opened = cli_with(
+        &dir.pg(),
+        &["events", "--stream-id", &employee, "--event-type", "EmployeeHired"],
+        "PAYROLL_LEDGER_MASTER_KEY_FILE",
+        &new_key.to_string_lossy(),
+    );
+    assert!(opened.status.success(), "{}", String::from_utf8_lossy(&opened.stderr));
+    let hired = ndjson(&String::from_utf8(opened.stdout).unwrap());
+    assert_eq!(hired[0]["payload"]["personal"]["full_name"], "Employee 00001");
+    // The rest of the test goes on with the new key as the default one.
+    std::fs::rename(&new_key, dir.0.join("master.key")).unwrap();
 }
 
 /// A key, a checkpoint, the log verified against it, a run's evidence verified offline.

@@ -190,3 +190,33 @@ async fn a_field_written_in_clear_before_sealing_reads_as_erased_once_its_subjec
     // The log's own bytes keep it (rewriting them would break the chain): documented.
     assert!(stored_text(&db.pool, id).await[0].contains("Old Ada"));
 }
+
+#[tokio::test]
+async fn a_rotated_master_key_opens_everything_and_the_old_one_nothing() {
+    let db = TestDatabase::new().await;
+    let store = db.store().with_personal_data(POLICY);
+    let (organization, id) = (Uuid::new_v4(), Uuid::new_v4());
+    store.append(&person(organization, id, ExpectedVersion::NoStream, vec![joined("Ada")])).await.unwrap();
+    let old = MasterKey::parse(ledger_store::testkit::TEST_MASTER_KEY).unwrap();
+    let new = MasterKey::generate();
+    let vault = Vault::unlock(&db.pool, &old).await.unwrap();
+    assert_eq!(vault.rotate(&db.pool, &new).await.unwrap(), 1);
+    assert!(Vault::unlock(&db.pool, &old).await.is_err(), "the old key no longer unlocks");
+    let check = || async {
+        sqlx::query_scalar::<_, Vec<u8>>("select sealed from ledger.master_key_check")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    let before = check().await;
+    assert!(vault.rotate(&db.pool, &MasterKey::generate()).await.is_err(), "the old key rotates nothing");
+    assert_eq!(check().await, before);
+    let rotated = Vault::unlock(&db.pool, &new).await.unwrap();
+    // The log is untouched; its sealed field opens through the new key's unwrapping.
+    let mut events = store.read_stream(id, 1).await.unwrap();
+    let stored = events[0].payload.clone();
+    ledger_store::vault::open_with(Some(&rotated), &db.pool, &POLICY, &mut events).await.unwrap();
+    assert_eq!(events[0].payload.to_value()["personal"]["full_name"], "Ada");
+    assert_eq!(store.read_stream(id, 1).await.unwrap()[0].payload, stored);
+    assert!(store.verify(VerifyScope::All, &mut |_| {}).await.unwrap().is_intact());
+}
