@@ -31,6 +31,10 @@ grant select on ledger.subject_keys, ledger.master_key_check to ledger_projector
 -- Read tables: a person's name may be erased; the organization keeps its retention period.
 alter table employee.employees alter column full_name drop not null;
 alter table employee.employees add column erased_at timestamptz;
+-- The person's data as the log seals it (the API opens it with the master key): read tables
+-- hold no personal data in clear either. full_name and email hold only what the log itself
+-- holds in clear (hires recorded before sealing).
+alter table employee.employees add column personal_sealed jsonb;
 alter table organization.organizations add column retention_years integer;
 create index employees_terminated on employee.employees (organization_id, end_date) where erased_at is null and end_date is not null;
 

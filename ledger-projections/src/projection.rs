@@ -42,12 +42,6 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
         self.event_types()
     }
 
-    /// Whether it reads personal data: its batches are opened with the process's vault
-    /// (sealed fields in clear, or erased).
-    fn reads_personal_data(&self) -> bool {
-        false
-    }
-
     /// Whether it reads events' metadata (who acted, under which key). Without, a runner's
     /// reads leave the metadata and the hashes out.
     fn reads_metadata(&self) -> bool {

@@ -168,11 +168,7 @@ pub(crate) async fn read_batch(
         metadata: projection.reads_metadata(),
         hashes: projection.reads_hashes(),
     };
-    let mut events = EventStore::read_all_in_with_payloads(&mut *connection, after, limit, payloads).await?;
-    if projection.reads_personal_data() {
-        ledger_store::vault::open(&mut *connection, &ledger_codec::PERSONAL_DATA, &mut events).await?;
-    }
-    Ok(events)
+    Ok(EventStore::read_all_in_with_payloads(connection, after, limit, payloads).await?)
 }
 
 impl Runner {

@@ -503,6 +503,34 @@ pub async fn open_with(
     Ok(())
 }
 
+/// Opens sealed values kept apart from their events (a read table's copy), each of the
+/// organization it is paired with, in place: in clear where the key exists,
+/// `{"erased": {"at": ...}}` where it was destroyed. Other values are left as they are.
+pub async fn open_values(executor: impl PgExecutor<'_>, values: &mut [(Uuid, &mut Value)]) -> Result<()> {
+    let sealed: Vec<Option<Sealed>> = values.iter().map(|(_, value)| sealed_of(value)).collect();
+    if sealed.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let rows = key_rows(executor, sealed.iter().flatten().map(|sealed| sealed.subject)).await?;
+    let keys = Vault::required()?.unwrap(rows)?;
+    for ((organization, value), sealed) in values.iter_mut().zip(sealed) {
+        let Some(sealed) = sealed else { continue };
+        **value = match keys.get(&sealed.subject) {
+            Some(SubjectKey::Live { organization_id, cipher }) if organization_id == organization => {
+                open_value(cipher, *organization_id, &sealed).ok_or_else(|| {
+                    StoreError::Vault(format!(
+                        "the sealed personal data of {} does not open (altered?)",
+                        sealed.subject
+                    ))
+                })?
+            }
+            Some(SubjectKey::Erased { at }) => serde_json::json!({ "erased": { "at": at } }),
+            Some(SubjectKey::Live { .. }) | None => serde_json::json!({ "erased": { "at": null } }),
+        };
+    }
+    Ok(())
+}
+
 /// The key table's rows of `subjects`.
 async fn key_rows(executor: impl PgExecutor<'_>, subjects: impl Iterator<Item = Uuid>) -> Result<Vec<KeyRow>> {
     let subjects: Vec<Uuid> = subjects.collect::<HashSet<_>>().into_iter().collect();

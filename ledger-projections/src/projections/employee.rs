@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::serde_name;
-use crate::error::{ProjectionError, Result};
+use crate::error::Result;
 use crate::projection::Projection;
 use ledger_codec::AnyEvent;
 
@@ -125,6 +125,7 @@ struct HireColumns {
     names: Vec<Option<String>>,
     emails: Vec<Option<String>>,
     erased: Vec<Option<DateTime<Utc>>>,
+    sealed: Vec<Option<String>>,
     positions: Vec<String>,
     departments: Vec<String>,
     currencies: Vec<String>,
@@ -156,9 +157,9 @@ impl Hires {
         self.employees.ids.is_empty() && self.kyc.is_empty()
     }
 
-    /// Gathers `decoded` if it is a hire or a KYC decision; false otherwise. A hire whose
-    /// personal data is still sealed (read without the master key) is an error: the table
-    /// never holds ciphertext in place of a name.
+    /// Gathers `decoded` if it is a hire or a KYC decision; false otherwise. Personal data
+    /// is kept as the log has it: sealed (the API opens it), or in clear for hires recorded
+    /// before sealing.
     fn gather(&mut self, event: &RecordedEvent, decoded: &AnyEvent) -> Result<bool> {
         match decoded {
             AnyEvent::Employee(EmployeeEvent::EmployeeHired {
@@ -181,17 +182,19 @@ impl Hires {
                         rows.names.push(Some(personal.full_name.clone()));
                         rows.emails.push(personal.email.clone());
                         rows.erased.push(None);
+                        rows.sealed.push(None);
                     }
                     Personal::Erased { erased } => {
                         rows.names.push(None);
                         rows.emails.push(None);
                         rows.erased.push(Some(erased.at.unwrap_or(event.recorded_at)));
+                        rows.sealed.push(None);
                     }
-                    Personal::Sealed { .. } => {
-                        return Err(ProjectionError::Replay(format!(
-                            "the personal data of the event at {} is sealed: the projector needs the master key",
-                            event.global_position
-                        )));
+                    Personal::Sealed { sealed } => {
+                        rows.names.push(None);
+                        rows.emails.push(None);
+                        rows.erased.push(None);
+                        rows.sealed.push(Some(serde_json::json!({ "sealed": sealed }).to_string()));
                     }
                 }
                 rows.positions.push(position.clone());
@@ -231,10 +234,11 @@ impl Hires {
         if !employees.ids.is_empty() {
             sqlx::query(
                 "insert into employees (employee_id, organization_id, full_name, email, position, department, currency, pay_frequency, \
-                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position, pay_schedule_id, erased_at) \
-                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp, ps, er \
+                   rate_amount, rate_basis, rate_effective_from, kyc_status, status, start_date, end_date, last_position, pay_schedule_id, erased_at, personal_sealed) \
+                 select id, o, n, e, p, d, c, f, r, b, s, 'pending', 'active', s, null, lp, ps, er, se::jsonb \
                  from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                             $9::numeric[], $10::text[], $11::date[], $12::int8[], $13::uuid[], $14::timestamptz[]) as rows(id, o, n, e, p, d, c, f, r, b, s, lp, ps, er)",
+                             $9::numeric[], $10::text[], $11::date[], $12::int8[], $13::uuid[], $14::timestamptz[], $15::text[]) \
+                   as rows(id, o, n, e, p, d, c, f, r, b, s, lp, ps, er, se)",
             )
             .bind(&employees.ids)
             .bind(&employees.organizations)
@@ -250,6 +254,7 @@ impl Hires {
             .bind(&employees.last_positions)
             .bind(&employees.schedules)
             .bind(&employees.erased)
+            .bind(&employees.sealed)
             .execute(&mut *connection)
             .await?;
             sqlx::query(
@@ -306,10 +311,6 @@ impl Projection for EmployeeProjection {
 
     /// Not the pay records (`EmployeePaid`, `EmployeePayTakenBack`): the payroll projection's
     /// `paid_earnings` shows what was paid, from the runs' events.
-    fn reads_personal_data(&self) -> bool {
-        true
-    }
-
     fn event_types(&self) -> Vec<&'static str> {
         let pay_records = ["EmployeePaid", "EmployeePayTakenBack"];
         <EmployeeEvent as ledger_core::DomainEvent>::EVENT_TYPES
@@ -341,7 +342,8 @@ impl Projection for EmployeeProjection {
             EmployeeEvent::EmployeePaid { .. } | EmployeeEvent::EmployeePayTakenBack { .. } => {}
             EmployeeEvent::EmployeePersonalDataErased { .. } => {
                 sqlx::query(
-                    "update employees set full_name = null, email = null, erased_at = $2, last_position = $3 \
+                    "update employees set full_name = null, email = null, personal_sealed = null, erased_at = $2, \
+                       last_position = $3 \
                      where employee_id = $1",
                 )
                 .bind(event.stream_id)

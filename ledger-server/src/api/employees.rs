@@ -328,6 +328,12 @@ pub struct EmployeeView {
     /// Null once the employee's personal data is erased.
     pub full_name: Option<String>,
     pub email: Option<String>,
+    #[sqlx(skip)]
+    pub address: Option<String>,
+    /// The personal data as the table keeps it (sealed), opened into the fields above.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub personal_sealed: Option<serde_json::Value>,
     pub position: String,
     pub department: String,
     pub currency: String,
@@ -374,8 +380,9 @@ pub async fn list(
 ) -> AppResult<Json<EmployeePage>> {
     let sql =
         "select * from employee.employees e where $1::uuid is null or employee_id > $1 order by employee_id limit $2";
-    let (employees, next_after) =
+    let (mut employees, next_after) =
         read_page(&state, &identity, &query, sql, |employee: &EmployeeView| employee.employee_id).await?;
+    open_personal(&state.ledger, &mut employees).await?;
     Ok(Json(EmployeePage { employees, next_after }))
 }
 
@@ -391,7 +398,28 @@ pub async fn show(
 ) -> AppResult<Json<EmployeeView>> {
     let employee_id = parse_id(&id, "employee id")?;
     let sql = "select * from employee.employees e where employee_id = $1";
-    read_row(&state, &identity, consistency, sql, employee_id, format!("no employee {employee_id}")).await
+    let Json(mut employee) =
+        read_row(&state, &identity, consistency, sql, employee_id, format!("no employee {employee_id}")).await?;
+    open_personal(&state.ledger, std::slice::from_mut(&mut employee)).await?;
+    Ok(Json(employee))
+}
+
+/// Fills in the names the table keeps sealed, opened with the master key (null once erased).
+async fn open_personal(ledger: &Ledger, employees: &mut [EmployeeView]) -> AppResult<()> {
+    let mut values: Vec<(Uuid, &mut serde_json::Value)> = employees
+        .iter_mut()
+        .filter_map(|employee| employee.personal_sealed.as_mut().map(|value| (employee.organization_id, value)))
+        .collect();
+    ledger_store::vault::open_values(ledger.pool(), &mut values).await?;
+    for employee in employees {
+        let Some(opened) = employee.personal_sealed.take() else { continue };
+        if let Ok(personal) = serde_json::from_value::<PersonalData>(opened) {
+            employee.full_name = Some(personal.full_name);
+            employee.email = personal.email;
+            employee.address = personal.address;
+        }
+    }
+    Ok(())
 }
 
 /// One effective-dated change of an employee: a pay rate or a position, valid from a day

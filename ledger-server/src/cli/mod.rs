@@ -64,8 +64,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if matches!(
         cli.command,
         Command::Serve { .. }
-            | Command::Project { .. }
-            | Command::Rebuild { .. }
             | Command::Replay { .. }
             | Command::Events(_)
             | Command::Demo { .. }
