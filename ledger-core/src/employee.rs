@@ -50,8 +50,14 @@ impl Personal {
 }
 
 /// The employee's personal-data fields the store seals under the employee's data key:
-/// (stream type, event type, payload field). `docs/events.md` lists them.
-pub const PERSONAL_FIELDS: &[(&str, &str, &str)] = &[("employee", "EmployeeHired", "personal")];
+/// (stream type, event type, payload field). `docs/events.md` lists them. `name` and `email`
+/// are where version 1 of `EmployeeHired` kept them (never written since: nothing to seal,
+/// but read as erased once the person is).
+pub const PERSONAL_FIELDS: &[(&str, &str, &str)] = &[
+    ("employee", "EmployeeHired", "personal"),
+    ("employee", "EmployeeHired", "name"),
+    ("employee", "EmployeeHired", "email"),
+];
 /// The events whose append destroys their stream's data key.
 pub const ERASURE_EVENTS: &[(&str, &str)] = &[("employee", "EmployeePersonalDataErased")];
 

@@ -46,6 +46,11 @@ fn employee_hired_v1_to_v2(payload: Value) -> Result<Value, String> {
     let Value::Object(mut fields) = payload else { return Err("payload is not an object".to_owned()) };
     let name = fields.remove("name").ok_or("v1 payload has no name")?;
     let email = fields.remove("email").unwrap_or(Value::Null);
-    fields.insert("personal".to_owned(), serde_json::json!({ "full_name": name, "email": email, "address": null }));
+    // Read after the person's erasure, the clear fields come marked erased: so is `personal`.
+    let personal = match name {
+        Value::Object(erased) if erased.contains_key("erased") => Value::Object(erased),
+        name => serde_json::json!({ "full_name": name, "email": email, "address": null }),
+    };
+    fields.insert("personal".to_owned(), personal);
     Ok(Value::Object(fields))
 }

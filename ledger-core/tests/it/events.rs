@@ -44,6 +44,21 @@ fn a_version_1_payload_still_decodes_into_todays_event() {
 }
 
 #[test]
+fn a_version_1_payload_read_after_erasure_decodes_as_erased() {
+    let mut payload: serde_json::Value = serde_json::from_str(EMPLOYEE_HIRED_V1).unwrap();
+    let erased = json!({ "erased": { "at": "2033-01-31T00:00:00Z" } });
+    payload["name"] = erased.clone();
+    payload["email"] = erased;
+    let EmployeeEvent::EmployeeHired { personal, position, .. } =
+        EmployeeEvent::decode("EmployeeHired", 1, &payload).unwrap()
+    else {
+        panic!("a hire")
+    };
+    assert!(matches!(personal, ledger_core::employee::Personal::Erased { erased } if erased.at.is_some()));
+    assert_eq!(position, "Engineer");
+}
+
+#[test]
 fn unknown_types_future_versions_and_bad_payloads_are_decode_errors() {
     assert!(matches!(EmployeeEvent::decode("EmployeeTeleported", 1, &json!({})), Err(DecodeError::UnknownType(_))));
     assert!(matches!(

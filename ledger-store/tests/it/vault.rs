@@ -220,3 +220,37 @@ async fn a_rotated_master_key_opens_everything_and_the_old_one_nothing() {
     assert_eq!(store.read_stream(id, 1).await.unwrap()[0].payload, stored);
     assert!(store.verify(VerifyScope::All, &mut |_| {}).await.unwrap().is_intact());
 }
+
+#[tokio::test]
+async fn an_erasure_that_fails_midway_writes_nothing_and_keeps_the_key() {
+    let db = TestDatabase::new().await;
+    let store = db.store().with_personal_data(POLICY);
+    let (organization, id) = (Uuid::new_v4(), Uuid::new_v4());
+    store.append(&person(organization, id, ExpectedVersion::NoStream, vec![joined("Ada")])).await.unwrap();
+    // The key's destruction fails after the erasure event is written, inside its transaction
+    // (as a crash there would end it).
+    sqlx::query(
+        "create function ledger.fail_midway() returns trigger language plpgsql as \
+         $$ begin raise exception 'crashed in the middle of an erasure'; end $$",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "create trigger fail_midway before update on ledger.subject_keys for each row execute function ledger.fail_midway()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let erase = person(organization, id, ExpectedVersion::Exact(1), vec![event("Forgotten", json!({}))]);
+    assert!(store.append(&erase).await.is_err());
+    assert_eq!(crate::event_count(&db.pool).await, 1, "the erasure event is not written");
+    assert_eq!(Vault::status(&db.pool, id).await.unwrap().unwrap().erased_at, None);
+    let mut events = store.read_stream(id, 1).await.unwrap();
+    ledger_store::vault::open(&db.pool, &POLICY, &mut events).await.unwrap();
+    assert_eq!(events[0].payload.to_value()["personal"]["full_name"], "Ada");
+    // Once the cause is gone, the same erasure goes through.
+    sqlx::query("drop trigger fail_midway on ledger.subject_keys").execute(&db.pool).await.unwrap();
+    store.append(&erase).await.unwrap();
+    assert!(Vault::status(&db.pool, id).await.unwrap().unwrap().erased_at.is_some());
+}
