@@ -71,6 +71,7 @@ pub struct BenchArgs {
 enum Part {
     Append,
     Latency,
+    Commands,
     Payroll,
     Rebuild,
     Replay,
@@ -133,6 +134,9 @@ pub async fn run(database: &Database, args: BenchArgs) -> anyhow::Result<()> {
     }
     if runs(Part::Latency) {
         single_command_latency(&pool, &args, &mut report).await?;
+    }
+    if runs(Part::Commands) {
+        command_path(&pool, &args, &mut report).await?;
     }
     if runs(Part::Payroll) {
         for employees in &args.employees {
@@ -387,6 +391,99 @@ async fn single_command_latency(pool: &PgPool, args: &BenchArgs, report: &mut Re
     Ok(())
 }
 
+/// Employees each command task changes in turn.
+const COMMAND_STREAMS_PER_TASK: usize = 4;
+
+/// The command path every HTTP command takes: through `Ledger` (load the stream, decide,
+/// append one event at its exact version: a pay rate change), at 1 and 16 tasks, each on
+/// employees of its own, next to raw PostgreSQL doing the same statements on a table shaped
+/// like the log (read the stream's rows, then BEGIN, INSERT one row, COMMIT); interleaved,
+/// `--appends-per-writer` commands per task.
+async fn command_path(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
+    let ledger = super::ledger_over(pool.clone());
+    let (context, employees) = staff(&ledger, 16 * COMMAND_STREAMS_PER_TASK).await?;
+    sqlx::query("create schema if not exists bench_raw").execute(pool).await?;
+    sqlx::query("drop table if exists bench_raw.command_events").execute(pool).await?;
+    sqlx::query(
+        "create table bench_raw.command_events (stream_id uuid not null, stream_version bigint not null, \
+           event_type text not null, payload jsonb not null, metadata jsonb not null, \
+           recorded_at timestamptz not null default now(), primary key (stream_id, stream_version))",
+    )
+    .execute(pool)
+    .await?;
+    let mut day = 0u32;
+    for tasks in [1usize, 16] {
+        let (mut ours, mut raw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            day += 1;
+            let started = Instant::now();
+            let commands = futures_util::future::try_join_all((0..tasks).map(|task| {
+                let (ledger, context) = (&ledger, &context);
+                let streams = &employees[task * COMMAND_STREAMS_PER_TASK..(task + 1) * COMMAND_STREAMS_PER_TASK];
+                async move {
+                    for n in 0..args.appends_per_writer {
+                        let change = ledger_core::employee::EmployeeCommand::ChangePayRate {
+                            rate: ledger_core::employee::PayRate {
+                                amount: usd(400_000 + n as i64),
+                                basis: ledger_core::employee::PayBasis::Monthly,
+                            },
+                            effective_from: date(2025, 1, 1) + chrono::Days::new(u64::from(day)),
+                            reason: "bench".to_owned(),
+                        };
+                        ledger.execute::<EmployeeAggregate>(context, streams[n % streams.len()], change).await?;
+                    }
+                    anyhow::Ok(())
+                }
+            }));
+            commands.await?;
+            let our_rate = (tasks * args.appends_per_writer) as f64 / started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            futures_util::future::try_join_all((0..tasks).map(|task| {
+                let streams = &employees[task * COMMAND_STREAMS_PER_TASK..(task + 1) * COMMAND_STREAMS_PER_TASK];
+                async move {
+                    let mut connection = pool.acquire().await?;
+                    for n in 0..args.appends_per_writer {
+                        let stream = streams[n % streams.len()];
+                        let rows: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+                            "select stream_version, payload from bench_raw.command_events where stream_id = $1 \
+                             order by stream_version",
+                        )
+                        .bind(stream)
+                        .fetch_all(&mut *connection)
+                        .await?;
+                        let mut transaction = sqlx::Connection::begin(&mut *connection).await?;
+                        sqlx::query(
+                            "insert into bench_raw.command_events (stream_id, stream_version, event_type, payload, metadata) \
+                             values ($1, $2, 'EmployeePayRateChanged', $3, $4)",
+                        )
+                        .bind(stream)
+                        .bind(rows.len() as i64 + 1)
+                        .bind(serde_json::json!({ "rate": { "amount": { "amount": format!("{}.00", 4000 + n), "currency": { "code": "USD", "scale": 2 } }, "basis": "monthly" }, "effective_from": "2025-01-02", "reason": "bench" }))
+                        .bind(serde_json::json!({ "actor": "bench:processor", "role": "admin", "correlation_id": Uuid::new_v4() }))
+                        .execute(&mut *transaction)
+                        .await?;
+                        transaction.commit().await?;
+                    }
+                    anyhow::Ok(())
+                }
+            }))
+            .await?;
+            let raw_rate = (tasks * args.appends_per_writer) as f64 / started.elapsed().as_secs_f64();
+            ours.push(our_rate);
+            raw.push(raw_rate);
+            ratios.push(our_rate / raw_rate * 100.0);
+        }
+        report.add(Figure::of(format!("command path, {tasks} task(s): Ledger::execute"), "commands/s", ours));
+        report.add(Figure::of(
+            format!("command path, {tasks} task(s): raw read + BEGIN/INSERT/COMMIT"),
+            "commands/s",
+            raw,
+        ));
+        report.add(Figure::of(format!("command path, {tasks} task(s): ours as a share of raw"), "%", ratios));
+    }
+    Ok(())
+}
+
 /// The log's Merkle tree: what its runner costs appends (16 writers with the runner on and
 /// off, interleaved), how fast it catches up, and proofs and a checkpoint at `--tree-events`.
 async fn tree_figures(pool: &PgPool, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -484,7 +581,7 @@ fn date(year: i32, month: u32, day: u32) -> NaiveDate {
 
 /// An organization with `employees` employees (monthly, KYC approved) and wallets, hired
 /// in bulk appends (not timed).
-async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
+async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<(Context, Vec<Uuid>)> {
     let organization = Uuid::new_v4();
     let context = Context::system(organization, "bench:processor");
     let register = OrganizationCommand::Register {
@@ -505,11 +602,11 @@ async fn staff(ledger: &Ledger, employees: usize) -> anyhow::Result<Context> {
     ledger
         .execute::<OrganizationAggregate>(&context, organization, OrganizationCommand::ConfigureRule { rule })
         .await?;
-    ledger_app::staff::hire_in_bulk(ledger, &context, employees, date(2025, 1, 1), |n| {
+    let hired = ledger_app::staff::hire_in_bulk(ledger, &context, employees, date(2025, 1, 1), |n| {
         usd(300_000 + (n as i64 % 5_000) * 100)
     })
     .await?;
-    Ok(context)
+    Ok((context, hired.into_iter().map(|(employee, _)| employee).collect()))
 }
 
 /// Payroll runs up to this size are repeated (at most 3 times) for a median.
@@ -548,7 +645,7 @@ async fn payroll_end_to_end(
         projections,
         &stopped,
     );
-    let context = staff(&ledger, employees).await?;
+    let (context, _) = staff(&ledger, employees).await?;
     ledger.wait_for_head(Duration::from_secs(3_600)).await?;
     let measures_memory = reset_peak_rss();
     let approver = Context::system(context.organization_id(), "bench:approver");
