@@ -187,7 +187,14 @@ pub async fn restore(
         );
     }
     progress("opening the personal data with the master key; re-applying the log's erasures to the data keys");
-    crate::privacy::open_vault(&pool, keys.master, keys.default_master_file).await?;
+    // A restore seals and opens nothing: the key is checked when given; without it the
+    // personal data stays sealed until a process with the key opens it.
+    if crate::privacy::is_given(keys.master, keys.default_master_file) {
+        crate::privacy::open_vault(&pool, keys.master, keys.default_master_file).await?;
+    } else {
+        progress("no master key given: personal data stays sealed (serve with the key to read it)");
+        crate::privacy::reapply_erasures(&pool).await?;
+    }
     let mut erasures_reapplied = 0;
     if let Some(erasures) = keys.erasures {
         progress(&format!("making again the erasures in {} that the backup lacks", erasures.display()));

@@ -88,6 +88,11 @@ pub fn write_key(path: &Path, key: &MasterKey) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a master key is given (by `source`, or in `default_file`).
+pub fn is_given(source: &MasterKeySource, default_file: &Path) -> bool {
+    source.master_key_file.is_some() || source.master_key.is_some() || default_file.exists()
+}
+
 /// Opens the process's vault on `pool` with the key from `source` (refusing a key that is
 /// not the database's, with nothing written), then applies the log's erasures to the key
 /// table again.

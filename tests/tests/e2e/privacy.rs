@@ -412,21 +412,22 @@ async fn a_backup_older_than_an_erasure_is_restored_with_the_erasure_made_again(
     std::fs::write(&erasures_file, lines).unwrap();
 
     let master = ledger_server::privacy::MasterKeySource::of_text(ledger_store::testkit::TEST_MASTER_KEY);
-    let restore = |name: &str, erasures: Option<std::path::PathBuf>| {
-        let copy = format!("{}_{name}", world.db.name());
-        let url = world.db.url().replace(world.db.name(), &copy);
-        let (file, master) = (file.clone(), master.clone());
-        async move {
-            let keys = ledger_server::backup::RestoreKeys {
-                master: &master,
-                default_master_file: std::path::Path::new("/nonexistent/master.key"),
-                erasures: erasures.as_deref(),
-            };
-            let report = ledger_server::backup::restore(&file, &url, keys, &mut |_| {}).await.unwrap();
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
-            (copy, url, pool, report)
-        }
-    };
+    let restore =
+        |name: &str, erasures: Option<std::path::PathBuf>, master: ledger_server::privacy::MasterKeySource| {
+            let copy = format!("{}_{name}", world.db.name());
+            let url = world.db.url().replace(world.db.name(), &copy);
+            let file = file.clone();
+            async move {
+                let keys = ledger_server::backup::RestoreKeys {
+                    master: &master,
+                    default_master_file: std::path::Path::new("/nonexistent/master.key"),
+                    erasures: erasures.as_deref(),
+                };
+                let report = ledger_server::backup::restore(&file, &url, keys, &mut |_| {}).await.unwrap();
+                let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
+                (copy, url, pool, report)
+            }
+        };
     // The name the restored read table keeps (sealed), opened.
     let name_in = |pool: sqlx::PgPool| async move {
         let (organization, sealed): (Uuid, Option<Value>) =
@@ -439,13 +440,14 @@ async fn a_backup_older_than_an_erasure_is_restored_with_the_erasure_made_again(
         ledger_store::vault::open_values(&pool, &mut [(organization, &mut value)]).await.unwrap();
         value["full_name"].as_str().map(str::to_owned)
     };
-    // Without the erasures: the person is back (the case this is for).
-    let (old, _, pool, report) = restore("old", None).await;
+    // Without the erasures: the person is back (the case this is for). (Without a master
+    // key too: a restore seals and opens nothing.)
+    let (old, _, pool, report) = restore("old", None, Default::default()).await;
     assert_eq!(report.erasures_reapplied, 0);
     assert_eq!(name_in(pool.clone()).await, Some(person.name.clone()));
     pool.close().await;
     // With them: erased again, recorded, the chains intact, nowhere in a dump.
-    let (again, url, pool, report) = restore("again", Some(erasures_file)).await;
+    let (again, url, pool, report) = restore("again", Some(erasures_file), master.clone()).await;
     assert_eq!(report.erasures_reapplied, 1);
     assert_eq!(name_in(pool.clone()).await, None);
     let basis: String = sqlx::query_scalar(
