@@ -194,13 +194,18 @@ impl Command {
                 let key = value
                     .to_str()
                     .ok()
-                    .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX)
+                    // Visible ASCII and spaces, as the document says (a tab is a header's too).
+                    .filter(|key| {
+                        !key.is_empty()
+                            && key.len() <= IDEMPOTENCY_KEY_BYTES_MAX
+                            && key.bytes().all(|byte| (b' '..=b'~').contains(&byte))
+                    })
                     .ok_or_else(|| {
-                    AppError::bad_request(
-                        "Idempotency-Key",
-                        format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible characters"),
-                    )
-                })?;
+                        AppError::bad_request(
+                            "Idempotency-Key",
+                            format!("must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible characters"),
+                        )
+                    })?;
                 let mut fingerprint = Sha256::new();
                 for part in [
                     parts.method.as_str().as_bytes(),

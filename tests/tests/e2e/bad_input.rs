@@ -88,6 +88,14 @@ async fn bad_input_is_answered_with_a_problem_and_writes_nothing() {
 
     let (status, problem) = world.call(Method::GET, "/v1/events?limit=0", &world.auditor, None, None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    let long = "k".repeat(201);
+    for key in ["tab\there", long.as_str()] {
+        let (status, problem) = world
+            .call(Method::POST, "/v1/organization/settings", &world.admin, Some(json!({ "name": "x" })), Some(key))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{key:?}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("Idempotency-Key"), "{problem}");
+    }
     assert_eq!(world.event_count().await, before, "nothing was written");
     world.stop().await;
 }
