@@ -13,7 +13,7 @@
 //!
 //! An append of an erasure event (also named by the policy) destroys its stream's data key
 //! in the same transaction: the ciphertext stays, chained and verifiable, and nobody can read
-//! it again. Reading opens sealed fields where the key exists ([`Vault::open`]) and shows
+//! it again. Reading opens sealed fields where the key exists ([`open`], [`open_values`]) and shows
 //! `{"erased": {"at": "<time>"}}` where it was destroyed.
 //!
 //! The master key is the process's, installed once at start ([`Vault::install`]) after
