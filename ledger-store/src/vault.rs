@@ -293,33 +293,35 @@ impl Vault {
     }
 
     /// The data keys of `subjects` (subject, organization), made for those that have none.
-    /// A subject of another organization, or one erased, is refused.
+    /// A subject of another organization, or one erased, is refused. One round trip when
+    /// the subjects are new (hires): the keys are made first, and only those a row existed
+    /// for already (a racing writer's, an erased subject's) are read back.
     async fn keys_for_sealing(&self, pool: &PgPool, subjects: &[(Uuid, Uuid)]) -> Result<HashMap<Uuid, SubjectKey>> {
-        let mut keys = self.keys(pool, subjects.iter().map(|(subject, _)| *subject)).await?;
-        let missing: Vec<(Uuid, Uuid)> =
-            subjects.iter().filter(|(subject, _)| !keys.contains_key(subject)).copied().collect();
-        if !missing.is_empty() {
-            let (ids, organizations): (Vec<Uuid>, Vec<Uuid>) = missing.iter().copied().unzip();
-            let wrapped: Vec<Vec<u8>> = missing
-                .iter()
-                .map(|(subject, organization)| {
-                    let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-                    let mut aad = WRAP_AAD.to_vec();
-                    aad.extend(subject_aad(*subject, *organization));
-                    seal_bytes(&self.master, &key, &aad)
-                })
-                .collect();
-            // A racing writer's key for the same subject wins; both read the winner back.
-            sqlx::query(
-                "insert into ledger.subject_keys (subject_id, organization_id, wrapped_key) \
-                 select * from unnest($1::uuid[], $2::uuid[], $3::bytea[]) on conflict (subject_id) do nothing",
-            )
-            .bind(&ids)
-            .bind(&organizations)
-            .bind(&wrapped)
-            .execute(pool)
-            .await?;
-            keys.extend(self.keys(pool, ids.iter().copied()).await?);
+        let (ids, organizations): (Vec<Uuid>, Vec<Uuid>) = subjects.iter().copied().unzip();
+        let wrapped: Vec<Vec<u8>> = subjects
+            .iter()
+            .map(|(subject, organization)| {
+                let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                let mut aad = WRAP_AAD.to_vec();
+                aad.extend(subject_aad(*subject, *organization));
+                seal_bytes(&self.master, &key, &aad)
+            })
+            .collect();
+        // A key that exists wins (a racing writer's, or the row an erasure left).
+        let made: Vec<KeyRow> = sqlx::query_as(
+            "insert into ledger.subject_keys (subject_id, organization_id, wrapped_key) \
+             select * from unnest($1::uuid[], $2::uuid[], $3::bytea[]) on conflict (subject_id) do nothing \
+             returning subject_id, organization_id, wrapped_key, erased_at",
+        )
+        .bind(&ids)
+        .bind(&organizations)
+        .bind(&wrapped)
+        .fetch_all(pool)
+        .await?;
+        let mut keys = self.unwrap(made)?;
+        let existing: Vec<Uuid> = ids.iter().filter(|id| !keys.contains_key(id)).copied().collect();
+        if !existing.is_empty() {
+            keys.extend(self.keys(pool, existing.into_iter()).await?);
         }
         for (subject, organization) in subjects {
             match keys.get(subject) {
