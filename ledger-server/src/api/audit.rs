@@ -8,7 +8,7 @@ use axum::extract::State;
 use super::extract::{Path, Query};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use ledger_core::employee::EmployeeAggregate;
 use ledger_core::payroll::PayrollRunAggregate;
 use ledger_core::transaction::TransactionAggregate;
@@ -573,4 +573,138 @@ pub async fn audit_logs(
         None
     };
     Ok(Json(AuditLogPage { audit_logs: rows, next_cursor }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReportQuery {
+    /// `payroll_register` or `journal`.
+    #[param(pattern = "^(payroll_register|journal)$")]
+    kind: Option<String>,
+    /// One run's reports.
+    payroll_run_id: Option<Uuid>,
+    /// Generated at or after this time (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Generated at or before this time (RFC 3339).
+    to: Option<DateTime<Utc>>,
+    /// The cursor: the `next_cursor` of the page before.
+    after: Option<String>,
+    /// Rows per page, 1 to 1,000 (default 100).
+    limit: Option<i64>,
+    /// Wait until every projection has applied the event at this position.
+    #[param(minimum = 0)]
+    wait_for_position: Option<i64>,
+    /// How long to wait, in milliseconds (default 5,000; at most 30,000).
+    #[param(maximum = 30000)]
+    wait_timeout_ms: Option<u32>,
+}
+
+/// A generated report of a run (its content: `GET /v1/payroll-runs/{id}/register` or
+/// `/journal`).
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ReportListing {
+    pub payroll_run_id: Uuid,
+    /// `payroll_register` or `journal`.
+    pub kind: String,
+    /// `generated`: written by the compliance projection when the run completed (again after
+    /// a later completion: released or refused items paid).
+    pub status: String,
+    /// The run's status now (`completed`, `partially_failed`, `reversed`, ...); null while
+    /// the payroll projection has not seen the run.
+    pub run_status: Option<String>,
+    pub period_start: Option<NaiveDate>,
+    pub period_end: Option<NaiveDate>,
+    pub currency: Option<String>,
+    pub generated_at: DateTime<Utc>,
+    pub last_position: i64,
+    /// Where its content is.
+    pub href: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportPage {
+    pub reports: Vec<ReportListing>,
+    /// Pass as `after` for the next page; null after the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The reports of the key's organization by time generated, then run and kind: filters `$1`
+/// kind, `$2` run, `$3`/`$4` time; after the cursor `($5, $6, $7)`; limit `$8`.
+const REPORTS_PAGE_SQL: &str = "select r.payroll_run_id, r.kind, 'generated' as status, p.status as run_status, \
+       p.period_start, p.period_end, p.currency, r.generated_at, r.last_position, \
+       format('/v1/payroll-runs/%s/%s', r.payroll_run_id, case r.kind when 'journal' then 'journal' else 'register' end) as href \
+     from compliance.compliance_reports r left join payroll.payroll_runs p on p.payroll_run_id = r.payroll_run_id \
+     where ($1::text is null or r.kind = $1) and ($2::uuid is null or r.payroll_run_id = $2) \
+       and ($3::timestamptz is null or r.generated_at >= $3) and ($4::timestamptz is null or r.generated_at <= $4) \
+       and ($5::timestamptz is null or (r.generated_at, r.payroll_run_id, r.kind) > ($5, $6, $7)) \
+     order by r.generated_at, r.payroll_run_id, r.kind limit $8";
+
+/// `GET /v1/compliance/reports`: the reports generated for the organization's runs (payroll
+/// registers and journals), with kind, status and time.
+#[utoipa::path(get, path = "/v1/compliance/reports", tag = "audit", params(ReportQuery),
+    responses((status = 200, body = ReportPage), Problems))]
+pub async fn reports(
+    State(state): State<AppState>,
+    Auth(identity): Auth,
+    Query(query): Query<ReportQuery>,
+) -> AppResult<Json<ReportPage>> {
+    identity.require(Permission::Audit)?;
+    Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: query.wait_timeout_ms }
+        .wait(&state.ledger)
+        .await?;
+    if let Some(kind) = &query.kind
+        && !["payroll_register", "journal"].contains(&kind.as_str())
+    {
+        return Err(AppError::bad_request("kind", format!("{kind:?} is not payroll_register or journal")));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=super::employees::PAGE_ROWS_MAX).contains(&limit) {
+        return Err(AppError::bad_request("limit", format!("must be 1 to {}", super::employees::PAGE_ROWS_MAX)));
+    }
+    let after = match query.after.as_deref() {
+        None => None,
+        Some(text) => Some(report_cursor(text).ok_or_else(|| {
+            AppError::bad_request("after", format!("{text:?} is not a cursor: pass the next_cursor of the page before"))
+        })?),
+    };
+    let (after_time, after_run, after_kind) = match after {
+        Some((time, run, kind)) => (Some(time), Some(run), Some(kind)),
+        None => (None, None, None),
+    };
+    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
+    let rows: Vec<ReportListing> = sqlx::query_as(REPORTS_PAGE_SQL)
+        .bind(&query.kind)
+        .bind(query.payroll_run_id)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(after_time)
+        .bind(after_run)
+        .bind(after_kind)
+        .bind(limit)
+        .fetch_all(&mut *read)
+        .await?;
+    read.commit().await?;
+    let next_cursor = if rows.len() as i64 == limit {
+        rows.last().map(|row| {
+            format!(
+                "{}~{}~{}",
+                row.generated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                row.payroll_run_id,
+                row.kind
+            )
+        })
+    } else {
+        None
+    };
+    Ok(Json(ReportPage { reports: rows, next_cursor }))
+}
+
+/// A reports cursor: `<generated_at>~<run id>~<kind>`.
+fn report_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid, String)> {
+    let mut parts = text.splitn(3, '~');
+    let time = DateTime::parse_from_rfc3339(parts.next()?).ok()?.with_timezone(&Utc);
+    let run = parts.next()?.parse().ok()?;
+    let kind = parts.next()?.to_owned();
+    Some((time, run, kind))
 }

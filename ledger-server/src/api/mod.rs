@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/employees/{id}/personal-data", get(privacy::personal_data))
         .route("/organization/retention", put(privacy::set_retention))
         .route("/compliance/erasure-due", get(privacy::erasure_due))
+        .route("/compliance/reports", get(audit::reports))
         .route("/wallets", post(wallets::open).get(wallets::list))
         .route("/wallets/{id}", get(wallets::show))
         .route("/wallets/{id}/statement", get(wallets::statement))

@@ -433,3 +433,64 @@ async fn withdrawals_never_overdraw_under_races_retries_and_bad_input() {
     let world = Arc::into_inner(world).unwrap();
     world.stop().await;
 }
+
+/// The reports a completed run generated, listed with kind, status and time, paged and
+/// filtered; another organization sees none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_reports_are_listed_with_kind_status_and_time() {
+    let world = World::new().await;
+    world.register().await;
+    world.hire("5000.00", true).await;
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    let processed = world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+    let wait = format!("wait_for_position={}", processed["position"]);
+    let listed = world.ok(Method::GET, &format!("/v1/compliance/reports?{wait}"), &world.compliance, None).await;
+    let reports = listed["reports"].as_array().unwrap();
+    let kinds: Vec<&str> = reports.iter().map(|report| report["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["journal", "payroll_register"], "{listed}");
+    for report in reports {
+        assert_eq!((&report["payroll_run_id"], &report["status"]), (&json!(run), &json!("generated")), "{report}");
+        assert_eq!((&report["run_status"], &report["period_start"]), (&json!("completed"), &json!("2026-01-01")));
+        assert!(report["generated_at"].is_string());
+        let content = world.ok(Method::GET, report["href"].as_str().unwrap(), &world.compliance, None).await;
+        assert_eq!(content["kind"], report["kind"], "{content}");
+    }
+    assert_eq!(listed["next_cursor"], Value::Null);
+
+    // A page at a time, and filtered.
+    let first = world.ok(Method::GET, "/v1/compliance/reports?limit=1", &world.auditor, None).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second =
+        world.ok(Method::GET, &format!("/v1/compliance/reports?limit=1&after={cursor}"), &world.auditor, None).await;
+    assert_eq!(
+        (first["reports"][0]["kind"].as_str(), second["reports"][0]["kind"].as_str()),
+        (Some("journal"), Some("payroll_register"))
+    );
+    let after_last = second["next_cursor"].as_str().unwrap().to_owned();
+    let third = world
+        .ok(Method::GET, &format!("/v1/compliance/reports?limit=1&after={after_last}"), &world.auditor, None)
+        .await;
+    assert_eq!((third["reports"].as_array().unwrap().len(), &third["next_cursor"]), (0, &Value::Null));
+    let journals = world.ok(Method::GET, "/v1/compliance/reports?kind=journal", &world.auditor, None).await;
+    assert_eq!(journals["reports"].as_array().unwrap().len(), 1);
+    let none = world
+        .ok(
+            Method::GET,
+            &format!("/v1/compliance/reports?payroll_run_id={}", uuid::Uuid::new_v4()),
+            &world.auditor,
+            None,
+        )
+        .await;
+    assert_eq!(none["reports"], json!([]));
+
+    for bad in ["kind=payslip", "limit=0", "after=yesterday"] {
+        let (status, problem) = world.get(&format!("/v1/compliance/reports?{bad}"), &world.auditor).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+    }
+    let (status, _) = world.get("/v1/compliance/reports", &world.processor).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let theirs = world.ok(Method::GET, "/v1/compliance/reports", &world.other_admin, None).await;
+    assert_eq!(theirs["reports"], json!([]), "another organization's reports are not listed");
+    world.stop().await;
+}
