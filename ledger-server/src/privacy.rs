@@ -64,7 +64,8 @@ impl MasterKeySource {
     }
 }
 
-fn read_key(path: &Path) -> anyhow::Result<MasterKey> {
+/// The master key a file holds.
+pub fn read_key(path: &Path) -> anyhow::Result<MasterKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading the master key file {}", path.display()))?;
     MasterKey::parse(&text).map_err(|problem| {
@@ -97,9 +98,17 @@ pub fn is_given(source: &MasterKeySource, default_file: &Path) -> bool {
 /// not the database's, with nothing written), then applies the log's erasures to the key
 /// table again.
 pub async fn open_vault(pool: &PgPool, source: &MasterKeySource, default_file: &Path) -> anyhow::Result<()> {
+    unlock(pool, source, default_file).await?;
+    reapply_erasures(pool).await
+}
+
+/// Makes the key from `source` the process's vault (refusing a key that is not the
+/// database's, with nothing written): what `serve` does, whose server re-applies the
+/// erasures itself as it starts.
+pub async fn unlock(pool: &PgPool, source: &MasterKeySource, default_file: &Path) -> anyhow::Result<()> {
     let key = source.resolve(pool, default_file).await?;
     Vault::install(pool, &key).await?;
-    reapply_erasures(pool).await
+    Ok(())
 }
 
 /// Makes again the erasures of `file` (NDJSON of erasure events, as `payroll-ledger events

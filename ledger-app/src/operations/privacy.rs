@@ -45,7 +45,7 @@ pub async fn erase(ledger: &Ledger, context: &Context, request: EraseRequest) ->
         .await?
         .state
         .ok_or_else(|| Error::NotFound(format!("no organization {organization_id}")))?;
-    let loaded = ledger.load::<EmployeeAggregate>(organization_id, request.employee_id).await?;
+    let mut loaded = ledger.load::<EmployeeAggregate>(organization_id, request.employee_id).await?;
     let Some(employee) = &loaded.state else {
         return Err(Error::NotFound(format!("no employee {} in this organization", request.employee_id)));
     };
@@ -64,12 +64,9 @@ pub async fn erase(ledger: &Ledger, context: &Context, request: EraseRequest) ->
         today: request.today,
         reapplied: request.reapplied,
     };
-    let outcome = ledger.execute::<EmployeeAggregate>(context, request.employee_id, command).await;
-    let erased_on = ledger
-        .load::<EmployeeAggregate>(organization_id, request.employee_id)
-        .await?
-        .state
-        .and_then(|employee| employee.erased_on);
+    // On the state loaded above, kept current (reloaded after a conflict or a replay).
+    let outcome = ledger.execute_loaded::<EmployeeAggregate>(context, request.employee_id, &mut loaded, command).await;
+    let erased_on = loaded.state.and_then(|employee| employee.erased_on);
     match (outcome, erased_on) {
         (Ok(written), erased_on) => {
             Ok(Erased { written: Some(written), erased_on: erased_on.unwrap_or(request.today) })

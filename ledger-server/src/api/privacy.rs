@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::employees::ListQuery;
 use super::extract::{Path, Query};
 use super::schema::{Amounts, Entity, Problems, WrittenView, pad, written};
-use super::{AppState, Auth, Command, Consistency, PersonalDataCommand, parse_id, read_page};
+use super::{AppState, Auth, Command, Consistency, PersonalDataCommand, parse_id};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
@@ -130,15 +130,17 @@ pub struct ErasureDuePage {
     pub next_after: Option<Uuid>,
 }
 
-/// The employees of the key's organization whose data may be erased today, by id (the
-/// read tables' view: `payroll-ledger erase-due` erases them).
-pub const ERASURE_DUE_SQL: &str = "select e.employee_id, e.end_date, \
+/// The employees whose data may be erased today, as the read tables say (the API's list and
+/// `payroll-ledger erase-due`): of organization `$3` (every one when null), by organization
+/// and id, after employee `$1`, at most `$2` (all when null). Columns: organization_id,
+/// employee_id, end_date, erasable_from, retention_years.
+pub const ERASURE_DUE_SQL: &str = "select e.organization_id, e.employee_id, e.end_date, \
        (e.end_date + make_interval(years => o.retention_years))::date as erasable_from, o.retention_years \
      from employee.employees e join organization.organizations o on o.organization_id = e.organization_id \
      where e.erased_at is null and e.status = 'terminated' and e.end_date is not null and o.retention_years is not null \
        and (e.end_date + make_interval(years => o.retention_years))::date <= current_date \
-       and ($1::uuid is null or e.employee_id > $1) \
-     order by e.employee_id limit $2";
+       and ($3::uuid is null or e.organization_id = $3) and ($1::uuid is null or e.employee_id > $1) \
+     order by e.organization_id, e.employee_id limit $2";
 
 /// `GET /v1/compliance/erasure-due`: the people whose retention period has passed and whose
 /// data is not erased yet (admin or compliance).
@@ -150,8 +152,17 @@ pub async fn erasure_due(
     Query(query): Query<ListQuery>,
 ) -> AppResult<Json<ErasureDuePage>> {
     identity.require(Permission::PersonalData)?;
-    let (employees, next_after) =
-        read_page(&state, &identity, &query, ERASURE_DUE_SQL, |row: &ErasureDueView| row.employee_id).await?;
+    query.consistency().wait(&state.ledger).await?;
+    let mut read = state.ledger.tenant_read(identity.organization_id).await?;
+    let employees: Vec<ErasureDueView> = sqlx::query_as(ERASURE_DUE_SQL)
+        .bind(query.after)
+        .bind(query.limit())
+        .bind(identity.organization_id)
+        .fetch_all(&mut *read)
+        .await?;
+    read.commit().await?;
+    let next_after =
+        if employees.len() as i64 == query.limit() { employees.last().map(|row| row.employee_id) } else { None };
     Ok(Json(ErasureDuePage { employees, next_after }))
 }
 

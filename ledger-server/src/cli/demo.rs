@@ -576,15 +576,19 @@ impl Demo {
 
     /// Who was erased, and who is due.
     async fn print_personal_data(&self) -> anyhow::Result<()> {
-        let (erased, due): (i64, i64) = sqlx::query_as(
-            "select count(*) filter (where erased_at is not null), \
-               count(*) filter (where erased_at is null and end_date + make_interval(years => $2) <= current_date) \
-             from employee.employees where organization_id = $1",
+        let erased: i64 = sqlx::query_scalar(
+            "select count(*) from employee.employees where organization_id = $1 and erased_at is not null",
         )
         .bind(self.organization)
-        .bind(RETENTION_YEARS as i32)
         .fetch_one(self.ledger.pool())
         .await?;
+        let due = sqlx::query(ledger_server::api::privacy::ERASURE_DUE_SQL)
+            .bind(None::<Uuid>)
+            .bind(None::<i64>)
+            .bind(self.organization)
+            .fetch_all(self.ledger.pool())
+            .await?
+            .len();
         println!(
             "  personal     {erased} former employee(s) erased after the {RETENTION_YEARS}-year retention (data key \
              destroyed, pay records kept, chains intact); {due} more due: erase-due"

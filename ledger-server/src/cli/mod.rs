@@ -59,18 +59,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => Migrations::Apply,
     };
     let database = Database::open(cli.database_url.as_deref(), &cli.data_dir, migrations).await?;
-    // Commands that seal or read personal data open the vault (and re-apply the log's
-    // erasures); the bench opens its own database's.
-    if matches!(
-        cli.command,
-        Command::Serve { .. }
-            | Command::Replay { .. }
-            | Command::Events(_)
-            | Command::Demo { .. }
-            | Command::EraseDue { .. }
-    ) && let Err(error) =
-        ledger_server::privacy::open_vault(&database.pool, &cli.master_key, &master_key_file(&cli.data_dir)).await
-    {
+    // Commands that seal or read personal data open the vault and re-apply the log's erasures
+    // (`serve`'s server re-applies them itself as it starts); the bench opens its own
+    // database's.
+    let key_file = master_key_file(&cli.data_dir);
+    let opened = match cli.command {
+        Command::Serve { .. } => ledger_server::privacy::unlock(&database.pool, &cli.master_key, &key_file).await,
+        Command::Replay { .. } | Command::Events(_) | Command::Demo { .. } | Command::EraseDue { .. } => {
+            ledger_server::privacy::open_vault(&database.pool, &cli.master_key, &key_file).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(error) = opened {
         database.close(ServerAfter::Stop).await?;
         return Err(error);
     }
@@ -405,26 +405,20 @@ async fn erase_due(database: &Database, org: Option<Uuid>, dry_run: bool, reason
         .catch_up()
         .await?;
     }
-    let due: Vec<(Uuid, Uuid, NaiveDate, NaiveDate)> = sqlx::query_as(
-        "select e.organization_id, e.employee_id, e.end_date, \
-           (e.end_date + make_interval(years => o.retention_years))::date \
-         from employee.employees e join organization.organizations o on o.organization_id = e.organization_id \
-         where e.erased_at is null and e.status = 'terminated' and e.end_date is not null \
-           and o.retention_years is not null \
-           and (e.end_date + make_interval(years => o.retention_years))::date <= current_date \
-           and ($1::uuid is null or e.organization_id = $1) \
-         order by e.organization_id, e.employee_id",
-    )
-    .bind(org)
-    .fetch_all(&database.pool)
-    .await?;
+    let due: Vec<(Uuid, Uuid, NaiveDate, NaiveDate, i32)> =
+        sqlx::query_as(ledger_server::api::privacy::ERASURE_DUE_SQL)
+            .bind(None::<Uuid>)
+            .bind(None::<i64>)
+            .bind(org)
+            .fetch_all(&database.pool)
+            .await?;
     if due.is_empty() {
         println!("nobody is due for erasure");
         return Ok(ExitCode::SUCCESS);
     }
     let today = Utc::now().date_naive();
     let (mut erased, mut failed) = (0, 0);
-    for (organization_id, employee_id, end_date, erasable_from) in &due {
+    for (organization_id, employee_id, end_date, erasable_from, _) in &due {
         let what = format!("employee {employee_id} of {organization_id} (left {end_date}, kept until {erasable_from})");
         if dry_run {
             println!("would erase {what}");
@@ -465,9 +459,7 @@ async fn rotate_master_key(
 ) -> anyhow::Result<ExitCode> {
     let current = cli.master_key.resolve(&database.pool, &master_key_file(&cli.data_dir)).await?;
     let vault = ledger_store::vault::Vault::unlock(&database.pool, &current).await?;
-    let new = ledger_server::privacy::MasterKeySource { master_key_file: Some(new_file.to_owned()), master_key: None }
-        .resolve(&database.pool, new_file)
-        .await?;
+    let new = ledger_server::privacy::read_key(new_file)?;
     let rewrapped = vault.rotate(&database.pool, &new).await?;
     println!(
         "re-wrapped {rewrapped} data key(s) under the master key in {}: start every process with it now \
