@@ -202,3 +202,52 @@ impl PaySchedule {
         (first..).map_while(|index| self.period_at(index)).take_while(|period| period.start <= to).take(limit).collect()
     }
 }
+
+/// The day an organization's tax year starts (e.g. 1 January, or 6 April in the United
+/// Kingdom). Year-to-date totals are kept per tax year; a payment counts in the tax year
+/// of its run's pay date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TaxYearStart {
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Default for TaxYearStart {
+    /// 1 January: the calendar year.
+    fn default() -> TaxYearStart {
+        TaxYearStart { month: 1, day: 1 }
+    }
+}
+
+impl TaxYearStart {
+    /// A month (1-12) and a day of it that every year has (29 February is refused).
+    pub fn new(month: u32, day: u32) -> Result<TaxYearStart, DomainError> {
+        if !(1..=12).contains(&month) {
+            return Err(DomainError::invalid("month", format!("must be from 1 to 12, not {month}")));
+        }
+        // 2023 is not a leap year: a day valid in it is valid every year.
+        if day == 0 || NaiveDate::from_ymd_opt(2023, month, day).is_none() {
+            return Err(DomainError::invalid(
+                "day",
+                format!("{day} is not a day every year's month {month} has (1 to its last day; never 29 February)"),
+            ));
+        }
+        Ok(TaxYearStart { month, day })
+    }
+
+    /// The first day of the tax year that starts in calendar year `year`.
+    pub fn start_in(self, year: i32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(year, self.month, self.day).expect("a tax year start is a day every year has")
+    }
+
+    /// The first day of the tax year `date` falls in.
+    pub fn year_of(self, date: NaiveDate) -> NaiveDate {
+        let this_year = self.start_in(date.year());
+        if date >= this_year { this_year } else { self.start_in(date.year() - 1) }
+    }
+
+    /// The last day of the tax year starting on `start`.
+    pub fn end_of(self, start: NaiveDate) -> NaiveDate {
+        self.start_in(start.year() + 1).pred_opt().expect("a day before a tax year start")
+    }
+}

@@ -10,7 +10,16 @@ use crate::gross_to_net::DeductionRule;
 use crate::ids::{OrganizationId, PayScheduleId};
 use crate::money::Currency;
 
-pub use crate::calendar::PaySchedule;
+pub use crate::calendar::{PaySchedule, TaxYearStart};
+
+/// The keys of an organization's general ledger mapping besides `liability:<name>`: the
+/// ledger's funding account, the expense accounts of a payroll's accrual, and the
+/// employees' wallets (net pay).
+pub const GL_ACCOUNT_KEYS: &[&str] = &["funding", "wages_expense", "employer_contributions_expense", "wallets"];
+/// The longest chart-of-accounts code accepted.
+pub const GL_CODE_CHARS_MAX: usize = 64;
+/// The most accounts one mapping names.
+pub const GL_ACCOUNTS_MAX: usize = 200;
 
 /// One of an organization's pay schedules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +51,11 @@ pub struct Organization {
     /// Years payroll records are kept after an employee left, before their personal data
     /// may be erased; `None` until the organization sets it.
     pub retention_years: Option<u32>,
+    /// The day the organization's tax year starts (1 January until it sets one).
+    pub tax_year_start: TaxYearStart,
+    /// Ledger accounts (see [`GL_ACCOUNT_KEYS`], and `liability:<name>`) to the codes of the
+    /// organization's chart of accounts, for the journal its general ledger imports.
+    pub gl_accounts: BTreeMap<String, String>,
 }
 
 impl Organization {
@@ -99,6 +113,42 @@ pub enum OrganizationCommand {
     SetRetention {
         years_after_termination: u32,
     },
+    SetTaxYear {
+        start: TaxYearStart,
+    },
+    /// Replaces the whole mapping of ledger accounts to chart-of-accounts codes.
+    MapGeneralLedgerAccounts {
+        accounts: BTreeMap<String, String>,
+    },
+}
+
+/// Checks a general ledger mapping: known keys, codes that a general ledger takes.
+fn validate_gl_accounts(accounts: &BTreeMap<String, String>) -> Result<(), DomainError> {
+    if accounts.len() > GL_ACCOUNTS_MAX {
+        return Err(DomainError::invalid("accounts", format!("maps at most {GL_ACCOUNTS_MAX} accounts")));
+    }
+    for (key, code) in accounts {
+        let field = format!("accounts.{key}");
+        let liability = key.strip_prefix("liability:");
+        if !GL_ACCOUNT_KEYS.contains(&key.as_str()) && liability.is_none_or(|name| name.trim().is_empty()) {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "is not a ledger account: {} or liability:<the rule's liability account>",
+                    GL_ACCOUNT_KEYS.join(", ")
+                ),
+            ));
+        }
+        if code.trim().is_empty() || code.chars().count() > GL_CODE_CHARS_MAX || code.chars().any(char::is_control) {
+            return Err(DomainError::invalid(
+                field,
+                format!(
+                    "an account code is 1 to {GL_CODE_CHARS_MAX} characters, not blank, without control characters"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +190,16 @@ pub enum OrganizationEvent {
     RetentionPeriodSet {
         years_after_termination: u32,
     },
+    /// The day the tax year starts: payments count in the tax year of their run's pay date,
+    /// by the start in force when they are paid.
+    TaxYearStartSet {
+        start: TaxYearStart,
+    },
+    /// Ledger accounts mapped to the organization's chart-of-accounts codes (the whole
+    /// mapping).
+    GeneralLedgerAccountsMapped {
+        accounts: BTreeMap<String, String>,
+    },
 }
 
 impl DomainEvent for OrganizationEvent {
@@ -151,6 +211,8 @@ impl DomainEvent for OrganizationEvent {
         "CurrencyDefined",
         "PayScheduleAdded",
         "RetentionPeriodSet",
+        "TaxYearStartSet",
+        "GeneralLedgerAccountsMapped",
     ];
 }
 
@@ -239,6 +301,14 @@ impl Aggregate for OrganizationAggregate {
                 }
                 Ok(vec![OrganizationEvent::RetentionPeriodSet { years_after_termination }])
             }
+            OrganizationCommand::SetTaxYear { start } => {
+                let start = TaxYearStart::new(start.month, start.day)?;
+                Ok(vec![OrganizationEvent::TaxYearStartSet { start }])
+            }
+            OrganizationCommand::MapGeneralLedgerAccounts { accounts } => {
+                validate_gl_accounts(&accounts)?;
+                Ok(vec![OrganizationEvent::GeneralLedgerAccountsMapped { accounts }])
+            }
         }
     }
 
@@ -262,6 +332,8 @@ impl Aggregate for OrganizationAggregate {
                 rules: BTreeMap::new(),
                 currencies: BTreeMap::new(),
                 retention_years: None,
+                tax_year_start: TaxYearStart::default(),
+                gl_accounts: BTreeMap::new(),
             });
         }
         let mut organization = state.expect("an organization's later events follow its registration");
@@ -292,6 +364,10 @@ impl Aggregate for OrganizationAggregate {
             }
             OrganizationEvent::RetentionPeriodSet { years_after_termination } => {
                 organization.retention_years = Some(*years_after_termination);
+            }
+            OrganizationEvent::TaxYearStartSet { start } => organization.tax_year_start = *start,
+            OrganizationEvent::GeneralLedgerAccountsMapped { accounts } => {
+                organization.gl_accounts.clone_from(accounts)
             }
         }
         Some(organization)

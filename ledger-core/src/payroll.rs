@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,9 @@ use crate::gross_to_net::{
 };
 use crate::ids::{EmployeeId, OrganizationId, PayScheduleId, PayrollRunId, TransactionId};
 use crate::money::{Currency, Money};
+
+/// How many days after its period's last day a run's pay date may be.
+pub const PAY_DATE_DAYS_AFTER_MAX: u64 = 366;
 
 /// The most items one run may hold.
 pub const RUN_ITEMS_MAX: usize = 200_000;
@@ -194,6 +198,9 @@ pub struct PayrollRun {
     pub id: PayrollRunId,
     pub organization_id: OrganizationId,
     pub period: PayPeriod,
+    /// The day the run's pay is dated (its period's last day unless given): a payment
+    /// counts in the tax year of its run's pay date.
+    pub pay_date: NaiveDate,
     pub frequency: PayFrequency,
     pub currency: Currency,
     pub kind: RunKind,
@@ -245,6 +252,8 @@ pub enum PayrollRunCommand {
         payroll_run_id: PayrollRunId,
         organization_id: OrganizationId,
         period: PayPeriod,
+        /// The period's last day when none is given.
+        pay_date: Option<NaiveDate>,
         frequency: PayFrequency,
         currency: Currency,
         kind: RunKind,
@@ -318,6 +327,9 @@ pub enum PayrollRunEvent {
         payroll_run_id: PayrollRunId,
         organization_id: OrganizationId,
         period: PayPeriod,
+        /// Absent when it is the period's last day (and in runs created before pay dates).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pay_date: Option<NaiveDate>,
         frequency: PayFrequency,
         currency: Currency,
         kind: RunKind,
@@ -436,6 +448,7 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
         payroll_run_id,
         organization_id,
         period,
+        pay_date,
         frequency,
         currency,
         kind,
@@ -446,6 +459,19 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
         unreachable!("only Create comes here")
     };
     require_text("actor", &actor)?;
+    if let Some(day) = pay_date
+        && (day < period.start() || day > period.end() + chrono::Days::new(PAY_DATE_DAYS_AFTER_MAX))
+    {
+        return Err(DomainError::invalid(
+            "pay_date",
+            format!(
+                "{day} is not from the period's first day {} to {PAY_DATE_DAYS_AFTER_MAX} days after its last {}",
+                period.start(),
+                period.end()
+            ),
+        ));
+    }
+    let pay_date = pay_date.filter(|day| *day != period.end());
     match &kind {
         RunKind::OffCycle { reason } => require_text("off_cycle_reason", reason)?,
         RunKind::Regular if pay_schedule_id.is_none() => {
@@ -457,6 +483,7 @@ fn create(command: PayrollRunCommand) -> Result<Vec<PayrollRunEvent>, DomainErro
         payroll_run_id,
         organization_id,
         period,
+        pay_date,
         frequency,
         currency,
         kind,
@@ -1014,6 +1041,7 @@ impl Aggregate for PayrollRunAggregate {
                     payroll_run_id,
                     organization_id,
                     period,
+                    pay_date,
                     frequency,
                     currency,
                     kind,
@@ -1024,6 +1052,7 @@ impl Aggregate for PayrollRunAggregate {
                 id: *payroll_run_id,
                 organization_id: *organization_id,
                 period: *period,
+                pay_date: pay_date.unwrap_or(period.end()),
                 frequency: *frequency,
                 currency: currency.clone(),
                 kind: kind.clone(),

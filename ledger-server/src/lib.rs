@@ -7,6 +7,7 @@ pub mod backup;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod payslip_pdf;
 pub mod privacy;
 pub mod server;
 pub mod transparency;

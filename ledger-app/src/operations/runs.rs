@@ -39,6 +39,8 @@ pub enum NewRunKind {
 pub struct NewRun {
     pub payroll_run_id: Uuid,
     pub period: PayPeriod,
+    /// The period's last day when none is given.
+    pub pay_date: Option<chrono::NaiveDate>,
     pub kind: NewRunKind,
     pub frequency: Option<PayFrequency>,
     pub currency: Option<Currency>,
@@ -110,6 +112,7 @@ async fn create_once(ledger: &Ledger, context: &Context, new: &NewRun) -> Result
         payroll_run_id: run_id,
         organization_id: organization,
         period: new.period,
+        pay_date: new.pay_date,
         frequency,
         currency,
         kind,

@@ -85,7 +85,7 @@ fn the_catalog_names_each_event_type_once() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 45);
+    assert_eq!(count, 47);
     let streams: Vec<&str> = EVENT_CATALOG.iter().map(|(stream, _)| *stream).collect();
     assert_eq!(
         streams,

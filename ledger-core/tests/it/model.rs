@@ -290,6 +290,7 @@ impl World {
             payroll_run_id: run_id,
             organization_id: organization_id(),
             period: period(p),
+            pay_date: None,
             frequency: PayFrequency::Monthly,
             currency: Currency::usd(),
             kind,

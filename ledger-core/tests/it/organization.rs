@@ -121,3 +121,61 @@ fn a_retention_period_is_one_to_a_hundred_years() {
         .unwrap();
     assert_eq!(set, vec![OrganizationEvent::RetentionPeriodSet { years_after_termination: 7 }]);
 }
+
+#[test]
+fn a_tax_year_starts_on_a_day_every_year_has_and_holds_the_days_up_to_the_next() {
+    use ledger_core::calendar::TaxYearStart;
+    let uk = TaxYearStart::new(4, 6).unwrap();
+    assert_eq!(uk.year_of(day(2026, 4, 5)), day(2025, 4, 6));
+    assert_eq!(uk.year_of(day(2026, 4, 6)), day(2026, 4, 6));
+    assert_eq!(uk.year_of(day(2026, 12, 31)), day(2026, 4, 6));
+    assert_eq!(uk.end_of(day(2026, 4, 6)), day(2027, 4, 5));
+    let calendar = TaxYearStart::default();
+    assert_eq!(
+        (calendar.year_of(day(2028, 2, 29)), calendar.end_of(day(2028, 1, 1))),
+        (day(2028, 1, 1), day(2028, 12, 31))
+    );
+    for (month, day_of_month, field) in
+        [(0, 1, "month"), (13, 1, "month"), (2, 29, "day"), (4, 31, "day"), (1, 0, "day")]
+    {
+        let refused = when::<OrganizationAggregate>(
+            &registered(),
+            OrganizationCommand::SetTaxYear { start: TaxYearStart { month, day: day_of_month } },
+        );
+        assert!(
+            matches!(refused, Err(DomainError::Invalid { field: named, .. }) if named == field),
+            "{month}-{day_of_month}"
+        );
+    }
+    let set = when::<OrganizationAggregate>(&registered(), OrganizationCommand::SetTaxYear { start: uk }).unwrap();
+    let mut events = registered();
+    events.extend(set);
+    assert_eq!(OrganizationAggregate::fold(&events).unwrap().tax_year_start, uk);
+}
+
+#[test]
+fn a_general_ledger_mapping_names_known_accounts_with_codes_a_ledger_takes() {
+    let accounts = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs.iter().map(|(key, code)| ((*key).to_owned(), (*code).to_owned())).collect()
+    };
+    let good = accounts(&[("funding", "1010"), ("wages_expense", "6000"), ("liability:tax", "2200")]);
+    let mapped = when::<OrganizationAggregate>(
+        &registered(),
+        OrganizationCommand::MapGeneralLedgerAccounts { accounts: good.clone() },
+    )
+    .unwrap();
+    assert_eq!(mapped, vec![OrganizationEvent::GeneralLedgerAccountsMapped { accounts: good }]);
+    for (pairs, field) in [
+        (accounts(&[("cash", "1000")]), "accounts.cash"),
+        (accounts(&[("liability:", "1000")]), "accounts.liability:"),
+        (accounts(&[("funding", " ")]), "accounts.funding"),
+        (accounts(&[("funding", "10\n10")]), "accounts.funding"),
+        (accounts(&[("wallets", &"9".repeat(65))]), "accounts.wallets"),
+    ] {
+        let refused = when::<OrganizationAggregate>(
+            &registered(),
+            OrganizationCommand::MapGeneralLedgerAccounts { accounts: pairs },
+        );
+        assert!(matches!(refused, Err(DomainError::Invalid { field: named, .. }) if named == field), "{field}");
+    }
+}

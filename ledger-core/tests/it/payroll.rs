@@ -21,6 +21,7 @@ fn create(kind: RunKind) -> PayrollRunCommand {
         payroll_run_id: PayrollRunId::from_uuid(Uuid::from_u128(0x99)),
         organization_id: organization_id(),
         period: january(),
+        pay_date: None,
         frequency: PayFrequency::Monthly,
         currency: Currency::usd(),
         pay_schedule_id: matches!(kind, RunKind::Regular).then(|| PayScheduleId::from_uuid(Uuid::from_u128(0x5c))),

@@ -134,6 +134,7 @@ proptest! {
             payroll_run_id: PayrollRunId::from_uuid(Uuid::from_u128(1)),
             organization_id: organization_id(),
             period: january(),
+            pay_date: None,
             frequency: PayFrequency::Monthly,
             currency: Currency::usd(),
             kind: RunKind::Regular,

@@ -156,7 +156,13 @@ impl Projection for OrganizationProjection {
             OrganizationEvent::CurrencyDefined { currency } => {
                 set_setting(connection, event, &format!("currency:{}", currency.code()), to_json(currency)).await?;
             }
-            // The payroll projection keeps the schedules.
+            OrganizationEvent::TaxYearStartSet { start } => {
+                set_setting(connection, event, "tax_year_start", to_json(start)).await?;
+            }
+            OrganizationEvent::GeneralLedgerAccountsMapped { accounts } => {
+                set_setting(connection, event, "gl_accounts", to_json(accounts)).await?;
+            }
+            // The payroll projection keeps the schedules (and the tax year, for its totals).
             OrganizationEvent::PayScheduleAdded { .. } => {}
         }
         Ok(())

@@ -1,8 +1,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
+use chrono::Datelike;
 use ledger_core::DomainEvent;
-use ledger_core::gross_to_net::{EarningKind, EarningLine, PayrollItem};
+use ledger_core::calendar::TaxYearStart;
+use ledger_core::gross_to_net::{EarningKind, EarningLine, PayrollItem, RuleLine};
 use ledger_core::organization::legacy_default_schedule_id;
 use ledger_core::organization::{OrganizationEvent, PaySchedule};
 use ledger_core::payroll::{PayrollRunEvent, RunKind, RunTotals};
@@ -138,8 +140,8 @@ async fn items_calculated(
     }
     sqlx::query(
         "insert into payroll_items (payroll_run_id, employee_id, organization_id, gross, deductions, contributions, net, earnings, \
-           deduction_lines, contribution_lines, status, hold_reason, last_position) \
-         select $1, e, $2, g, d, c, n, er, dl, cl, s, h, $3 \
+           deduction_lines, contribution_lines, status, hold_reason, last_position, calculated_position) \
+         select $1, e, $2, g, d, c, n, er, dl, cl, s, h, $3, $3 \
          from unnest($4::uuid[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[], $9::jsonb[], $10::jsonb[], $11::jsonb[], \
                      $12::text[], $13::text[]) as rows(e, g, d, c, n, er, dl, cl, s, h)",
     )
@@ -272,32 +274,49 @@ impl ItemMoves {
             return Ok(());
         }
         let before = self.items_before(connection).await?;
-        self.update_items(connection).await?;
-        let (counts, earnings) = self.tally(&before);
+        let (counts, earnings, changes) = self.tally(&before);
+        let mut totals = YearToDate::load(connection, &changes).await?;
+        let snapshots = totals.apply(&changes);
+        self.update_items(connection, &snapshots).await?;
         write_run_counts(connection, counts).await?;
-        earnings.insert(connection).await
+        earnings.insert(connection).await?;
+        totals.save(connection).await
     }
 
-    /// The changed items as they were: status, earnings lines, and their run's period and
-    /// currency.
+    /// The changed items as they were: status, amounts and lines, the tax year a payment
+    /// counted in, and their run's period, pay date, currency and tax year start.
     async fn items_before(&self, connection: &mut PgConnection) -> Result<HashMap<(Uuid, Uuid), ItemBefore>> {
         let before: Vec<ItemBefore> = sqlx::query_as(
-            "select i.payroll_run_id, i.employee_id, i.status, i.earnings, r.period_start, r.period_end, r.currency \
+            "select i.payroll_run_id, i.employee_id, i.status, i.earnings, i.deduction_lines, i.contribution_lines, \
+                    i.gross, i.deductions, i.contributions, i.net, i.tax_year_start, \
+                    r.period_start, r.period_end, r.pay_date, r.currency, \
+                    coalesce(t.start_month, 1) as start_month, coalesce(t.start_day, 1) as start_day \
              from unnest($1::uuid[], $2::uuid[]) as rows(r, e) \
              join payroll_items i on i.payroll_run_id = rows.r and i.employee_id = rows.e \
-             join payroll_runs r on r.payroll_run_id = rows.r",
+             join payroll_runs r on r.payroll_run_id = rows.r \
+             left join tax_years t on t.organization_id = r.organization_id",
         )
         .bind(&self.runs)
         .bind(&self.employees)
         .fetch_all(&mut *connection)
         .await?;
-        Ok(before.into_iter().map(|row| ((row.0, row.1), row)).collect())
+        Ok(before.into_iter().map(|row| ((row.payroll_run_id, row.employee_id), row)).collect())
     }
 
-    async fn update_items(&self, connection: &mut PgConnection) -> Result<()> {
+    /// The items' new status, and for each payment the tax year it counts in and that year's
+    /// totals after it.
+    async fn update_items(&self, connection: &mut PgConnection, snapshots: &HashMap<usize, Snapshot>) -> Result<()> {
+        let (years, totals): (Vec<Option<chrono::NaiveDate>>, Vec<Option<serde_json::Value>>) = (0..self.runs.len())
+            .map(|index| match snapshots.get(&index) {
+                Some(snapshot) => (Some(snapshot.0), Some(snapshot.1.clone())),
+                None => (None, None),
+            })
+            .unzip();
         sqlx::query(
-            "update payroll_items i set status = s, transaction_id = coalesce(t, i.transaction_id), failure_reason = f, last_position = p \
-             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int8[]) as rows(r, e, s, t, f, p) \
+            "update payroll_items i set status = s, transaction_id = coalesce(t, i.transaction_id), failure_reason = f, last_position = p, \
+               tax_year_start = coalesce(y, i.tax_year_start), year_to_date = coalesce(ytd, i.year_to_date) \
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::int8[], $7::date[], $8::jsonb[]) \
+               as rows(r, e, s, t, f, p, y, ytd) \
              where i.payroll_run_id = rows.r and i.employee_id = rows.e",
         )
         .bind(&self.runs)
@@ -306,21 +325,30 @@ impl ItemMoves {
         .bind(&self.transactions)
         .bind(&self.reasons)
         .bind(&self.positions)
+        .bind(&years)
+        .bind(&totals)
         .execute(&mut *connection)
         .await?;
         Ok(())
     }
 
-    /// Per run the change of its paid and failed counts, and the earnings lines a payment
-    /// adds to (or a reversal takes from) the payment history.
-    fn tally(&self, before: &HashMap<(Uuid, Uuid), ItemBefore>) -> (BTreeMap<Uuid, CountChange>, EarningColumns) {
+    /// Per run the change of its paid and failed counts, the earnings lines a payment adds
+    /// to (or a reversal takes from) the payment history, and the items that enter or leave
+    /// a tax year's totals.
+    fn tally<'a>(
+        &self,
+        before: &'a HashMap<(Uuid, Uuid), ItemBefore>,
+    ) -> (BTreeMap<Uuid, CountChange>, EarningColumns, Vec<TotalChange<'a>>) {
         let mut counts: BTreeMap<Uuid, CountChange> = BTreeMap::new();
         let mut earnings = EarningColumns::default();
+        let mut changes = Vec::new();
         for index in 0..self.runs.len() {
             let (run, employee, status) = (self.runs[index], self.employees[index], self.statuses[index]);
-            let Some((_, _, was, lines, period_start, period_end, currency)) = before.get(&(run, employee)) else {
+            let Some(item) = before.get(&(run, employee)) else {
                 continue;
             };
+            let (was, lines, period_start, period_end, currency) =
+                (&item.status, &item.earnings, &item.period_start, &item.period_end, &item.currency);
             if status != "reversed" {
                 let count = counts.entry(run).or_default();
                 count.paid += i64::from(status == "paid") - i64::from(was == "paid");
@@ -335,6 +363,24 @@ impl ItemMoves {
                 (true, false) => Decimal::NEGATIVE_ONE,
                 _ => continue,
             };
+            // A payment counts in the tax year of its run's pay date; leaving paid takes it
+            // out of the year it counted in (none for payments from before tax years).
+            let tax_year = if sign.is_sign_positive() {
+                Some(TaxYearStart { month: item.start_month as u32, day: item.start_day as u32 }.year_of(item.pay_date))
+            } else {
+                item.tax_year_start
+            };
+            if let Some(tax_year) = tax_year {
+                let organization = self.organizations[index];
+                changes.push(TotalChange {
+                    index,
+                    organization,
+                    item,
+                    tax_year,
+                    sign,
+                    position: self.positions[index],
+                });
+            }
             for (line, earning) in lines.iter().enumerate() {
                 let (start, end) = match &earning.kind {
                     EarningKind::Regular { .. } => (*period_start, *period_end),
@@ -353,11 +399,255 @@ impl ItemMoves {
                 earnings.currencies.push(currency.clone());
             }
         }
-        (counts, earnings)
+        (counts, earnings, changes)
     }
 }
 
-type ItemBefore = (Uuid, Uuid, String, Json<Vec<EarningLine>>, chrono::NaiveDate, chrono::NaiveDate, String);
+/// An item as it was before a batch moved it, with what its run says of it.
+#[derive(sqlx::FromRow)]
+struct ItemBefore {
+    payroll_run_id: Uuid,
+    employee_id: Uuid,
+    status: String,
+    earnings: Json<Vec<EarningLine>>,
+    deduction_lines: Json<Vec<RuleLine>>,
+    contribution_lines: Json<Vec<RuleLine>>,
+    gross: Decimal,
+    deductions: Decimal,
+    contributions: Decimal,
+    net: Decimal,
+    tax_year_start: Option<chrono::NaiveDate>,
+    period_start: chrono::NaiveDate,
+    period_end: chrono::NaiveDate,
+    pay_date: chrono::NaiveDate,
+    currency: String,
+    start_month: i32,
+    start_day: i32,
+}
+
+/// An item entering (`sign` 1: paid) or leaving (-1) a tax year's totals; `index` is its
+/// place in the batch's moves.
+struct TotalChange<'a> {
+    index: usize,
+    organization: Uuid,
+    item: &'a ItemBefore,
+    tax_year: chrono::NaiveDate,
+    sign: Decimal,
+    position: i64,
+}
+
+/// A payment's tax year and that year's totals just after it (the payslip's year to date).
+type Snapshot = (chrono::NaiveDate, serde_json::Value);
+
+/// One employee's totals of a tax year in one currency.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    organization_id: Uuid,
+    tax_year_end: Option<chrono::NaiveDate>,
+    items: i32,
+    gross: Decimal,
+    deductions: Decimal,
+    contributions: Decimal,
+    net: Decimal,
+    /// By (kind, rule id): the rule's name and amount.
+    lines: BTreeMap<(String, String), (String, Decimal)>,
+    last_position: i64,
+}
+
+/// A rule's total in `payroll.year_to_date.lines` and a payslip's year to date.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TotalLine {
+    kind: String,
+    rule_id: String,
+    name: String,
+    amount: Decimal,
+}
+
+impl Totals {
+    fn json(&self, tax_year: chrono::NaiveDate) -> serde_json::Value {
+        serde_json::json!({
+            "tax_year_start": tax_year,
+            "tax_year_end": self.tax_year_end,
+            "gross": self.gross,
+            "deductions": self.deductions,
+            "contributions": self.contributions,
+            "net": self.net,
+            "lines": self.lines_json(),
+        })
+    }
+
+    fn lines_json(&self) -> serde_json::Value {
+        let lines: Vec<TotalLine> = self
+            .lines
+            .iter()
+            .map(|((kind, rule_id), (name, amount))| TotalLine {
+                kind: kind.clone(),
+                rule_id: rule_id.clone(),
+                name: name.clone(),
+                amount: *amount,
+            })
+            .collect();
+        to_json(&lines)
+    }
+}
+
+/// The year-to-date totals a batch touches, loaded, changed in the batch's order and saved.
+struct YearToDate {
+    totals: BTreeMap<(Uuid, chrono::NaiveDate, String), Totals>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TotalsRow {
+    employee_id: Uuid,
+    tax_year_start: chrono::NaiveDate,
+    currency: String,
+    organization_id: Uuid,
+    tax_year_end: chrono::NaiveDate,
+    items: i32,
+    gross: Decimal,
+    deductions: Decimal,
+    contributions: Decimal,
+    net: Decimal,
+    lines: Json<Vec<TotalLine>>,
+    last_position: i64,
+}
+
+impl YearToDate {
+    async fn load(connection: &mut PgConnection, changes: &[TotalChange<'_>]) -> Result<YearToDate> {
+        let mut totals = BTreeMap::new();
+        if changes.is_empty() {
+            return Ok(YearToDate { totals });
+        }
+        let employees: Vec<Uuid> = changes.iter().map(|change| change.item.employee_id).collect();
+        let years: Vec<chrono::NaiveDate> = changes.iter().map(|change| change.tax_year).collect();
+        let currencies: Vec<&str> = changes.iter().map(|change| change.item.currency.as_str()).collect();
+        let rows: Vec<TotalsRow> = sqlx::query_as(
+            "select y.* from year_to_date y \
+             join (select distinct * from unnest($1::uuid[], $2::date[], $3::text[]) as k(e, s, c)) k \
+               on y.employee_id = k.e and y.tax_year_start = k.s and y.currency = k.c",
+        )
+        .bind(&employees)
+        .bind(&years)
+        .bind(&currencies)
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in rows {
+            let lines =
+                row.lines.0.into_iter().map(|line| ((line.kind, line.rule_id), (line.name, line.amount))).collect();
+            let loaded = Totals {
+                organization_id: row.organization_id,
+                tax_year_end: Some(row.tax_year_end),
+                items: row.items,
+                gross: row.gross,
+                deductions: row.deductions,
+                contributions: row.contributions,
+                net: row.net,
+                lines,
+                last_position: row.last_position,
+            };
+            totals.insert((row.employee_id, row.tax_year_start, row.currency), loaded);
+        }
+        Ok(YearToDate { totals })
+    }
+
+    /// Adds or takes out each item, in order; the totals after each payment by its index.
+    fn apply(&mut self, changes: &[TotalChange<'_>]) -> HashMap<usize, Snapshot> {
+        let mut snapshots = HashMap::new();
+        for change in changes {
+            let item = change.item;
+            let key = (item.employee_id, change.tax_year, item.currency.clone());
+            let totals = self.totals.entry(key).or_default();
+            totals.organization_id = change.organization;
+            if totals.tax_year_end.is_none() {
+                let start = TaxYearStart { month: change.tax_year.month(), day: change.tax_year.day() };
+                totals.tax_year_end = Some(start.end_of(change.tax_year));
+            }
+            let sign = change.sign;
+            totals.items += if sign.is_sign_positive() { 1 } else { -1 };
+            totals.gross += item.gross * sign;
+            totals.deductions += item.deductions * sign;
+            totals.contributions += item.contributions * sign;
+            totals.net += item.net * sign;
+            for (kind, lines) in [("deduction", &item.deduction_lines.0), ("contribution", &item.contribution_lines.0)]
+            {
+                for line in lines {
+                    let entry = totals
+                        .lines
+                        .entry((kind.to_owned(), line.rule_id.clone()))
+                        .or_insert_with(|| (line.name.clone(), Decimal::ZERO));
+                    entry.0.clone_from(&line.name);
+                    entry.1 += line.amount.amount() * sign;
+                }
+            }
+            totals.last_position = change.position;
+            if sign.is_sign_positive() {
+                snapshots.insert(change.index, (change.tax_year, totals.json(change.tax_year)));
+            }
+        }
+        snapshots
+    }
+
+    async fn save(self, connection: &mut PgConnection) -> Result<()> {
+        if self.totals.is_empty() {
+            return Ok(());
+        }
+        let mut columns = TotalsColumns::default();
+        for ((employee, year, currency), totals) in &self.totals {
+            columns.employees.push(*employee);
+            columns.years.push(*year);
+            columns.currencies.push(currency.clone());
+            columns.organizations.push(totals.organization_id);
+            columns.ends.push(totals.tax_year_end.expect("set when loaded or changed"));
+            columns.items.push(totals.items);
+            columns.gross.push(totals.gross);
+            columns.deductions.push(totals.deductions);
+            columns.contributions.push(totals.contributions);
+            columns.net.push(totals.net);
+            columns.lines.push(totals.lines_json());
+            columns.positions.push(totals.last_position);
+        }
+        sqlx::query(
+            "insert into year_to_date (employee_id, tax_year_start, currency, organization_id, tax_year_end, items, gross, deductions, \
+               contributions, net, lines, last_position) \
+             select * from unnest($1::uuid[], $2::date[], $3::text[], $4::uuid[], $5::date[], $6::int4[], $7::numeric[], \
+               $8::numeric[], $9::numeric[], $10::numeric[], $11::jsonb[], $12::int8[]) \
+             on conflict (employee_id, tax_year_start, currency) do update set items = excluded.items, gross = excluded.gross, \
+               deductions = excluded.deductions, contributions = excluded.contributions, net = excluded.net, \
+               lines = excluded.lines, last_position = excluded.last_position",
+        )
+        .bind(&columns.employees)
+        .bind(&columns.years)
+        .bind(&columns.currencies)
+        .bind(&columns.organizations)
+        .bind(&columns.ends)
+        .bind(&columns.items)
+        .bind(&columns.gross)
+        .bind(&columns.deductions)
+        .bind(&columns.contributions)
+        .bind(&columns.net)
+        .bind(&columns.lines)
+        .bind(&columns.positions)
+        .execute(connection)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct TotalsColumns {
+    employees: Vec<Uuid>,
+    years: Vec<chrono::NaiveDate>,
+    currencies: Vec<String>,
+    organizations: Vec<Uuid>,
+    ends: Vec<chrono::NaiveDate>,
+    items: Vec<i32>,
+    gross: Vec<Decimal>,
+    deductions: Vec<Decimal>,
+    contributions: Vec<Decimal>,
+    net: Vec<Decimal>,
+    lines: Vec<serde_json::Value>,
+    positions: Vec<i64>,
+}
 
 /// How a run's paid and failed counts change, and the last event that changed them.
 #[derive(Default)]
@@ -403,6 +693,7 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
         payroll_run_id,
         organization_id,
         period,
+        pay_date,
         frequency,
         currency,
         kind,
@@ -418,8 +709,8 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
     };
     sqlx::query(
         "insert into payroll_runs (payroll_run_id, organization_id, period_start, period_end, frequency, currency, kind, \
-           off_cycle_reason, status, created_by, created_at, last_position, pay_schedule_id) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11, $12)",
+           off_cycle_reason, status, created_by, created_at, last_position, pay_schedule_id, pay_date) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 'draft', $9, $10, $11, $12, $13)",
     )
     .bind(payroll_run_id.as_uuid())
     .bind(organization_id.as_uuid())
@@ -433,6 +724,7 @@ async fn run_created(connection: &mut PgConnection, event: &RecordedEvent, creat
     .bind(event.recorded_at)
     .bind(event.global_position)
     .bind(pay_schedule_id.map(|id| id.as_uuid()))
+    .bind(pay_date.unwrap_or(period.end()))
     .execute(connection)
     .await?;
     Ok(())
@@ -578,7 +870,7 @@ impl Projection for PayrollProjection {
 
     fn event_types(&self) -> Vec<&'static str> {
         let mut types = PayrollRunEvent::EVENT_TYPES.to_vec();
-        types.extend(["OrganizationRegistered", "OrganizationSettingsChanged", "PayScheduleAdded"]);
+        types.extend(["OrganizationRegistered", "OrganizationSettingsChanged", "PayScheduleAdded", "TaxYearStartSet"]);
         types.extend(PayCalendarEvent::EVENT_TYPES);
         types
     }
@@ -626,6 +918,20 @@ impl Projection for PayrollProjection {
                 set_schedule(connection, event, (pay_schedule_id.as_uuid(), name, false), schedule).await
             }
             AnyEvent::PayCalendar(calendar) => apply_calendar(connection, event, calendar).await,
+            AnyEvent::Organization(OrganizationEvent::TaxYearStartSet { start }) => {
+                sqlx::query(
+                    "insert into tax_years (organization_id, start_month, start_day, last_position) values ($1, $2, $3, $4) \
+                     on conflict (organization_id) do update set start_month = excluded.start_month, \
+                       start_day = excluded.start_day, last_position = excluded.last_position",
+                )
+                .bind(event.organization_id)
+                .bind(start.month as i32)
+                .bind(start.day as i32)
+                .bind(event.global_position)
+                .execute(connection)
+                .await?;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }

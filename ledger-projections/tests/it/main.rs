@@ -8,6 +8,7 @@ mod crash;
 mod leadership;
 mod rebuild;
 mod tree;
+mod year_to_date;
 
 use std::collections::BTreeMap;
 

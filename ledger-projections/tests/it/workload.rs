@@ -224,6 +224,7 @@ impl Payroll {
         let create = ledger_app::operations::NewRun {
             payroll_run_id: run.as_uuid(),
             period,
+            pay_date: None,
             kind: ledger_app::operations::NewRunKind::Regular { pay_schedule_id: None },
             frequency: None,
             currency: None,

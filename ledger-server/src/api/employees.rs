@@ -405,7 +405,7 @@ pub async fn show(
 }
 
 /// Fills in the names the table keeps sealed, opened with the master key (null once erased).
-async fn open_personal(ledger: &Ledger, employees: &mut [EmployeeView]) -> AppResult<()> {
+pub(crate) async fn open_personal(ledger: &Ledger, employees: &mut [EmployeeView]) -> AppResult<()> {
     let mut values: Vec<(Uuid, &mut serde_json::Value)> = employees
         .iter_mut()
         .filter_map(|employee| employee.personal_sealed.as_mut().map(|value| (employee.organization_id, value)))

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod openapi;
 mod organization;
 mod payroll;
+pub mod payslips;
 pub mod privacy;
 mod schedules;
 pub mod schema;
@@ -73,6 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/employees/{id}/erase", post(privacy::erase))
         .route("/employees/{id}/personal-data", get(privacy::personal_data))
         .route("/organization/retention", put(privacy::set_retention))
+        .route("/organization/tax-year", put(organization::set_tax_year))
+        .route("/organization/gl-accounts", put(organization::map_gl_accounts))
         .route("/compliance/erasure-due", get(privacy::erasure_due))
         .route("/compliance/reports", get(audit::reports))
         .route("/wallets", post(wallets::open).get(wallets::list))
@@ -86,6 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/payroll-runs/{id}", get(payroll::show))
         .route("/payroll-runs/{id}/items", get(payroll::items))
         .route("/payroll-runs/{id}/items/{employee_id}/release", post(payroll::release))
+        .route("/payroll-runs/{id}/items/{employee_id}/payslip", get(payslips::show))
+        .route("/employees/{id}/payslips", get(payslips::list))
+        .route("/employees/{id}/year-to-date", get(payslips::year_to_date))
         .route("/payroll-runs/{id}/lines", post(payroll::add_lines))
         .route("/payroll-runs/{id}/preview", post(payroll::preview))
         .route("/payroll-runs/{id}/calculate", post(payroll::calculate))

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, employees, organization, payroll, privacy, schedules, system, transparency, wallets};
+use super::{audit, employees, organization, payroll, payslips, privacy, schedules, system, transparency, wallets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,8 @@ use super::{audit, employees, organization, payroll, privacy, schedules, system,
         organization::configure_rule,
         organization::remove_rule,
         organization::define_currency,
+        organization::set_tax_year,
+        organization::map_gl_accounts,
         employees::hire,
         employees::list,
         employees::show,
@@ -63,6 +65,9 @@ use super::{audit, employees, organization, payroll, privacy, schedules, system,
         payroll::release,
         payroll::void,
         payroll::reverse,
+        payslips::show,
+        payslips::list,
+        payslips::year_to_date,
         audit::register,
         audit::journal,
         audit::reports,

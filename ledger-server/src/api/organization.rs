@@ -255,3 +255,56 @@ pub async fn show(
     read.commit().await?;
     Ok(Json(organization))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaxYearInput {
+    /// The month the tax year starts in, 1 to 12.
+    #[schema(minimum = 1, maximum = 12, example = 4)]
+    month: u32,
+    /// The day of that month, a day every year has (never 29 February).
+    #[schema(minimum = 1, maximum = 31, example = 6)]
+    day: u32,
+}
+
+/// `PUT /v1/organization/tax-year`: the day the organization's tax year starts (1 January
+/// until set). A payment counts in the tax year of its run's pay date, by the start in force
+/// when it is paid: set it before the first run is paid.
+#[utoipa::path(put, path = "/v1/organization/tax-year", tag = "organization", request_body = TaxYearInput,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
+pub async fn set_tax_year(State(state): State<AppState>, command: Command) -> AppResult<Response> {
+    command.require(Permission::Manage)?;
+    let input: TaxYearInput = command.json()?;
+    let organization_id = command.context.organization_id();
+    let start = ledger_core::calendar::TaxYearStart::new(input.month, input.day)?;
+    let set = OrganizationCommand::SetTaxYear { start };
+    let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, set).await?;
+    Ok(written(StatusCode::OK, Entity::Organization, organization_id, done))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlAccountsInput {
+    /// Ledger account to chart-of-accounts code: `funding`, `wages_expense`,
+    /// `employer_contributions_expense`, `wallets` (net pay) and `liability:<name>` for each
+    /// rule's liability account. Replaces the whole mapping.
+    #[schema(value_type = Object, example = json!({"funding": "1010", "wages_expense": "6000",
+        "employer_contributions_expense": "6100", "wallets": "2100", "liability:tax": "2200"}))]
+    accounts: std::collections::BTreeMap<String, String>,
+}
+
+/// `PUT /v1/organization/gl-accounts`: maps the ledger's accounts to the organization's
+/// chart of accounts, for the journal its general ledger imports
+/// (`GET /v1/payroll-runs/{id}/journal?format=csv`).
+#[utoipa::path(put, path = "/v1/organization/gl-accounts", tag = "organization", request_body = GlAccountsInput,
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
+    responses((status = 200, body = WrittenView), Problems))]
+pub async fn map_gl_accounts(State(state): State<AppState>, command: Command) -> AppResult<Response> {
+    command.require(Permission::Manage)?;
+    let input: GlAccountsInput = command.json()?;
+    let organization_id = command.context.organization_id();
+    let map = OrganizationCommand::MapGeneralLedgerAccounts { accounts: input.accounts };
+    let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, map).await?;
+    Ok(written(StatusCode::OK, Entity::Organization, organization_id, done))
+}

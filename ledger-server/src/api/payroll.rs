@@ -35,6 +35,9 @@ pub struct CreateInput {
     /// A regular run's period is one of its pay schedule's periods
     /// (`GET /v1/pay-schedules/{id}/periods`); an off-cycle run's is the period it reports in.
     period: PeriodInput,
+    /// The day the pay is dated (on payslips; a payment counts in the tax year of it): from
+    /// the period's first day to 366 days after its last. Defaults to the period's last day.
+    pay_date: Option<NaiveDate>,
     /// The schedule a regular run pays a period of; defaults to the organization's default
     /// schedule. Not given for an off-cycle run.
     pay_schedule_id: Option<Uuid>,
@@ -148,7 +151,14 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
         Some(id) => id,
         None => state.ledger.new_id(&command.context, "payroll_run").await?,
     };
-    let new = NewRun { payroll_run_id: run_id, period, kind, frequency: input.frequency, currency: run_currency };
+    let new = NewRun {
+        payroll_run_id: run_id,
+        period,
+        pay_date: input.pay_date,
+        kind,
+        frequency: input.frequency,
+        currency: run_currency,
+    };
     let done = ledger_app::operations::create_run(&state.ledger, &command.context, new).await?;
     Ok(written(StatusCode::CREATED, Entity::PayrollRun, run_id, done))
 }
@@ -319,6 +329,8 @@ pub struct RunView {
     pub organization_id: Uuid,
     pub period_start: NaiveDate,
     pub period_end: NaiveDate,
+    /// The day the pay is dated (a payment counts in the tax year of it).
+    pub pay_date: NaiveDate,
     #[schema(value_type = super::schema::PayFrequency)]
     pub frequency: String,
     pub currency: String,

@@ -660,6 +660,7 @@ async fn payroll_end_to_end(
     let create = ledger_app::operations::NewRun {
         payroll_run_id: run,
         period: PayPeriod::new(date(2026, 1, 1), date(2026, 1, 31))?,
+        pay_date: None,
         kind: ledger_app::operations::NewRunKind::Regular { pay_schedule_id: None },
         frequency: None,
         currency: None,

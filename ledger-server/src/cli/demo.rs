@@ -436,7 +436,7 @@ impl Demo {
     /// Creates, calculates, approves (second actor), pays and settles one run.
     async fn pay_run(&self, name: &str, run: Uuid, period: PayPeriod, kind: NewRunKind) -> anyhow::Result<()> {
         let key = |step: &str| format!("run:{name}:{step}");
-        let create = NewRun { payroll_run_id: run, period, kind, frequency: None, currency: None };
+        let create = NewRun { payroll_run_id: run, period, pay_date: None, kind, frequency: None, currency: None };
         create_run(&self.ledger, &self.processor.idempotent(&key("create")), create).await?;
         ledger_app::operations::calculate(&self.ledger, &self.processor.idempotent(&key("calculate")), run).await?;
         let approve = PayrollRunCommand::Approve { actor: self.approver.actor() };

@@ -8,6 +8,7 @@ mod idempotency;
 mod large_run;
 mod operations;
 mod payments;
+mod payslips;
 mod privacy;
 mod restore;
 mod schedules;
