@@ -63,6 +63,12 @@ pub enum DomainError {
     /// period after the employee left); `None` when the organization has set no period.
     #[error("{}", retention_message(*employee_id, *erasable_from))]
     RetentionNotPassed { employee_id: EmployeeId, erasable_from: Option<NaiveDate> },
+    /// A journal for the general ledger needs a chart-of-accounts code for an account the
+    /// organization has not mapped.
+    #[error(
+        "account {account:?} has no code in the organization's chart of accounts: map it with PUT /v1/organization/gl-accounts"
+    )]
+    UnmappedAccount { account: String },
 }
 
 fn retention_message(employee_id: EmployeeId, erasable_from: Option<NaiveDate>) -> String {

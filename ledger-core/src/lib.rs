@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod gross_to_net;
 pub mod ids;
+pub mod journal;
 pub mod money;
 pub mod organization;
 pub mod payroll;

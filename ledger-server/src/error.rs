@@ -160,6 +160,7 @@ fn domain_code(error: &DomainError) -> &'static str {
         DomainError::SelfApproval { .. } => "self_approval",
         DomainError::AlreadyPaid { .. } => "already_paid",
         DomainError::RetentionNotPassed { .. } => "retention_not_passed",
+        DomainError::UnmappedAccount { .. } => "unmapped_account",
         _ => "domain_rule",
     }
 }

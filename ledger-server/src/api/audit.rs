@@ -462,16 +462,54 @@ pub async fn register(
     report(&state, &identity, &id, "payroll_register", consistency).await
 }
 
-/// `GET /v1/payroll-runs/{id}/journal`: the run's postings by account, with its balance check.
-#[utoipa::path(get, path = "/v1/payroll-runs/{id}/journal", tag = "audit", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), Consistency),
-    responses((status = 200, body = ComplianceReportView), Problems))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JournalQuery {
+    /// `json` (default): the run's postings by ledger account; `csv`: the journal for the
+    /// organization's general ledger, on its chart of accounts.
+    #[param(pattern = "^(json|csv)$")]
+    pub format: Option<String>,
+    #[param(minimum = 0)]
+    pub wait_for_position: Option<i64>,
+    #[param(maximum = 30000)]
+    pub wait_timeout_ms: Option<u32>,
+}
+
+/// `GET /v1/payroll-runs/{id}/journal`: the run's postings by account, with its balance
+/// check; with `format=csv`, a balanced journal a general ledger imports (date, account
+/// code, description, debit, credit, currency, run, reference): per payment an accrual on
+/// the pay date (wages and contributions expense against net pay and liabilities) and the
+/// payment from funding as recorded; a reversal swaps both. 422 `unmapped_account` names an
+/// account without a code (`PUT /v1/organization/gl-accounts`).
+#[utoipa::path(get, path = "/v1/payroll-runs/{id}/journal", tag = "audit", params(("id" = uuid::Uuid, Path, description = "The payroll run's id (a UUID)"), JournalQuery),
+    responses((status = 200, description = "The journal; CSV with `format=csv`",
+        content((ComplianceReportView = "application/json"), (String = "text/csv"))), Problems))]
 pub async fn journal(
     State(state): State<AppState>,
     Auth(identity): Auth,
     Path(id): Path<String>,
-    Query(consistency): Query<Consistency>,
-) -> AppResult<Json<ComplianceReportView>> {
-    report(&state, &identity, &id, "journal", consistency).await
+    Query(query): Query<JournalQuery>,
+) -> AppResult<Response> {
+    let consistency =
+        Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: query.wait_timeout_ms };
+    match query.format.as_deref() {
+        None | Some("json") => Ok(report(&state, &identity, &id, "journal", consistency).await?.into_response()),
+        Some("csv") => {
+            // The report exists once the run completed: the same 404 before, as for JSON.
+            let run_id = parse_id(&id, "payroll run id")?;
+            // The journal exists once the run completed: 404 before, as for JSON.
+            let _report = report(&state, &identity, &id, "journal", consistency).await?;
+            let csv = super::journal::csv(&state, &identity, run_id).await?;
+            let filename = format!("attachment; filename=\"journal-{run_id}.csv\"");
+            Ok((
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, filename)],
+                csv,
+            )
+                .into_response())
+        }
+        Some(other) => Err(AppError::bad_request("format", format!("{other:?} is not json or csv"))),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod employees;
 pub mod extract;
+pub mod journal;
 pub mod openapi;
 mod organization;
 mod payroll;
@@ -255,8 +256,19 @@ impl Command {
                 "contains a NUL character (\\u0000), which the ledger cannot store",
             ));
         }
-        serde_json::from_slice(body)
-            .map_err(|error| AppError::BadRequest { code: "malformed_body", detail: format!("request body: {error}") })
+        // The error names the field at fault (`accounts.funding: invalid type ...`).
+        let malformed = |detail: String| AppError::BadRequest { code: "malformed_body", detail };
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            malformed(if path == "." {
+                format!("request body: {}", error.inner())
+            } else {
+                format!("request body: {path}: {}", error.inner())
+            })
+        })?;
+        deserializer.end().map_err(|error| malformed(format!("request body: {error}")))?;
+        Ok(value)
     }
 
     pub fn require(&self, permission: Permission) -> AppResult<()> {

@@ -255,3 +255,136 @@ async fn a_held_item_has_a_payslip_a_pending_one_none_and_other_organizations_se
     }
     world.stop().await;
 }
+
+/// The journal CSV's rows as maps of column to value.
+async fn journal_rows(
+    world: &World,
+    run: &str,
+) -> (StatusCode, Vec<std::collections::BTreeMap<String, String>>, String) {
+    let position = world.head_position().await;
+    let response = world
+        .client
+        .get(world.url(&format!("/v1/payroll-runs/{run}/journal?format=csv&wait_for_position={position}")))
+        .bearer_auth(&world.auditor)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    let body = response.text().await.unwrap();
+    if !status.is_success() {
+        assert_eq!(content_type, "application/problem+json");
+        return (status, Vec::new(), body);
+    }
+    assert!(content_type.starts_with("text/csv"), "{content_type}");
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        ["date", "account_code", "description", "debit", "credit", "currency", "payroll_run_id", "reference"]
+    );
+    let rows = reader
+        .records()
+        .map(|record| headers.iter().zip(record.unwrap().iter()).map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        .collect();
+    (status, rows, body)
+}
+
+fn amount(text: &str) -> rust_decimal::Decimal {
+    if text.is_empty() { rust_decimal::Decimal::ZERO } else { text.parse().unwrap() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_csv_balances_on_the_chart_of_accounts_and_names_an_unmapped_account() {
+    let world = World::new().await;
+    world.register().await;
+    let employer = json!({ "name": "Social security (employer)", "party": "employer", "calculation": { "kind": "percentage", "rate": "0.0765" }, "liability_account": "social_security" });
+    world.ok(Method::PUT, "/v1/organization/rules/social", &world.admin, Some(employer)).await;
+    world.hire("6000.00", true).await;
+    world.hire("4000.00", true).await;
+    let run = world.calculated_run().await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/approve"), &world.second_processor, None).await;
+    world.ok(Method::POST, &format!("/v1/payroll-runs/{run}/process"), &world.processor, None).await;
+
+    // Nothing mapped, then all but one liability: 422 naming the account; nothing written.
+    let (status, _, problem) = journal_rows(&world, &run).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(problem.contains("unmapped_account") && problem.contains("wages_expense"), "{problem}");
+    let mut accounts = json!({ "funding": "1010", "wages_expense": "6000", "employer_contributions_expense": "6100", "wallets": "2100", "liability:tax": "2200" });
+    world.ok(Method::PUT, "/v1/organization/gl-accounts", &world.admin, Some(json!({ "accounts": accounts }))).await;
+    let (status, _, problem) = journal_rows(&world, &run).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem.contains("liability:social_security"), "{problem}");
+
+    // Bad mappings and formats are 400 naming the field; a processor may not map.
+    let before = world.event_count().await;
+    for (body, field) in [
+        (json!({ "accounts": { "cash": "1000" } }), "accounts.cash"),
+        (json!({ "accounts": { "funding": "" } }), "accounts.funding"),
+        (json!({ "accounts": { "funding": 1010 } }), "accounts.funding"),
+        (json!({ "codes": {} }), "codes"),
+    ] {
+        let (status, problem) =
+            world.call(Method::PUT, "/v1/organization/gl-accounts", &world.admin, Some(body), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains(field), "{field}: {problem}");
+    }
+    let (status, _) = world
+        .call(
+            Method::PUT,
+            "/v1/organization/gl-accounts",
+            &world.processor,
+            Some(json!({ "accounts": accounts.clone() })),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = world.get(&format!("/v1/payroll-runs/{run}/journal?format=xml"), &world.auditor).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(world.event_count().await, before, "nothing written");
+
+    accounts["liability:social_security"] = json!("2300");
+    world.ok(Method::PUT, "/v1/organization/gl-accounts", &world.admin, Some(json!({ "accounts": accounts }))).await;
+    let (status, rows, body) = journal_rows(&world, &run).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Each entry balances; the accrual is dated the pay date with the run's gross as wages.
+    let mut balance: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    let mut wages = rust_decimal::Decimal::ZERO;
+    for row in &rows {
+        assert_eq!((row["currency"].as_str(), row["payroll_run_id"].as_str()), ("USD", run.as_str()));
+        assert!(row["debit"].is_empty() != row["credit"].is_empty(), "one side a line: {row:?}");
+        *balance.entry(row["reference"].clone()).or_default() += amount(&row["debit"]) - amount(&row["credit"]);
+        if row["account_code"] == "6000" {
+            assert_eq!(row["date"], "2026-01-31");
+            wages += amount(&row["debit"]) - amount(&row["credit"]);
+        }
+    }
+    assert_eq!(balance.len(), 2, "an accrual and a payment: {body}");
+    assert!(balance.values().all(rust_decimal::Decimal::is_zero), "{body}");
+    assert_eq!(wages, "10000.00".parse().unwrap());
+    let contributions: rust_decimal::Decimal =
+        rows.iter().filter(|row| row["account_code"] == "6100").map(|row| amount(&row["debit"])).sum();
+    assert_eq!(contributions, "765.00".parse().unwrap());
+    let funding: rust_decimal::Decimal =
+        rows.iter().filter(|row| row["account_code"] == "1010").map(|row| amount(&row["credit"])).sum();
+    assert_eq!(funding, "10765.00".parse().unwrap(), "funding pays gross and contributions");
+
+    // Reversed, the run's journal undoes itself: every code nets to zero.
+    world
+        .ok(
+            Method::POST,
+            &format!("/v1/payroll-runs/{run}/reverse"),
+            &world.processor,
+            Some(json!({ "reason": "wrong month" })),
+        )
+        .await;
+    let (status, rows, body) = journal_rows(&world, &run).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut by_code: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    for row in &rows {
+        *by_code.entry(row["account_code"].clone()).or_default() += amount(&row["debit"]) - amount(&row["credit"]);
+    }
+    assert!(by_code.values().all(rust_decimal::Decimal::is_zero), "{body}");
+    assert!(rows.iter().any(|row| row["reference"].contains("reversal_accrual")), "{body}");
+    world.stop().await;
+}
