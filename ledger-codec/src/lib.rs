@@ -5,6 +5,7 @@
 
 use ledger_core::access::{ApiKeyAggregate, ApiKeyEvent};
 use ledger_core::employee::{EmployeeAggregate, EmployeeEvent};
+use ledger_core::notification::{NotificationAggregate, NotificationEvent};
 use ledger_core::organization::{OrganizationAggregate, OrganizationEvent};
 use ledger_core::payroll::{PayrollRunAggregate, PayrollRunEvent};
 use ledger_core::schedule::{PayCalendarAggregate, PayCalendarEvent};
@@ -35,6 +36,7 @@ pub enum AnyEvent {
     PayCalendar(PayCalendarEvent),
     Transaction(TransactionEvent),
     ApiKey(ApiKeyEvent),
+    Notification(NotificationEvent),
     /// A stream type the domain does not know (written by another tool): only the audit log
     /// records it.
     Other,
@@ -61,6 +63,9 @@ pub fn decode(event: &RecordedEvent) -> Result<AnyEvent> {
             AnyEvent::Transaction(decode_one::<TransactionEvent>(event).map_err(fail)?)
         }
         ApiKeyAggregate::STREAM_TYPE => AnyEvent::ApiKey(decode_one::<ApiKeyEvent>(event).map_err(fail)?),
+        NotificationAggregate::STREAM_TYPE => {
+            AnyEvent::Notification(decode_one::<NotificationEvent>(event).map_err(fail)?)
+        }
         _ => AnyEvent::Other,
     })
 }

@@ -15,6 +15,7 @@ pub mod gross_to_net;
 pub mod ids;
 pub mod journal;
 pub mod money;
+pub mod notification;
 pub mod organization;
 pub mod payroll;
 pub mod schedule;
@@ -45,4 +46,8 @@ pub const EVENT_CATALOG: &[(&str, &[&str])] = &[
         <transaction::TransactionEvent as DomainEvent>::EVENT_TYPES,
     ),
     (<access::ApiKeyAggregate as Aggregate>::STREAM_TYPE, <access::ApiKeyEvent as DomainEvent>::EVENT_TYPES),
+    (
+        <notification::NotificationAggregate as Aggregate>::STREAM_TYPE,
+        <notification::NotificationEvent as DomainEvent>::EVENT_TYPES,
+    ),
 ];

@@ -9,6 +9,7 @@ use crate::event::{Aggregate, DomainEvent};
 use crate::gross_to_net::DeductionRule;
 use crate::ids::{OrganizationId, PayScheduleId};
 use crate::money::Currency;
+use crate::notification::{self, Channel};
 
 pub use crate::calendar::{PaySchedule, TaxYearStart};
 
@@ -56,6 +57,12 @@ pub struct Organization {
     /// Ledger accounts (see [`GL_ACCOUNT_KEYS`], and `liability:<name>`) to the codes of the
     /// organization's chart of accounts, for the journal its general ledger imports.
     pub gl_accounts: BTreeMap<String, String>,
+    /// Each notification kind's latest template version (none: the default, version 0).
+    pub template_versions: BTreeMap<String, u32>,
+    /// The webhook notifications are delivered to, and its configuration's version.
+    pub webhook: Option<(String, u32)>,
+    /// The last webhook version given (a removed webhook's version is not given again).
+    pub webhook_versions: u32,
 }
 
 impl Organization {
@@ -120,6 +127,16 @@ pub enum OrganizationCommand {
     MapGeneralLedgerAccounts {
         accounts: BTreeMap<String, String>,
     },
+    SetNotificationTemplate {
+        kind: String,
+        channel: Channel,
+        subject: String,
+        body: String,
+    },
+    ConfigureWebhook {
+        url: String,
+    },
+    RemoveWebhook,
 }
 
 /// Checks a general ledger mapping: known keys, codes that a general ledger takes.
@@ -200,6 +217,23 @@ pub enum OrganizationEvent {
     GeneralLedgerAccountsMapped {
         accounts: BTreeMap<String, String>,
     },
+    /// A new version of the template a kind of notification is rendered with from now on.
+    NotificationTemplateSet {
+        kind: String,
+        version: u32,
+        channel: Channel,
+        subject: String,
+        body: String,
+    },
+    /// Notifications of the webhook channel are delivered here from now on (signed with the
+    /// secret of this `version`).
+    WebhookConfigured {
+        url: String,
+        version: u32,
+    },
+    WebhookRemoved {
+        version: u32,
+    },
 }
 
 impl DomainEvent for OrganizationEvent {
@@ -213,6 +247,9 @@ impl DomainEvent for OrganizationEvent {
         "RetentionPeriodSet",
         "TaxYearStartSet",
         "GeneralLedgerAccountsMapped",
+        "NotificationTemplateSet",
+        "WebhookConfigured",
+        "WebhookRemoved",
     ];
 }
 
@@ -309,6 +346,21 @@ impl Aggregate for OrganizationAggregate {
                 validate_gl_accounts(&accounts)?;
                 Ok(vec![OrganizationEvent::GeneralLedgerAccountsMapped { accounts }])
             }
+            OrganizationCommand::SetNotificationTemplate { kind, channel, subject, body } => {
+                notification::placeholders(&kind)?;
+                notification::validate_text("subject", &subject, notification::SUBJECT_CHARS_MAX, &kind)?;
+                notification::validate_text("body", &body, notification::BODY_CHARS_MAX, &kind)?;
+                let version = organization.template_versions.get(&kind).copied().unwrap_or(0) + 1;
+                Ok(vec![OrganizationEvent::NotificationTemplateSet { kind, version, channel, subject, body }])
+            }
+            OrganizationCommand::ConfigureWebhook { url } => {
+                notification::validate_webhook_url(&url)?;
+                Ok(vec![OrganizationEvent::WebhookConfigured { url, version: organization.webhook_versions + 1 }])
+            }
+            OrganizationCommand::RemoveWebhook => match &organization.webhook {
+                Some((_, version)) => Ok(vec![OrganizationEvent::WebhookRemoved { version: *version }]),
+                None => Err(DomainError::NotFound { entity: "webhook", id: "(none configured)".to_owned() }),
+            },
         }
     }
 
@@ -334,6 +386,9 @@ impl Aggregate for OrganizationAggregate {
                 retention_years: None,
                 tax_year_start: TaxYearStart::default(),
                 gl_accounts: BTreeMap::new(),
+                template_versions: BTreeMap::new(),
+                webhook: None,
+                webhook_versions: 0,
             });
         }
         let mut organization = state.expect("an organization's later events follow its registration");
@@ -369,6 +424,14 @@ impl Aggregate for OrganizationAggregate {
             OrganizationEvent::GeneralLedgerAccountsMapped { accounts } => {
                 organization.gl_accounts.clone_from(accounts)
             }
+            OrganizationEvent::NotificationTemplateSet { kind, version, .. } => {
+                organization.template_versions.insert(kind.clone(), *version);
+            }
+            OrganizationEvent::WebhookConfigured { url, version } => {
+                organization.webhook = Some((url.clone(), *version));
+                organization.webhook_versions = *version;
+            }
+            OrganizationEvent::WebhookRemoved { .. } => organization.webhook = None,
         }
         Some(organization)
     }

@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::error::Result;
 use crate::projection::Projection;
 use crate::runner::{apply_batch, read_batch};
-use crate::schema::{is_reference_data, quote, tables};
+use crate::schema::{quote, tables};
 
 /// The advisory-lock class of rebuilds (two-integer key space): one rebuild per projection
 /// at a time.
@@ -41,11 +41,6 @@ async fn create_shadow(connection: &mut PgConnection, projection: &dyn Projectio
         sqlx::query(&format!("create table {shadow_table} (like {live_table} including all)"))
             .execute(&mut *connection)
             .await?;
-        if is_reference_data(live, &table) {
-            sqlx::query(&format!("insert into {shadow_table} select * from {live_table}"))
-                .execute(&mut *connection)
-                .await?;
-        }
     }
     Ok(shadow)
 }

@@ -18,18 +18,10 @@ pub fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// Empties every table of `schema` except reference data (notification templates).
+/// Empties every table of `schema` (every row of a read table comes from the log).
 pub async fn truncate_tables(connection: &mut PgConnection, schema: &str) -> Result<()> {
     for table in tables(connection, schema).await? {
-        if is_reference_data(schema, &table) {
-            continue;
-        }
         sqlx::query(&format!("truncate {}.{}", quote(schema), quote(&table))).execute(&mut *connection).await?;
     }
     Ok(())
-}
-
-/// Tables a migration fills and no event changes.
-pub fn is_reference_data(schema: &str, table: &str) -> bool {
-    schema == "notification" && table == "notification_templates"
 }

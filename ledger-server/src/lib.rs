@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod delivery;
 pub mod error;
 pub mod keys;
 pub mod metrics;

@@ -182,6 +182,15 @@ enum Command {
         #[arg(long, default_value = "retention period passed")]
         reason: String,
     },
+    /// Write an employee's payslip of a run: a PDF when --out ends in .pdf, else JSON.
+    Payslip {
+        #[arg(long)]
+        run: uuid::Uuid,
+        #[arg(long)]
+        employee: uuid::Uuid,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Create, list or revoke API keys.
     Keys {
         #[command(subcommand)]

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     /// `checkpoint_every` and evidence packs get a fresh one.
     pub checkpoint_key: Option<Arc<ledger_store::signing::LogKey>>,
     pub checkpoint_every: std::time::Duration,
+    /// How notifications are delivered to webhooks (`None`: not by this server).
+    pub delivery: Option<crate::delivery::DeliveryOptions>,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +75,7 @@ impl Default for ServerOptions {
             stall_after: std::time::Duration::from_secs(60),
             checkpoint_key: None,
             checkpoint_every: crate::transparency::CHECKPOINT_EVERY,
+            delivery: Some(crate::delivery::DeliveryOptions::default()),
         }
     }
 }
@@ -202,6 +205,13 @@ impl Server {
         }
         let metrics = Arc::new(Metrics::new());
         let ledger = ledger(pool, metrics.commands.clone());
+        if let Some(delivery) = options.delivery {
+            let delivering = crate::delivery::deliver_periodically(ledger.clone(), delivery, stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                delivering.await;
+                Ok(())
+            }));
+        }
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let app = router(AppState {

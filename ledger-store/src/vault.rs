@@ -128,6 +128,8 @@ impl MasterKey {
 #[derive(Clone)]
 pub struct Vault {
     master: Arc<XChaCha20Poly1305>,
+    /// HMAC-SHA256 of a fixed label under the master key: the root of [`Vault::derive`].
+    derivation: Arc<[u8; KEY_BYTES]>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -137,6 +139,17 @@ impl std::fmt::Debug for Vault {
 }
 
 static INSTALLED: OnceLock<Vault> = OnceLock::new();
+
+/// What [`Vault::derive`]'s key is derived under.
+const DERIVATION_LABEL: &[u8] = b"payroll-ledger derived secrets v1";
+
+/// HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; KEY_BYTES] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
 static INSTALLED_KEY: OnceLock<[u8; KEY_BYTES]> = OnceLock::new();
 
 fn seal_bytes(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
@@ -204,7 +217,14 @@ impl Vault {
                     .to_owned(),
             ));
         }
-        Ok(Vault { master: Arc::new(cipher) })
+        Ok(Vault { master: Arc::new(cipher), derivation: Arc::new(hmac_sha256(&master.0, DERIVATION_LABEL)) })
+    }
+
+    /// A secret for `purpose` (e.g. a webhook's signing key), derived from the master key
+    /// (HMAC-SHA256 under a key itself derived from it): never stored, the same for every
+    /// process with this master key, another after the master key is rotated.
+    pub fn derive(&self, purpose: &str) -> [u8; KEY_BYTES] {
+        hmac_sha256(self.derivation.as_ref(), purpose.as_bytes())
     }
 
     /// Re-wraps every data key under `new` and records `new`'s check value, in one

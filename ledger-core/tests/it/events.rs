@@ -85,10 +85,19 @@ fn the_catalog_names_each_event_type_once() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 47);
+    assert_eq!(count, 52);
     let streams: Vec<&str> = EVENT_CATALOG.iter().map(|(stream, _)| *stream).collect();
     assert_eq!(
         streams,
-        vec!["organization", "employee", "wallet", "payroll_run", "pay_schedule", "transaction", "api_key"]
+        vec![
+            "organization",
+            "employee",
+            "wallet",
+            "payroll_run",
+            "pay_schedule",
+            "transaction",
+            "api_key",
+            "notification"
+        ]
     );
 }

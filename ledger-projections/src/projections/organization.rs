@@ -162,6 +162,18 @@ impl Projection for OrganizationProjection {
             OrganizationEvent::GeneralLedgerAccountsMapped { accounts } => {
                 set_setting(connection, event, "gl_accounts", to_json(accounts)).await?;
             }
+            OrganizationEvent::WebhookConfigured { url, version } => {
+                let webhook = serde_json::json!({ "url": url, "version": version });
+                set_setting(connection, event, "webhook", webhook).await?;
+            }
+            OrganizationEvent::WebhookRemoved { .. } => {
+                sqlx::query("delete from organization_settings where organization_id = $1 and key = 'webhook'")
+                    .bind(event.organization_id)
+                    .execute(connection)
+                    .await?;
+            }
+            // The notification projection keeps the templates.
+            OrganizationEvent::NotificationTemplateSet { .. } => {}
             // The payroll projection keeps the schedules (and the tax year, for its totals).
             OrganizationEvent::PayScheduleAdded { .. } => {}
         }

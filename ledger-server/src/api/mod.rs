@@ -5,6 +5,7 @@ pub mod audit;
 pub mod employees;
 pub mod extract;
 pub mod journal;
+pub mod notifications;
 pub mod openapi;
 mod organization;
 mod payroll;
@@ -77,6 +78,15 @@ pub fn router(state: AppState) -> Router {
         .route("/organization/retention", put(privacy::set_retention))
         .route("/organization/tax-year", put(organization::set_tax_year))
         .route("/organization/gl-accounts", put(organization::map_gl_accounts))
+        .route(
+            "/organization/webhook",
+            put(notifications::set_webhook).get(notifications::show_webhook).delete(notifications::remove_webhook),
+        )
+        .route("/notifications", get(notifications::list))
+        .route("/notifications/{id}/read", post(notifications::read))
+        .route("/notifications/{id}/deliveries", get(notifications::deliveries))
+        .route("/notification-templates", get(notifications::templates))
+        .route("/notification-templates/{kind}", put(notifications::set_template))
         .route("/compliance/erasure-due", get(privacy::erasure_due))
         .route("/compliance/reports", get(audit::reports))
         .route("/wallets", post(wallets::open).get(wallets::list))

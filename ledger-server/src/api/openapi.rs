@@ -5,7 +5,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{audit, employees, organization, payroll, payslips, privacy, schedules, system, transparency, wallets};
+use super::{
+    audit, employees, notifications, organization, payroll, payslips, privacy, schedules, system, transparency, wallets,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -68,6 +70,14 @@ use super::{audit, employees, organization, payroll, payslips, privacy, schedule
         payslips::show,
         payslips::list,
         payslips::year_to_date,
+        notifications::list,
+        notifications::read,
+        notifications::deliveries,
+        notifications::templates,
+        notifications::set_template,
+        notifications::set_webhook,
+        notifications::show_webhook,
+        notifications::remove_webhook,
         audit::register,
         audit::journal,
         audit::reports,

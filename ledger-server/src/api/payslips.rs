@@ -20,6 +20,7 @@ use super::schema::{Problems, pad};
 use super::{AppState, Auth, Consistency, parse_id};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
+use ledger_app::Ledger;
 
 /// The statuses of an item that has a payslip: paid (or paid and then reversed or refused
 /// by the rail) or held. A pending item has none until it is paid.
@@ -238,9 +239,14 @@ fn pad_totals(totals: &mut YearToDateTotals, currency: &str) {
     }
 }
 
-/// The payslip of one item, read in one snapshot of the read tables.
-async fn payslip(state: &AppState, organization_id: Uuid, run_id: Uuid, employee_id: Uuid) -> AppResult<PayslipView> {
-    let mut read = state.ledger.tenant_read(organization_id).await?;
+/// The payslip of one item of an organization, read in one snapshot of the read tables.
+pub async fn payslip(
+    ledger: &Ledger,
+    organization_id: Uuid,
+    run_id: Uuid,
+    employee_id: Uuid,
+) -> AppResult<PayslipView> {
+    let mut read = ledger.tenant_read(organization_id).await?;
     let item: Option<ItemRow> = sqlx::query_as(
         "select i.gross, i.deductions, i.contributions, i.net, i.earnings, i.deduction_lines, i.contribution_lines, i.status, \
                 i.hold_reason, i.transaction_id, i.failure_reason, i.year_to_date, i.calculated_position, \
@@ -321,7 +327,7 @@ async fn payslip(state: &AppState, organization_id: Uuid, run_id: Uuid, employee
         }
     };
     read.commit().await?;
-    open_personal(&state.ledger, std::slice::from_mut(&mut employee)).await?;
+    open_personal(ledger, std::slice::from_mut(&mut employee)).await?;
     Ok(view(run_id, (organization_id, employer.0), employee, item, &rates, payment, year_to_date))
 }
 
@@ -477,7 +483,7 @@ pub async fn show(
     let run_id = parse_id(&id, "payroll run id")?;
     let employee_id = parse_id(&employee, "employee id")?;
     consistency.wait(&state.ledger).await?;
-    let payslip = payslip(&state, identity.organization_id, run_id, employee_id).await?;
+    let payslip = payslip(&state.ledger, identity.organization_id, run_id, employee_id).await?;
     if wants_pdf(&headers) {
         let filename = format!("attachment; filename=\"payslip-{}-{employee_id}.pdf\"", payslip.pay_date);
         let pdf = crate::payslip_pdf::render(&payslip);

@@ -654,6 +654,16 @@ fn print_next_steps(database: &Database, before_january: i64) {
         "  {program} replay --entity wallet:{} --as-of {before_january}   # a wallet before January was paid",
         wallet_id(1)
     );
+    println!(
+        "  {program} payslip --run {january} --employee {employee} --out payslip.pdf   # January's payslip of an employee, as a PDF",
+        january = run_id(2026, 1),
+        employee = employee_id(1)
+    );
+    println!(
+        "  (served: GET /v1/payroll-runs/{}/items/{}/payslip with Accept: application/pdf)",
+        run_id(2026, 1),
+        employee_id(1)
+    );
     println!("  {program} verify   # recompute every hash chain and the log's Merkle root");
     println!("  {program} events --stream-id {}   # an erased person's events: the name reads as erased", former_id(1));
     println!("  {program} erase-due --dry-run   # who is past the retention period (and erase-due to erase them)");

@@ -65,7 +65,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let key_file = master_key_file(&cli.data_dir);
     let opened = match cli.command {
         Command::Serve { .. } => ledger_server::privacy::unlock(&database.pool, &cli.master_key, &key_file).await,
-        Command::Replay { .. } | Command::Events(_) | Command::Demo { .. } | Command::EraseDue { .. } => {
+        Command::Replay { .. }
+        | Command::Events(_)
+        | Command::Demo { .. }
+        | Command::EraseDue { .. }
+        | Command::Payslip { .. } => {
             ledger_server::privacy::open_vault(&database.pool, &cli.master_key, &key_file).await
         }
         _ => Ok(()),
@@ -148,6 +152,7 @@ async fn dispatch(command: Command, database: &Database) -> anyhow::Result<ExitC
         Command::Backup { out } => backup(database, &out).await?,
         Command::Restore { .. } => unreachable!("answered before the database is opened"),
         Command::Keys { command } => keys(database, command).await?,
+        Command::Payslip { run, employee, out } => payslip(database, run, employee, &out).await?,
         Command::Demo { employees } => demo::run(database, employees).await?,
         Command::Openapi => unreachable!("answered before the database is opened"),
         Command::Bench(args) => bench::run(database, args).await?,
@@ -467,4 +472,33 @@ async fn rotate_master_key(
         new_file.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a payslip as the API gives it (`GET /v1/payroll-runs/{id}/items/{employee}/payslip`).
+async fn payslip(database: &Database, run: Uuid, employee: Uuid, out: &std::path::Path) -> anyhow::Result<()> {
+    let organization: Option<Uuid> =
+        sqlx::query_scalar("select organization_id from payroll.payroll_runs where payroll_run_id = $1")
+            .bind(run)
+            .fetch_optional(&database.pool)
+            .await?;
+    let organization = organization
+        .ok_or_else(|| anyhow::anyhow!("no payroll run {run} (payroll-ledger events --stream-id {run})"))?;
+    let ledger = ledger_server::server::unobserved_ledger(database.pool.clone());
+    let payslip = ledger_server::api::payslips::payslip(&ledger, organization, run, employee)
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let bytes = if out.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("pdf")) {
+        ledger_server::payslip_pdf::render(&payslip)
+    } else {
+        serde_json::to_vec_pretty(&payslip)?
+    };
+    std::fs::write(out, bytes).map_err(|error| anyhow::anyhow!("cannot write {}: {error}", out.display()))?;
+    eprintln!(
+        "payslip of employee {employee} in run {run} ({}, net {} {}) written to {}",
+        payslip.status,
+        payslip.net,
+        payslip.currency,
+        out.display()
+    );
+    Ok(())
 }

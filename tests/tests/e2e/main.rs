@@ -6,6 +6,7 @@ mod contract;
 mod four_eyes;
 mod idempotency;
 mod large_run;
+mod notifications;
 mod operations;
 mod payments;
 mod payslips;

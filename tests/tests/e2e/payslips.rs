@@ -388,3 +388,9 @@ async fn the_journal_csv_balances_on_the_chart_of_accounts_and_names_an_unmapped
     assert!(rows.iter().any(|row| row["reference"].contains("reversal_accrual")), "{body}");
     world.stop().await;
 }
+
+/// Waits until every projection has applied the log's last event.
+pub async fn wait_projected(world: &World) {
+    let position = world.head_position().await;
+    world.ok(Method::GET, &format!("/v1/organization?wait_for_position={position}"), &world.processor, None).await;
+}
