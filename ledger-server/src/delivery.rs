@@ -92,13 +92,15 @@ struct Delivery<'a> {
 
 /// Runs until `stopped`: delivers what is due, then waits `options.poll`.
 pub async fn deliver_periodically(ledger: Ledger, options: DeliveryOptions, mut stopped: watch::Receiver<bool>) {
-    let client = match reqwest::Client::builder().timeout(options.timeout).build() {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::error!(%error, "no HTTP client: webhooks are not delivered");
-            return;
-        }
-    };
+    // A receiver answers; it does not send the delivery elsewhere (no redirects followed).
+    let client =
+        match reqwest::Client::builder().timeout(options.timeout).redirect(reqwest::redirect::Policy::none()).build() {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "no HTTP client: webhooks are not delivered");
+                return;
+            }
+        };
     loop {
         match deliver_due(&ledger, &client, &options).await {
             Ok(0) => {}

@@ -350,6 +350,37 @@ impl Consistency {
 }
 
 /// A path id that is not a UUID is a 400 naming it.
+/// A two-part keyset cursor `<first>~<second>` (the `next_after` of a page); `shape` names
+/// the parts in the error.
+pub fn parse_cursor<A: std::str::FromStr, B: std::str::FromStr>(cursor: &str, shape: &str) -> AppResult<(A, B)> {
+    let bad = || AppError::bad_request("after", format!("{cursor:?} is not a cursor ({shape})"));
+    let (first, second) = cursor.split_once('~').ok_or_else(bad)?;
+    Ok((first.parse().map_err(|_| bad())?, second.parse().map_err(|_| bad())?))
+}
+
+/// Rows a page may have: 1 to 1,000, 100 when not given.
+pub fn page_limit(limit: Option<i64>) -> AppResult<i64> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=employees::PAGE_ROWS_MAX).contains(&limit) {
+        return Err(AppError::bad_request(
+            "limit",
+            format!("must be from 1 to {}, not {limit}", employees::PAGE_ROWS_MAX),
+        ));
+    }
+    Ok(limit)
+}
+
+/// 404 with `missing` unless `sql` (taking the id as `$1`) finds a row in `read`.
+pub async fn require_row(
+    read: &mut sqlx::PgConnection,
+    sql: &str,
+    id: Uuid,
+    missing: impl FnOnce() -> String,
+) -> AppResult<()> {
+    let found: Option<(Uuid,)> = sqlx::query_as(sql).bind(id).fetch_optional(read).await?;
+    found.map(|_| ()).ok_or_else(|| AppError::NotFound(missing()))
+}
+
 pub fn parse_id(text: &str, field: &str) -> AppResult<Uuid> {
     text.parse().map_err(|_| AppError::bad_request(field, format!("{text:?} is not a UUID")))
 }

@@ -13,7 +13,10 @@ use uuid::Uuid;
 
 use super::extract::{Path, Query};
 use super::schema::{Entity, Problems, WrittenView, written};
-use super::{AppState, Auth, Command, Consistency, parse_id};
+use super::{AppState, Auth, Command, Consistency, page_limit, parse_cursor, parse_id, require_row};
+
+/// Finds a notification of the reader's organization by id.
+const NOTIFICATION_SQL: &str = "select notification_id from notification.notifications where notification_id = $1";
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
@@ -102,19 +105,9 @@ pub async fn list(
     if let Some(kind) = &query.kind {
         known_kind(kind, "kind")?;
     }
-    let after = match &query.after {
-        Some(cursor) => {
-            let bad =
-                || AppError::bad_request("after", format!("{cursor:?} is not a cursor (<position>~<notification_id>)"));
-            let (position, id) = cursor.split_once('~').ok_or_else(bad)?;
-            Some((position.parse::<i64>().map_err(|_| bad())?, id.parse::<Uuid>().map_err(|_| bad())?))
-        }
-        None => None,
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::bad_request("limit", format!("must be from 1 to 1000, not {limit}")));
-    }
+    let after: Option<(i64, Uuid)> =
+        query.after.as_deref().map(|cursor| parse_cursor(cursor, "<position>~<notification_id>")).transpose()?;
+    let limit = page_limit(query.limit)?;
     if let Some(recipient) = &query.recipient
         && (recipient.is_empty() || recipient.len() > 300 || recipient.contains('\0'))
     {
@@ -178,15 +171,9 @@ pub async fn read(
     let notification_id = parse_id(&id, "notification id")?;
     let organization_id = command.context.organization_id();
     let mut tenant = state.ledger.tenant_read(organization_id).await?;
-    let known: Option<(Uuid,)> =
-        sqlx::query_as("select notification_id from notification.notifications where notification_id = $1")
-            .bind(notification_id)
-            .fetch_optional(&mut *tenant)
-            .await?;
+    require_row(&mut tenant, NOTIFICATION_SQL, notification_id, || format!("no notification {notification_id}"))
+        .await?;
     tenant.commit().await?;
-    if known.is_none() {
-        return Err(AppError::NotFound(format!("no notification {notification_id}")));
-    }
     let already =
         |position: Option<i64>| Json(ReadView { notification_id, already_read: position.is_none(), position });
     let is_read = |state: &AppState| {
@@ -426,14 +413,7 @@ pub async fn deliveries(
     let notification_id = parse_id(&id, "notification id")?;
     consistency.wait(&state.ledger).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let known: Option<(Uuid,)> =
-        sqlx::query_as("select notification_id from notification.notifications where notification_id = $1")
-            .bind(notification_id)
-            .fetch_optional(&mut *read)
-            .await?;
-    if known.is_none() {
-        return Err(AppError::NotFound(format!("no notification {notification_id}")));
-    }
+    require_row(&mut read, NOTIFICATION_SQL, notification_id, || format!("no notification {notification_id}")).await?;
     let attempts: Vec<AttemptView> = sqlx::query_as(
         "select attempt, channel, webhook_version, status, error, attempted_at, next_attempt_at \
          from notification.delivery_attempts where notification_id = $1 order by attempt",

@@ -17,7 +17,10 @@ use uuid::Uuid;
 use super::employees::{EmployeeView, open_personal};
 use super::extract::{Path, Query};
 use super::schema::{Problems, pad};
-use super::{AppState, Auth, Consistency, parse_id};
+use super::{AppState, Auth, Consistency, page_limit, parse_cursor, parse_id, require_row};
+
+/// Finds an employee of the reader's organization by id.
+const EMPLOYEE_SQL: &str = "select employee_id from employee.employees where employee_id = $1";
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 use ledger_app::Ledger;
@@ -552,30 +555,14 @@ pub async fn list(
 ) -> AppResult<Json<PayslipPage>> {
     identity.require(Permission::Read)?;
     let employee_id = parse_id(&id, "employee id")?;
-    let after = match &query.after {
-        Some(cursor) => {
-            let bad =
-                || AppError::bad_request("after", format!("{cursor:?} is not a cursor (<pay_date>~<payroll_run_id>)"));
-            let (day, run) = cursor.split_once('~').ok_or_else(bad)?;
-            Some((day.parse::<NaiveDate>().map_err(|_| bad())?, run.parse::<Uuid>().map_err(|_| bad())?))
-        }
-        None => None,
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(AppError::bad_request("limit", format!("must be from 1 to 1000, not {limit}")));
-    }
+    let after: Option<(NaiveDate, Uuid)> =
+        query.after.as_deref().map(|cursor| parse_cursor(cursor, "<pay_date>~<payroll_run_id>")).transpose()?;
+    let limit = page_limit(query.limit)?;
     Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: query.wait_timeout_ms }
         .wait(&state.ledger)
         .await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let known: Option<(Uuid,)> = sqlx::query_as("select employee_id from employee.employees where employee_id = $1")
-        .bind(employee_id)
-        .fetch_optional(&mut *read)
-        .await?;
-    if known.is_none() {
-        return Err(AppError::NotFound(format!("no employee {employee_id}")));
-    }
+    require_row(&mut read, EMPLOYEE_SQL, employee_id, || format!("no employee {employee_id}")).await?;
     let mut payslips: Vec<PayslipSummary> = sqlx::query_as(
         "select i.payroll_run_id, r.pay_date, r.period_start, r.period_end, r.kind as run_kind, i.status, r.currency, i.gross, i.net, \
                 format('/v1/payroll-runs/%s/items/%s/payslip', i.payroll_run_id, i.employee_id) as href \
@@ -659,13 +646,7 @@ pub async fn year_to_date(
         .wait(&state.ledger)
         .await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
-    let known: Option<(Uuid,)> = sqlx::query_as("select employee_id from employee.employees where employee_id = $1")
-        .bind(employee_id)
-        .fetch_optional(&mut *read)
-        .await?;
-    if known.is_none() {
-        return Err(AppError::NotFound(format!("no employee {employee_id}")));
-    }
+    require_row(&mut read, EMPLOYEE_SQL, employee_id, || format!("no employee {employee_id}")).await?;
     let start_day = tax_year_start(&mut read).await?;
     let start = match query.year {
         Some(year) => start_day.start_in(year),

@@ -76,7 +76,24 @@ async fn payslips_and_year_to_date_follow_the_tax_year_runs_and_reversals() {
     let world = World::new().await;
     world.register().await;
     // The UK tax year; an employer contribution of 7.65 % besides the 10 % withholding.
-    world.ok(Method::PUT, "/v1/organization/tax-year", &world.admin, Some(json!({ "month": 4, "day": 6 }))).await;
+    let uk = json!({ "month": 4, "day": 6 });
+    let (status, first) =
+        world.call(Method::PUT, "/v1/organization/tax-year", &world.admin, Some(uk.clone()), Some("tax-year-1")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (_, repeat) =
+        world.call(Method::PUT, "/v1/organization/tax-year", &world.admin, Some(uk), Some("tax-year-1")).await;
+    assert_eq!((repeat["position"].clone(), repeat["replayed"].as_bool()), (first["position"].clone(), Some(true)));
+    assert_eq!(world.count_of("TaxYearStartSet").await, 1, "a repeat is answered, not recorded again");
+    for (body, field) in [
+        (json!({ "month": 2, "day": 29 }), "day"),
+        (json!({ "month": 13, "day": 1 }), "month"),
+        (json!({ "month": "April", "day": 6 }), "month"),
+    ] {
+        let (status, problem) =
+            world.call(Method::PUT, "/v1/organization/tax-year", &world.admin, Some(body), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains(field), "{field}: {problem}");
+    }
     let employer = json!({ "name": "Social security (employer)", "party": "employer", "calculation": { "kind": "percentage", "rate": "0.0765" }, "liability_account": "social_security" });
     world.ok(Method::PUT, "/v1/organization/rules/social", &world.admin, Some(employer)).await;
     let (ada, wallet) = hire(&world, "Ada Lovelace").await;
