@@ -133,16 +133,16 @@ pub fn render(text: &str, payload: &serde_json::Value) -> String {
     rendered
 }
 
-/// Checks a webhook URL as far as the domain can: http(s), not too long, no whitespace.
+/// Checks a webhook URL as far as the domain can: http(s), not too long, printable ASCII
+/// only (an international domain name in its `xn--` form).
 pub fn validate_webhook_url(url: &str) -> Result<(), DomainError> {
     let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-    if !scheme_ok
-        || url.chars().count() > WEBHOOK_URL_CHARS_MAX
-        || url.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if !scheme_ok || url.len() > WEBHOOK_URL_CHARS_MAX || !url.chars().all(|c| c.is_ascii_graphic()) {
         return Err(DomainError::invalid(
             "url",
-            format!("an http:// or https:// URL of at most {WEBHOOK_URL_CHARS_MAX} characters, without spaces"),
+            format!(
+                "an http:// or https:// URL of at most {WEBHOOK_URL_CHARS_MAX} characters, printable ASCII without spaces"
+            ),
         ));
     }
     Ok(())

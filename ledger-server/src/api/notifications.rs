@@ -26,9 +26,11 @@ use crate::keys::Permission;
 pub struct NotificationQuery {
     /// Only those for this recipient (`employee:<id>`, `organization:<id>:approvers`,
     /// `organization:<id>:payroll:employee:<id>`).
+    #[param(min_length = 1, max_length = 300)]
     pub recipient: Option<String>,
     /// Only this kind: `run_awaiting_approval`, `payslip_ready`, `payment_failed`,
     /// `payment_held` or `run_completed`.
+    #[param(pattern = "^(run_awaiting_approval|payslip_ready|payment_failed|payment_held|run_completed)$")]
     pub kind: Option<String>,
     /// `true`: only those not read yet; `false`: only those read.
     pub unread: Option<bool>,
@@ -37,7 +39,7 @@ pub struct NotificationQuery {
     /// Made before this time.
     pub to: Option<DateTime<Utc>>,
     /// The cursor: the `next_after` of the page before (`<position>~<notification_id>`).
-    #[param(pattern = r"^\d{1,19}~[0-9a-fA-F-]{36}$")]
+    #[param(pattern = r"^\d{1,18}~[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub after: Option<String>,
     /// Rows per page, 1 to 1,000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -283,7 +285,7 @@ pub struct TemplateInput {
 /// `PUT /v1/notification-templates/{kind}`: a new version of a kind's template; notifications
 /// made from now on are rendered with it.
 #[utoipa::path(put, path = "/v1/notification-templates/{kind}", tag = "notifications", request_body = TemplateInput,
-    params(("kind" = String, Path, description = "The kind of notification"),
+    params(("kind" = String, Path, description = "The kind of notification", pattern = "^(run_awaiting_approval|payslip_ready|payment_failed|payment_held|run_completed)$"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200, pattern = "^[ -~]+$", description = "Names the request: a retry with it is answered once")),
     responses((status = 200, body = WrittenView), Problems))]
 pub async fn set_template(
@@ -309,7 +311,7 @@ pub async fn set_template(
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
     /// Where notifications are POSTed: an http:// or https:// URL.
-    #[schema(example = "https://payroll.example.com/hooks/ledger")]
+    #[schema(example = "https://payroll.example.com/hooks/ledger", pattern = r"^https?://[!-~]+$", max_length = 2000)]
     url: String,
 }
 

@@ -504,7 +504,9 @@ pub async fn show(
 #[into_params(parameter_in = Query)]
 pub struct PayslipListQuery {
     /// The cursor: the `next_after` of the page before (`<pay_date>~<payroll_run_id>`).
-    #[param(pattern = r"^\d{4}-\d{2}-\d{2}~[0-9a-fA-F-]{36}$")]
+    #[param(
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])~[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub after: Option<String>,
     /// Rows per page, 1 to 1,000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
