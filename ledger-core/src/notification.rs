@@ -47,6 +47,11 @@ pub const DEFAULT_TEMPLATES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The default subject and body of `kind` (version 0, webhook channel).
+pub fn default_template(kind: &str) -> Option<(&'static str, &'static str)> {
+    DEFAULT_TEMPLATES.iter().find(|(known, ..)| *known == kind).map(|(_, subject, body)| (*subject, *body))
+}
+
 /// The longest subject and body a template may have.
 pub const SUBJECT_CHARS_MAX: usize = 200;
 pub const BODY_CHARS_MAX: usize = 4_000;

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ledger_core::gross_to_net::PayrollItem;
-use ledger_core::notification::{Channel, DEFAULT_TEMPLATES, DeliveryStatus, NotificationEvent, render};
+use ledger_core::notification::{Channel, DeliveryStatus, NotificationEvent, default_template, render};
 use ledger_core::organization::OrganizationEvent;
 use ledger_core::payroll::PayrollRunEvent;
 use ledger_store::RecordedEvent;
@@ -130,11 +130,8 @@ impl Notifications {
                     (*version, channel.as_str(), subject.as_str(), body.as_str())
                 }
                 None => {
-                    let (_, subject, body) = DEFAULT_TEMPLATES
-                        .iter()
-                        .find(|(known, _, _)| *known == kind)
-                        .expect("a default template per kind");
-                    (0, Channel::Webhook.name(), *subject, *body)
+                    let (subject, body) = default_template(kind).expect("a default template per kind");
+                    (0, Channel::Webhook.name(), subject, body)
                 }
             };
             let payload = &self.payloads[index];

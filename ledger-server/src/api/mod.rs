@@ -381,6 +381,15 @@ pub async fn require_row(
     found.map(|_| ()).ok_or_else(|| AppError::NotFound(missing()))
 }
 
+/// Whether the request asks for `media` rather than JSON (`Accept` names it and not
+/// `application/json`).
+pub fn prefers(headers: &axum::http::HeaderMap, media: &str) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains(media) && !accept.contains("application/json"))
+}
+
 pub fn parse_id(text: &str, field: &str) -> AppResult<Uuid> {
     text.parse().map_err(|_| AppError::bad_request(field, format!("{text:?} is not a UUID")))
 }

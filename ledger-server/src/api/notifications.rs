@@ -6,7 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use ledger_core::notification::{Channel, DEFAULT_TEMPLATES, KINDS, NotificationAggregate, NotificationCommand};
+use ledger_core::notification::{
+    Channel, KINDS, NotificationAggregate, NotificationCommand, default_template, placeholders,
+};
 use ledger_core::organization::{OrganizationAggregate, OrganizationCommand};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -87,14 +89,6 @@ pub struct NotificationPage {
     pub next_after: Option<String>,
 }
 
-fn known_kind(kind: &str, field: &str) -> AppResult<()> {
-    if KINDS.iter().any(|(known, _)| *known == kind) {
-        return Ok(());
-    }
-    let kinds: Vec<&str> = KINDS.iter().map(|(kind, _)| *kind).collect();
-    Err(AppError::bad_request(field, format!("{kind:?} is not a kind of notification ({})", kinds.join(", "))))
-}
-
 /// `GET /v1/notifications`: the organization's notifications in log order, filtered.
 #[utoipa::path(get, path = "/v1/notifications", tag = "notifications", params(NotificationQuery),
     responses((status = 200, body = NotificationPage), Problems))]
@@ -105,7 +99,7 @@ pub async fn list(
 ) -> AppResult<Json<NotificationPage>> {
     identity.require(Permission::Read)?;
     if let Some(kind) = &query.kind {
-        known_kind(kind, "kind")?;
+        placeholders(kind)?;
     }
     let after: Option<(i64, Uuid)> =
         query.after.as_deref().map(|cursor| parse_cursor(cursor, "<position>~<notification_id>")).transpose()?;
@@ -251,8 +245,7 @@ pub async fn templates(
                     placeholders,
                 },
                 None => {
-                    let (_, subject, body) =
-                        DEFAULT_TEMPLATES.iter().find(|(known, ..)| known == kind).expect("a default per kind");
+                    let (subject, body) = default_template(kind).expect("a default per kind");
                     TemplateView {
                         kind: (*kind).to_owned(),
                         version: 0,
@@ -294,7 +287,7 @@ pub async fn set_template(
     command: Command,
 ) -> AppResult<Response> {
     command.require(Permission::Manage)?;
-    known_kind(&kind, "kind")?;
+    placeholders(&kind)?;
     let input: TemplateInput = command.json()?;
     let channel = match input.channel.as_str() {
         "webhook" => Channel::Webhook,

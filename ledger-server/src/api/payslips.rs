@@ -460,14 +460,6 @@ fn earning(line: &EarningLine, rates: &[RateRow], currency: &str) -> PayslipEarn
     }
 }
 
-/// Whether the request asks for a PDF (and not JSON).
-fn wants_pdf(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/pdf") && !accept.contains("application/json"))
-}
-
 /// `GET /v1/payroll-runs/{id}/items/{employee_id}/payslip`: the pay statement of a paid,
 /// held, failed or reversed item, as JSON or, with `Accept: application/pdf`, as a PDF.
 #[utoipa::path(get, path = "/v1/payroll-runs/{id}/items/{employee_id}/payslip", tag = "payslips",
@@ -487,7 +479,7 @@ pub async fn show(
     let employee_id = parse_id(&employee, "employee id")?;
     consistency.wait(&state.ledger).await?;
     let payslip = payslip(&state.ledger, identity.organization_id, run_id, employee_id).await?;
-    if wants_pdf(&headers) {
+    if super::prefers(&headers, "application/pdf") {
         let filename = format!("attachment; filename=\"payslip-{}-{employee_id}.pdf\"", payslip.pay_date);
         let pdf = crate::payslip_pdf::render(&payslip);
         return Ok((

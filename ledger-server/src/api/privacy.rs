@@ -342,11 +342,7 @@ pub async fn personal_data(
     read.commit().await?;
     events.sort_by_key(|event| (event.transaction_id, event.global_position));
     ledger_store::vault::open(ledger.pool(), &ledger_codec::PERSONAL_DATA, &mut events).await?;
-    if headers
-        .get(header::ACCEPT)
-        .and_then(|accept| accept.to_str().ok())
-        .is_some_and(|accept| accept.contains("application/x-ndjson") && !accept.contains("application/json"))
-    {
+    if super::prefers(&headers, "application/x-ndjson") {
         let mut lines = Vec::with_capacity(events.len() * 512);
         for event in &events {
             serde_json::to_writer(&mut lines, event).expect("events serialize");
