@@ -34,7 +34,7 @@ pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
     // Bounded waits: an append waits at most LOCK_WAIT for another writer of its streams
     // (then 409 busy), a command at most CONNECTION_WAIT for a connection (then 503).
     let lock_timeout = format!("{}ms", LOCK_WAIT.as_millis());
-    let writers = sqlx::postgres::PgPoolOptions::new()
+    let writers = ledger_store::pool_options()
         .max_connections(WRITER_CONNECTIONS_MAX)
         .acquire_timeout(CONNECTION_WAIT)
         .connect_lazy_with((*pool.connect_options()).clone().options([("lock_timeout", lock_timeout.as_str())]));
@@ -146,7 +146,7 @@ pub fn start_runners(
     stopped: &watch::Receiver<bool>,
 ) -> RunningProjectors {
     // A step holds one connection; the leadership locks and the listeners have their own.
-    let runners_pool = sqlx::postgres::PgPoolOptions::new()
+    let runners_pool = ledger_store::pool_options()
         .max_connections(projections.len().max(1) as u32 + 1)
         .connect_lazy_with((*pool.connect_options()).clone());
     let mut running = RunningProjectors { health: Vec::new(), tasks: Vec::new() };

@@ -39,6 +39,24 @@ pub use read::{PayloadSelection, READ_BATCH_MAX};
 pub use verify::{BreakKind, ChainBreak, CheckpointVerification, TreeDifference, VerifyReport, VerifyScope};
 pub use wake::{AppendWaker, NOTIFY_CHANNEL};
 
+/// How long a pooled connection may sit unused and still be handed out without a check.
+pub const UNCHECKED_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Pool options for the ledger's connections. A connection idle for more than
+/// [`UNCHECKED_IDLE_MAX`] is pinged before it is handed out (one the server closed meanwhile
+/// is replaced, not given to a request); a busy one is not: sqlx's default pings on every
+/// acquire, a round trip that cost a command one in six of its own.
+pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
+    sqlx::postgres::PgPoolOptions::new().test_before_acquire(false).before_acquire(|connection, metadata| {
+        Box::pin(async move {
+            if metadata.idle_for > UNCHECKED_IDLE_MAX {
+                sqlx::Connection::ping(connection).await?;
+            }
+            Ok(true)
+        })
+    })
+}
+
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -56,13 +74,15 @@ pub struct EventStore {
     /// The personal fields appends seal and the events that erase a subject; `None`: the
     /// store seals nothing (its caller writes no personal data).
     personal_data: Option<vault::PersonalDataPolicy>,
+    /// Announces this store's committed appends to the log's readers.
+    notifier: std::sync::Arc<wake::AppendNotifier>,
 }
 
 impl EventStore {
     /// A store whose appends and reads share `pool`: enough for one writer at a time (the
     /// CLI, tests); a server gives appends a pool of their own.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { writers: pool.clone(), pool, personal_data: None }
+        EventStore { writers: pool.clone(), pool, personal_data: None, notifier: Default::default() }
     }
 
     /// The same store with appends on `writers`, reads on the pool it has.
@@ -120,6 +140,12 @@ impl EventStore {
     /// used for another request, [`StoreError::StreamMismatch`] when a stream exists with
     /// another type or organization. In each case nothing is written.
     pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
+        let result = self.append_sealed(request).await;
+        self.announce(&result);
+        result
+    }
+
+    async fn append_sealed(&self, request: &AppendRequest) -> Result<AppendResult> {
         let Some(policy) = &self.personal_data else { return append::append(&self.writers, request, &[]).await };
         let erased = policy.erased_subjects(&request.streams);
         if !policy.needs_sealing(&request.streams) {
@@ -131,6 +157,13 @@ impl EventStore {
         append::validate(request)?;
         vault::Vault::required()?.seal(&self.writers, policy, &mut sealed.streams).await?;
         append::append(&self.writers, &sealed, &erased).await
+    }
+
+    /// Wakes the log's readers after an append that wrote (see [`wake`]).
+    fn announce<E>(&self, result: &std::result::Result<AppendResult, E>) {
+        if result.as_ref().is_ok_and(|result| !result.replayed) {
+            self.notifier.appended(&self.pool);
+        }
     }
 
     /// Appends one stream's events as `events` produces them, all in one transaction, with
@@ -153,7 +186,9 @@ impl EventStore {
         E: From<StoreError> + Send,
         S: futures_util::Stream<Item = std::result::Result<NewEvent, E>> + Send,
     {
-        append::append_streamed(&self.writers, append, events).await
+        let result = append::append_streamed(&self.writers, append, events).await;
+        self.announce(&result);
+        result
     }
 
     /// What an idempotency key already stands for: `None` when it is new, the original result

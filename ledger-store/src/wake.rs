@@ -1,8 +1,16 @@
-//! Waking a reader of the log when events are appended: the insert trigger's `NOTIFY
-//! ledger_events` (one per appending statement), with a timeout because notifications are
-//! not durable (a listener that was reconnecting missed them). Projection runners wait on
-//! it when caught up.
+//! Waking a reader of the log when events are appended: the store sends `NOTIFY
+//! ledger_events` once its append has committed ([`AppendNotifier`]), with a timeout on the
+//! reader's side because notifications are not durable (a listener that was reconnecting
+//! missed them, a process died between its commit and its notification, a writer wrote
+//! without the store). Projection runners wait on it when caught up.
+//!
+//! Not a trigger: a transaction that notifies takes a lock that serializes every notifying
+//! commit of the database, its WAL flush included, so sixteen concurrent appends committed one
+//! after another instead of sharing their flushes (half the appends per second, measured in
+//! docs/benchmarks.md). After the commit, one notification at a time per store covers every
+//! append that committed meanwhile.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -10,7 +18,7 @@ use sqlx::postgres::PgListener;
 
 use crate::error::Result;
 
-/// The channel the insert trigger notifies.
+/// The channel appends are announced on.
 pub const NOTIFY_CHANNEL: &str = "ledger_events";
 
 /// Waits for the next append's notification, or a timeout, whichever comes first.
@@ -59,4 +67,52 @@ async fn reconnect(pool: &PgPool) -> Option<PgListener> {
     let mut listener = PgListener::connect_with(pool).await.ok()?;
     listener.listen(NOTIFY_CHANNEL).await.ok()?;
     Some(listener)
+}
+
+/// Announces committed appends on [`NOTIFY_CHANNEL`], one notification in flight at a time:
+/// appends that commit while one is being sent are covered by one more sent after it.
+#[derive(Debug, Default)]
+pub(crate) struct AppendNotifier {
+    state: Mutex<Sending>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    #[default]
+    Idle,
+    /// A notification is on its way.
+    One,
+    /// And another append committed after it was sent: one more follows.
+    OneAndAnother,
+}
+
+impl AppendNotifier {
+    /// An append has committed: its readers are notified from a task of their own (the
+    /// append does not wait for it).
+    pub(crate) fn appended(self: &Arc<Self>, pool: &PgPool) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *state != Sending::Idle {
+                *state = Sending::OneAndAnother;
+                return;
+            }
+            *state = Sending::One;
+        }
+        let (notifier, pool) = (Arc::clone(self), pool.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = sqlx::query("select pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&pool).await {
+                    // Readers poll: they find the events at their next poll.
+                    tracing::debug!(%error, "could not announce an append; readers will find it when they poll");
+                }
+                let mut state = notifier.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *state == Sending::OneAndAnother {
+                    *state = Sending::One;
+                } else {
+                    *state = Sending::Idle;
+                    return;
+                }
+            }
+        });
+    }
 }

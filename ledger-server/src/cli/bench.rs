@@ -197,7 +197,7 @@ async fn bench_database(admin: &PgPool, keep: bool) -> anyhow::Result<PgPool> {
         sqlx::query("create database payroll_ledger_bench").execute(admin).await?;
     }
     let options = admin.connect_options().as_ref().clone().database("payroll_ledger_bench");
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(24).connect_with(options).await?;
+    let pool = ledger_store::pool_options().max_connections(24).connect_with(options).await?;
     ledger_store::cluster::prepare(&pool).await?;
     // Synthetic people: the bench seals them under a fixed key of its own (its database is
     // kept between runs with --keep).

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use ledger_store::local_postgres::LocalPostgres;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 /// The database of the private server.
@@ -46,9 +45,9 @@ impl Database {
             create_database(server).await?;
         }
         let pool =
-            PgPoolOptions::new().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(|| {
-                format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
-            })?;
+            ledger_store::pool_options().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(
+                || format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?"),
+            )?;
         if migrations == Migrations::Apply {
             let prepared = ledger_store::cluster::prepare(&pool).await.context("applying migrations")?;
             if prepared.era_begun && prepared.era > 1 {

@@ -13,6 +13,8 @@
 //!    streamed source); the database checks every statement's rows;
 //! 6. [`idempotency`]: the key is recorded with the fingerprint and the transaction's id.
 //!
+//! A small append (a command's) does steps 2 to 6 in one statement instead: [`statement`].
+//!
 //! Every lock is taken before the transaction's first write or reserved position, which is
 //! when it gets its transaction id: a writer that waited for another stream's writer
 //! therefore always has the larger id, and readers in (transaction_id, position) order see
@@ -21,6 +23,7 @@
 mod idempotency;
 mod reserve;
 mod rows;
+mod statement;
 mod validate;
 mod write;
 
@@ -113,6 +116,12 @@ async fn append_on(
     erased: &[uuid::Uuid],
 ) -> Result<AppendResult> {
     let fingerprint = idempotency::fingerprint_of(request);
+    if erased.is_empty() && fits_one_statement(request) {
+        let metadata = metadata_text(&request.metadata, request.idempotency_key.as_deref());
+        if let Some(result) = statement::append_in_one_statement(connection, request, &metadata, &fingerprint).await? {
+            return Ok(result);
+        }
+    }
     // The payloads' jsonb texts only PostgreSQL writes (what their hashes cover), before any
     // lock is taken.
     let events = request.streams.iter().flat_map(|stream| &stream.events);
@@ -161,6 +170,15 @@ async fn append_on(
     }
     transaction.commit().await?;
     Ok(AppendResult { positions, streams: heads, replayed: false })
+}
+
+/// Whether an append goes in one statement ([`statement`]): a command's few events. Larger
+/// ones are written by the steps above (COPY, chunks), and so is an erasure (its data keys are
+/// destroyed in the same transaction).
+fn fits_one_statement(request: &AppendRequest) -> bool {
+    let events = request.streams.iter().flat_map(|stream| &stream.events);
+    request.event_count() < COPY_ROWS_MIN
+        && events.map(|event| event.payload.text().len()).sum::<usize>() < COPY_PAYLOAD_BYTES_MIN
 }
 
 /// Appends one stream's events as `events` produces them, in one transaction (see

@@ -16,7 +16,7 @@ const LOCK_CLASS_LOG: i32 = 0x4c45_4447; // "LEDG"
 pub(super) const LOCK_CLASS_IDEMPOTENCY: i32 = 0x4c45_4449; // "LEDI"
 const LOCK_OBJECT_LOG: i32 = 0;
 
-fn stream_lock_key(stream_id: Uuid) -> i64 {
+pub(super) fn stream_lock_key(stream_id: Uuid) -> i64 {
     let bits = stream_id.as_u128();
     ((bits >> 64) as u64 ^ bits as u64) as i64
 }

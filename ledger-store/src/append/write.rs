@@ -207,7 +207,7 @@ fn push_copy_line(buffer: &mut String, row: &Row<'_>, escaped_metadata: &str) {
 
 /// A writer that bypassed the store's locks can still only lose: the unique
 /// `(stream_id, stream_version)` index turns its race into a conflict, never an overwrite.
-fn map_unique_violation(error: sqlx::Error) -> StoreError {
+pub(super) fn map_unique_violation(error: sqlx::Error) -> StoreError {
     let clash = error.as_database_error().and_then(|database| {
         let is_version_clash =
             database.is_unique_violation() && database.constraint() == Some("events_stream_id_stream_version_key");

@@ -5,6 +5,7 @@ mod concurrency;
 mod immutability;
 mod properties;
 mod read;
+mod statement;
 mod streamed;
 mod vault;
 mod verify;

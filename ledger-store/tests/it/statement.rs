@@ -1,0 +1,183 @@
+//! The database's own append function (`ledger.append`), which the store calls for every
+//! small append: it refuses what the store's steps refuse, only writers may call it, its
+//! chain is the one the verifier recomputes, and a caller that skips its locks can only lose.
+
+use ledger_store::testkit::TestDatabase;
+use ledger_store::{AppendRequest, ExpectedVersion, Metadata};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{event, event_count, stream};
+
+/// What `ledger.append` answered.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: String,
+    pub stream_index: Option<i32>,
+    pub actual_version: Option<i64>,
+    pub stored: Option<String>,
+    pub positions: Option<Vec<i64>>,
+}
+
+/// Appends `count` events to one `test_stream` by calling `ledger.append` directly, taking no
+/// stream lock (an empty list of keys): the way a client that bypasses the store would.
+pub async fn append_by_sql<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    organization: Uuid,
+    stream_id: Uuid,
+    expected: Option<i64>,
+    count: usize,
+) -> Outcome {
+    try_append_by_sql(executor, organization, "test_stream", stream_id, expected, count).await.unwrap()
+}
+
+pub async fn try_append_by_sql<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    organization: Uuid,
+    stream_type: &str,
+    stream_id: Uuid,
+    expected: Option<i64>,
+    count: usize,
+) -> Result<Outcome, sqlx::Error> {
+    let payloads: Vec<String> = (0..count).map(|n| json!({ "n": n }).to_string()).collect();
+    type Row = (String, Option<i32>, Option<i64>, Option<String>, Option<Vec<i64>>);
+    let row: Row = sqlx::query_as(
+        "select status, stream_index, actual_version, stored, positions from ledger.append( \
+             array[$1::uuid], array[$2], array[$3::uuid], array[$4::int8], array[$5::int4], '{}', \
+             $6, array_fill('Numbered'::text, array[$5::int4]), array_fill(1, array[$5::int4]), $7, \
+             '{\"actor\":\"sql\"}', null, null)",
+    )
+    .bind(organization)
+    .bind(stream_type)
+    .bind(stream_id)
+    .bind(expected)
+    .bind(count as i32)
+    .bind((0..count).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+    .bind(payloads)
+    .fetch_one(executor)
+    .await?;
+    Ok(Outcome { status: row.0, stream_index: row.1, actual_version: row.2, stored: row.3, positions: row.4 })
+}
+
+async fn reserved_positions(pool: &sqlx::PgPool) -> Option<i64> {
+    sqlx::query_scalar("select pg_sequence_last_value('ledger.events_global_position_seq')")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn it_refuses_a_stale_version_another_organization_and_another_type_and_writes_nothing() {
+    let db = TestDatabase::new().await;
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let written = append_by_sql(&db.pool, organization, stream_id, Some(0), 2).await;
+    assert_eq!(written.status, "written");
+    assert_eq!(written.positions.as_ref().map(Vec::len), Some(2));
+    let reserved = reserved_positions(&db.pool).await;
+
+    let stale = append_by_sql(&db.pool, organization, stream_id, Some(1), 1).await;
+    assert_eq!((stale.status.as_str(), stale.stream_index, stale.actual_version), ("conflict", Some(1), Some(2)));
+    let not_new = append_by_sql(&db.pool, organization, stream_id, Some(0), 1).await;
+    assert_eq!((not_new.status.as_str(), not_new.actual_version), ("conflict", Some(2)));
+    let foreign = append_by_sql(&db.pool, Uuid::new_v4(), stream_id, None, 1).await;
+    assert_eq!((foreign.status.as_str(), foreign.stored), ("organization_id", Some(organization.to_string())));
+    let other_type = try_append_by_sql(&db.pool, organization, "other_stream", stream_id, None, 1).await.unwrap();
+    assert_eq!((other_type.status.as_str(), other_type.stored.as_deref()), ("stream_type", Some("test_stream")));
+
+    assert_eq!(event_count(&db.pool).await, 2, "a refusal writes nothing");
+    assert_eq!(reserved_positions(&db.pool).await, reserved, "and reserves no position");
+    let report = db.store().verify_stream(stream_id).await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (2, true), "{report:?}");
+}
+
+/// The store's refusals through the one-statement path, across several streams: the first
+/// refused stream is named, and the chain the database computed is the one the verifier
+/// recomputes.
+#[tokio::test]
+async fn the_store_names_the_refused_stream_of_a_multi_stream_append() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let both = |expected_first, expected_second| AppendRequest {
+        streams: vec![
+            stream(organization, first, expected_first, vec![event("A", json!({ "a": 1.50 }))]),
+            stream(organization, second, expected_second, vec![event("B", json!({})), event("C", json!({}))]),
+        ],
+        metadata: Metadata::by("tester"),
+        idempotency_key: None,
+        fingerprint: None,
+    };
+    let result = store.append(&both(ExpectedVersion::NoStream, ExpectedVersion::NoStream)).await.unwrap();
+    assert_eq!(result.streams.iter().map(|head| head.version).collect::<Vec<_>>(), [1, 2]);
+    assert!(result.positions.windows(2).all(|pair| pair[0] < pair[1]), "{:?}", result.positions);
+
+    let error = store.append(&both(ExpectedVersion::Exact(1), ExpectedVersion::Exact(1))).await.unwrap_err();
+    match error {
+        ledger_store::StoreError::Conflict { stream_id, expected, actual } => {
+            assert_eq!((stream_id, expected, actual), (second, ExpectedVersion::Exact(1), Some(2)));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let mut foreign = both(ExpectedVersion::Any, ExpectedVersion::Any);
+    foreign.streams[1].organization_id = Uuid::new_v4();
+    let error = store.append(&foreign).await.unwrap_err();
+    assert!(
+        matches!(error, ledger_store::StoreError::StreamMismatch { stream_id, field: "organization_id", .. } if stream_id == second),
+        "{error:?}"
+    );
+    assert_eq!(event_count(&db.pool).await, 3);
+    let report = store.verify_all().await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (3, true), "{report:?}");
+}
+
+#[tokio::test]
+async fn only_a_writer_may_call_it() {
+    let db = TestDatabase::new().await;
+    for role in ["ledger_projector", "ledger_auditor", "ledger_api_reader"] {
+        let mut connection = db.connect().await;
+        sqlx::query(&format!("set role {role}")).execute(&mut connection).await.unwrap();
+        let error = try_append_by_sql(&mut connection, Uuid::new_v4(), "test_stream", Uuid::new_v4(), Some(0), 1)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("permission denied for function append"), "{role}: {error}");
+    }
+    assert_eq!(event_count(&db.pool).await, 0);
+
+    let mut connection = db.connect().await;
+    sqlx::query("set role ledger_writer").execute(&mut connection).await.unwrap();
+    let written = append_by_sql(&mut connection, Uuid::new_v4(), Uuid::new_v4(), Some(0), 1).await;
+    assert_eq!(written.status, "written");
+    assert_eq!(event_count(&db.pool).await, 1);
+}
+
+/// Two callers that take no stream lock race for the same version: the second waits for the
+/// first at the stream's unique version and then fails; the store reads that as a conflict.
+#[tokio::test]
+async fn a_caller_that_skips_the_stream_locks_can_only_lose() {
+    let db = TestDatabase::new().await;
+    let (organization, stream_id) = (Uuid::new_v4(), Uuid::new_v4());
+    append_by_sql(&db.pool, organization, stream_id, Some(0), 1).await;
+
+    let mut first = db.connect().await;
+    sqlx::query("begin").execute(&mut first).await.unwrap();
+    assert_eq!(append_by_sql(&mut first, organization, stream_id, Some(1), 1).await.status, "written");
+    let second = {
+        let pool = db.pool.clone();
+        tokio::spawn(async move {
+            try_append_by_sql(&pool, organization, "test_stream", stream_id, Some(1), 1)
+                .await
+                .map(|outcome| outcome.status)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the first's version 2");
+    sqlx::query("commit").execute(&mut first).await.unwrap();
+    let error = second.await.unwrap().unwrap_err();
+    let constraint = error.as_database_error().and_then(|error| error.constraint().map(str::to_owned));
+    assert_eq!(constraint.as_deref(), Some("events_stream_id_stream_version_key"), "{error}");
+
+    assert_eq!(event_count(&db.pool).await, 2);
+    let report = db.store().verify_all().await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (2, true), "{report:?}");
+}
