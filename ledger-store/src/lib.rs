@@ -207,7 +207,8 @@ impl EventStore {
 
     /// Hands each event of one stream from `from_version` on (1 for all) to `each`, in
     /// version order, as it is read: folding a long stream holds one event at a time.
-    /// Returns how many events there were.
+    /// Returns how many events there were. The events carry no metadata and no hashes
+    /// ([`EventStore::read_stream`] has them).
     pub async fn each_in_stream<E: From<StoreError>>(
         &self,
         stream_id: Uuid,

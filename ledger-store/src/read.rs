@@ -79,7 +79,7 @@ pub(crate) async fn read_stream(
     from_version: u64,
 ) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::new();
-    each_in_stream(executor, stream_id, from_version, |event| {
+    each_in_stream_with(executor, stream_id, from_version, &event_columns(ALL_PAYLOADS), |event| {
         events.push(event);
         Ok::<_, StoreError>(())
     })
@@ -90,10 +90,24 @@ pub(crate) async fn read_stream(
 /// Hands each event of one stream from `from_version` on to `each` as its row arrives, in
 /// version order: a stream of any length is folded holding one event at a time (a payroll
 /// run's stream is its calculation's chunks and an event per paid item). Returns how many.
+///
+/// Its events carry neither metadata (`{}`) nor hashes: folding a state needs neither, and
+/// a command loads its stream on every call (the verifier and [`read_stream`] read them).
 pub(crate) async fn each_in_stream<E: From<StoreError>>(
     executor: impl PgExecutor<'_>,
     stream_id: Uuid,
     from_version: u64,
+    each: impl FnMut(RecordedEvent) -> std::result::Result<(), E>,
+) -> std::result::Result<u64, E> {
+    let columns = event_columns_with(ALL_PAYLOADS, &format!("{NO_METADATA}, {NO_HASHES}"));
+    each_in_stream_with(executor, stream_id, from_version, &columns, each).await
+}
+
+async fn each_in_stream_with<E: From<StoreError>>(
+    executor: impl PgExecutor<'_>,
+    stream_id: Uuid,
+    from_version: u64,
+    columns: &str,
     mut each: impl FnMut(RecordedEvent) -> std::result::Result<(), E>,
 ) -> std::result::Result<u64, E> {
     use futures_util::TryStreamExt as _;
@@ -101,8 +115,7 @@ pub(crate) async fn each_in_stream<E: From<StoreError>>(
     let from_version = from_version.max(1);
     let from = i64::try_from(from_version).map_err(|_| StoreError::invalid("from_version", "is too large"))?;
     let sql = format!(
-        "select {} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version",
-        event_columns(ALL_PAYLOADS)
+        "select {columns} from ledger.events where stream_id = $1 and stream_version >= $2 order by stream_version"
     );
     let mut rows = sqlx::query(&sql).bind(stream_id).bind(from).fetch(executor);
     let mut expected = from_version;
