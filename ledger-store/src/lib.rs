@@ -140,12 +140,12 @@ impl EventStore {
     /// used for another request, [`StoreError::StreamMismatch`] when a stream exists with
     /// another type or organization. In each case nothing is written.
     pub async fn append(&self, request: &AppendRequest) -> Result<AppendResult> {
-        let result = self.append_sealed(request).await;
+        let result = self.append_unannounced(request).await;
         self.announce(&result);
         result
     }
 
-    async fn append_sealed(&self, request: &AppendRequest) -> Result<AppendResult> {
+    async fn append_unannounced(&self, request: &AppendRequest) -> Result<AppendResult> {
         let Some(policy) = &self.personal_data else { return append::append(&self.writers, request, &[]).await };
         let erased = policy.erased_subjects(&request.streams);
         if !policy.needs_sealing(&request.streams) {

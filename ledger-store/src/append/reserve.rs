@@ -100,11 +100,11 @@ pub(super) enum WriteMethod {
     Copy,
 }
 
-struct StoredHead {
-    version: i64,
-    stream_type: String,
-    organization_id: Uuid,
-    hash: Vec<u8>,
+/// A stream's last event as stored: what an append is checked against.
+pub(super) struct StoredHead {
+    pub version: i64,
+    pub stream_type: String,
+    pub organization_id: Uuid,
 }
 
 /// Checks every stream against its expectation and returns, in request order, where each
@@ -144,22 +144,22 @@ pub(super) async fn check_and_reserve(
     .fetch_one(&mut **transaction)
     .await?;
     positions.sort_unstable();
-    let mut heads: HashMap<Uuid, StoredHead> = HashMap::new();
+    let mut heads: HashMap<Uuid, (StoredHead, Vec<u8>)> = HashMap::new();
     if let (Some(ids), Some(versions), Some(types), Some(organizations), Some(hashes)) =
         (ids, versions, types, organizations, hashes)
     {
         for ((((stream_id, version), stream_type), organization_id), hash) in
             ids.into_iter().zip(versions).zip(types).zip(organizations).zip(hashes)
         {
-            heads.insert(stream_id, StoredHead { version, stream_type, organization_id, hash });
+            heads.insert(stream_id, (StoredHead { version, stream_type, organization_id }, hash));
         }
     }
     let starts = streams
         .iter()
         .map(|stream| {
-            let head = heads.remove(&stream.stream_id);
+            let (head, previous_hash) = heads.remove(&stream.stream_id).unzip();
             let first_version = first_version(stream, head.as_ref())?;
-            Ok(StreamStart { first_version, previous_hash: head.map(|head| head.hash) })
+            Ok(StreamStart { first_version, previous_hash })
         })
         .collect::<Result<_>>()?;
     // PostgreSQL refuses COPY FROM into a table whose row-level security applies to the role
@@ -173,7 +173,10 @@ pub(super) async fn reserve(transaction: &mut Transaction<'_, Postgres>, count: 
     Ok(check_and_reserve(transaction, &[], count).await?.1)
 }
 
-fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64> {
+/// The version a stream's new events start at, or why the stream refuses them (another type or
+/// organization, another version than expected): the one definition of both append paths'
+/// refusals.
+pub(super) fn first_version(stream: &StreamAppend, head: Option<&StoredHead>) -> Result<u64> {
     if let Some(head) = head {
         if head.stream_type != stream.stream_type {
             return Err(StoreError::StreamMismatch {

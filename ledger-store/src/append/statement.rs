@@ -12,15 +12,24 @@
 use uuid::Uuid;
 
 use super::STREAM_LOCKS_MAX;
-use super::reserve::stream_lock_key;
+use super::reserve::{StoredHead, first_version, stream_lock_key};
 use super::write::map_unique_violation;
 use crate::error::{Result, StoreError};
 use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
 
-const APPEND: &str = "select status, stream_index, actual_version, stored, positions, first_versions \
-    from ledger.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const APPEND: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
+    first_versions from ledger.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-type Outcome = (String, Option<i32>, Option<i64>, Option<String>, Option<Vec<i64>>, Option<Vec<i64>>);
+#[derive(sqlx::FromRow)]
+struct Outcome {
+    status: String,
+    stream_index: Option<i32>,
+    stored_version: Option<i64>,
+    stored_type: Option<String>,
+    stored_organization: Option<Uuid>,
+    positions: Option<Vec<i64>>,
+    first_versions: Option<Vec<i64>>,
+}
 
 /// Appends `request` in one statement on `connection` (outside any transaction: the
 /// statement is its own). `None`: its idempotency key was used before and nothing was
@@ -47,7 +56,7 @@ pub(super) async fn append_in_one_statement(
             ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
         })
         .collect();
-    let (status, stream_index, actual_version, stored, positions, first_versions): Outcome = sqlx::query_as(APPEND)
+    let outcome: Outcome = sqlx::query_as(APPEND)
         .bind(streams.iter().map(|stream| stream.organization_id).collect::<Vec<Uuid>>())
         .bind(streams.iter().map(|stream| stream.stream_type.as_str()).collect::<Vec<_>>())
         .bind(streams.iter().map(|stream| stream.stream_id).collect::<Vec<Uuid>>())
@@ -64,21 +73,9 @@ pub(super) async fn append_in_one_statement(
         .fetch_one(&mut *connection)
         .await
         .map_err(map_unique_violation)?;
-    let refused_stream = || {
-        stream_index
-            .and_then(|index| usize::try_from(index).ok()?.checked_sub(1))
-            .and_then(|index| streams.get(index))
-            .ok_or_else(|| {
-                StoreError::Database(sqlx::Error::Protocol(format!("ledger.append: {status} without its stream")))
-            })
-    };
-    match status.as_str() {
-        "written" => {
-            let (Some(positions), Some(first_versions)) = (positions, first_versions) else {
-                return Err(StoreError::Database(sqlx::Error::Protocol(
-                    "ledger.append wrote without positions".into(),
-                )));
-            };
+    let unexpected = |what: &str| StoreError::Database(sqlx::Error::Protocol(format!("ledger.append: {what}")));
+    match (outcome.status.as_str(), outcome.positions, outcome.first_versions) {
+        ("written", Some(positions), Some(first_versions)) => {
             let streams = streams
                 .iter()
                 .zip(first_versions)
@@ -89,28 +86,22 @@ pub(super) async fn append_in_one_statement(
                 .collect();
             Ok(Some(AppendResult { positions, streams, replayed: false }))
         }
-        "key_used" => Ok(None),
-        "conflict" => {
-            let stream = refused_stream()?;
-            Err(StoreError::Conflict {
-                stream_id: stream.stream_id,
-                expected: stream.expected_version,
-                actual: actual_version.map(|version| version as u64),
-            })
+        ("key_used", ..) => Ok(None),
+        ("refused", ..) => {
+            let stream = outcome
+                .stream_index
+                .and_then(|index| streams.get(usize::try_from(index).ok()?.checked_sub(1)?))
+                .ok_or_else(|| unexpected("a refusal without its stream"))?;
+            let head = match (outcome.stored_version, outcome.stored_type, outcome.stored_organization) {
+                (Some(version), Some(stream_type), Some(organization_id)) => {
+                    Some(StoredHead { version, stream_type, organization_id })
+                }
+                _ => None,
+            };
+            // The same checks as the steps' (the database made them too, to write nothing).
+            first_version(stream, head.as_ref())?;
+            Err(unexpected("a refusal the stream's head does not explain"))
         }
-        field @ ("stream_type" | "organization_id") => {
-            let stream = refused_stream()?;
-            Err(StoreError::StreamMismatch {
-                stream_id: stream.stream_id,
-                field: if field == "stream_type" { "stream_type" } else { "organization_id" },
-                stored: stored.unwrap_or_default(),
-                requested: if field == "stream_type" {
-                    stream.stream_type.clone()
-                } else {
-                    stream.organization_id.to_string()
-                },
-            })
-        }
-        other => Err(StoreError::Database(sqlx::Error::Protocol(format!("ledger.append answered {other:?}")))),
+        (other, ..) => Err(unexpected(&format!("answered {other:?}"))),
     }
 }
