@@ -76,13 +76,21 @@ pub struct EventStore {
     personal_data: Option<vault::PersonalDataPolicy>,
     /// Announces this store's committed appends to the log's readers.
     notifier: std::sync::Arc<wake::AppendNotifier>,
+    /// The appends waiting to be written together (see [`append`]'s group commit).
+    groups: std::sync::Arc<append::GroupCommit>,
 }
 
 impl EventStore {
     /// A store whose appends and reads share `pool`: enough for one writer at a time (the
     /// CLI, tests); a server gives appends a pool of their own.
     pub fn new(pool: PgPool) -> Self {
-        EventStore { writers: pool.clone(), pool, personal_data: None, notifier: Default::default() }
+        EventStore {
+            writers: pool.clone(),
+            pool,
+            personal_data: None,
+            notifier: Default::default(),
+            groups: Default::default(),
+        }
     }
 
     /// The same store with appends on `writers`, reads on the pool it has.
@@ -146,17 +154,19 @@ impl EventStore {
     }
 
     async fn append_unannounced(&self, request: &AppendRequest) -> Result<AppendResult> {
-        let Some(policy) = &self.personal_data else { return append::append(&self.writers, request, &[]).await };
+        let Some(policy) = &self.personal_data else {
+            return append::append(&self.writers, &self.groups, request, &[]).await;
+        };
         let erased = policy.erased_subjects(&request.streams);
         if !policy.needs_sealing(&request.streams) {
-            return append::append(&self.writers, request, &erased).await;
+            return append::append(&self.writers, &self.groups, request, &erased).await;
         }
         // Sealed with fresh nonces: "the same request" is the one before sealing.
         let mut sealed = request.clone();
         sealed.fingerprint = request.fingerprint.clone().or_else(|| append::fingerprint(request));
         append::validate(request)?;
         vault::Vault::required()?.seal(&self.writers, policy, &mut sealed.streams).await?;
-        append::append(&self.writers, &sealed, &erased).await
+        append::append(&self.writers, &self.groups, &sealed, &erased).await
     }
 
     /// Wakes the log's readers after an append that wrote (see [`wake`]).

@@ -13,13 +13,15 @@
 //!    streamed source); the database checks every statement's rows;
 //! 6. [`idempotency`]: the key is recorded with the fingerprint and the transaction's id.
 //!
-//! A small append (a command's) does steps 2 to 6 in one statement instead: [`statement`].
+//! A small append (a command's) does steps 2 to 6 in one statement instead: [`statement`],
+//! and joins the appends waiting at the same moment in one transaction: [`group`].
 //!
 //! Every lock is taken before the transaction's first write or reserved position, which is
 //! when it gets its transaction id: a writer that waited for another stream's writer
 //! therefore always has the larger id, and readers in (transaction_id, position) order see
 //! each stream's versions in increasing order.
 
+mod group;
 mod idempotency;
 mod reserve;
 mod rows;
@@ -29,6 +31,7 @@ mod write;
 
 use sqlx::{Connection as _, PgPool, Postgres};
 
+pub(crate) use group::GroupCommit;
 pub(crate) use idempotency::idempotent_result;
 use reserve::{WriteMethod, check_and_reserve, lock_streams, try_lock_stream};
 use rows::{NoSource, RowSource, SliceRows, StreamedRows, asked_of_postgres, jsonb_of, metadata_text};
@@ -100,13 +103,28 @@ pub(crate) fn fingerprint(request: &AppendRequest) -> Option<Vec<u8>> {
 }
 
 /// Appends `request`; `erased` are subjects whose data keys the same transaction destroys
-/// (their erasure events are in the request).
-pub(crate) async fn append(pool: &PgPool, request: &AppendRequest, erased: &[uuid::Uuid]) -> Result<AppendResult> {
+/// (their erasure events are in the request). A small one goes with the next of `groups`.
+pub(crate) async fn append(
+    pool: &PgPool,
+    groups: &std::sync::Arc<GroupCommit>,
+    request: &AppendRequest,
+    erased: &[uuid::Uuid],
+) -> Result<AppendResult> {
     validate::validate(request)?;
+    let mut alone = None;
+    if erased.is_empty() && group::fits(request) {
+        alone = groups.alone();
+        if alone.is_none()
+            && let Some(result) = groups.append(pool, request, fingerprint(request)).await
+        {
+            return result;
+        }
+    }
     let mut connection = AppendConnection::acquire(pool).await?;
     let result = append_on(&mut connection.connection, request, erased).await;
     let ending = if matches!(result, Err(StoreError::Database(_))) { Ending::Unknown } else { Ending::Sound };
     connection.end(ending);
+    drop(alone);
     result
 }
 
@@ -268,7 +286,7 @@ const _: () = {
     fn send<T: Send>(_: T) {}
     #[allow(dead_code)]
     fn appends_are_send(pool: &PgPool, request: &AppendRequest, streamed: &StreamedAppend) {
-        send(append(pool, request, &[]));
+        send(append(pool, &Default::default(), request, &[]));
         send(append_streamed(pool, streamed, futures_util::stream::empty::<Result<NewEvent>>()));
     }
 };

@@ -2,6 +2,7 @@
 
 mod append;
 mod concurrency;
+mod group;
 mod immutability;
 mod properties;
 mod read;

@@ -1,0 +1,309 @@
+//! Group commit: the small appends waiting in this process at one moment written in one
+//! transaction (`ledger.append_group`, migration `20261126000009_append_in_groups.sql`),
+//! each with its own outcome.
+//!
+//! An append that fits one statement joins the queue; when fewer than [`GROUPS_IN_FLIGHT`]
+//! groups are being written, a task is started that takes everything queued (up to
+//! [`GROUP_EVENTS_MAX`] events) as one group, writes it, answers each member and takes the
+//! next group, until the queue is empty. Alone, an append is a group of one; under load,
+//! the appends that arrive while a group is being written share the next group's commit,
+//! WAL flush and chain check. Nothing waits for a timer.
+//!
+//! A member the group could not write without waiting (its stream's or key's lock held by
+//! another transaction, or by an earlier member), one whose key was used before, and every
+//! member of a group the database refused as a whole (nothing of it was written) is appended
+//! alone by its caller, as before group commit. The group's task runs apart from its
+//! callers: a caller that stops waiting (a cancelled request) does not stop its group.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::reserve::{StoredHead, first_version, stream_lock_key};
+use super::rows::metadata_text;
+use super::{AppendConnection, COPY_PAYLOAD_BYTES_MIN, Ending, STREAM_LOCKS_MAX, fits_one_statement};
+use crate::error::{Result, StoreError};
+use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
+
+/// How many groups one store writes at once. Two keep both of a small server's cores busy
+/// (one group's members are chained by one backend); more make each group smaller.
+pub(super) const GROUPS_IN_FLIGHT: usize = 2;
+/// The most events one group carries.
+pub(super) const GROUP_EVENTS_MAX: usize = 256;
+
+const APPEND_GROUP: &str = "select member, status, stream_index, stored_version, stored_type, stored_organization, \
+    positions, first_versions from ledger.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// The store's queue of appends waiting for a group.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: VecDeque<Member>,
+    /// Groups being written (tasks draining the queue).
+    running: usize,
+    /// Appends being written alone because nothing else was (see [`GroupCommit::alone`]).
+    alone: usize,
+}
+
+#[derive(Debug)]
+struct Member {
+    request: AppendRequest,
+    metadata: String,
+    fingerprint: Option<Vec<u8>>,
+    reply: oneshot::Sender<Answer>,
+}
+
+#[derive(Debug)]
+enum Answer {
+    /// Written, or refused (nothing written).
+    Done(Result<AppendResult>),
+    /// Not written: the caller appends it alone.
+    Alone,
+}
+
+/// Whether `request` may join a group: what one statement appends, with few enough streams
+/// to lock each.
+pub(super) fn fits(request: &AppendRequest) -> bool {
+    request.streams.len() <= STREAM_LOCKS_MAX && fits_one_statement(request)
+}
+
+/// Held by an append written alone while nothing else is being written.
+pub(super) struct Alone<'a>(&'a GroupCommit);
+
+impl Drop for Alone<'_> {
+    fn drop(&mut self) {
+        self.0.queue.lock().unwrap_or_else(PoisonError::into_inner).alone -= 1;
+    }
+}
+
+impl GroupCommit {
+    /// When no append is being written, the caller writes its own alone (a group of one
+    /// costs more than [`super::statement`] and a task hand-off: a single writer loses
+    /// nothing to group commit), holding what this returns; appends that arrive meanwhile
+    /// form a group. `None`: others are being written, join
+    /// them with [`GroupCommit::append`].
+    pub(super) fn alone(&self) -> Option<Alone<'_>> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.running > 0 || queue.alone > 0 || !queue.waiting.is_empty() {
+            return None;
+        }
+        queue.alone += 1;
+        Some(Alone(self))
+    }
+
+    /// Appends `request` (valid, [`fits`]) with the next group. `None`: it was not written
+    /// and the caller appends it alone.
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        pool: &PgPool,
+        request: &AppendRequest,
+        fingerprint: Option<Vec<u8>>,
+    ) -> Option<Result<AppendResult>> {
+        let (reply, answer) = oneshot::channel();
+        let metadata = metadata_text(&request.metadata, request.idempotency_key.as_deref());
+        let member = Member { request: request.clone(), metadata, fingerprint, reply };
+        let start = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.waiting.push_back(member);
+            let start = queue.running < GROUPS_IN_FLIGHT;
+            if start {
+                queue.running += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).drain(pool.clone()));
+        }
+        match answer.await {
+            Ok(Answer::Done(result)) => Some(result),
+            Ok(Answer::Alone) => None,
+            // The group's task ended without answering (it panicked): whether the group was
+            // written is not known, so the append is not repeated.
+            Err(_) => Some(Err(StoreError::Database(sqlx::Error::Protocol(
+                "the group commit ended without an answer; whether this append was written is unknown".to_owned(),
+            )))),
+        }
+    }
+
+    /// Writes groups until the queue is empty.
+    async fn drain(self: Arc<Self>, pool: PgPool) {
+        let _running = Running(&self);
+        while let Some(members) = self.next_group() {
+            write_group(&pool, members).await;
+        }
+    }
+
+    /// The next group: the oldest waiting appends, up to [`GROUP_EVENTS_MAX`] events and
+    /// [`COPY_PAYLOAD_BYTES_MIN`] payload bytes (at least one append). `None` when nothing
+    /// waits; the task then counts itself out under the same lock.
+    fn next_group(&self) -> Option<Vec<Member>> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut events, mut bytes) = (0, 0);
+        let mut members = Vec::new();
+        while let Some(member) = queue.waiting.front() {
+            let member_events = member.request.event_count();
+            let member_bytes: usize = member
+                .request
+                .streams
+                .iter()
+                .flat_map(|stream| &stream.events)
+                .map(|event| event.payload.text().len())
+                .sum();
+            if !members.is_empty()
+                && (events + member_events > GROUP_EVENTS_MAX || bytes + member_bytes > COPY_PAYLOAD_BYTES_MIN)
+            {
+                break;
+            }
+            events += member_events;
+            bytes += member_bytes;
+            members.extend(queue.waiting.pop_front());
+        }
+        if members.is_empty() {
+            queue.running -= 1;
+            return None;
+        }
+        Some(members)
+    }
+}
+
+/// Counts a draining task out if it ends other than by an empty queue (a panic).
+struct Running<'a>(&'a Arc<GroupCommit>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.queue.lock().unwrap_or_else(PoisonError::into_inner).running -= 1;
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Outcome {
+    member: i32,
+    status: String,
+    stream_index: Option<i32>,
+    stored_version: Option<i64>,
+    stored_type: Option<String>,
+    stored_organization: Option<Uuid>,
+    positions: Option<Vec<i64>>,
+    first_versions: Option<Vec<i64>>,
+}
+
+/// Writes one group and answers its members.
+async fn write_group(pool: &PgPool, members: Vec<Member>) {
+    let mut connection = match AppendConnection::acquire(pool).await {
+        Ok(connection) => connection,
+        Err(_) => {
+            // Nothing was sent: each append tries alone and gets its own answer.
+            for member in members {
+                let _ = member.reply.send(Answer::Alone);
+            }
+            return;
+        }
+    };
+    let requests: Vec<&AppendRequest> = members.iter().map(|member| &member.request).collect();
+    let streams = || requests.iter().flat_map(|request| &request.streams);
+    let events = || streams().flat_map(|stream| &stream.events);
+    let outcomes: std::result::Result<Vec<Outcome>, sqlx::Error> = sqlx::query_as(APPEND_GROUP)
+        .bind(requests.iter().map(|request| request.streams.len() as i32).collect::<Vec<_>>())
+        .bind(members.iter().map(|member| member.metadata.as_str()).collect::<Vec<_>>())
+        .bind(requests.iter().map(|request| request.idempotency_key.as_deref()).collect::<Vec<_>>())
+        .bind(members.iter().map(|member| member.fingerprint.as_deref()).collect::<Vec<_>>())
+        .bind(streams().map(|stream| stream.organization_id).collect::<Vec<Uuid>>())
+        .bind(streams().map(|stream| stream.stream_type.as_str()).collect::<Vec<_>>())
+        .bind(streams().map(|stream| stream.stream_id).collect::<Vec<Uuid>>())
+        .bind(streams().map(|stream| expected_of(stream.expected_version)).collect::<Vec<_>>())
+        .bind(streams().map(|stream| stream.events.len() as i32).collect::<Vec<_>>())
+        .bind(streams().map(|stream| stream_lock_key(stream.stream_id)).collect::<Vec<_>>())
+        .bind(events().map(|event| event.event_id).collect::<Vec<Uuid>>())
+        .bind(events().map(|event| event.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events().map(|event| event.schema_version).collect::<Vec<_>>())
+        .bind(events().map(|event| event.payload.text()).collect::<Vec<_>>())
+        .fetch_all(&mut *connection.connection)
+        .await;
+    let outcomes = match outcomes {
+        Ok(outcomes) if outcomes.len() == members.len() => outcomes,
+        Ok(_) | Err(sqlx::Error::Database(_)) => {
+            // The database refused the statement (a racer that skipped the locks, an event id
+            // used twice): nothing of the group was written. Each append goes alone and gets
+            // its own answer.
+            connection.end(Ending::Sound);
+            for member in members {
+                let _ = member.reply.send(Answer::Alone);
+            }
+            return;
+        }
+        Err(error) => {
+            // The connection failed: the group may have committed. Not repeated.
+            connection.end(Ending::Unknown);
+            let problem = error.to_string();
+            for member in members {
+                let _ = member.reply.send(Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    "the group commit's connection failed ({problem}); whether this append was written is unknown"
+                ))))));
+            }
+            return;
+        }
+    };
+    connection.end(Ending::Sound);
+    for (outcome, member) in outcomes.into_iter().zip(members) {
+        let answer = answer_of(&member.request, outcome);
+        let _ = member.reply.send(answer);
+    }
+}
+
+fn expected_of(expected: ExpectedVersion) -> Option<i64> {
+    match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
+    }
+}
+
+fn answer_of(request: &AppendRequest, outcome: Outcome) -> Answer {
+    let unexpected = |what: &str| {
+        Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!("ledger.append_group: {what}")))))
+    };
+    match (outcome.status.as_str(), outcome.positions, outcome.first_versions) {
+        ("written", Some(positions), Some(first_versions)) if first_versions.len() == request.streams.len() => {
+            let streams = request
+                .streams
+                .iter()
+                .zip(first_versions)
+                .map(|(stream, first)| StreamHead {
+                    stream_id: stream.stream_id,
+                    version: first as u64 + stream.events.len() as u64 - 1,
+                })
+                .collect();
+            Answer::Done(Ok(AppendResult { positions, streams, replayed: false }))
+        }
+        ("busy" | "key_used", ..) => Answer::Alone,
+        ("refused", ..) => {
+            let Some(stream) = outcome
+                .stream_index
+                .and_then(|index| request.streams.get(usize::try_from(index).ok()?.checked_sub(1)?))
+            else {
+                return unexpected("a refusal without its stream");
+            };
+            let head = match (outcome.stored_version, outcome.stored_type, outcome.stored_organization) {
+                (Some(version), Some(stream_type), Some(organization_id)) => {
+                    Some(StoredHead { version, stream_type, organization_id })
+                }
+                _ => None,
+            };
+            // The same checks as an append alone (the database made them too, to write nothing).
+            match first_version(stream, head.as_ref()) {
+                Err(refusal) => Answer::Done(Err(refusal)),
+                Ok(_) => unexpected("a refusal the stream's head does not explain"),
+            }
+        }
+        (other, ..) => unexpected(&format!("member {} answered {other:?}", outcome.member)),
+    }
+}

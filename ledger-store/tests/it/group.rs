@@ -1,0 +1,262 @@
+//! Group commit: appends made at the same moment through one store share a transaction
+//! (`ledger.append_group`), and each keeps its own outcome. A refused member refuses no
+//! other, a member whose stream another transaction holds waits alone without holding up the
+//! group, a key or stream used twice in one group is written once, and only writers may
+//! call the function.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use ledger_store::testkit::TestDatabase;
+use ledger_store::{AppendRequest, EventStore, ExpectedVersion, StoreError};
+use uuid::Uuid;
+
+use crate::{event_count, numbered};
+
+async fn transaction_ids(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("select count(distinct transaction_id) from ledger.events").fetch_one(pool).await.unwrap()
+}
+
+async fn all_intact(store: &EventStore, events: u64) {
+    let report = store.verify_all().await.unwrap();
+    assert_eq!((report.events_checked, report.is_intact()), (events, true), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_made_at_once_share_transactions_and_each_is_written_once() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let requests: Vec<AppendRequest> =
+        (0..48).map(|_| numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 2)).collect();
+    let results = join_all(requests.iter().map(|request| store.append(request))).await;
+    let mut positions: Vec<i64> = Vec::new();
+    for (request, result) in requests.iter().zip(&results) {
+        let result = result.as_ref().unwrap();
+        assert_eq!(result.streams[0].stream_id, request.streams[0].stream_id);
+        assert_eq!(result.streams[0].version, 2);
+        assert_eq!(result.positions.len(), 2);
+        positions.extend(&result.positions);
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), 96, "every event has a position of its own");
+    assert_eq!(event_count(&db.pool).await, 96);
+    let transactions = transaction_ids(&db.pool).await;
+    assert!(transactions < 48, "48 appends made at once were committed in {transactions} transactions");
+    // Each stream's events in one transaction, at the positions its result names.
+    for (request, result) in requests.iter().zip(&results) {
+        let stored: Vec<(i64, i64)> = sqlx::query_as(
+            "select global_position, stream_version from ledger.events where stream_id = $1 order by stream_version",
+        )
+        .bind(request.streams[0].stream_id)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let expected: Vec<(i64, i64)> = result.as_ref().unwrap().positions.iter().copied().zip(1..).collect();
+        assert_eq!(stored, expected);
+    }
+    all_intact(&store, 96).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_member_refuses_no_other() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let existing: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    for stream_id in &existing {
+        store.append(&numbered(organization, *stream_id, ExpectedVersion::NoStream, 1)).await.unwrap();
+    }
+    // Half stale (expect no stream), half right (expect version 1), made at once.
+    let requests: Vec<AppendRequest> = existing
+        .iter()
+        .enumerate()
+        .map(|(n, stream_id)| {
+            let expected = if n % 2 == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(1) };
+            numbered(organization, *stream_id, expected, 1)
+        })
+        .collect();
+    let results = join_all(requests.iter().map(|request| store.append(request))).await;
+    for (n, (result, stream_id)) in results.iter().zip(&existing).enumerate() {
+        if n % 2 == 0 {
+            match result {
+                Err(StoreError::Conflict { stream_id: refused, expected, actual }) => {
+                    assert_eq!((*refused, *expected, *actual), (*stream_id, ExpectedVersion::NoStream, Some(1)));
+                }
+                other => panic!("append {n}: expected a conflict, got {other:?}"),
+            }
+        } else {
+            assert_eq!(result.as_ref().unwrap().streams[0].version, 2, "append {n}");
+        }
+    }
+    assert_eq!(event_count(&db.pool).await, 12);
+    all_intact(&store, 12).await;
+}
+
+/// The same stream, or the same key, twice at once: each is written once, as when alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_or_key_used_twice_at_once_is_written_once() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let stream_id = Uuid::new_v4();
+    // Sixteen "first events" of one stream: one is written, fifteen conflict.
+    let requests: Vec<AppendRequest> =
+        (0..16).map(|_| numbered(organization, stream_id, ExpectedVersion::NoStream, 1)).collect();
+    let results = join_all(requests.iter().map(|request| store.append(request))).await;
+    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|result| result.as_ref().err())
+            .all(|error| matches!(error, StoreError::Conflict { actual: Some(1), .. }))
+    );
+    // Sixteen appends of any version to one stream: all written, versions 2 to 17.
+    let requests: Vec<AppendRequest> =
+        (0..16).map(|_| numbered(organization, stream_id, ExpectedVersion::Any, 1)).collect();
+    let results = join_all(requests.iter().map(|request| store.append(request))).await;
+    let mut versions: Vec<u64> = results.iter().map(|result| result.as_ref().unwrap().streams[0].version).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=17).collect::<Vec<_>>());
+    // One request sent eight times at once with its key: written once, seven replays.
+    let mut request = numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 3);
+    request.idempotency_key = Some("group-key-1".to_owned());
+    let results = join_all((0..8).map(|_| store.append(&request))).await;
+    let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().filter(|result| !result.replayed).count(), 1);
+    assert!(results.iter().all(|result| result.positions == results[0].positions));
+    // The same key with another request at once: one written, the other refused.
+    let mut other = numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1);
+    other.idempotency_key = Some("group-key-2".to_owned());
+    let mut another = numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1);
+    another.idempotency_key = Some("group-key-2".to_owned());
+    let (first, second) = tokio::join!(store.append(&other), store.append(&another));
+    let mismatches =
+        [&first, &second].iter().filter(|result| matches!(result, Err(StoreError::IdempotencyMismatch { .. }))).count();
+    assert_eq!((first.is_ok() as u8 + second.is_ok() as u8, mismatches), (1, 1), "{first:?} {second:?}");
+    assert_eq!(event_count(&db.pool).await, 1 + 16 + 3 + 1);
+    all_intact(&store, 21).await;
+}
+
+/// A stream held by another transaction (a payroll calculation, a client of its own) does
+/// not hold up the group: the others are written, its append waits alone and follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_stream_is_held_waits_alone() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let held: Vec<Uuid> = (0..2).map(|_| Uuid::new_v4()).collect();
+    for stream_id in &held {
+        store.append(&numbered(organization, *stream_id, ExpectedVersion::NoStream, 1)).await.unwrap();
+    }
+    let mut holder = db.connect().await;
+    sqlx::query("begin").execute(&mut holder).await.unwrap();
+    for stream_id in &held {
+        let bits = stream_id.as_u128();
+        let key = ((bits >> 64) as u64 ^ bits as u64) as i64;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(key).execute(&mut holder).await.unwrap();
+    }
+    // The first waits alone (nothing else was being written); the second arrives while it
+    // waits, so it goes with a group, which finds its stream held and hands it back.
+    let mut waiting = Vec::new();
+    for stream_id in held.clone() {
+        let store = store.clone();
+        waiting.push(tokio::spawn(async move {
+            store.append(&numbered(organization, stream_id, ExpectedVersion::Exact(1), 1)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let others: Vec<AppendRequest> =
+        (0..8).map(|_| numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1)).collect();
+    let written = tokio::time::timeout(Duration::from_secs(10), join_all(others.iter().map(|o| store.append(o))))
+        .await
+        .expect("the others are not held up by the held streams");
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(waiting.iter().all(|task| !task.is_finished()), "the held streams' appends wait for their locks");
+    assert_eq!(event_count(&db.pool).await, 10);
+    sqlx::query("commit").execute(&mut holder).await.unwrap();
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap().streams[0].version, 2);
+    }
+    assert_eq!(event_count(&db.pool).await, 12);
+    all_intact(&store, 12).await;
+}
+
+/// One member per stream, `count` events each, through `ledger.append_group` itself.
+async fn append_group_by_sql<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    organization: Uuid,
+    streams: &[(Uuid, Option<i64>)],
+    count: usize,
+) -> Result<Vec<(String, Option<i32>, Option<i64>)>, sqlx::Error> {
+    let members = streams.len();
+    let events = members * count;
+    let payloads: Vec<String> = (0..events).map(|n| format!("{{\"n\": {n}}}")).collect();
+    let lock_keys: Vec<i64> = streams
+        .iter()
+        .map(|(id, _)| {
+            let bits = id.as_u128();
+            ((bits >> 64) as u64 ^ bits as u64) as i64
+        })
+        .collect();
+    sqlx::query_as(
+        "select status, stream_index, stored_version from ledger.append_group( \
+             array_fill(1, array[$1::int4]), array_fill('{\"actor\":\"sql\"}'::text, array[$1::int4]), \
+             array_fill(null::text, array[$1::int4]), array_fill(null::bytea, array[$1::int4]), \
+             array_fill($2::uuid, array[$1::int4]), array_fill('test_stream'::text, array[$1::int4]), $3, $4, \
+             array_fill($5::int4, array[$1::int4]), $6, \
+             $7, array_fill('Numbered'::text, array[$8::int4]), array_fill(1, array[$8::int4]), $9) order by member",
+    )
+    .bind(members as i32)
+    .bind(organization)
+    .bind(streams.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(streams.iter().map(|(_, expected)| *expected).collect::<Vec<_>>())
+    .bind(count as i32)
+    .bind(lock_keys)
+    .bind((0..events).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+    .bind(events as i32)
+    .bind(payloads)
+    .fetch_all(executor)
+    .await
+}
+
+#[tokio::test]
+async fn the_function_answers_each_member_and_only_writers_may_call_it() {
+    let db = TestDatabase::new().await;
+    let organization = Uuid::new_v4();
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let outcomes = append_group_by_sql(&db.pool, organization, &[(a, Some(0)), (b, None)], 2).await.unwrap();
+    let statuses: Vec<&str> = outcomes.iter().map(|outcome| outcome.0.as_str()).collect();
+    assert_eq!(statuses, ["written", "written"]);
+    // a is at 2: a stale member is refused with its head, the others written; a stream twice
+    // in one group: the second is busy (appended alone by the store).
+    let outcomes =
+        append_group_by_sql(&db.pool, organization, &[(a, Some(1)), (c, Some(0)), (c, None), (b, Some(2))], 1)
+            .await
+            .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            ("refused".to_owned(), Some(1), Some(2)),
+            ("written".to_owned(), None, None),
+            ("busy".to_owned(), None, None),
+            ("written".to_owned(), None, None),
+        ]
+    );
+    assert_eq!(event_count(&db.pool).await, 6);
+    for role in ["ledger_projector", "ledger_auditor", "ledger_api_reader"] {
+        let mut connection = db.connect().await;
+        sqlx::query(&format!("set role {role}")).execute(&mut connection).await.unwrap();
+        let error =
+            append_group_by_sql(&mut connection, organization, &[(Uuid::new_v4(), Some(0))], 1).await.unwrap_err();
+        assert!(error.to_string().contains("permission denied for"), "{role}: {error}");
+    }
+    let mut connection = db.connect().await;
+    sqlx::query("set role ledger_writer").execute(&mut connection).await.unwrap();
+    let outcomes = append_group_by_sql(&mut connection, organization, &[(Uuid::new_v4(), Some(0))], 1).await.unwrap();
+    assert_eq!(outcomes[0].0, "written");
+    assert_eq!(event_count(&db.pool).await, 7);
+    all_intact(&db.store(), 7).await;
+}
