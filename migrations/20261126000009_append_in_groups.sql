@@ -112,9 +112,10 @@ begin
     outcomes as (
         select g.m, case
             when not free[g.m] then 'busy'
-            when p_idempotency_keys[g.m] is not null and exists (
-                select 1 from ledger.idempotency_keys used where used.idempotency_key = p_idempotency_keys[g.m])
-                then 'key_used'
+            -- One index probe per member (limit 1: never a hashed scan of every key).
+            when p_idempotency_keys[g.m] is not null and (
+                select true from ledger.idempotency_keys used where used.idempotency_key = p_idempotency_keys[g.m]
+                limit 1) then 'key_used'
             when exists (select 1 from heads h where h.m = g.m and h.refused) then 'refused'
             else 'written' end as outcome
         from generate_series(1, member_count) g(m)
