@@ -5,6 +5,7 @@ mod workload;
 mod as_of;
 mod catalog;
 mod crash;
+mod history;
 mod leadership;
 mod rebuild;
 mod tree;

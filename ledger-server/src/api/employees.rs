@@ -162,11 +162,14 @@ async fn employee_command(
     employee_command: EmployeeCommand,
 ) -> AppResult<Response> {
     let employee_id = parse_id(id, "employee id")?;
-    let existing = state.ledger.load::<EmployeeAggregate>(command.context.organization_id(), employee_id).await?.state;
-    if existing.is_none() {
-        return Err(AppError::NotFound(format!("no employee {employee_id}")));
-    }
-    let done = state.ledger.execute::<EmployeeAggregate>(&command.context, employee_id, employee_command).await?;
+    let done = super::execute_existing::<EmployeeAggregate, _>(
+        &state.ledger,
+        &command.context,
+        employee_id,
+        employee_command,
+        "employee",
+    )
+    .await?;
     Ok(written(StatusCode::OK, Entity::Employee, employee_id, done))
 }
 

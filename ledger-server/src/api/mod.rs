@@ -37,7 +37,8 @@ use uuid::Uuid;
 
 use crate::error::{AppError, AppResult};
 use crate::keys::{Identity, Permission, authenticate};
-use ledger_app::{Context, Idempotency, Ledger};
+use ledger_app::{Context, Idempotency, Ledger, Written};
+use ledger_core::event::Aggregate;
 
 /// The largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -298,6 +299,26 @@ pub struct MoneyInput {
     /// A known code (USD, EUR, JPY, USDC, SOL, ...) or one the organization defined.
     #[schema(example = "USD", pattern = r"^[A-Z0-9]{3,12}$")]
     pub currency: String,
+}
+
+/// Executes `command` on a stream that must exist (a 404 naming `what` when it has no
+/// events), with one load for the check and the command.
+pub async fn execute_existing<A, T>(
+    ledger: &Ledger,
+    context: &Context,
+    stream_id: Uuid,
+    command: A::Command,
+    what: &str,
+) -> AppResult<Written>
+where
+    A: Aggregate<State = Option<T>>,
+    A::Command: Clone,
+{
+    let mut loaded = ledger.load::<A>(context.organization_id(), stream_id).await?;
+    if loaded.state.is_none() {
+        return Err(AppError::NotFound(format!("no {what} {stream_id}")));
+    }
+    Ok(ledger.execute_loaded::<A>(context, stream_id, &mut loaded, command).await?)
 }
 
 /// Resolves a currency: a known one, or one the organization defined.

@@ -96,13 +96,15 @@ pub struct SettleInput {
 pub async fn settle(State(state): State<AppState>, Path(id): Path<String>, command: Command) -> AppResult<Response> {
     let transaction_id = parse_id(&id, "transaction id")?;
     let input: SettleInput = command.json()?;
-    let existing =
-        state.ledger.load::<TransactionAggregate>(command.context.organization_id(), transaction_id).await?.state;
-    if existing.is_none() {
-        return Err(AppError::NotFound(format!("no transaction {transaction_id}")));
-    }
     let settle = TransactionCommand::Settle { signature: input.signature, block_hash: input.block_hash };
-    let done = state.ledger.execute::<TransactionAggregate>(&command.context, transaction_id, settle).await?;
+    let done = super::execute_existing::<TransactionAggregate, _>(
+        &state.ledger,
+        &command.context,
+        transaction_id,
+        settle,
+        "transaction",
+    )
+    .await?;
     Ok(written(StatusCode::OK, Entity::Transaction, transaction_id, done))
 }
 
