@@ -65,27 +65,24 @@ async fn record_change(
     .execute(&mut *connection)
     .await?;
     sqlx::query(
-        "update employee_history h set valid_to = v.valid_to, last_position = $3 \
-         from (select me.global_position, \
-                      (select n.valid_from - 1 from employee_history n \
-                       where n.employee_id = $1 and n.change = $2 \
-                         and (n.valid_from, n.global_position) > (me.valid_from, me.global_position) \
-                       order by n.valid_from, n.global_position limit 1) as valid_to \
-               from employee_history me where me.employee_id = $1 and me.change = $2 and me.global_position = $3 \
-               union all \
-               select p.global_position, me.valid_from - 1 \
-               from employee_history me \
-               cross join lateral (select p.global_position from employee_history p \
-                   where p.employee_id = $1 and p.change = $2 \
-                     and (p.valid_from, p.global_position) < (me.valid_from, me.global_position) \
-                   order by p.valid_from desc, p.global_position desc limit 1) p \
-               where me.employee_id = $1 and me.change = $2 and me.global_position = $3) v \
+        "with v as materialized ( \
+             select $3::int8 as global_position, \
+                    (select n.valid_from - 1 from employee_history n \
+                     where n.employee_id = $1 and n.change = $2 and (n.valid_from, n.global_position) > ($4::date, $3::int8) \
+                     order by n.valid_from, n.global_position limit 1) as valid_to \
+             union all \
+             select p.global_position, $4::date - 1 \
+             from (select p.global_position from employee_history p \
+                   where p.employee_id = $1 and p.change = $2 and (p.valid_from, p.global_position) < ($4::date, $3::int8) \
+                   order by p.valid_from desc, p.global_position desc limit 1) p) \
+         update employee_history h set valid_to = v.valid_to, last_position = $3 from v \
          where h.employee_id = $1 and h.change = $2 and h.global_position = v.global_position \
            and h.valid_to is distinct from v.valid_to",
     )
     .bind(event.stream_id)
     .bind(kind)
     .bind(event.global_position)
+    .bind(valid_from)
     .execute(&mut *connection)
     .await?;
     if kind == "pay_rate" {

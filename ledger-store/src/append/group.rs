@@ -48,6 +48,8 @@ struct Queue {
     waiting: VecDeque<Member>,
     /// Groups being written (tasks draining the queue).
     running: usize,
+    /// Appends in the groups being written.
+    writing: usize,
     /// Appends being written alone because nothing else was (see [`GroupCommit::alone`]).
     alone: usize,
 }
@@ -91,7 +93,7 @@ impl GroupCommit {
     /// them with [`GroupCommit::append`].
     pub(super) fn alone(&self) -> Option<Alone<'_>> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.running > 0 || queue.alone > 0 || !queue.waiting.is_empty() {
+        if queue.writing > 0 || queue.alone > 0 || !queue.waiting.is_empty() {
             return None;
         }
         queue.alone += 1;
@@ -136,7 +138,13 @@ impl GroupCommit {
     async fn drain(self: Arc<Self>, pool: PgPool) {
         let _running = Running(&self);
         while let Some(members) = self.next_group() {
-            write_group(&pool, members).await;
+            let answers = write_group(&pool, &members).await;
+            // Counted out before they are answered: a caller's next append, made as soon as
+            // it has its answer, goes alone when nothing else is being written.
+            self.queue.lock().unwrap_or_else(PoisonError::into_inner).writing -= members.len();
+            for (member, answer) in members.into_iter().zip(answers) {
+                let _ = member.reply.send(answer);
+            }
         }
     }
 
@@ -169,6 +177,7 @@ impl GroupCommit {
             queue.running -= 1;
             return None;
         }
+        queue.writing += members.len();
         Some(members)
     }
 }
@@ -179,7 +188,10 @@ struct Running<'a>(&'a Arc<GroupCommit>);
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.0.queue.lock().unwrap_or_else(PoisonError::into_inner).running -= 1;
+            let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.running -= 1;
+            // Its group's count is lost with it; the count only decides when to go alone.
+            queue.writing = 0;
         }
     }
 }
@@ -196,17 +208,12 @@ struct Outcome {
     first_versions: Option<Vec<i64>>,
 }
 
-/// Writes one group and answers its members.
-async fn write_group(pool: &PgPool, members: Vec<Member>) {
-    let mut connection = match AppendConnection::acquire(pool).await {
-        Ok(connection) => connection,
-        Err(_) => {
-            // Nothing was sent: each append tries alone and gets its own answer.
-            for member in members {
-                let _ = member.reply.send(Answer::Alone);
-            }
-            return;
-        }
+/// Writes one group: each member's answer, in order.
+async fn write_group(pool: &PgPool, members: &[Member]) -> Vec<Answer> {
+    let each = |answer: &dyn Fn() -> Answer| members.iter().map(|_| answer()).collect();
+    let Ok(mut connection) = AppendConnection::acquire(pool).await else {
+        // Nothing was sent: each append tries alone and gets its own answer.
+        return each(&|| Answer::Alone);
     };
     let requests: Vec<&AppendRequest> = members.iter().map(|member| &member.request).collect();
     let streams = || requests.iter().flat_map(|request| &request.streams);
@@ -228,34 +235,28 @@ async fn write_group(pool: &PgPool, members: Vec<Member>) {
         .bind(events().map(|event| event.payload.text()).collect::<Vec<_>>())
         .fetch_all(&mut *connection.connection)
         .await;
-    let outcomes = match outcomes {
-        Ok(outcomes) if outcomes.len() == members.len() => outcomes,
+    match outcomes {
+        Ok(outcomes) if outcomes.len() == members.len() => {
+            connection.end(Ending::Sound);
+            outcomes.into_iter().zip(members).map(|(outcome, member)| answer_of(&member.request, outcome)).collect()
+        }
         Ok(_) | Err(sqlx::Error::Database(_)) => {
             // The database refused the statement (a racer that skipped the locks, an event id
             // used twice): nothing of the group was written. Each append goes alone and gets
             // its own answer.
             connection.end(Ending::Sound);
-            for member in members {
-                let _ = member.reply.send(Answer::Alone);
-            }
-            return;
+            each(&|| Answer::Alone)
         }
         Err(error) => {
             // The connection failed: the group may have committed. Not repeated.
             connection.end(Ending::Unknown);
             let problem = error.to_string();
-            for member in members {
-                let _ = member.reply.send(Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            each(&|| {
+                Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!(
                     "the group commit's connection failed ({problem}); whether this append was written is unknown"
-                ))))));
-            }
-            return;
+                )))))
+            })
         }
-    };
-    connection.end(Ending::Sound);
-    for (outcome, member) in outcomes.into_iter().zip(members) {
-        let answer = answer_of(&member.request, outcome);
-        let _ = member.reply.send(answer);
     }
 }
 
