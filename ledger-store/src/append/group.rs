@@ -22,11 +22,12 @@ use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::reserve::{StoredHead, first_version, stream_lock_key};
+use super::reserve::stream_lock_key;
 use super::rows::metadata_text;
+use super::statement::{Outcome, expected_of, result_of};
 use super::{AppendConnection, COPY_PAYLOAD_BYTES_MIN, Ending, STREAM_LOCKS_MAX, fits_one_statement};
 use crate::error::{Result, StoreError};
-use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
+use crate::event::{AppendRequest, AppendResult};
 
 /// How many groups one store writes at once. Two keep both of a small server's cores busy
 /// (one group's members are chained by one backend); more make each group smaller.
@@ -197,15 +198,10 @@ impl Drop for Running<'_> {
 }
 
 #[derive(sqlx::FromRow)]
-struct Outcome {
+struct MemberOutcome {
     member: i32,
-    status: String,
-    stream_index: Option<i32>,
-    stored_version: Option<i64>,
-    stored_type: Option<String>,
-    stored_organization: Option<Uuid>,
-    positions: Option<Vec<i64>>,
-    first_versions: Option<Vec<i64>>,
+    #[sqlx(flatten)]
+    outcome: Outcome,
 }
 
 /// Writes one group: each member's answer, in order.
@@ -218,7 +214,7 @@ async fn write_group(pool: &PgPool, members: &[Member]) -> Vec<Answer> {
     let requests: Vec<&AppendRequest> = members.iter().map(|member| &member.request).collect();
     let streams = || requests.iter().flat_map(|request| &request.streams);
     let events = || streams().flat_map(|stream| &stream.events);
-    let outcomes: std::result::Result<Vec<Outcome>, sqlx::Error> = sqlx::query_as(APPEND_GROUP)
+    let outcomes: std::result::Result<Vec<MemberOutcome>, sqlx::Error> = sqlx::query_as(APPEND_GROUP)
         .bind(requests.iter().map(|request| request.streams.len() as i32).collect::<Vec<_>>())
         .bind(members.iter().map(|member| member.metadata.as_str()).collect::<Vec<_>>())
         .bind(requests.iter().map(|request| request.idempotency_key.as_deref()).collect::<Vec<_>>())
@@ -236,9 +232,12 @@ async fn write_group(pool: &PgPool, members: &[Member]) -> Vec<Answer> {
         .fetch_all(&mut *connection.connection)
         .await;
     match outcomes {
-        Ok(outcomes) if outcomes.len() == members.len() => {
+        Ok(outcomes)
+            if outcomes.len() == members.len()
+                && outcomes.iter().zip(1..).all(|(row, member)| row.member == member) =>
+        {
             connection.end(Ending::Sound);
-            outcomes.into_iter().zip(members).map(|(outcome, member)| answer_of(&member.request, outcome)).collect()
+            outcomes.into_iter().zip(members).map(|(row, member)| answer_of(&member.request, row.outcome)).collect()
         }
         Ok(_) | Err(sqlx::Error::Database(_)) => {
             // The database refused the statement (a racer that skipped the locks, an event id
@@ -260,51 +259,14 @@ async fn write_group(pool: &PgPool, members: &[Member]) -> Vec<Answer> {
     }
 }
 
-fn expected_of(expected: ExpectedVersion) -> Option<i64> {
-    match expected {
-        ExpectedVersion::Any => None,
-        ExpectedVersion::NoStream => Some(0),
-        ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
-    }
-}
-
+/// A member's answer: "busy" and a used key go alone, the rest as an append alone would.
 fn answer_of(request: &AppendRequest, outcome: Outcome) -> Answer {
-    let unexpected = |what: &str| {
-        Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!("ledger.append_group: {what}")))))
-    };
-    match (outcome.status.as_str(), outcome.positions, outcome.first_versions) {
-        ("written", Some(positions), Some(first_versions)) if first_versions.len() == request.streams.len() => {
-            let streams = request
-                .streams
-                .iter()
-                .zip(first_versions)
-                .map(|(stream, first)| StreamHead {
-                    stream_id: stream.stream_id,
-                    version: first as u64 + stream.events.len() as u64 - 1,
-                })
-                .collect();
-            Answer::Done(Ok(AppendResult { positions, streams, replayed: false }))
-        }
-        ("busy" | "key_used", ..) => Answer::Alone,
-        ("refused", ..) => {
-            let Some(stream) = outcome
-                .stream_index
-                .and_then(|index| request.streams.get(usize::try_from(index).ok()?.checked_sub(1)?))
-            else {
-                return unexpected("a refusal without its stream");
-            };
-            let head = match (outcome.stored_version, outcome.stored_type, outcome.stored_organization) {
-                (Some(version), Some(stream_type), Some(organization_id)) => {
-                    Some(StoredHead { version, stream_type, organization_id })
-                }
-                _ => None,
-            };
-            // The same checks as an append alone (the database made them too, to write nothing).
-            match first_version(stream, head.as_ref()) {
-                Err(refusal) => Answer::Done(Err(refusal)),
-                Ok(_) => unexpected("a refusal the stream's head does not explain"),
-            }
-        }
-        (other, ..) => unexpected(&format!("member {} answered {other:?}", outcome.member)),
+    if outcome.status == "busy" {
+        return Answer::Alone;
+    }
+    match result_of(request, outcome) {
+        Ok(Some(result)) => Answer::Done(Ok(result)),
+        Ok(None) => Answer::Alone,
+        Err(error) => Answer::Done(Err(error)),
     }
 }

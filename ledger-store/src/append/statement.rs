@@ -20,9 +20,10 @@ use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
 const APPEND: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
     first_versions from ledger.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
+/// What `ledger.append` answers for an append, and `ledger.append_group` for each member.
 #[derive(sqlx::FromRow)]
-struct Outcome {
-    status: String,
+pub(super) struct Outcome {
+    pub status: String,
     stream_index: Option<i32>,
     stored_version: Option<i64>,
     stored_type: Option<String>,
@@ -48,19 +49,11 @@ pub(super) async fn append_in_one_statement(
         keys.dedup();
         keys
     });
-    let expected: Vec<Option<i64>> = streams
-        .iter()
-        .map(|stream| match stream.expected_version {
-            ExpectedVersion::Any => None,
-            ExpectedVersion::NoStream => Some(0),
-            ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
-        })
-        .collect();
     let outcome: Outcome = sqlx::query_as(APPEND)
         .bind(streams.iter().map(|stream| stream.organization_id).collect::<Vec<Uuid>>())
         .bind(streams.iter().map(|stream| stream.stream_type.as_str()).collect::<Vec<_>>())
         .bind(streams.iter().map(|stream| stream.stream_id).collect::<Vec<Uuid>>())
-        .bind(expected)
+        .bind(streams.iter().map(|stream| expected_of(stream.expected_version)).collect::<Vec<_>>())
         .bind(streams.iter().map(|stream| stream.events.len() as i32).collect::<Vec<_>>())
         .bind(lock_keys)
         .bind(events().map(|event| event.event_id).collect::<Vec<Uuid>>())
@@ -73,9 +66,25 @@ pub(super) async fn append_in_one_statement(
         .fetch_one(&mut *connection)
         .await
         .map_err(map_unique_violation)?;
+    result_of(request, outcome)
+}
+
+/// An expected version as the functions take it: null any, 0 no stream, n exactly n.
+pub(super) fn expected_of(expected: ExpectedVersion) -> Option<i64> {
+    match expected {
+        ExpectedVersion::Any => None,
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(i64::try_from(version).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The result of `request` as the database answered it: written, or refused with the error
+/// the steps would give; `None` when its key was used before (nothing written).
+pub(super) fn result_of(request: &AppendRequest, outcome: Outcome) -> Result<Option<AppendResult>> {
     let unexpected = |what: &str| StoreError::Database(sqlx::Error::Protocol(format!("ledger.append: {what}")));
+    let streams = &request.streams;
     match (outcome.status.as_str(), outcome.positions, outcome.first_versions) {
-        ("written", Some(positions), Some(first_versions)) => {
+        ("written", Some(positions), Some(first_versions)) if first_versions.len() == streams.len() => {
             let streams = streams
                 .iter()
                 .zip(first_versions)
