@@ -269,7 +269,23 @@ async fn notifications_are_rendered_read_and_delivered_at_least_once_with_retrie
             .unwrap()
         }
     };
-    crate::payslips::wait_projected(&world).await;
+    // The delivery worker may still be sending one that is due (it appends an attempt): the
+    // snapshot is taken once none is due and the projection has what the worker wrote.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        crate::payslips::wait_projected(&world).await;
+        let due: i64 = sqlx::query_scalar(
+            "select count(*) from notification.notifications where delivery_status = 'pending' and next_attempt_at <= now()",
+        )
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap();
+        if due == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{due} notifications still due after 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let live = snapshot(&world).await;
     let projection = ledger_projections::projections::by_name("notification").unwrap();
     ledger_projections::rebuild(&world.db.pool, projection.as_ref(), &mut |_| {}).await.unwrap();
