@@ -167,7 +167,7 @@ async fn employee_command(
         &command.context,
         employee_id,
         employee_command,
-        "employee",
+        || format!("no employee {employee_id}"),
     )
     .await?;
     Ok(written(StatusCode::OK, Entity::Employee, employee_id, done))

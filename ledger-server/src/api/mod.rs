@@ -301,14 +301,14 @@ pub struct MoneyInput {
     pub currency: String,
 }
 
-/// Executes `command` on a stream that must exist (a 404 naming `what` when it has no
+/// Executes `command` on a stream that must exist (a 404 saying `missing` when it has no
 /// events), with one load for the check and the command.
 pub async fn execute_existing<A, T>(
     ledger: &Ledger,
     context: &Context,
     stream_id: Uuid,
     command: A::Command,
-    what: &str,
+    missing: impl FnOnce() -> String,
 ) -> AppResult<Written>
 where
     A: Aggregate<State = Option<T>>,
@@ -316,7 +316,7 @@ where
 {
     let mut loaded = ledger.load::<A>(context.organization_id(), stream_id).await?;
     if loaded.state.is_none() {
-        return Err(AppError::NotFound(format!("no {what} {stream_id}")));
+        return Err(AppError::NotFound(missing()));
     }
     Ok(ledger.execute_loaded::<A>(context, stream_id, &mut loaded, command).await?)
 }

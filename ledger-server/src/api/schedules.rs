@@ -46,11 +46,14 @@ pub async fn create(State(state): State<AppState>, command: Command) -> AppResul
         name: input.name,
         schedule: PaySchedule { frequency: input.frequency, anchor_date: input.anchor_date },
     };
-    let existing = state.ledger.load::<OrganizationAggregate>(organization_id, organization_id).await?;
-    if existing.state.is_none() {
-        return Err(AppError::NotFound("register the organization first: POST /v1/organization".to_owned()));
-    }
-    let done = state.ledger.execute::<OrganizationAggregate>(&command.context, organization_id, add).await?;
+    let done = super::execute_existing::<OrganizationAggregate, _>(
+        &state.ledger,
+        &command.context,
+        organization_id,
+        add,
+        || "register the organization first: POST /v1/organization".to_owned(),
+    )
+    .await?;
     Ok(written(StatusCode::CREATED, Entity::PaySchedule, schedule_id, done))
 }
 

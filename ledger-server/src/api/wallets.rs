@@ -102,7 +102,7 @@ pub async fn settle(State(state): State<AppState>, Path(id): Path<String>, comma
         &command.context,
         transaction_id,
         settle,
-        "transaction",
+        || format!("no transaction {transaction_id}"),
     )
     .await?;
     Ok(written(StatusCode::OK, Entity::Transaction, transaction_id, done))

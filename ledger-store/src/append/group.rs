@@ -2,12 +2,13 @@
 //! transaction (`ledger.append_group`, migration `20261126000009_append_in_groups.sql`),
 //! each with its own outcome.
 //!
-//! An append that fits one statement joins the queue; when fewer than [`GROUPS_IN_FLIGHT`]
-//! groups are being written, a task is started that takes everything queued (up to
-//! [`GROUP_EVENTS_MAX`] events) as one group, writes it, answers each member and takes the
-//! next group, until the queue is empty. Alone, an append is a group of one; under load,
-//! the appends that arrive while a group is being written share the next group's commit,
-//! WAL flush and chain check. Nothing waits for a timer.
+//! An append that fits one statement, made while another is being written, joins the
+//! queue; when fewer than [`GROUPS_IN_FLIGHT`] groups are being written, a task is started
+//! that takes everything queued (up to [`GROUP_EVENTS_MAX`] events) as one group, writes it,
+//! answers each member and takes the next group, until the queue is empty. An append made
+//! while nothing else is being written goes alone ([`GroupCommit::alone`]); under load, the
+//! appends that arrive while a group is being written share the next group's commit, WAL
+//! flush and chain check. Nothing waits for a timer.
 //!
 //! A member the group could not write without waiting (its stream's or key's lock held by
 //! another transaction, or by an earlier member), one whose key was used before, and every
@@ -25,7 +26,7 @@ use uuid::Uuid;
 use super::reserve::stream_lock_key;
 use super::rows::metadata_text;
 use super::statement::{Outcome, expected_of, result_of};
-use super::{AppendConnection, COPY_PAYLOAD_BYTES_MIN, Ending, STREAM_LOCKS_MAX, fits_one_statement};
+use super::{AppendConnection, COPY_PAYLOAD_BYTES_MIN, Ending, STREAM_LOCKS_MAX, fits_one_statement, payload_bytes};
 use crate::error::{Result, StoreError};
 use crate::event::{AppendRequest, AppendResult};
 
@@ -58,6 +59,8 @@ struct Queue {
 #[derive(Debug)]
 struct Member {
     request: AppendRequest,
+    /// Its payloads' bytes (what a group's size is counted in, with its events).
+    payload_bytes: usize,
     metadata: String,
     fingerprint: Option<Vec<u8>>,
     reply: oneshot::Sender<Answer>,
@@ -111,7 +114,8 @@ impl GroupCommit {
     ) -> Option<Result<AppendResult>> {
         let (reply, answer) = oneshot::channel();
         let metadata = metadata_text(&request.metadata, request.idempotency_key.as_deref());
-        let member = Member { request: request.clone(), metadata, fingerprint, reply };
+        let payload_bytes = payload_bytes(request);
+        let member = Member { request: request.clone(), payload_bytes, metadata, fingerprint, reply };
         let start = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.waiting.push_back(member);
@@ -157,14 +161,7 @@ impl GroupCommit {
         let (mut events, mut bytes) = (0, 0);
         let mut members = Vec::new();
         while let Some(member) = queue.waiting.front() {
-            let member_events = member.request.event_count();
-            let member_bytes: usize = member
-                .request
-                .streams
-                .iter()
-                .flat_map(|stream| &stream.events)
-                .map(|event| event.payload.text().len())
-                .sum();
+            let (member_events, member_bytes) = (member.request.event_count(), member.payload_bytes);
             if !members.is_empty()
                 && (events + member_events > GROUP_EVENTS_MAX || bytes + member_bytes > COPY_PAYLOAD_BYTES_MIN)
             {
@@ -184,7 +181,7 @@ impl GroupCommit {
 }
 
 /// Counts a draining task out if it ends other than by an empty queue (a panic).
-struct Running<'a>(&'a Arc<GroupCommit>);
+struct Running<'a>(&'a GroupCommit);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {

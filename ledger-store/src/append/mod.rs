@@ -143,7 +143,7 @@ async fn append_on(
     // The payloads' jsonb texts only PostgreSQL writes (what their hashes cover), before any
     // lock is taken.
     let events = request.streams.iter().flat_map(|stream| &stream.events);
-    let asked = asked_of_postgres(connection, events.clone().map(|event| event.payload.text())).await?;
+    let asked = asked_of_postgres(connection, events.map(|event| event.payload.text())).await?;
     let mut transaction = connection.begin().await?;
     if let Some(key) = &request.idempotency_key
         && let Some(result) = idempotency::earlier_result(&mut transaction, key, &fingerprint, Some(request)).await?
@@ -164,11 +164,8 @@ async fn append_on(
         .collect();
     let metadata =
         jsonb_of(&mut transaction, &metadata_text(&request.metadata, request.idempotency_key.as_deref())).await?;
-    let payload_bytes: usize = events.map(|event| event.payload.text().len()).sum();
     let method = match reserved.write_method {
-        WriteMethod::Copy if request.event_count() >= COPY_ROWS_MIN || payload_bytes >= COPY_PAYLOAD_BYTES_MIN => {
-            WriteMethod::Copy
-        }
+        WriteMethod::Copy if !fits_one_statement(request) => WriteMethod::Copy,
         _ => WriteMethod::Insert,
     };
     let rows = RowSource::<NoSource>::Slice(SliceRows::new(&request.streams, starts, &reserved, &metadata, asked));
@@ -191,12 +188,15 @@ async fn append_on(
 }
 
 /// Whether an append goes in one statement ([`statement`]): a command's few events. Larger
-/// ones are written by the steps above (COPY, chunks), and so is an erasure (its data keys are
-/// destroyed in the same transaction).
+/// ones are written by the steps above with COPY, and so is an erasure (its data keys are
+/// destroyed in the same transaction; with INSERT, being small).
 fn fits_one_statement(request: &AppendRequest) -> bool {
-    let events = request.streams.iter().flat_map(|stream| &stream.events);
-    request.event_count() < COPY_ROWS_MIN
-        && events.map(|event| event.payload.text().len()).sum::<usize>() < COPY_PAYLOAD_BYTES_MIN
+    request.event_count() < COPY_ROWS_MIN && payload_bytes(request) < COPY_PAYLOAD_BYTES_MIN
+}
+
+/// The bytes of a request's payloads.
+fn payload_bytes(request: &AppendRequest) -> usize {
+    request.streams.iter().flat_map(|stream| &stream.events).map(|event| event.payload.text().len()).sum()
 }
 
 /// Appends one stream's events as `events` produces them, in one transaction (see

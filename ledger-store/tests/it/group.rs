@@ -13,6 +13,12 @@ use uuid::Uuid;
 
 use crate::{event_count, numbered};
 
+/// A stream's advisory lock key, as the store computes it.
+fn lock_key(stream_id: Uuid) -> i64 {
+    let bits = stream_id.as_u128();
+    ((bits >> 64) as u64 ^ bits as u64) as i64
+}
+
 async fn transaction_ids(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("select count(distinct transaction_id) from ledger.events").fetch_one(pool).await.unwrap()
 }
@@ -153,9 +159,7 @@ async fn a_member_whose_stream_is_held_waits_alone() {
     let mut holder = db.connect().await;
     sqlx::query("begin").execute(&mut holder).await.unwrap();
     for stream_id in &held {
-        let bits = stream_id.as_u128();
-        let key = ((bits >> 64) as u64 ^ bits as u64) as i64;
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(key).execute(&mut holder).await.unwrap();
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(lock_key(*stream_id)).execute(&mut holder).await.unwrap();
     }
     // The first waits alone (nothing else was being written); the second arrives while it
     // waits, so it goes with a group, which finds its stream held and hands it back.
@@ -216,13 +220,7 @@ async fn append_group_by_sql_keyed<'e>(
     let members = streams.len();
     let events = members * count;
     let payloads: Vec<String> = (0..events).map(|n| format!("{{\"n\": {n}}}")).collect();
-    let lock_keys: Vec<i64> = streams
-        .iter()
-        .map(|(id, _)| {
-            let bits = id.as_u128();
-            ((bits >> 64) as u64 ^ bits as u64) as i64
-        })
-        .collect();
+    let lock_keys: Vec<i64> = streams.iter().map(|(id, _)| lock_key(*id)).collect();
     sqlx::query_as(
         "select status, stream_index, stored_version from ledger.append_group( \
              array_fill(1, array[$1::int4]), array_fill('{\"actor\":\"sql\"}'::text, array[$1::int4]), \
