@@ -71,9 +71,14 @@ async fn reconnect(pool: &PgPool) -> Option<PgListener> {
 
 /// Announces committed appends on [`NOTIFY_CHANNEL`], one notification in flight at a time:
 /// appends that commit while one is being sent are covered by one more sent after it.
+///
+/// On a connection of its own, not one of the pool's: a notification never waits for a
+/// connection an append needs, nor holds one an append waits for (with one connection in the
+/// pool, each append waited for the notification of the one before).
 #[derive(Debug, Default)]
 pub(crate) struct AppendNotifier {
     state: Mutex<Sending>,
+    connection: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +106,7 @@ impl AppendNotifier {
         let (notifier, pool) = (Arc::clone(self), pool.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(error) = sqlx::query("select pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&pool).await {
+                if let Err(error) = notifier.notify(&pool).await {
                     // Readers poll: they find the events at their next poll.
                     tracing::debug!(%error, "could not announce an append; readers will find it when they poll");
                 }
@@ -114,5 +119,22 @@ impl AppendNotifier {
                 }
             }
         });
+    }
+
+    /// One notification on the notifier's connection, opened with the pool's options when it
+    /// has none (or lost it).
+    async fn notify(&self, pool: &PgPool) -> Result<()> {
+        use sqlx::Connection;
+        let mut connection = self.connection.lock().await;
+        let open = match connection.as_mut() {
+            Some(open) => open,
+            None => connection.insert(sqlx::PgConnection::connect_with(&pool.connect_options()).await?),
+        };
+        let sent = sqlx::query("select pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *open).await;
+        if sent.is_err() {
+            *connection = None;
+        }
+        sent?;
+        Ok(())
     }
 }
