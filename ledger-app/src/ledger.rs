@@ -22,6 +22,8 @@ pub const COMMAND_ATTEMPTS_MAX: usize = 5;
 pub const WAIT_FOR_POSITION_MAX: Duration = Duration::from_secs(30);
 /// Payroll runs kept in the cache at once.
 pub const CACHED_RUNS_MAX: usize = 2;
+/// Other aggregates' states kept in the cache at once (an employee's is a few kilobytes).
+pub const CACHED_STATES_MAX: usize = 10_000;
 /// Items a payment (or settlement) batch pays per atomic append, unless the ledger is told
 /// otherwise ([`Ledger::with_pay_batch_items`]).
 pub const PAY_BATCH_ITEMS: usize = 500;
@@ -56,53 +58,108 @@ pub struct Ledger {
     id_namespace: Arc<tokio::sync::OnceCell<Uuid>>,
 }
 
-/// The last payroll runs this process loaded, folded: loading one again decodes only the
-/// events after the cached version (a 100,000-item run's calculation is 70 MB of text and
-/// ~2 s to decode; the run itself ~15 MB). A stream's events up to a version never change, so
-/// a cached fold stays true; newer events always come from the store, so other writers (and
-/// other processes) are seen as without it.
-#[derive(Debug, Default)]
+/// The states this process folded last, each with its stream's version: loading one again
+/// decodes only the events after the cached version (a 100,000-item run's calculation is
+/// 70 MB of text and ~2 s to decode; the run itself ~15 MB), and a command decides on one
+/// without reading its stream at all ([`Ledger::execute_cached`]). A stream's events up to a
+/// version never change, so a cached fold stays true of that version; newer events always
+/// come from the store (a load), or the append's version check refuses a decision made on an
+/// older version (a command), so other writers and other processes are seen as without it.
+///
+/// Payroll runs are few and large ([`CACHED_RUNS_MAX`]); the rest (employees, wallets,
+/// organizations, ...) small and many, kept least recently used first out
+/// ([`CACHED_STATES_MAX`]). A state holding personal data in clear (folded from a command's
+/// own events, a hire) is not kept: only what the log holds, sealed.
 struct StateCache {
     runs: std::sync::Mutex<std::collections::VecDeque<CachedState>>,
+    others: std::sync::Mutex<hashlink::LruCache<Uuid, CachedState>>,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        StateCache {
+            runs: Default::default(),
+            others: std::sync::Mutex::new(hashlink::LruCache::new(CACHED_STATES_MAX)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StateCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let others = self.others.lock().map(|others| others.len()).unwrap_or_default();
+        f.debug_struct("StateCache").field("others", &others).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
 struct CachedState {
     stream_id: Uuid,
+    stream_type: &'static str,
     organization_id: Uuid,
     version: u64,
     state: Arc<dyn std::any::Any + Send + Sync>,
 }
 
+impl CachedState {
+    fn loaded<A: Aggregate>(&self) -> Option<(Uuid, Loaded<A::State>)> {
+        if self.stream_type != A::STREAM_TYPE {
+            return None;
+        }
+        let state = self.state.downcast_ref::<A::State>()?;
+        Some((self.organization_id, Loaded { state: state.clone(), version: self.version }))
+    }
+}
+
 impl StateCache {
-    fn caches<A: Aggregate>() -> bool {
+    fn is_run<A: Aggregate>() -> bool {
         A::STREAM_TYPE == ledger_core::payroll::PayrollRunAggregate::STREAM_TYPE
     }
 
     fn get<A: Aggregate>(&self, stream_id: Uuid) -> Option<(Uuid, Loaded<A::State>)> {
-        if !Self::caches::<A>() {
-            return None;
+        if Self::is_run::<A>() {
+            let runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            runs.iter().find(|cached| cached.stream_id == stream_id)?.loaded::<A>()
+        } else {
+            let mut others = self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            others.get(&stream_id)?.loaded::<A>()
         }
-        let runs = self.runs.lock().expect("the cache's lock is never poisoned");
-        let cached = runs.iter().find(|cached| cached.stream_id == stream_id)?;
-        let state = cached.state.downcast_ref::<A::State>()?;
-        Some((cached.organization_id, Loaded { state: state.clone(), version: cached.version }))
     }
 
+    /// Keeps `loaded` unless a newer version of the stream is kept already.
     fn put<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &Loaded<A::State>) {
-        if !Self::caches::<A>() || loaded.version == 0 {
+        if loaded.version == 0 {
             return;
         }
-        let mut runs = self.runs.lock().expect("the cache's lock is never poisoned");
-        if runs.iter().any(|cached| cached.stream_id == stream_id && cached.version >= loaded.version) {
-            return;
+        let newer = |cached: &CachedState| cached.stream_type == A::STREAM_TYPE && cached.version >= loaded.version;
+        let cached = || CachedState {
+            stream_id,
+            stream_type: A::STREAM_TYPE,
+            organization_id,
+            version: loaded.version,
+            state: Arc::new(loaded.state.clone()),
+        };
+        if Self::is_run::<A>() {
+            let mut runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if runs.iter().any(|kept| kept.stream_id == stream_id && newer(kept)) {
+                return;
+            }
+            runs.retain(|kept| kept.stream_id != stream_id);
+            if runs.len() == CACHED_RUNS_MAX {
+                runs.pop_front();
+            }
+            runs.push_back(cached());
+        } else {
+            let mut others = self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if others.peek(&stream_id).is_some_and(newer) {
+                return;
+            }
+            others.insert(stream_id, cached());
         }
-        runs.retain(|cached| cached.stream_id != stream_id);
-        if runs.len() == CACHED_RUNS_MAX {
-            runs.pop_front();
-        }
-        let state = Arc::new(loaded.state.clone());
-        runs.push_back(CachedState { stream_id, organization_id, version: loaded.version, state });
+    }
+
+    fn forget(&self, stream_id: Uuid) {
+        self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|kept| kept.stream_id != stream_id);
+        self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&stream_id);
     }
 }
 
@@ -195,7 +252,7 @@ impl Ledger {
     /// An aggregate's state and version; a stream of another organization is not found.
     /// Folded as the events are read, one at a time (a payroll run's stream is its
     /// calculation's chunks and an event per payment).
-    /// A payroll run this process loaded lately is folded on from its cached state.
+    /// A stream this process folded lately is folded on from its cached state.
     pub async fn load<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid) -> Result<Loaded<A::State>> {
         let mut folding = Folding::<A>::new(organization_id, stream_id);
         if let Some((owner, loaded)) = self.states.get::<A>(stream_id) {
@@ -205,6 +262,12 @@ impl Ledger {
         // Kept only when newer than what is cached (and never for a stream that is not).
         self.states.put::<A>(organization_id, stream_id, &folding.loaded);
         Ok(folding.loaded)
+    }
+
+    /// The state this process holds for a stream, with its version (what the next command
+    /// on it is decided on first); `None` when it holds none.
+    pub fn held<A: Aggregate>(&self, stream_id: Uuid) -> Option<Loaded<A::State>> {
+        self.states.get::<A>(stream_id).map(|(_, loaded)| loaded)
     }
 
     /// Keeps a state this process holds current (a run it has just paid) for the next load.
@@ -301,6 +364,8 @@ impl Ledger {
     }
 
     /// Decides `command` on one aggregate and appends the result, retrying on conflicts.
+    /// Decided first on the state this process holds, when it holds one
+    /// ([`Ledger::execute_cached`]), else on the stream read again.
     #[tracing::instrument(name = "command", skip_all, fields(stream_type = A::STREAM_TYPE, %stream_id))]
     pub async fn execute<A: Aggregate>(
         &self,
@@ -311,11 +376,66 @@ impl Ledger {
     where
         A::Command: Clone,
     {
+        if let Some(written) = self.execute_cached::<A>(context, stream_id, &command).await? {
+            return Ok(written);
+        }
         if let Some(written) = self.replayed(context).await? {
             return Ok(written);
         }
         let mut loaded = self.load::<A>(context.organization_id(), stream_id).await?;
         self.decide_or_replay::<A>(context, stream_id, &mut loaded, command).await
+    }
+
+    /// Decides `command` on the state of the stream this process folded last and appends the
+    /// events with that state's version as the expected one, without reading the stream: the
+    /// append's version check is what makes the state trusted (the stream was at exactly that
+    /// version when the events were written after it). A request repeating an earlier one is
+    /// answered by the append as its replay.
+    ///
+    /// `None` when it cannot answer so, and the caller goes the careful way (reads the stream,
+    /// decides again): no state is held (or one of another organization or type); the
+    /// decision is a refusal or no event at all, which a stale state could have caused (an
+    /// employee whose KYC was approved by another process meanwhile); or the stream has moved
+    /// on (the state is dropped).
+    pub async fn execute_cached<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        command: &A::Command,
+    ) -> Result<Option<Written>>
+    where
+        A::Command: Clone,
+    {
+        let organization_id = context.organization_id();
+        let Some((owner, loaded)) = self.states.get::<A>(stream_id) else { return Ok(None) };
+        if owner != organization_id {
+            return Ok(None);
+        }
+        let Ok(events) = A::decide(&loaded.state, command.clone()) else { return Ok(None) };
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
+        let personal = ledger_codec::PERSONAL_DATA.needs_sealing(std::slice::from_ref(&stream));
+        match self.append(context, vec![stream], KeyUse::Record).await {
+            Ok(result) => {
+                if result.replayed || personal {
+                    self.states.forget(stream_id);
+                } else {
+                    let version = loaded.version + events.len() as u64;
+                    let state = events.into_iter().fold(loaded.state, A::evolve_owned);
+                    self.states.put::<A>(organization_id, stream_id, &Loaded { state, version });
+                }
+                Ok(Some(result.into()))
+            }
+            Err(error) => match Error::from(error) {
+                Error::VersionConflict(_) => {
+                    self.states.forget(stream_id);
+                    Ok(None)
+                }
+                error => Err(error),
+            },
+        }
     }
 
     /// [`Ledger::execute`] against a state the caller already holds with its version (a
@@ -380,10 +500,19 @@ impl Ledger {
                 }
                 let events = A::decide(&loaded.state, command.clone())?;
                 let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
+                let personal = ledger_codec::PERSONAL_DATA.needs_sealing(std::slice::from_ref(&stream));
                 let result = self.append(context, vec![stream], KeyUse::Record).await?;
+                if result.replayed {
+                    // Nothing was written: the stream is as the earlier request left it.
+                    *loaded = self.load::<A>(organization_id, stream_id).await?;
+                    return Ok(result.into());
+                }
                 let state = std::mem::take(&mut loaded.state);
                 loaded.version += events.len() as u64;
                 loaded.state = events.into_iter().fold(state, A::evolve_owned);
+                if !personal {
+                    self.states.put::<A>(organization_id, stream_id, loaded);
+                }
                 Ok(result.into())
             }
             .await;

@@ -302,7 +302,8 @@ pub struct MoneyInput {
 }
 
 /// Executes `command` on a stream that must exist (a 404 saying `missing` when it has no
-/// events), with one load for the check and the command.
+/// events): decided on the state this process holds when it holds one (a held state is of a
+/// stream that exists), else with one load for the check and the command.
 pub async fn execute_existing<A, T>(
     ledger: &Ledger,
     context: &Context,
@@ -314,6 +315,9 @@ where
     A: Aggregate<State = Option<T>>,
     A::Command: Clone,
 {
+    if let Some(written) = ledger.execute_cached::<A>(context, stream_id, &command).await? {
+        return Ok(written);
+    }
     let mut loaded = ledger.load::<A>(context.organization_id(), stream_id).await?;
     if loaded.state.is_none() {
         return Err(AppError::NotFound(missing()));
