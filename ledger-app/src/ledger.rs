@@ -415,16 +415,11 @@ impl Ledger {
         if events.is_empty() {
             return Ok(None);
         }
-        let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
-        let personal = ledger_codec::PERSONAL_DATA.needs_sealing(std::slice::from_ref(&stream));
-        match self.append(context, vec![stream], KeyUse::Record).await {
+        let mut loaded = loaded;
+        match self.append_decided::<A>(context, stream_id, &mut loaded, events).await {
             Ok(result) => {
-                if result.replayed || personal {
+                if result.replayed {
                     self.states.forget(stream_id);
-                } else {
-                    let version = loaded.version + events.len() as u64;
-                    let state = events.into_iter().fold(loaded.state, A::evolve_owned);
-                    self.states.put::<A>(organization_id, stream_id, &Loaded { state, version });
                 }
                 Ok(Some(result.into()))
             }
@@ -436,6 +431,34 @@ impl Ledger {
                 error => Err(error),
             },
         }
+    }
+
+    /// Appends `events` decided on `loaded` (its version the expected one) with the context's
+    /// key and, when they were written, folds them into `loaded` and holds the result for the
+    /// next command, unless it now has personal data in clear (a hire): then nothing is held.
+    /// A replay (the key was used) folds nothing.
+    async fn append_decided<A: Aggregate>(
+        &self,
+        context: &Context,
+        stream_id: Uuid,
+        loaded: &mut Loaded<A::State>,
+        events: Vec<A::Event>,
+    ) -> std::result::Result<AppendResult, StoreError> {
+        let organization_id = context.organization_id();
+        let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
+        let personal = ledger_codec::PERSONAL_DATA.needs_sealing(std::slice::from_ref(&stream));
+        let result = self.append(context, vec![stream], KeyUse::Record).await?;
+        if !result.replayed {
+            let state = std::mem::take(&mut loaded.state);
+            loaded.version += events.len() as u64;
+            loaded.state = events.into_iter().fold(state, A::evolve_owned);
+            if personal {
+                self.states.forget(stream_id);
+            } else {
+                self.states.put::<A>(organization_id, stream_id, loaded);
+            }
+        }
+        Ok(result)
     }
 
     /// [`Ledger::execute`] against a state the caller already holds with its version (a
@@ -499,19 +522,10 @@ impl Ledger {
                     *loaded = self.load::<A>(organization_id, stream_id).await?;
                 }
                 let events = A::decide(&loaded.state, command.clone())?;
-                let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
-                let personal = ledger_codec::PERSONAL_DATA.needs_sealing(std::slice::from_ref(&stream));
-                let result = self.append(context, vec![stream], KeyUse::Record).await?;
+                let result = self.append_decided::<A>(context, stream_id, loaded, events).await?;
                 if result.replayed {
                     // Nothing was written: the stream is as the earlier request left it.
                     *loaded = self.load::<A>(organization_id, stream_id).await?;
-                    return Ok(result.into());
-                }
-                let state = std::mem::take(&mut loaded.state);
-                loaded.version += events.len() as u64;
-                loaded.state = events.into_iter().fold(state, A::evolve_owned);
-                if !personal {
-                    self.states.put::<A>(organization_id, stream_id, loaded);
                 }
                 Ok(result.into())
             }

@@ -222,3 +222,37 @@ async fn racing_writers_in_two_processes_lose_and_double_nothing() {
     assert_eq!(raised, landed, "the log's raises are exactly the ones answered as written");
     assert!(!landed.is_empty());
 }
+
+#[tokio::test]
+async fn bad_input_on_a_held_state_is_refused_and_writes_nothing() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let ledger = process(&store);
+    let context = Context::system(Uuid::new_v4(), "tester");
+    let employee = hire(&ledger, &context).await;
+    ledger.execute::<EmployeeAggregate>(&context, employee, raise(510_000)).await.unwrap();
+    assert!(ledger.held::<EmployeeAggregate>(employee).is_some());
+    // A rate in another currency than the employee's, then an empty reason.
+    let euros = EmployeeCommand::ChangePayRate {
+        rate: PayRate {
+            amount: Money::new(Decimal::new(510_000, 2), Currency::known("EUR").unwrap()).unwrap(),
+            basis: PayBasis::Monthly,
+        },
+        effective_from: day(3, 1),
+        reason: "raise".into(),
+    };
+    let refused = ledger.execute::<EmployeeAggregate>(&context, employee, euros).await;
+    assert!(matches!(&refused, Err(Error::Invalid(problem)) if problem.contains("rate.amount")), "{refused:?}");
+    let no_reason = EmployeeCommand::ChangePayRate {
+        rate: PayRate {
+            amount: Money::new(Decimal::new(520_000, 2), Currency::usd()).unwrap(),
+            basis: PayBasis::Monthly,
+        },
+        effective_from: day(3, 1),
+        reason: " ".into(),
+    };
+    let refused = ledger.execute::<EmployeeAggregate>(&context, employee, no_reason).await;
+    assert!(matches!(&refused, Err(Error::Invalid(problem)) if problem.contains("reason")), "{refused:?}");
+    assert_eq!(events(&store, employee).await.len(), 2, "nothing written for either");
+    assert_eq!(ledger.held::<EmployeeAggregate>(employee).map(|held| held.version), Some(2));
+}

@@ -236,20 +236,29 @@ async fn write_group(pool: &PgPool, members: &[Member]) -> Vec<Answer> {
             connection.end(Ending::Sound);
             outcomes.into_iter().zip(members).map(|(row, member)| answer_of(&member.request, row.outcome)).collect()
         }
-        Ok(_) | Err(sqlx::Error::Database(_)) => {
+        Err(sqlx::Error::Database(_)) => {
             // The database refused the statement (a racer that skipped the locks, an event id
             // used twice): nothing of the group was written. Each append goes alone and gets
             // its own answer.
             connection.end(Ending::Sound);
             each(&|| Answer::Alone)
         }
-        Err(error) => {
-            // The connection failed: the group may have committed. Not repeated.
-            connection.end(Ending::Unknown);
-            let problem = error.to_string();
+        outcomes => {
+            // The connection failed, or the statement answered other than one row per member
+            // in order: the group may have committed. Not repeated.
+            let problem = match outcomes {
+                Err(error) => {
+                    connection.end(Ending::Unknown);
+                    error.to_string()
+                }
+                Ok(rows) => {
+                    connection.end(Ending::Sound);
+                    format!("{} answers for {} members", rows.len(), members.len())
+                }
+            };
             each(&|| {
                 Answer::Done(Err(StoreError::Database(sqlx::Error::Protocol(format!(
-                    "the group commit's connection failed ({problem}); whether this append was written is unknown"
+                    "the group commit failed ({problem}); whether this append was written is unknown"
                 )))))
             })
         }
