@@ -18,8 +18,11 @@ use ledger_store::{EventStore, VerifyScope};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
-/// The group roles the ledger's grants and policies name.
-const GROUP_ROLES: [&str; 4] = ["ledger_writer", "ledger_projector", "ledger_auditor", "ledger_api_reader"];
+/// The group roles the ledger's grants and policies name (`ledger_appender` owns the append
+/// functions; `pg_restore --no-owner` drops that, and the start after the restore gives them
+/// back to it).
+const GROUP_ROLES: [&str; 5] =
+    ["ledger_writer", "ledger_projector", "ledger_auditor", "ledger_api_reader", "ledger_appender"];
 
 /// What a backup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -272,7 +272,7 @@ async fn the_function_answers_each_member_and_only_writers_may_call_it() {
         sqlx::query(&format!("set role {role}")).execute(&mut connection).await.unwrap();
         let error =
             append_group_by_sql(&mut connection, organization, &[(Uuid::new_v4(), Some(0))], 1).await.unwrap_err();
-        assert!(error.to_string().contains("permission denied for"), "{role}: {error}");
+        assert!(error.to_string().contains("permission denied for function append_group"), "{role}: {error}");
     }
     let mut connection = db.connect().await;
     sqlx::query("set role ledger_writer").execute(&mut connection).await.unwrap();

@@ -121,8 +121,8 @@ async fn the_writer_role_can_append_through_the_store() {
 /// A row written by hand: `overrides` replace the chained defaults (a reserved position, the
 /// transaction's time and id, the link to the previous event, the hash `ledger.event_hash`
 /// gives).
-async fn insert_by_hand(
-    db: &TestDatabase,
+async fn insert_by_hand<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     stream_id: Uuid,
     version: i64,
     overrides: &[(&str, &str)],
@@ -157,7 +157,7 @@ async fn insert_by_hand(
     .bind(Uuid::new_v4())
     .bind(stream_id)
     .bind(version)
-    .execute(&db.pool)
+    .execute(executor)
     .await
     .map(|_| ())
 }
@@ -168,7 +168,7 @@ async fn insert_by_hand(
 async fn a_client_cannot_write_a_wrong_chain_time_or_position() {
     let db = TestDatabase::new().await;
     let stream_id = Uuid::new_v4();
-    insert_by_hand(&db, stream_id, 1, &[]).await.unwrap();
+    insert_by_hand(&db.pool, stream_id, 1, &[]).await.unwrap();
     assert_eq!(db.store().read_stream(stream_id, 1).await.unwrap().len(), 1);
     assert!(db.store().verify_all().await.unwrap().is_intact());
 
@@ -188,11 +188,109 @@ async fn a_client_cannot_write_a_wrong_chain_time_or_position() {
         (3, ("recorded_at", "now()"), "versions must be contiguous"),
     ];
     for (version, field, problem) in refused {
-        let error = insert_by_hand(&db, stream_id, version, &[field]).await.unwrap_err();
+        let error = insert_by_hand(&db.pool, stream_id, version, &[field]).await.unwrap_err();
         assert!(error.to_string().contains(problem), "{field:?}: {error}");
         assert_eq!(error.as_database_error().and_then(|error| error.code()).as_deref(), Some("23514"), "{field:?}");
     }
     assert_eq!(event_count(&db.pool).await, 1, "nothing refused was stored");
-    insert_by_hand(&db, stream_id, 2, &[]).await.unwrap();
+    insert_by_hand(&db.pool, stream_id, 2, &[]).await.unwrap();
+    assert!(db.store().verify_all().await.unwrap().is_intact());
+}
+
+/// The append functions chain their rows themselves and run as `ledger_appender`, the one role
+/// whose inserts the check skips: no writer can become it, and a writer's own INSERT is checked
+/// as the owner's is.
+#[tokio::test]
+async fn only_the_append_functions_role_is_trusted_with_the_chain() {
+    let db = TestDatabase::new().await;
+    let stream_id = Uuid::new_v4();
+    insert_by_hand(&db.pool, stream_id, 1, &[]).await.unwrap();
+
+    // A login of the writer's (SET ROLE is checked against the login, so not a superuser's).
+    let login = format!("ledger_test_writer_{}", Uuid::new_v4().simple());
+    sqlx::query(&format!("create role {login} login in role ledger_writer")).execute(&db.pool).await.unwrap();
+    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+    let mut writer = sqlx::ConnectOptions::connect(&options.username(&login)).await.unwrap();
+    let error = insert_by_hand(&mut writer, stream_id, 2, &[("forged_hash", "sha256('forged')")]).await.unwrap_err();
+    assert!(error.to_string().contains("hash must be ledger.event_hash"), "{error}");
+    let error = sqlx::query("set role ledger_appender").execute(&mut writer).await.unwrap_err();
+    assert!(error.to_string().contains("permission denied to set role"), "{error}");
+    let outcome = crate::statement::append_by_sql(&mut writer, Uuid::new_v4(), Uuid::new_v4(), Some(0), 1).await;
+    assert_eq!(outcome.status, "written", "the writer's login appends through the function");
+    sqlx::Connection::close(writer).await.unwrap();
+    sqlx::query(&format!("drop role {login}")).execute(&db.pool).await.unwrap();
+    let members: Vec<String> = sqlx::query_scalar(
+        "select pg_get_userbyid(m.member)::text from pg_auth_members m where m.roleid = 'ledger_appender'::regrole",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(members.is_empty(), "no role is a member of ledger_appender: {members:?}");
+    let owners: Vec<(String, String, bool)> = sqlx::query_as(
+        "select p.proname::text, pg_get_userbyid(p.proowner)::text, p.prosecdef from pg_proc p \
+         where p.pronamespace = 'ledger'::regnamespace and p.proname in ('append', 'append_group') order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        owners,
+        [("append".into(), "ledger_appender".into(), true), ("append_group".into(), "ledger_appender".into(), true)]
+    );
+
+    // The exemption is that role's alone: a forged row inserted as it (here by a superuser)
+    // passes the trigger, and the verifier still finds it.
+    let mut superuser = db.connect().await;
+    sqlx::query("set role ledger_appender").execute(&mut superuser).await.unwrap();
+    insert_by_hand(&mut superuser, stream_id, 2, &[("forged_hash", "sha256('forged')")]).await.unwrap();
+    let report = db.store().verify_all().await.unwrap();
+    assert!(!report.is_intact(), "{report:?}");
+    assert_eq!(report.breaks[0].stream_version, 2, "{report:?}");
+}
+
+/// What `ledger.access_problems()` checks of the append functions, and `ensure_access` makes
+/// again: their owner (a restore with --no-owner drops it) and who may call them.
+#[tokio::test]
+async fn the_append_functions_access_is_checked_and_repaired() {
+    let db = TestDatabase::new().await;
+    let problems = || async { ledger_store::cluster::access_problems(&db.pool).await.unwrap() };
+    assert_eq!(problems().await, Vec::<String>::new());
+    let pool = &db.pool;
+    let broken = |statements: &'static [&'static str]| async move {
+        for statement in statements {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
+    };
+    broken(&[
+        "alter function ledger.append owner to current_user",
+        "grant execute on function ledger.append to ledger_api_reader",
+        "grant execute on function ledger.append_group to public",
+        "drop policy appender on ledger.events",
+    ])
+    .await;
+    assert_eq!(
+        problems().await,
+        [
+            "policy appender on ledger.events is missing",
+            "function ledger.append is not a security definer owned by ledger_appender",
+            "role ledger_api_reader may execute ledger.append",
+            "PUBLIC may execute ledger.append_group",
+            "role ledger_projector may execute ledger.append_group",
+            "role ledger_auditor may execute ledger.append_group",
+            "role ledger_api_reader may execute ledger.append_group",
+        ]
+    );
+    let repaired: i32 = sqlx::query_scalar("select ledger.ensure_access()").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(repaired, 7);
+    assert_eq!(problems().await, Vec::<String>::new());
+    broken(&["revoke execute on function ledger.append_group from ledger_writer"]).await;
+    assert_eq!(problems().await, ["role ledger_writer lacks EXECUTE on ledger.append_group"]);
+    let repaired: i32 = sqlx::query_scalar("select ledger.ensure_access()").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(repaired, 1);
+    assert_eq!(problems().await, Vec::<String>::new());
+    let mut writer = db.connect().await;
+    sqlx::query("set role ledger_writer").execute(&mut writer).await.unwrap();
+    let outcome = crate::statement::append_by_sql(&mut writer, Uuid::new_v4(), Uuid::new_v4(), Some(0), 1).await;
+    assert_eq!(outcome.status, "written");
     assert!(db.store().verify_all().await.unwrap().is_intact());
 }

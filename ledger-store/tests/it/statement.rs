@@ -139,7 +139,8 @@ async fn the_store_names_the_refused_stream_of_a_multi_stream_append() {
     assert_eq!((report.events_checked, report.is_intact()), (3, true), "{report:?}");
 }
 
-/// No grant of its own: a role without the writer's rights on the log is refused by them.
+/// Only the writer may execute it (it runs as `ledger_appender`, whose rights are not the
+/// caller's).
 #[tokio::test]
 async fn only_a_writer_may_call_it() {
     let db = TestDatabase::new().await;
@@ -149,8 +150,7 @@ async fn only_a_writer_may_call_it() {
         let error = try_append_by_sql(&mut connection, Uuid::new_v4(), "test_stream", Uuid::new_v4(), Some(0), 1)
             .await
             .unwrap_err();
-        // It runs as its caller: the caller's own rights refuse it.
-        assert!(error.to_string().contains("permission denied for"), "{role}: {error}");
+        assert!(error.to_string().contains("permission denied for function append"), "{role}: {error}");
     }
     assert_eq!(event_count(&db.pool).await, 0);
 
