@@ -5,6 +5,9 @@
 //! statement's own transaction: one round trip instead of six. The database's chain check
 //! verifies its rows as it verifies every insert.
 //!
+//! One event to one stream goes through `ledger.append_one` instead (one cached statement for
+//! the shape almost every command has), answered alike.
+//!
 //! Used for an append of fewer than [`super::COPY_ROWS_MIN`] events and
 //! [`super::COPY_PAYLOAD_BYTES_MIN`] payload bytes that erases no data key (every command);
 //! a key used before is answered by the steps of `mod.rs`, which know how to replay it.
@@ -19,6 +22,11 @@ use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
 
 const APPEND: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
     first_versions from ledger.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// One event to one stream (almost every command): `ledger.append_one`, one cached statement
+/// (migration `20261126000012_append_one.sql`), answering in the same columns.
+const APPEND_ONE: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
+    first_versions from ledger.append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 /// What `ledger.append` answers for an append, and `ledger.append_group` for each member.
 #[derive(sqlx::FromRow)]
@@ -42,6 +50,27 @@ pub(super) async fn append_in_one_statement(
     fingerprint: &[u8],
 ) -> Result<Option<AppendResult>> {
     let streams = &request.streams;
+    if let [stream] = streams.as_slice()
+        && let [event] = stream.events.as_slice()
+    {
+        let outcome: Outcome = sqlx::query_as(APPEND_ONE)
+            .bind(stream.organization_id)
+            .bind(stream.stream_type.as_str())
+            .bind(stream.stream_id)
+            .bind(expected_of(stream.expected_version))
+            .bind(stream_lock_key(stream.stream_id))
+            .bind(event.event_id)
+            .bind(event.event_type.as_str())
+            .bind(event.schema_version)
+            .bind(event.payload.text())
+            .bind(metadata)
+            .bind(request.idempotency_key.as_deref())
+            .bind(request.idempotency_key.as_ref().map(|_| fingerprint))
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(map_unique_violation)?;
+        return result_of(request, outcome);
+    }
     let events = || streams.iter().flat_map(|stream| &stream.events);
     let lock_keys = (streams.len() <= STREAM_LOCKS_MAX).then(|| {
         let mut keys: Vec<i64> = streams.iter().map(|stream| stream_lock_key(stream.stream_id)).collect();
