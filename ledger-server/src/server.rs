@@ -150,14 +150,24 @@ pub fn start_runners(
         .max_connections(projections.len().max(1) as u32 + 1)
         .connect_lazy_with((*pool.connect_options()).clone());
     let mut running = RunningProjectors { health: Vec::new(), tasks: Vec::new() };
+    // The last runner to end closes the runners' pool before its task ends: whoever awaits
+    // every task (a command before it stops its private server) finds its connections
+    // closed, not being returned (and pinged) while the server goes away.
+    let running_count = Arc::new(std::sync::atomic::AtomicUsize::new(projections.len()));
     for projection in projections {
         let runner = Runner::new(runners_pool.clone(), projection, options);
         running.health.push(runner.health().clone());
-        let stopped = stopped.clone();
+        let (stopped, running_count, runners_pool) =
+            (stopped.clone(), Arc::clone(&running_count), runners_pool.clone());
         running.tasks.push(tokio::spawn(async move {
             let _guard = StoppedOnDrop(runner.health().clone());
             let name = runner.projection().name();
-            runner.run(stopped).await.map_err(|error| anyhow::anyhow!("projection {name} stopped: {error}"))
+            let result = runner.run(stopped).await;
+            drop(runner);
+            if running_count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                runners_pool.close().await;
+            }
+            result.map_err(|error| anyhow::anyhow!("projection {name} stopped: {error}"))
         }));
     }
     running
