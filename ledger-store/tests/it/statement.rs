@@ -161,6 +161,20 @@ async fn only_a_writer_may_call_it() {
     assert_eq!(event_count(&db.pool).await, 1);
 }
 
+/// `second` (an append racing `first`'s uncommitted one for the same version) waits for
+/// `first` to commit, then fails at the stream's unique version.
+async fn waits_for_the_first_then_loses(
+    second: tokio::task::JoinHandle<Result<String, sqlx::Error>>,
+    first: &mut sqlx::PgConnection,
+) {
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second waits for the first's version");
+    sqlx::query("commit").execute(&mut *first).await.unwrap();
+    let error = second.await.unwrap().unwrap_err();
+    let constraint = error.as_database_error().and_then(|error| error.constraint().map(str::to_owned));
+    assert_eq!(constraint.as_deref(), Some("events_stream_id_stream_version_key"), "{error}");
+}
+
 /// Two callers that take no stream lock race for the same version: the second waits for the
 /// first at the stream's unique version and then fails; the store reads that as a conflict.
 #[tokio::test]
@@ -180,12 +194,7 @@ async fn a_caller_that_skips_the_stream_locks_can_only_lose() {
                 .map(|outcome| outcome.status)
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second waits for the first's version 2");
-    sqlx::query("commit").execute(&mut first).await.unwrap();
-    let error = second.await.unwrap().unwrap_err();
-    let constraint = error.as_database_error().and_then(|error| error.constraint().map(str::to_owned));
-    assert_eq!(constraint.as_deref(), Some("events_stream_id_stream_version_key"), "{error}");
+    waits_for_the_first_then_loses(second, &mut first).await;
 
     assert_eq!(event_count(&db.pool).await, 2);
     let report = db.store().verify_all().await.unwrap();
@@ -320,12 +329,7 @@ async fn append_one_is_the_writers_and_a_wrong_lock_key_can_only_lose() {
                 .map(|outcome| outcome.status)
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second waits for the first's version 1");
-    sqlx::query("commit").execute(&mut first).await.unwrap();
-    let error = second.await.unwrap().unwrap_err();
-    let constraint = error.as_database_error().and_then(|error| error.constraint().map(str::to_owned));
-    assert_eq!(constraint.as_deref(), Some("events_stream_id_stream_version_key"), "{error}");
+    waits_for_the_first_then_loses(second, &mut first).await;
     let report = db.store().verify_all().await.unwrap();
     assert_eq!((report.events_checked, report.is_intact()), (1, true), "{report:?}");
 }
