@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::{event, event_count, numbered, stream};
 
-/// What `ledger.append` answered.
-#[derive(Debug)]
+/// What `ledger.append` (or `ledger.append_one`) answered.
+#[derive(Debug, sqlx::FromRow)]
 pub struct Outcome {
     pub status: String,
     pub stream_index: Option<i32>,
@@ -41,8 +41,7 @@ pub async fn try_append_by_sql<'e>(
     count: usize,
 ) -> Result<Outcome, sqlx::Error> {
     let payloads: Vec<String> = (0..count).map(|n| json!({ "n": n }).to_string()).collect();
-    type Row = (String, Option<i32>, Option<i64>, Option<String>, Option<Uuid>, Option<Vec<i64>>);
-    let row: Row = sqlx::query_as(
+    sqlx::query_as(
         "select status, stream_index, stored_version, stored_type, stored_organization, positions from ledger.append( \
              array[$1::uuid], array[$2], array[$3::uuid], array[$4::int8], array[$5::int4], '{}', \
              $6, array_fill('Numbered'::text, array[$5::int4]), array_fill(1, array[$5::int4]), $7, \
@@ -56,15 +55,7 @@ pub async fn try_append_by_sql<'e>(
     .bind((0..count).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
     .bind(payloads)
     .fetch_one(executor)
-    .await?;
-    Ok(Outcome {
-        status: row.0,
-        stream_index: row.1,
-        stored_version: row.2,
-        stored_type: row.3,
-        stored_organization: row.4,
-        positions: row.5,
-    })
+    .await
 }
 
 async fn reserved_positions(pool: &sqlx::PgPool) -> Option<i64> {
@@ -213,8 +204,7 @@ pub async fn try_append_one_by_sql<'e>(
     lock_key: i64,
     key: Option<&str>,
 ) -> Result<Outcome, sqlx::Error> {
-    type Row = (String, Option<i32>, Option<i64>, Option<String>, Option<Uuid>, Option<Vec<i64>>);
-    let row: Row = sqlx::query_as(
+    sqlx::query_as(
         "select status, stream_index, stored_version, stored_type, stored_organization, positions \
          from ledger.append_one($1, $2, $3, $4, $5, $6, 'Numbered', 1, '{\"n\": 1}', '{\"actor\":\"sql\"}', $7, $8)",
     )
@@ -227,15 +217,7 @@ pub async fn try_append_one_by_sql<'e>(
     .bind(key)
     .bind(key.map(|_| vec![7u8; 32]))
     .fetch_one(executor)
-    .await?;
-    Ok(Outcome {
-        status: row.0,
-        stream_index: row.1,
-        stored_version: row.2,
-        stored_type: row.3,
-        stored_organization: row.4,
-        positions: row.5,
-    })
+    .await
 }
 
 /// `ledger.append_one` refuses what `ledger.append` refuses, with the stream's head, and then
