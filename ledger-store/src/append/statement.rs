@@ -50,10 +50,12 @@ pub(super) async fn append_in_one_statement(
     fingerprint: &[u8],
 ) -> Result<Option<AppendResult>> {
     let streams = &request.streams;
-    if let [stream] = streams.as_slice()
+    // The stream and event arguments of either function; metadata, key and fingerprint
+    // come last in both.
+    let query = if let [stream] = streams.as_slice()
         && let [event] = stream.events.as_slice()
     {
-        let outcome: Outcome = sqlx::query_as(APPEND_ONE)
+        sqlx::query_as(APPEND_ONE)
             .bind(stream.organization_id)
             .bind(stream.stream_type.as_str())
             .bind(stream.stream_id)
@@ -63,32 +65,27 @@ pub(super) async fn append_in_one_statement(
             .bind(event.event_type.as_str())
             .bind(event.schema_version)
             .bind(event.payload.text())
-            .bind(metadata)
-            .bind(request.idempotency_key.as_deref())
-            .bind(request.idempotency_key.as_ref().map(|_| fingerprint))
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(map_unique_violation)?;
-        return result_of(request, outcome);
-    }
-    let events = || streams.iter().flat_map(|stream| &stream.events);
-    let lock_keys = (streams.len() <= STREAM_LOCKS_MAX).then(|| {
-        let mut keys: Vec<i64> = streams.iter().map(|stream| stream_lock_key(stream.stream_id)).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    });
-    let outcome: Outcome = sqlx::query_as(APPEND)
-        .bind(streams.iter().map(|stream| stream.organization_id).collect::<Vec<Uuid>>())
-        .bind(streams.iter().map(|stream| stream.stream_type.as_str()).collect::<Vec<_>>())
-        .bind(streams.iter().map(|stream| stream.stream_id).collect::<Vec<Uuid>>())
-        .bind(streams.iter().map(|stream| expected_of(stream.expected_version)).collect::<Vec<_>>())
-        .bind(streams.iter().map(|stream| stream.events.len() as i32).collect::<Vec<_>>())
-        .bind(lock_keys)
-        .bind(events().map(|event| event.event_id).collect::<Vec<Uuid>>())
-        .bind(events().map(|event| event.event_type.as_str()).collect::<Vec<_>>())
-        .bind(events().map(|event| event.schema_version).collect::<Vec<_>>())
-        .bind(events().map(|event| event.payload.text()).collect::<Vec<_>>())
+    } else {
+        let events = || streams.iter().flat_map(|stream| &stream.events);
+        let lock_keys = (streams.len() <= STREAM_LOCKS_MAX).then(|| {
+            let mut keys: Vec<i64> = streams.iter().map(|stream| stream_lock_key(stream.stream_id)).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        });
+        sqlx::query_as(APPEND)
+            .bind(streams.iter().map(|stream| stream.organization_id).collect::<Vec<Uuid>>())
+            .bind(streams.iter().map(|stream| stream.stream_type.as_str()).collect::<Vec<_>>())
+            .bind(streams.iter().map(|stream| stream.stream_id).collect::<Vec<Uuid>>())
+            .bind(streams.iter().map(|stream| expected_of(stream.expected_version)).collect::<Vec<_>>())
+            .bind(streams.iter().map(|stream| stream.events.len() as i32).collect::<Vec<_>>())
+            .bind(lock_keys)
+            .bind(events().map(|event| event.event_id).collect::<Vec<Uuid>>())
+            .bind(events().map(|event| event.event_type.as_str()).collect::<Vec<_>>())
+            .bind(events().map(|event| event.schema_version).collect::<Vec<_>>())
+            .bind(events().map(|event| event.payload.text()).collect::<Vec<_>>())
+    };
+    let outcome: Outcome = query
         .bind(metadata)
         .bind(request.idempotency_key.as_deref())
         .bind(request.idempotency_key.as_ref().map(|_| fingerprint))
