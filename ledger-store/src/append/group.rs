@@ -2,8 +2,8 @@
 //! transaction (`ledger.append_group`, migration `20261126000009_append_in_groups.sql`),
 //! each with its own outcome.
 //!
-//! An append that fits one statement (of more than one event: one event to one stream goes
-//! alone, see [`fits`]), made while another is being written, joins the queue; when fewer than [`GROUPS_IN_FLIGHT`] groups are being written, a task is started
+//! An append that fits one statement, made while another is being written, joins the
+//! queue; when fewer than [`GROUPS_IN_FLIGHT`] groups are being written, a task is started
 //! that takes everything queued (up to [`GROUP_EVENTS_MAX`] events) as one group, writes it,
 //! answers each member and takes the next group, until the queue is empty. An append made
 //! while nothing else is being written goes alone ([`GroupCommit::alone`]); under load, the
@@ -75,13 +75,9 @@ enum Answer {
 }
 
 /// Whether `request` may join a group: what one statement appends, with few enough streams
-/// to lock each, and more than one event to one stream. One event to one stream (almost
-/// every command) goes alone through `ledger.append_one`: 16 tasks appending so made
-/// 5,478 appends/s (commands 5,010) against 4,086 (4,165) grouped, alternated in one sitting;
-/// PostgreSQL still flushes concurrent commits together.
+/// to lock each.
 pub(super) fn fits(request: &AppendRequest) -> bool {
-    let one_event = matches!(request.streams.as_slice(), [stream] if stream.events.len() == 1);
-    !one_event && request.streams.len() <= STREAM_LOCKS_MAX && fits_one_statement(request)
+    request.streams.len() <= STREAM_LOCKS_MAX && fits_one_statement(request)
 }
 
 /// Held by an append written alone while nothing else is being written.
