@@ -27,15 +27,17 @@ fn day(month: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, month, day).unwrap()
 }
 
-fn raise(cents: i64) -> EmployeeCommand {
+/// A monthly rate of `cents` in `currency` from March, for `reason`.
+fn rate_change(cents: i64, currency: Currency, reason: &str) -> EmployeeCommand {
     EmployeeCommand::ChangePayRate {
-        rate: PayRate {
-            amount: Money::new(Decimal::new(cents, 2), Currency::usd()).unwrap(),
-            basis: PayBasis::Monthly,
-        },
+        rate: PayRate { amount: Money::new(Decimal::new(cents, 2), currency).unwrap(), basis: PayBasis::Monthly },
         effective_from: day(3, 1),
-        reason: "raise".into(),
+        reason: reason.into(),
     }
+}
+
+fn raise(cents: i64) -> EmployeeCommand {
+    rate_change(cents, Currency::usd(), "raise")
 }
 
 fn move_to(position: &str) -> EmployeeCommand {
@@ -67,6 +69,15 @@ async fn hire(ledger: &Ledger, context: &Context) -> Uuid {
     employee
 }
 
+/// Hires one employee through `ledger` and raises them once: the raise reads the log (sealed)
+/// and `ledger` holds the result, at version 2.
+async fn held_employee(ledger: &Ledger, context: &Context) -> Uuid {
+    let employee = hire(ledger, context).await;
+    ledger.execute::<EmployeeAggregate>(context, employee, raise(510_000)).await.unwrap();
+    assert_eq!(ledger.held::<EmployeeAggregate>(employee).map(|held| held.version), Some(2), "held after its command");
+    employee
+}
+
 /// The employee's events as the log holds them.
 async fn events(store: &EventStore, employee: Uuid) -> Vec<EmployeeEvent> {
     decode_stream::<EmployeeEvent>(&store.read_stream(employee, 1).await.unwrap()).unwrap()
@@ -78,9 +89,7 @@ async fn a_decision_on_a_state_another_process_changed_is_made_again_on_the_log(
     let store = db.store();
     let (first, second) = (process(&store), process(&store));
     let context = Context::system(Uuid::new_v4(), "tester");
-    let employee = hire(&first, &context).await;
-    first.execute::<EmployeeAggregate>(&context, employee, raise(510_000)).await.unwrap();
-    assert_eq!(first.held::<EmployeeAggregate>(employee).map(|held| held.version), Some(2), "held after its command");
+    let employee = held_employee(&first, &context).await;
     // The other process terminates the employee: the first holds an active employee still.
     let terminate = EmployeeCommand::Terminate { end_date: day(2, 28), reason: "left".into() };
     second.execute::<EmployeeAggregate>(&context, employee, terminate).await.unwrap();
@@ -121,8 +130,7 @@ async fn a_repeated_request_on_a_held_state_is_a_replay_and_keeps_the_state_true
     let store = db.store();
     let ledger = process(&store);
     let context = Context::system(Uuid::new_v4(), "tester");
-    let employee = hire(&ledger, &context).await;
-    ledger.execute::<EmployeeAggregate>(&context, employee, raise(510_000)).await.unwrap();
+    let employee = held_employee(&ledger, &context).await;
     let keyed = context.idempotent("raise-2");
     let once = ledger.execute::<EmployeeAggregate>(&keyed, employee, raise(520_000)).await.unwrap();
     assert!(!once.replayed);
@@ -166,9 +174,7 @@ async fn a_held_state_of_another_organization_answers_nothing() {
     let store = db.store();
     let ledger = process(&store);
     let owner = Context::system(Uuid::new_v4(), "tester");
-    let employee = hire(&ledger, &owner).await;
-    ledger.execute::<EmployeeAggregate>(&owner, employee, raise(510_000)).await.unwrap();
-    assert!(ledger.held::<EmployeeAggregate>(employee).is_some());
+    let employee = held_employee(&ledger, &owner).await;
     let stranger = Context::system(Uuid::new_v4(), "tester");
     let refused = ledger.execute::<EmployeeAggregate>(&stranger, employee, raise(999_900)).await;
     assert!(matches!(refused, Err(Error::NotFound(_))), "{refused:?}");
@@ -229,28 +235,12 @@ async fn bad_input_on_a_held_state_is_refused_and_writes_nothing() {
     let store = db.store();
     let ledger = process(&store);
     let context = Context::system(Uuid::new_v4(), "tester");
-    let employee = hire(&ledger, &context).await;
-    ledger.execute::<EmployeeAggregate>(&context, employee, raise(510_000)).await.unwrap();
-    assert!(ledger.held::<EmployeeAggregate>(employee).is_some());
+    let employee = held_employee(&ledger, &context).await;
     // A rate in another currency than the employee's, then an empty reason.
-    let euros = EmployeeCommand::ChangePayRate {
-        rate: PayRate {
-            amount: Money::new(Decimal::new(510_000, 2), Currency::known("EUR").unwrap()).unwrap(),
-            basis: PayBasis::Monthly,
-        },
-        effective_from: day(3, 1),
-        reason: "raise".into(),
-    };
+    let euros = rate_change(510_000, Currency::known("EUR").unwrap(), "raise");
     let refused = ledger.execute::<EmployeeAggregate>(&context, employee, euros).await;
     assert!(matches!(&refused, Err(Error::Invalid(problem)) if problem.contains("rate.amount")), "{refused:?}");
-    let no_reason = EmployeeCommand::ChangePayRate {
-        rate: PayRate {
-            amount: Money::new(Decimal::new(520_000, 2), Currency::usd()).unwrap(),
-            basis: PayBasis::Monthly,
-        },
-        effective_from: day(3, 1),
-        reason: " ".into(),
-    };
+    let no_reason = rate_change(520_000, Currency::usd(), " ");
     let refused = ledger.execute::<EmployeeAggregate>(&context, employee, no_reason).await;
     assert!(matches!(&refused, Err(Error::Invalid(problem)) if problem.contains("reason")), "{refused:?}");
     assert_eq!(events(&store, employee).await.len(), 2, "nothing written for either");
