@@ -61,12 +61,14 @@ pub async fn prepare(pool: &PgPool) -> Result<Preparation> {
 }
 
 /// Begins an era on this cluster unless the latest one is this cluster's; returns the
-/// current era and whether it began now.
+/// current era and whether it began now. Records the era's check for this run of the cluster
+/// (appends then do not read the cluster's identifier again: `ledger.check_era`).
 pub async fn begin_era(pool: &PgPool) -> Result<(i32, bool)> {
     let mut transaction = pool.begin().await?;
     let before: Option<i32> =
         sqlx::query_scalar("select max(era) from ledger.eras").fetch_one(&mut *transaction).await?;
     let era: i32 = sqlx::query_scalar("select ledger.begin_era()").fetch_one(&mut *transaction).await?;
+    sqlx::query("select ledger.check_era()").execute(&mut *transaction).await?;
     transaction.commit().await?;
     let begun = before != Some(era);
     if begun {
@@ -83,9 +85,11 @@ pub async fn access_problems(executor: impl PgExecutor<'_>) -> Result<Vec<String
 
 /// Why this cluster cannot read or write the log now, if it cannot: the database came from
 /// another cluster and the ledger has not begun its era here (run `migrate` or start the
-/// server), or the migrations that make eras are not applied.
+/// server), or the migrations that make eras are not applied. When it can, the check is
+/// recorded for this run of the cluster (`ledger.check_era`), so that after PostgreSQL
+/// restarts the next readiness check spares appends the whole check again.
 pub async fn era_problem(executor: impl PgExecutor<'_>) -> Result<Option<String>> {
-    match sqlx::query("select ledger.current_era_offset()").execute(executor).await {
+    match sqlx::query("select ledger.check_era()").execute(executor).await {
         Ok(_) => Ok(None),
         Err(sqlx::Error::Database(error)) if matches!(error.code().as_deref(), Some("55000" | "42883" | "42P01")) => {
             Ok(Some(error.message().to_owned()))

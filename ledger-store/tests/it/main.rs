@@ -2,6 +2,7 @@
 
 mod append;
 mod concurrency;
+mod eras;
 mod group;
 mod immutability;
 mod properties;
