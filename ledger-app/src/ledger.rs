@@ -45,6 +45,14 @@ pub enum KeyUse {
     Without,
 }
 
+/// How a state folded after an append is held for the next command: a copy (the caller
+/// keeps the state current itself) or the state itself (the caller is done with it).
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Copied,
+    Moved,
+}
+
 /// The engine behind the API and the CLI.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -101,12 +109,13 @@ struct CachedState {
 }
 
 impl CachedState {
-    fn loaded<A: Aggregate>(&self) -> Option<(Uuid, Loaded<A::State>)> {
+    /// The state itself, shared (not copied), with its owner and version.
+    fn shared<A: Aggregate>(&self) -> Option<(Uuid, u64, Arc<A::State>)> {
         if self.stream_type != A::STREAM_TYPE {
             return None;
         }
-        let state = self.state.downcast_ref::<A::State>()?;
-        Some((self.organization_id, Loaded { state: state.clone(), version: self.version }))
+        let state = Arc::clone(&self.state).downcast::<A::State>().ok()?;
+        Some((self.organization_id, self.version, state))
     }
 }
 
@@ -115,29 +124,47 @@ impl StateCache {
         A::STREAM_TYPE == ledger_core::payroll::PayrollRunAggregate::STREAM_TYPE
     }
 
+    /// A copy of the state held for a stream (made outside the cache's lock).
     fn get<A: Aggregate>(&self, stream_id: Uuid) -> Option<(Uuid, Loaded<A::State>)> {
+        let (owner, version, state) = self.shared::<A>(stream_id)?;
+        Some((owner, Loaded { state: A::State::clone(&state), version }))
+    }
+
+    /// The state held for a stream, shared: what a command decides on without copying it.
+    fn shared<A: Aggregate>(&self, stream_id: Uuid) -> Option<(Uuid, u64, Arc<A::State>)> {
         if Self::is_run::<A>() {
             let runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            runs.iter().find(|cached| cached.stream_id == stream_id)?.loaded::<A>()
+            runs.iter().find(|cached| cached.stream_id == stream_id)?.shared::<A>()
         } else {
             let mut others = self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            others.get(&stream_id)?.loaded::<A>()
+            others.get(&stream_id)?.shared::<A>()
         }
     }
 
-    /// Keeps `loaded` unless a newer version of the stream is kept already.
+    /// Keeps a copy of `loaded` unless a newer version of the stream is kept already.
     fn put<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: &Loaded<A::State>) {
-        if loaded.version == 0 {
+        self.insert::<A>(organization_id, stream_id, loaded.version, || Arc::new(loaded.state.clone()));
+    }
+
+    /// Keeps `loaded` itself (moved in, not copied) unless a newer version is kept already.
+    fn keep<A: Aggregate>(&self, organization_id: Uuid, stream_id: Uuid, loaded: Loaded<A::State>) {
+        let Loaded { state, version } = loaded;
+        self.insert::<A>(organization_id, stream_id, version, move || Arc::new(state));
+    }
+
+    fn insert<A: Aggregate>(
+        &self,
+        organization_id: Uuid,
+        stream_id: Uuid,
+        version: u64,
+        state: impl FnOnce() -> Arc<dyn std::any::Any + Send + Sync>,
+    ) {
+        if version == 0 {
             return;
         }
-        let newer = |cached: &CachedState| cached.stream_type == A::STREAM_TYPE && cached.version >= loaded.version;
-        let cached = || CachedState {
-            stream_id,
-            stream_type: A::STREAM_TYPE,
-            organization_id,
-            version: loaded.version,
-            state: Arc::new(loaded.state.clone()),
-        };
+        let newer = |cached: &CachedState| cached.stream_type == A::STREAM_TYPE && cached.version >= version;
+        let cached =
+            || CachedState { stream_id, stream_type: A::STREAM_TYPE, organization_id, version, state: state() };
         if Self::is_run::<A>() {
             let mut runs = self.runs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if runs.iter().any(|kept| kept.stream_id == stream_id && newer(kept)) {
@@ -407,16 +434,22 @@ impl Ledger {
         A::Command: Clone,
     {
         let organization_id = context.organization_id();
-        let Some((owner, loaded)) = self.states.get::<A>(stream_id) else { return Ok(None) };
+        let Some((owner, version, shared)) = self.states.shared::<A>(stream_id) else { return Ok(None) };
         if owner != organization_id {
             return Ok(None);
         }
-        let Ok(events) = A::decide(&loaded.state, command.clone()) else { return Ok(None) };
+        let Ok(events) = A::decide(&shared, command.clone()) else { return Ok(None) };
         if events.is_empty() {
             return Ok(None);
         }
-        let mut loaded = loaded;
-        match self.append_decided::<A>(context, stream_id, &mut loaded, events).await {
+        // The cache lets go of its share, so that the events are folded into the state itself
+        // and it goes back moved, not copied (an employee's state copied twice per command was
+        // most of a command's CPU in this process: docs/benchmarks.md). Another command on the
+        // stream finds none meanwhile and reads the stream; a failed append leaves none held.
+        self.states.forget(stream_id);
+        let state = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+        let mut loaded = Loaded { state, version };
+        match self.append_decided::<A>(context, stream_id, &mut loaded, events, Held::Moved).await {
             Ok(result) => {
                 if result.replayed {
                     self.states.forget(stream_id);
@@ -435,7 +468,8 @@ impl Ledger {
 
     /// Appends `events` decided on `loaded` (its version the expected one) with the context's
     /// key and, when they were written, folds them into `loaded` and holds the result for the
-    /// next command, unless it now has personal data in clear (a hire): then nothing is held.
+    /// next command (a copy, or `loaded`'s state itself: see [`Held`]), unless it now has
+    /// personal data in clear (a hire): then nothing is held.
     /// A replay (the key was used) folds nothing.
     async fn append_decided<A: Aggregate>(
         &self,
@@ -443,6 +477,7 @@ impl Ledger {
         stream_id: Uuid,
         loaded: &mut Loaded<A::State>,
         events: Vec<A::Event>,
+        held: Held,
     ) -> std::result::Result<AppendResult, StoreError> {
         let organization_id = context.organization_id();
         let stream = stream_append::<A>(organization_id, stream_id, loaded.version, &events);
@@ -452,10 +487,14 @@ impl Ledger {
             let state = std::mem::take(&mut loaded.state);
             loaded.version += events.len() as u64;
             loaded.state = events.into_iter().fold(state, A::evolve_owned);
-            if personal {
-                self.states.forget(stream_id);
-            } else {
-                self.states.put::<A>(organization_id, stream_id, loaded);
+            match (personal, held) {
+                (true, _) => self.states.forget(stream_id),
+                (false, Held::Copied) => self.states.put::<A>(organization_id, stream_id, loaded),
+                (false, Held::Moved) => {
+                    let version = loaded.version;
+                    let state = std::mem::take(&mut loaded.state);
+                    self.states.keep::<A>(organization_id, stream_id, Loaded { state, version });
+                }
             }
         }
         Ok(result)
@@ -522,7 +561,7 @@ impl Ledger {
                     *loaded = self.load::<A>(organization_id, stream_id).await?;
                 }
                 let events = A::decide(&loaded.state, command.clone())?;
-                let result = self.append_decided::<A>(context, stream_id, loaded, events).await?;
+                let result = self.append_decided::<A>(context, stream_id, loaded, events, Held::Copied).await?;
                 if result.replayed {
                     // Nothing was written: the stream is as the earlier request left it.
                     *loaded = self.load::<A>(organization_id, stream_id).await?;
