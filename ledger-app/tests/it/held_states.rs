@@ -246,3 +246,43 @@ async fn bad_input_on_a_held_state_is_refused_and_writes_nothing() {
     assert_eq!(events(&store, employee).await.len(), 2, "nothing written for either");
     assert_eq!(ledger.held::<EmployeeAggregate>(employee).map(|held| held.version), Some(2));
 }
+
+/// A command on a held state stopped while its append waits (a cancelled request, a timeout):
+/// whether its event lands is not known, so nothing is held any more (the state was let go
+/// before the append, not copied), and the next command is decided on the log.
+#[tokio::test]
+async fn a_command_stopped_in_its_append_leaves_no_state_held() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let ledger = process(&store);
+    let context = Context::system(Uuid::new_v4(), "tester");
+    let employee = held_employee(&ledger, &context).await;
+    // Every append waits while another transaction holds the log's lock exclusively.
+    let mut blocker = db.connect().await;
+    sqlx::query("begin").execute(&mut blocker).await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(1279607879, 0)").execute(&mut blocker).await.unwrap();
+    let stopped = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        ledger.execute::<EmployeeAggregate>(&context, employee, raise(520_000)),
+    )
+    .await;
+    assert!(stopped.is_err(), "the append waited for the lock: {stopped:?}");
+    assert_eq!(ledger.held::<EmployeeAggregate>(employee), None, "nothing held while its outcome is unknown");
+    sqlx::query("rollback").execute(&mut blocker).await.unwrap();
+
+    ledger.execute::<EmployeeAggregate>(&context, employee, raise(530_000)).await.unwrap();
+    let written = events(&store, employee).await;
+    // The stopped raise landed or did not (its statement may still run once the lock is
+    // free, and is refused if the next one came first); the next one lands once, after
+    // whatever the log holds.
+    assert!(matches!(written.len(), 3 | 4), "{written:?}");
+    let amount_of = |event: &EmployeeEvent| match event {
+        EmployeeEvent::EmployeePayRateChanged { rate, .. } => Some(rate.amount.amount()),
+        _ => None,
+    };
+    let raises: Vec<_> = written.iter().filter_map(amount_of).collect();
+    assert_eq!(raises.iter().filter(|amount| **amount == Decimal::new(530_000, 2)).count(), 1, "{written:?}");
+    let held = ledger.held::<EmployeeAggregate>(employee).unwrap();
+    let from_log = process(&store).load::<EmployeeAggregate>(context.organization_id(), employee).await.unwrap();
+    assert_eq!(held, from_log, "the held state is the one the log folds to");
+}
