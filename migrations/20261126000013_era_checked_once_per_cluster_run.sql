@@ -31,26 +31,40 @@ comment on table ledger.era_checked is
 
 revoke all on ledger.era_checked from public;
 
-create or replace function ledger.current_era_offset() returns numeric
+-- The whole check: the latest era and its offset, when that era is this cluster's; raises
+-- otherwise (the database was restored or copied here and the ledger has not started since).
+create function ledger.era_of_this_cluster(out era integer, out xid_offset numeric)
 language plpgsql stable security definer
 set search_path = pg_catalog
 as $$
 declare
     latest record;
 begin
-    select c.xid_offset into latest from ledger.era_checked c
-    where c.postmaster_started = pg_postmaster_start_time()
-        and c.era = (select max(e.era) from ledger.eras e);
-    if found then
-        return latest.xid_offset;
-    end if;
-    select e.system_identifier, e.xid_offset into latest from ledger.eras e order by e.era desc limit 1;
+    select e.era, e.system_identifier, e.xid_offset into latest from ledger.eras e order by e.era desc limit 1;
     if not found or latest.system_identifier <> (select c.system_identifier from pg_control_system() c) then
         raise exception 'the ledger has not begun its era on this PostgreSQL cluster (the database was restored or copied from another cluster)'
             using errcode = 'object_not_in_prerequisite_state',
                   hint = 'run `payroll-ledger migrate` (or start the server) once with the database owner: it begins the era; then reads and writes go on';
     end if;
-    return latest.xid_offset;
+    era := latest.era;
+    xid_offset := latest.xid_offset;
+end
+$$;
+
+create or replace function ledger.current_era_offset() returns numeric
+language plpgsql stable security definer
+set search_path = pg_catalog
+as $$
+declare
+    recorded numeric;
+begin
+    select c.xid_offset into recorded from ledger.era_checked c
+    where c.postmaster_started = pg_postmaster_start_time()
+        and c.era = (select max(e.era) from ledger.eras e);
+    if found then
+        return recorded;
+    end if;
+    return (ledger.era_of_this_cluster()).xid_offset;
 end
 $$;
 
@@ -63,12 +77,7 @@ as $$
 declare
     latest record;
 begin
-    select e.era, e.system_identifier, e.xid_offset into latest from ledger.eras e order by e.era desc limit 1;
-    if not found or latest.system_identifier <> (select c.system_identifier from pg_control_system() c) then
-        raise exception 'the ledger has not begun its era on this PostgreSQL cluster (the database was restored or copied from another cluster)'
-            using errcode = 'object_not_in_prerequisite_state',
-                  hint = 'run `payroll-ledger migrate` (or start the server) once with the database owner: it begins the era; then reads and writes go on';
-    end if;
+    select * into latest from ledger.era_of_this_cluster();
     -- Written only when it changes (a readiness check every few seconds writes nothing); two
     -- checks at once write the same row.
     if not exists (select 1 from ledger.era_checked c

@@ -445,22 +445,15 @@ impl Ledger {
         // The cache lets go of its share, so that the events are folded into the state itself
         // and it goes back moved, not copied (an employee's state copied twice per command was
         // most of a command's CPU in this process: docs/benchmarks.md). Another command on the
-        // stream finds none meanwhile and reads the stream; a failed append leaves none held.
+        // stream finds none meanwhile and reads the stream; a replay (nothing folded) or a
+        // failed append leaves none held.
         self.states.forget(stream_id);
         let state = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
         let mut loaded = Loaded { state, version };
         match self.append_decided::<A>(context, stream_id, &mut loaded, events, Held::Moved).await {
-            Ok(result) => {
-                if result.replayed {
-                    self.states.forget(stream_id);
-                }
-                Ok(Some(result.into()))
-            }
+            Ok(result) => Ok(Some(result.into())),
             Err(error) => match Error::from(error) {
-                Error::VersionConflict(_) => {
-                    self.states.forget(stream_id);
-                    Ok(None)
-                }
+                Error::VersionConflict(_) => Ok(None),
                 error => Err(error),
             },
         }
