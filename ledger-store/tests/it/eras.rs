@@ -138,3 +138,20 @@ async fn the_appenders_read_of_the_record_is_checked_and_repaired() {
     db.store().append(&one()).await.unwrap();
     assert_eq!(crate::event_count(&db.pool).await, 1);
 }
+
+/// Readiness checks of several servers at once after PostgreSQL restarted: every one answers,
+/// and one record is left.
+#[tokio::test]
+async fn checks_at_once_all_answer_and_record_once() {
+    let db = TestDatabase::new().await;
+    sqlx::query("delete from ledger.era_checked").execute(&db.pool).await.unwrap();
+    let checks = (0..8).map(|_| {
+        let pool = db.pool.clone();
+        tokio::spawn(async move { ledger_store::cluster::era_problem(&pool).await.unwrap() })
+    });
+    for check in checks {
+        assert_eq!(check.await.unwrap(), None);
+    }
+    let rows: i64 = sqlx::query_scalar("select count(*) from ledger.era_checked").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(rows, 1);
+}
