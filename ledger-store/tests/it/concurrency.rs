@@ -231,6 +231,41 @@ async fn a_tailing_reader_polls_when_notifications_are_lost() {
     assert_eq!(waker.notifications_received(), 0, "no notification was sent: polling found them");
 }
 
+#[tokio::test]
+async fn a_burst_of_notifications_wakes_a_waiting_reader_once_not_once_each() {
+    let db = TestDatabase::new().await;
+    let mut waker = ledger_store::AppendWaker::listen(&db.pool).await.unwrap();
+    // 300 appends announced one at a time while the reader was busy elsewhere.
+    let mut sender = db.pool.acquire().await.unwrap();
+    for _ in 0..300 {
+        sqlx::query("select pg_notify($1, '')").bind(ledger_store::NOTIFY_CHANNEL).execute(&mut *sender).await.unwrap();
+    }
+    let mut wakes = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while waker.notifications_received() < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 300 notifications arrived",
+            waker.notifications_received()
+        );
+        let before = waker.notifications_received();
+        waker.wait(std::time::Duration::from_millis(100)).await;
+        wakes += usize::from(waker.notifications_received() > before);
+    }
+    // Delivery is asynchronous, so a few wakes may each find part of the burst; one per
+    // notification (300) is what a reader stepping through empty reads for each would do.
+    assert!(wakes <= 5, "300 notifications woke the reader {wakes} times");
+    // Nothing more is pending: the next wait lasts its whole timeout.
+    let started = std::time::Instant::now();
+    waker.wait(std::time::Duration::from_millis(300)).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(300),
+        "woken by nothing after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(waker.notifications_received(), 300);
+}
+
 /// One writer's random mix of appends over a small set of shared streams.
 async fn random_writer(
     store: EventStore,
