@@ -293,6 +293,7 @@ impl Runner {
                 }
             }
         }
+        waker.close().await;
         leadership.close().await?;
         Ok(())
     }

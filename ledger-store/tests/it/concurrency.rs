@@ -232,6 +232,28 @@ async fn a_tailing_reader_polls_when_notifications_are_lost() {
 }
 
 #[tokio::test]
+async fn a_waker_listens_on_a_connection_of_its_own_not_one_of_the_pool() {
+    let db = TestDatabase::new().await;
+    // A pool of one: a listener that kept its connection would leave nothing to read with.
+    let pool = ledger_store::pool_options()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_with(db.pool.connect_options().as_ref().clone())
+        .await
+        .unwrap();
+    let mut waker = ledger_store::AppendWaker::listen(&pool).await.unwrap();
+    let store = EventStore::new(pool.clone());
+    let organization = Uuid::new_v4();
+    store.append(&numbered(organization, Uuid::new_v4(), ExpectedVersion::NoStream, 1)).await.unwrap();
+    let started = std::time::Instant::now();
+    waker.wait(std::time::Duration::from_secs(5)).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "the append's notification woke it");
+    assert_eq!(store.read_all(Checkpoint::START, 10).await.unwrap().len(), 1);
+    waker.close().await;
+    assert_eq!(pool.size(), 1, "the pool's own connection only");
+}
+
+#[tokio::test]
 async fn a_burst_of_notifications_wakes_a_waiting_reader_once_not_once_each() {
     let db = TestDatabase::new().await;
     let mut waker = ledger_store::AppendWaker::listen(&db.pool).await.unwrap();
