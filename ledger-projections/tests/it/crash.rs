@@ -128,7 +128,11 @@ async fn an_aborted_runner_task_resumes_without_losing_or_repeating() {
     let db = TestDatabase::new().await;
     let store = db.store();
     credited_wallets(&store).await;
-    let options = RunnerOptions { batch_size: 15, poll_interval: std::time::Duration::from_millis(50) };
+    let options = RunnerOptions {
+        batch_size: 15,
+        poll_interval: std::time::Duration::from_millis(50),
+        ..RunnerOptions::default()
+    };
     for attempt in 0..5u64 {
         let flaky =
             Arc::new(Flaky { applies: AtomicUsize::new(0), fail_at: 0, delay: std::time::Duration::from_millis(2) });

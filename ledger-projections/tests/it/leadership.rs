@@ -68,7 +68,11 @@ async fn two_runners_apply_once_and_the_standby_takes_over() {
     for cents in 1..=20 {
         credit(&store, payroll.organization, wallet.as_uuid(), cents).await.unwrap();
     }
-    let options = RunnerOptions { batch_size: 3, poll_interval: std::time::Duration::from_millis(50) };
+    let options = RunnerOptions {
+        batch_size: 3,
+        poll_interval: std::time::Duration::from_millis(50),
+        ..RunnerOptions::default()
+    };
     let (stop_leader, leader_stopped) = watch::channel(false);
     let leader = Runner::new(db.pool.clone(), Arc::new(WalletProjection), options);
     let leader = tokio::spawn(async move { leader.run(leader_stopped).await });
@@ -107,7 +111,11 @@ async fn concurrent_writers_with_interleaved_commits_are_projected_exactly_once(
     let runner = Runner::new(
         db.pool.clone(),
         Arc::new(WalletProjection),
-        RunnerOptions { batch_size: 7, poll_interval: std::time::Duration::from_millis(20) },
+        RunnerOptions {
+            batch_size: 7,
+            poll_interval: std::time::Duration::from_millis(20),
+            ..RunnerOptions::default()
+        },
     );
     let runner = tokio::spawn(async move { runner.run(stopped).await });
     let organization = payroll.organization;
@@ -140,4 +148,59 @@ async fn concurrent_writers_with_interleaved_commits_are_projected_exactly_once(
     assert_eq!(projected_matches_log(&db).await.0, written);
     stop.send(true).unwrap();
     runner.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_steady_stream_of_appends_a_runner_steps_at_most_once_per_interval() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let mut payroll = Payroll::register(store.clone()).await;
+    let (_, wallet) = payroll.hire(100_000, day(2026, 1, 1), true).await;
+    let interval = std::time::Duration::from_millis(300);
+    let options = RunnerOptions { step_interval_min: interval, ..RunnerOptions::default() };
+    let (stop, stopped) = watch::channel(false);
+    let runner = Runner::new(db.pool.clone(), Arc::new(WalletProjection), options);
+    let runner = tokio::spawn(async move { runner.run(stopped).await });
+    wait_for_wallet_projection(&store).await;
+
+    // A credit every 10 ms for 1.5 s, each notified; the wallet projection's checkpoint is
+    // watched every 2 ms meanwhile: every value it takes is one step that applied events.
+    let writer = {
+        let (store, organization) = (store.clone(), payroll.organization);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let mut credits = 0;
+            while started.elapsed() < std::time::Duration::from_millis(1_500) {
+                credit(&store, organization, wallet.as_uuid(), 1).await.unwrap();
+                credits += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            (credits, started.elapsed())
+        })
+    };
+    let mut checkpoints = std::collections::BTreeSet::new();
+    while !writer.is_finished() {
+        let position: i64 = sqlx::query_scalar(
+            "select global_position from ledger.projection_checkpoints where projection_name = 'wallet'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        checkpoints.insert(position);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let (credits, took) = writer.await.unwrap();
+    wait_for_wallet_projection(&store).await;
+    projected_matches_log(&db).await;
+    stop.send(true).unwrap();
+    runner.await.unwrap().unwrap();
+
+    // One step per interval at most, plus the one under way when the watch began.
+    let most = (took.as_millis() / interval.as_millis()) as usize + 2;
+    assert!(credits > 3 * most, "the stream was steady: {credits} credits in {took:?}");
+    assert!(
+        checkpoints.len() <= most,
+        "{} steps for {credits} credits in {took:?}, at most {most} expected",
+        checkpoints.len()
+    );
 }

@@ -16,7 +16,11 @@ async fn rebuilding_every_projection_gives_the_live_tables_row_for_row() {
     let db = TestDatabase::new().await;
     let store = db.store();
     let (stop, stopped) = watch::channel(false);
-    let options = RunnerOptions { batch_size: 50, poll_interval: std::time::Duration::from_millis(100) };
+    let options = RunnerOptions {
+        batch_size: 50,
+        poll_interval: std::time::Duration::from_millis(100),
+        ..RunnerOptions::default()
+    };
     let runners: Vec<_> = all()
         .into_iter()
         .map(|projection| {
