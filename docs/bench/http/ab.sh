@@ -38,7 +38,7 @@ for B in "$@"; do
   caught_up
   echo -n "$B: "
   RUN=m$RANDOM wrk -t2 -c16 -d15s --latency -s "$HERE/payrate.lua" "$API" 2>&1 \
-    | grep -E "Requests/sec|50%|99%|Non-2xx|requests in" | tr -s ' ' | tr '\n' ' '
+    | grep -E "Requests/sec| 50% | 99% |Non-2xx|requests in" | tr -s ' ' | tr '\n' ' '
   BEHIND=$(psql "$DATABASE_URL" -Atc "$LAG"); START=$(date +%s.%N)
   caught_up
   echo "| projections behind at the end: $BEHIND events, caught up after $(echo "$(date +%s.%N) - $START" | bc | cut -c1-4) s"

@@ -22,8 +22,8 @@ async fn raises_in_order(offsets: Vec<u16>) {
         payroll.raise(employee, 500_000 + n as i64 * 100, effective).await;
     }
     catch_up_all(&store).await;
-    let rows: Vec<(NaiveDate, Option<NaiveDate>, i64)> = sqlx::query_as(
-        "select valid_from, valid_to, global_position from employee.employee_history \
+    let rows: Vec<(NaiveDate, Option<NaiveDate>, i64, rust_decimal::Decimal)> = sqlx::query_as(
+        "select valid_from, valid_to, global_position, rate_amount from employee.employee_history \
          where employee_id = $1 and change = 'pay_rate' order by valid_from, global_position",
     )
     .bind(employee.as_uuid())
@@ -31,22 +31,33 @@ async fn raises_in_order(offsets: Vec<u16>) {
     .await
     .unwrap();
     assert_eq!(rows.len(), offsets.len() + 1, "the hire's rate and every raise");
-    for (index, (valid_from, valid_to, position)) in rows.iter().enumerate() {
+    for (index, (valid_from, valid_to, position, _)) in rows.iter().enumerate() {
         let expected = rows.get(index + 1).map(|next| next.0 - chrono::Days::new(1));
         assert_eq!(*valid_to, expected, "row {index} (from {valid_from}, position {position}) of {rows:?}");
     }
-    let current: (NaiveDate,) =
-        sqlx::query_as("select rate_effective_from from employee.employees where employee_id = $1")
+    let current: (NaiveDate, rust_decimal::Decimal) =
+        sqlx::query_as("select rate_effective_from, rate_amount from employee.employees where employee_id = $1")
             .bind(employee.as_uuid())
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!(current.0, rows.last().unwrap().0, "the current rate is the latest effective one");
+    let latest = rows.last().unwrap();
+    assert_eq!(
+        current,
+        (latest.0, latest.3),
+        "the current rate is the latest effective one (each raise's amount differs)"
+    );
 }
 
 #[tokio::test]
 async fn backdated_and_same_day_raises_leave_each_row_valid_until_the_next() {
     raises_in_order(vec![30, 0, 30, 10, 60, 0, 45, 20, 20]).await;
+}
+
+#[tokio::test]
+async fn the_last_raise_made_and_latest_effective_is_the_current_rate() {
+    // Two on one day last: the later in the log is current.
+    raises_in_order(vec![10, 0, 20, 20]).await;
 }
 
 proptest! {
