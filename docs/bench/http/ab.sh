@@ -18,8 +18,13 @@ API=http://127.0.0.1:18080
 mkdir -p "$WORK" && cd "$WORK"
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/httpb PAYROLL_LEDGER_MASTER_KEY_FILE=$WORK/master.key
 export EMPLOYEES=$WORK/employees.txt
+trap '[ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null' EXIT
 LAG="select coalesce((select max(global_position) from ledger.events) - min(global_position), 0) from ledger.projection_checkpoints"
-caught_up() { while [ "$(psql "$DATABASE_URL" -Atc "$LAG")" != 0 ]; do sleep 0.2; done; }
+# Waits (at most 5 minutes) until every projection has applied the whole log.
+caught_up() {
+  for _ in $(seq 1500); do [ "$(psql "$DATABASE_URL" -Atc "$LAG")" = 0 ] && return; sleep 0.2; done
+  echo "the projections did not catch up in 5 minutes: see $WORK/serve.log" >&2; exit 1
+}
 for B in "$@"; do
   if curl -s -o /dev/null "$API/health"; then
     echo "something already answers on $API: stop it first" >&2; exit 1
