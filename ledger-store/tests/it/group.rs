@@ -323,3 +323,68 @@ async fn a_groups_key_check_reads_no_other_key() {
     let read = keys_read(&mut connection).await - before;
     assert!(read < 20000, "eight groups read {read} key rows: a scan of every key");
 }
+
+/// A group whose streams carry one event each (commands) is written as an append alone would
+/// write it: each stream's row follows its stored head, positions in the members' order, the
+/// writing transaction's era id, each member's own metadata; a refused member writes nothing.
+#[tokio::test]
+async fn a_group_of_one_event_streams_writes_each_row_as_an_append_alone_would() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let (a, b, c, d) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    store.append(&numbered(organization, c, ExpectedVersion::NoStream, 1)).await.unwrap();
+    store.append(&numbered(organization, d, ExpectedVersion::NoStream, 1)).await.unwrap();
+    // Member 1: two new streams (a, b); member 2: c at version 1; member 3: d, stale.
+    let mut transaction = db.pool.begin().await.unwrap();
+    let outcomes: Vec<(i32, String, Option<Vec<i64>>, Option<Vec<i64>>)> = sqlx::query_as(
+        "select member, status, positions, first_versions from ledger.append_group( \
+             array[2, 1, 1], array['{\"actor\":\"one\"}', '{\"actor\":\"two\"}', '{\"actor\":\"three\"}'], \
+             array[null, 'key-2', null]::text[], array[null, '\\x02', null]::bytea[], \
+             array_fill($1::uuid, array[4]), array_fill('test_stream'::text, array[4]), $2, array[0, 0, 1, 0]::int8[], \
+             array[1, 1, 1, 1], $3, $4, array_fill('Numbered'::text, array[4]), array[1, 1, 1, 1], \
+             array['{\"n\": 0}', '{\"n\": 1}', '{\"n\": 2}', '{\"n\": 3}'])",
+    )
+    .bind(organization)
+    .bind(vec![a, b, c, d])
+    .bind(vec![a, b, c, d].into_iter().map(lock_key).collect::<Vec<_>>())
+    .bind((0..4).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+    .fetch_all(&mut *transaction)
+    .await
+    .unwrap();
+    let writing: String =
+        sqlx::query_scalar("select ledger.current_transaction_id()::text").fetch_one(&mut *transaction).await.unwrap();
+    transaction.commit().await.unwrap();
+    let positions: Vec<i64> = outcomes.iter().filter_map(|outcome| outcome.2.clone()).flatten().collect();
+    assert_eq!(
+        outcomes.iter().map(|outcome| (outcome.0, outcome.1.as_str(), outcome.3.clone())).collect::<Vec<_>>(),
+        [(1, "written", Some(vec![1, 1])), (2, "written", Some(vec![2])), (3, "refused", None)]
+    );
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "positions in the members' order: {positions:?}");
+    let rows: Vec<(i64, Uuid, i64, String, String, bool)> = sqlx::query_as(
+        "select e.global_position, e.stream_id, e.stream_version, e.transaction_id::text, e.metadata->>'actor', \
+             e.prev_hash is not distinct from (select p.hash from ledger.events p \
+                 where p.stream_id = e.stream_id and p.stream_version = e.stream_version - 1) \
+         from ledger.events e where e.global_position = any($1) order by e.global_position",
+    )
+    .bind(&positions)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected = [(a, 1, "one"), (b, 1, "one"), (c, 2, "two")];
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for ((position, stream, version, transaction_id, actor, follows), (stream_id, stream_version, member_actor)) in
+        rows.iter().zip(expected)
+    {
+        assert_eq!((*stream, *version, actor.as_str()), (stream_id, stream_version, member_actor), "at {position}");
+        assert_eq!(transaction_id, &writing, "the writing transaction's era id at {position}");
+        assert!(follows, "the row at {position} follows its stream's stored head");
+    }
+    let keys: i64 = sqlx::query_scalar("select count(*) from ledger.idempotency_keys where idempotency_key = 'key-2'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 1);
+    assert_eq!(event_count(&db.pool).await, 5, "the stale member wrote nothing");
+    all_intact(&store, 5).await;
+}
