@@ -3,9 +3,10 @@ use ledger_store::{
     AppendRequest, Checkpoint, EventStore, ExpectedVersion, Metadata, PayloadSelection, READ_BATCH_MAX, RecordedEvent,
     StoreError,
 };
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::{numbered, read_all_until};
+use crate::{event, numbered, read_all_until, stream};
 
 #[tokio::test]
 async fn read_all_pages_through_the_log_in_commit_order() {
@@ -152,4 +153,74 @@ async fn a_selective_read_leaves_metadata_and_hashes_out_unless_asked() {
     }
     assert_eq!(whole[0].metadata["role"], "processor");
     assert!(whole[1].prev_hash.is_some() && whole[1].hash.len() == 32);
+}
+
+/// The log's time index (BRIN) is summarized by vacuum, which autovacuum runs on the log
+/// every 50,000 appended events: an append filling new ranges asks autovacuum for no work
+/// item (with autosummarize on, a payroll run overflowed autovacuum's 256 items and logged a
+/// line per range), and once vacuumed no range is left to summarize, while a time-range
+/// read still finds every event. (Vacuum leaves the range still being filled for later.)
+#[tokio::test]
+async fn the_time_index_is_summarized_by_vacuum_not_by_a_request_per_range() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let options: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
+        "select relname::text, reloptions from pg_class \
+         where relname in ('events', 'events_recorded_at') and relnamespace = 'ledger'::regnamespace order by relname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        options,
+        [
+            (
+                "events".to_owned(),
+                Some(vec![
+                    "autovacuum_vacuum_insert_threshold=50000".to_owned(),
+                    "autovacuum_vacuum_insert_scale_factor=0".to_owned()
+                ])
+            ),
+            ("events_recorded_at".to_owned(), Some(vec!["autosummarize=off".to_owned()])),
+        ]
+    );
+    // About three ranges of 128 pages: 3 appends of 2,000 events of ~1 KB.
+    let started: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select clock_timestamp()").fetch_one(&db.pool).await.unwrap();
+    let organization = Uuid::new_v4();
+    let padding = "x".repeat(1_000);
+    for _ in 0..3 {
+        let events = (0..2_000).map(|n| event("Padded", json!({ "n": n, "padding": padding }))).collect();
+        let request = AppendRequest::single(
+            stream(organization, Uuid::new_v4(), ExpectedVersion::NoStream, events),
+            Metadata::by("tester"),
+        );
+        store.append(&request).await.unwrap();
+    }
+    let pages: i64 =
+        sqlx::query_scalar("select pg_relation_size('ledger.events') / 8192").fetch_one(&db.pool).await.unwrap();
+    assert!(pages > 2 * 128, "the appends filled {pages} pages, fewer than two ranges");
+    sqlx::query("vacuum ledger.events").execute(&db.pool).await.unwrap();
+    let left: i32 = sqlx::query_scalar("select brin_summarize_new_values('ledger.events_recorded_at')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    // Vacuum leaves the range still being filled (the log's last, partial one) for later.
+    let partial = i32::from(pages % 128 != 0);
+    assert_eq!(left, partial, "ranges vacuum left unsummarized of {pages} pages");
+    let mut connection = db.connect().await;
+    sqlx::query("set enable_seqscan = off").execute(&mut connection).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("explain select count(*) from ledger.events where recorded_at >= $1")
+        .bind(started)
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Bitmap Index Scan on events_recorded_at"), "{plan}");
+    let found: i64 = sqlx::query_scalar("select count(*) from ledger.events where recorded_at >= $1")
+        .bind(started)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(found, 6_000, "a time-range read finds every event ({plan})");
 }
