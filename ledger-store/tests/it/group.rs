@@ -324,6 +324,9 @@ async fn a_groups_key_check_reads_no_other_key() {
     assert!(read < 20000, "eight groups read {read} key rows: a scan of every key");
 }
 
+/// A member's answer: number, status, positions, its streams' first new versions.
+type MemberPositions = (i32, String, Option<Vec<i64>>, Option<Vec<i64>>);
+
 /// A group whose streams carry one event each (commands) is written as an append alone would
 /// write it: each stream's row follows its stored head, positions in the members' order, the
 /// writing transaction's era id, each member's own metadata; a refused member writes nothing.
@@ -337,7 +340,7 @@ async fn a_group_of_one_event_streams_writes_each_row_as_an_append_alone_would()
     store.append(&numbered(organization, d, ExpectedVersion::NoStream, 1)).await.unwrap();
     // Member 1: two new streams (a, b); member 2: c at version 1; member 3: d, stale.
     let mut transaction = db.pool.begin().await.unwrap();
-    let outcomes: Vec<(i32, String, Option<Vec<i64>>, Option<Vec<i64>>)> = sqlx::query_as(
+    let outcomes: Vec<MemberPositions> = sqlx::query_as(
         "select member, status, positions, first_versions from ledger.append_group( \
              array[2, 1, 1], array['{\"actor\":\"one\"}', '{\"actor\":\"two\"}', '{\"actor\":\"three\"}'], \
              array[null, 'key-2', null]::text[], array[null, '\\x02', null]::bytea[], \
