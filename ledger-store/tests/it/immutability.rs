@@ -197,6 +197,126 @@ async fn a_client_cannot_write_a_wrong_chain_time_or_position() {
     assert!(db.store().verify_all().await.unwrap().is_intact());
 }
 
+/// Stages a stream's next event in `staged` (a copy of the log's columns), chained after the
+/// stream's previous event whether that is staged or stored, hashed by `ledger.event_hash`.
+async fn stage(
+    connection: &mut sqlx::PgConnection,
+    organization_id: Uuid,
+    stream_id: Uuid,
+    version: i64,
+    payload: &str,
+) {
+    sqlx::query(
+        "insert into staged (global_position, transaction_id, event_id, organization_id, stream_type, stream_id, \
+             stream_version, event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash) \
+         select position, ledger.current_transaction_id(), event_id, $1, 'test_stream', $2, $3, 'ByHand', 1, $4::jsonb, \
+             '{\"actor\": \"tester\"}'::jsonb, now(), previous, \
+             ledger.event_hash(previous, position, event_id, $1, 'test_stream', $2, $3, 'ByHand', 1, $4::jsonb, \
+                 '{\"actor\": \"tester\"}'::jsonb, now()) \
+         from (select nextval('ledger.events_global_position_seq') as position, gen_random_uuid() as event_id, \
+             coalesce((select hash from staged where stream_id = $2 and stream_version = $3 - 1), \
+                      (select hash from ledger.events where stream_id = $2 and stream_version = $3 - 1)) as previous) next",
+    )
+    .bind(organization_id)
+    .bind(stream_id)
+    .bind(version)
+    .bind(payload)
+    .execute(connection)
+    .await
+    .unwrap();
+}
+
+/// A statement of many rows, several to a stream, is checked row by row: each row against the
+/// one before it in its stream, whether the statement wrote that one too or an earlier one
+/// did, in whatever order the statement lists them; the first wrong row (by position) is
+/// named and nothing of the statement is stored.
+#[tokio::test]
+async fn a_statement_of_many_rows_is_checked_against_its_own_rows_and_the_stored_ones() {
+    let db = TestDatabase::new().await;
+    let organization_id = Uuid::new_v4();
+    let (stored, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+    insert_by_hand(&db.pool, stored, 1, &[]).await.unwrap();
+    let mut connection = db.connect().await;
+    sqlx::query("begin").execute(&mut connection).await.unwrap();
+    sqlx::query("create temp table staged on commit drop as select * from ledger.events limit 0")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    // Payloads whose text jsonb writes its own way (key order, numbers' scale, escapes).
+    let payloads = [
+        r#"{"n": 1.000, "a": "Zoë \"Q\" 🎉\\n"}"#,
+        r#"{"net": {"amount": "3000.10", "currency": {"code": "JPY", "scale": 0}}, "list": [1e3, -0.0, null]}"#,
+        r#"{"nested": {"b": 2, "a": 1}, "tab": "a\tb"}"#,
+    ];
+    for (n, payload) in payloads.iter().enumerate() {
+        stage(&mut connection, organization_id, stored, n as i64 + 2, payload).await;
+        stage(&mut connection, organization_id, fresh, n as i64 + 1, payload).await;
+    }
+    let columns = "global_position, transaction_id, event_id, organization_id, stream_type, stream_id, stream_version, \
+                   event_type, schema_version, payload, metadata, recorded_at, prev_hash, hash";
+    let refused = [
+        ("delete from attempt where stream_id = $2 and stream_version = 2", "has no version 2 to follow"),
+        (
+            "update attempt set prev_hash = sha256('another link') where stream_id = $1 and stream_version = 3",
+            "event 3 of stream {stored}: prev_hash must be",
+        ),
+        (
+            "update attempt set prev_hash = sha256('nothing') where stream_id = $2 and stream_version = 1",
+            "event 1 of stream {fresh}: prev_hash must be",
+        ),
+        (
+            // The link is right, the linked row's hash is not its own.
+            "update attempt set hash = case stream_version when 3 then sha256('forged') else hash end, \
+                 prev_hash = case stream_version when 4 then sha256('forged') else prev_hash end \
+             where stream_id = $1",
+            "event 3 of stream {stored}: hash must be ledger.event_hash",
+        ),
+        (
+            "update attempt a set global_position = (select sum(global_position) from attempt b \
+                 where b.stream_id = a.stream_id and b.stream_version in (2, 3)) - a.global_position \
+             where stream_id = $2 and stream_version in (2, 3)",
+            "event 3 of stream {fresh}: global_position",
+        ),
+        (
+            "update attempt set recorded_at = recorded_at - interval '1 second' where stream_id = $2 and stream_version = 3",
+            "event 3 of stream {fresh}: recorded_at must be",
+        ),
+        (
+            "update attempt set payload = payload || '{\"n\": 2}' where stream_id = $1 and stream_version = 2",
+            "event 2 of stream {stored}: hash must be ledger.event_hash",
+        ),
+    ];
+    for (tamper, problem) in refused {
+        let problem = problem.replace("{stored}", &stored.to_string()).replace("{fresh}", &fresh.to_string());
+        for order in ["global_position", "global_position desc", "stream_id, stream_version desc"] {
+            sqlx::query("savepoint attempt").execute(&mut connection).await.unwrap();
+            sqlx::query("create temp table attempt as select * from staged").execute(&mut connection).await.unwrap();
+            sqlx::query(tamper).bind(stored).bind(fresh).execute(&mut connection).await.unwrap();
+            let error = sqlx::query(&format!(
+                "insert into ledger.events ({columns}) select {columns} from attempt order by {order}"
+            ))
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+            assert!(error.to_string().contains(&problem), "{tamper} ({order}): {error}");
+            assert_eq!(error.as_database_error().and_then(|error| error.code()).as_deref(), Some("23514"), "{tamper}");
+            sqlx::query("rollback to savepoint attempt").execute(&mut connection).await.unwrap();
+        }
+    }
+    // Untouched, listed newest first: taken whole.
+    let written = sqlx::query(&format!(
+        "insert into ledger.events ({columns}) select {columns} from staged order by global_position desc"
+    ))
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(written.rows_affected(), 6);
+    sqlx::query("commit").execute(&mut connection).await.unwrap();
+    assert_eq!(event_count(&db.pool).await, 7);
+    let report = db.store().verify_all().await.unwrap();
+    assert!(report.is_intact() && report.events_checked == 7, "{report:?}");
+}
+
 /// The append functions chain their rows themselves and run as `ledger_appender`, the one role
 /// whose inserts the check skips: no writer can become it, and a writer's own INSERT is checked
 /// as the owner's is.
