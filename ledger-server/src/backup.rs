@@ -176,6 +176,11 @@ pub async fn restore(
     if let Some(missing) = &preparation.access_missing {
         bail!("{missing}");
     }
+    // pg_restore leaves every table without planner statistics until autovacuum gets to it
+    // (a minute or more): meanwhile a read of many streams at once (`stream_id = any(...)`, a
+    // payment batch's) is planned as a scan of the whole log, seconds per read on a large one.
+    progress("gathering the planner's statistics of the restored tables (ANALYZE)");
+    sqlx::query("analyze").execute(&pool).await?;
     let store = EventStore::new(pool.clone());
     let events = store.count_after(ledger_store::Checkpoint::START).await?;
     progress(&format!("verifying the hash chains of {events} events"));

@@ -5,7 +5,8 @@
 # too, alternated at 1 and 16 clients, 6 s each, $ROUNDS rounds in each order.
 # Usage: docs/bench/pgbench/before-after.sh 20261126000011
 #        SCRIPT=one-event-append-one.sql docs/bench/pgbench/before-after.sh 20261126000013
-# (PGHOST/PGUSER as for psql; drops and makes databases ab_before and ab_after.)
+# (PGHOST/PGUSER as for psql; drops and makes databases ab_before and ab_after, and drops them at
+# the end unless KEEP=1; ROUNDS=0 KEEP=1 only makes them, for measuring them some other way.)
 set -euo pipefail
 MIGRATION=${1:?name the migration by its number, e.g. 20261126000011}
 ROUNDS=${ROUNDS:-3}
@@ -38,4 +39,4 @@ for order in "ab_before ab_after" "ab_after ab_before"; do
     done
   done
 done
-psql -qc "drop database ab_before" -c "drop database ab_after"
+[ -n "${KEEP:-}" ] || psql -qc "drop database ab_before" -c "drop database ab_after"

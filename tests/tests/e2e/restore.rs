@@ -190,6 +190,23 @@ async fn a_backup_restored_into_a_new_cluster_is_read_and_written_in_order() {
         .unwrap();
         assert_eq!(owners, ["ledger_appender", "ledger_appender"]);
         assert_eq!(ledger_store::cluster::access_problems(&pool).await.unwrap(), Vec::<String>::new());
+        // The planner has the restored tables' statistics before anything reads them.
+        let unanalyzed: Vec<String> = sqlx::query_scalar(
+            "select schemaname || '.' || relname from pg_stat_user_tables \
+             where schemaname in ('ledger', 'employee', 'payroll', 'wallet') and n_live_tup > 0 \
+                 and last_analyze is null and last_autoanalyze is null order by 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(unanalyzed, Vec::<String>::new());
+        let events_described: bool = sqlx::query_scalar(
+            "select exists (select 1 from pg_stats where schemaname = 'ledger' and tablename = 'events' and attname = 'stream_id')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(events_described, "ledger.events has statistics on stream_id");
         let counter: i64 =
             sqlx::query_scalar("select pg_current_xact_id()::text::int8").fetch_one(&pool).await.unwrap();
         assert!(counter < source_top, "the new cluster's counter ({counter}) is below the source's ids ({source_top})");
