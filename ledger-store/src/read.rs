@@ -302,8 +302,9 @@ pub(crate) async fn count_after(executor: impl PgExecutor<'_>, after: Checkpoint
     Ok(count)
 }
 
-/// The events of several streams, each in version order, streams in `stream_ids` order of
-/// first appearance. One query: for loading many aggregates at once.
+/// The events of several streams, each stream's together and in version order, the streams
+/// in the order of their ids (a stream named twice is read once). One query: for loading
+/// many aggregates at once.
 pub(crate) async fn read_streams(executor: impl PgExecutor<'_>, stream_ids: &[Uuid]) -> Result<Vec<RecordedEvent>> {
     let sql = format!(
         "select {} from ledger.events where stream_id = any($1) order by stream_id, stream_version",

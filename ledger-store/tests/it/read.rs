@@ -224,3 +224,34 @@ async fn the_time_index_is_summarized_by_vacuum_not_by_a_request_per_range() {
         .unwrap();
     assert_eq!(found, 6_000, "a time-range read finds every event ({plan})");
 }
+
+/// Many streams in one read: each stream's events together in version order, the streams in
+/// the order of their ids, a stream named twice read once, an unknown one read as nothing.
+#[tokio::test]
+async fn many_streams_are_read_in_the_order_named_each_in_version_order() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let streams: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    // Interleaved appends, so that log order is not stream order.
+    for round in 0..3_u64 {
+        for (n, stream_id) in streams.iter().enumerate() {
+            if round <= n as u64 {
+                let expected = if round == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(round) };
+                store.append(&numbered(organization, *stream_id, expected, 1)).await.unwrap();
+            }
+        }
+    }
+    let unknown = Uuid::new_v4();
+    let asked = [streams[3], streams[0], unknown, streams[2], streams[3], streams[1]];
+    let read: Vec<(Uuid, u64)> =
+        store.read_streams(&asked).await.unwrap().iter().map(|e| (e.stream_id, e.stream_version)).collect();
+    let mut versions = [(streams[0], 1), (streams[1], 2), (streams[2], 3), (streams[3], 3)];
+    versions.sort();
+    let expected: Vec<(Uuid, u64)> = versions
+        .iter()
+        .flat_map(|(stream_id, versions)| (1..=*versions).map(move |version| (*stream_id, version)))
+        .collect();
+    assert_eq!(read, expected);
+    assert!(store.read_streams(&[]).await.unwrap().is_empty());
+}
