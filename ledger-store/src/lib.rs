@@ -57,6 +57,30 @@ pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
     })
 }
 
+/// What the ledger's connections are called in `pg_stat_activity` when neither the
+/// connection URL (`application_name=`) nor `PGAPPNAME` names them.
+pub const APPLICATION_NAME: &str = "payroll-ledger";
+
+/// What a pool or connection of the ledger's is for, shown after its name.
+const CONNECTION_ROLES: [&str; 4] = ["writer", "projector", "notifier", "listener"];
+
+/// `options` named `<name> <role>` (`payroll-ledger writer`; the name is the one `options`
+/// carry, from the URL or `PGAPPNAME`, else [`APPLICATION_NAME`]), or just `<name>` for the
+/// main pool: which pool holds a connection shows in `pg_stat_activity`, for an operator
+/// reading a lock wait or a slow query.
+pub fn named(options: &sqlx::postgres::PgConnectOptions, role: Option<&str>) -> sqlx::postgres::PgConnectOptions {
+    let given = options.get_application_name().filter(|name| !name.is_empty()).unwrap_or(APPLICATION_NAME);
+    let name = CONNECTION_ROLES
+        .iter()
+        .find_map(|known| given.strip_suffix(known).and_then(|rest| rest.strip_suffix(' ')))
+        .unwrap_or(given);
+    let named = match role {
+        Some(role) => format!("{name} {role}"),
+        None => name.to_owned(),
+    };
+    options.clone().application_name(&named)
+}
+
 /// Every migration of the ledger (event store and read schemas), embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -328,5 +352,31 @@ impl EventStore {
     /// Recomputes one stream's hash chain.
     pub async fn verify_stream(&self, stream_id: Uuid) -> Result<VerifyReport> {
         verify::verify(&self.pool, VerifyScope::Stream(stream_id), &mut |_| {}).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name_of(options: &sqlx::postgres::PgConnectOptions) -> &str {
+        options.get_application_name().unwrap_or_default()
+    }
+
+    #[test]
+    fn each_pool_is_named_after_the_process_and_what_it_is_for() {
+        let plain = sqlx::postgres::PgConnectOptions::new().application_name("");
+        assert_eq!(name_of(&named(&plain, None)), "payroll-ledger");
+        let writer = named(&plain, Some("writer"));
+        assert_eq!(name_of(&writer), "payroll-ledger writer");
+        // A pool made from another pool's options is named for itself, not after both.
+        assert_eq!(name_of(&named(&writer, Some("notifier"))), "payroll-ledger notifier");
+        assert_eq!(name_of(&named(&writer, None)), "payroll-ledger");
+        // The operator's name (URL or PGAPPNAME) is kept.
+        let given: sqlx::postgres::PgConnectOptions =
+            "postgres://ledger@db.internal/ledger?application_name=acme-payroll".parse().unwrap();
+        assert_eq!(name_of(&named(&given, Some("projector"))), "acme-payroll projector");
+        let odd = sqlx::postgres::PgConnectOptions::new().application_name("writer");
+        assert_eq!(name_of(&named(&odd, Some("listener"))), "writer listener");
     }
 }

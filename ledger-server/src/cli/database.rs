@@ -44,10 +44,15 @@ impl Database {
         if let Some(server) = &local {
             create_database(server).await?;
         }
-        let pool =
-            ledger_store::pool_options().max_connections(POOL_CONNECTIONS_MAX).connect(&url).await.with_context(
-                || format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?"),
-            )?;
+        let options: sqlx::postgres::PgConnectOptions =
+            url.parse().with_context(|| format!("DATABASE_URL is not a PostgreSQL URL: {location}"))?;
+        let pool = ledger_store::pool_options()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .connect_with(ledger_store::named(&options, None))
+            .await
+            .with_context(|| {
+                format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
+            })?;
         if migrations == Migrations::Apply {
             let prepared = ledger_store::cluster::prepare(&pool).await.context("applying migrations")?;
             if prepared.era_begun && prepared.era > 1 {

@@ -198,3 +198,31 @@ async fn twenty_four_calculations_of_one_run_at_once() {
 async fn a_hundred_calculations_of_one_run_at_once() {
     calculations_at_once(100).await;
 }
+
+/// Which pool holds a connection shows in `pg_stat_activity`: the served ledger's appends,
+/// projectors and listeners each name theirs.
+#[tokio::test]
+async fn each_pool_names_its_connections_for_the_operator() {
+    let world = World::new().await;
+    world.register().await;
+    world.hire("5000.00", true).await;
+    let names = || async {
+        sqlx::query_scalar::<_, String>(
+            "select distinct application_name from pg_stat_activity where datname = current_database() order by 1",
+        )
+        .fetch_all(&world.db.pool)
+        .await
+        .unwrap()
+    };
+    let wanted =
+        ["payroll-ledger listener", "payroll-ledger notifier", "payroll-ledger projector", "payroll-ledger writer"];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = names().await;
+        if wanted.iter().all(|name| seen.iter().any(|seen| seen == name)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pools not named as wanted {wanted:?}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
