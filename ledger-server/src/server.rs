@@ -38,7 +38,7 @@ pub fn ledger(pool: PgPool, metrics: Arc<CommandMetrics>) -> Ledger {
         .max_connections(WRITER_CONNECTIONS_MAX)
         .acquire_timeout(CONNECTION_WAIT)
         .connect_lazy_with(
-            ledger_store::named(&pool.connect_options(), Some("writer"))
+            ledger_store::named(&pool.connect_options(), ledger_store::ConnectionRole::Writer)
                 .options([("lock_timeout", lock_timeout.as_str())]),
         );
     Ledger::new(EventStore::new(pool).with_writers(writers), metrics, projections)
@@ -151,7 +151,7 @@ pub fn start_runners(
     // A step holds one connection; the leadership locks and the listeners have their own.
     let runners_pool = ledger_store::pool_options()
         .max_connections(projections.len().max(1) as u32 + 1)
-        .connect_lazy_with(ledger_store::named(&pool.connect_options(), Some("projector")));
+        .connect_lazy_with(ledger_store::named(&pool.connect_options(), ledger_store::ConnectionRole::Projector));
     let mut running = RunningProjectors { health: Vec::new(), tasks: Vec::new() };
     // The last runner to end closes the runners' pool before its task ends: whoever awaits
     // every task (a command before it stops its private server) finds its connections

@@ -61,21 +61,46 @@ pub fn pool_options() -> sqlx::postgres::PgPoolOptions {
 /// connection URL (`application_name=`) nor `PGAPPNAME` names them.
 pub const APPLICATION_NAME: &str = "payroll-ledger";
 
-/// What a pool or connection of the ledger's is for, shown after its name.
-const CONNECTION_ROLES: [&str; 4] = ["writer", "projector", "notifier", "listener"];
+/// What a pool or connection of the ledger's is for, shown after its name in
+/// `pg_stat_activity` (see [`named`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRole {
+    /// The main pool: API reads and every CLI command (the name alone).
+    Main,
+    Writer,
+    Projector,
+    Listener,
+    Notifier,
+}
+
+impl ConnectionRole {
+    const ALL: [ConnectionRole; 5] = [Self::Main, Self::Writer, Self::Projector, Self::Listener, Self::Notifier];
+
+    fn suffix(self) -> Option<&'static str> {
+        match self {
+            Self::Main => None,
+            Self::Writer => Some("writer"),
+            Self::Projector => Some("projector"),
+            Self::Listener => Some("listener"),
+            Self::Notifier => Some("notifier"),
+        }
+    }
+}
 
 /// `options` named `<name> <role>` (`payroll-ledger writer`; the name is the one `options`
 /// carry, from the URL or `PGAPPNAME`, else [`APPLICATION_NAME`]), or just `<name>` for the
 /// main pool: which pool holds a connection shows in `pg_stat_activity`, for an operator
-/// reading a lock wait or a slow query.
-pub fn named(options: &sqlx::postgres::PgConnectOptions, role: Option<&str>) -> sqlx::postgres::PgConnectOptions {
+/// reading a lock wait or a slow query. Options taken from another pool's are named for the
+/// new role only, not after both.
+pub fn named(options: &sqlx::postgres::PgConnectOptions, role: ConnectionRole) -> sqlx::postgres::PgConnectOptions {
     let given = options.get_application_name().filter(|name| !name.is_empty()).unwrap_or(APPLICATION_NAME);
-    let name = CONNECTION_ROLES
+    let name = ConnectionRole::ALL
         .iter()
-        .find_map(|known| given.strip_suffix(known).and_then(|rest| rest.strip_suffix(' ')))
+        .filter_map(|known| known.suffix())
+        .find_map(|suffix| given.strip_suffix(suffix).and_then(|rest| rest.strip_suffix(' ')))
         .unwrap_or(given);
-    let named = match role {
-        Some(role) => format!("{name} {role}"),
+    let named = match role.suffix() {
+        Some(suffix) => format!("{name} {suffix}"),
         None => name.to_owned(),
     };
     options.clone().application_name(&named)
@@ -366,17 +391,17 @@ mod tests {
     #[test]
     fn each_pool_is_named_after_the_process_and_what_it_is_for() {
         let plain = sqlx::postgres::PgConnectOptions::new().application_name("");
-        assert_eq!(name_of(&named(&plain, None)), "payroll-ledger");
-        let writer = named(&plain, Some("writer"));
+        assert_eq!(name_of(&named(&plain, ConnectionRole::Main)), "payroll-ledger");
+        let writer = named(&plain, ConnectionRole::Writer);
         assert_eq!(name_of(&writer), "payroll-ledger writer");
         // A pool made from another pool's options is named for itself, not after both.
-        assert_eq!(name_of(&named(&writer, Some("notifier"))), "payroll-ledger notifier");
-        assert_eq!(name_of(&named(&writer, None)), "payroll-ledger");
+        assert_eq!(name_of(&named(&writer, ConnectionRole::Notifier)), "payroll-ledger notifier");
+        assert_eq!(name_of(&named(&writer, ConnectionRole::Main)), "payroll-ledger");
         // The operator's name (URL or PGAPPNAME) is kept.
         let given: sqlx::postgres::PgConnectOptions =
             "postgres://ledger@db.internal/ledger?application_name=acme-payroll".parse().unwrap();
-        assert_eq!(name_of(&named(&given, Some("projector"))), "acme-payroll projector");
+        assert_eq!(name_of(&named(&given, ConnectionRole::Projector)), "acme-payroll projector");
         let odd = sqlx::postgres::PgConnectOptions::new().application_name("writer");
-        assert_eq!(name_of(&named(&odd, Some("listener"))), "writer listener");
+        assert_eq!(name_of(&named(&odd, ConnectionRole::Listener)), "writer listener");
     }
 }

@@ -93,7 +93,7 @@ fn listener_pool(pool: &PgPool) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
-        .connect_lazy_with(crate::named(&pool.connect_options(), Some("listener")))
+        .connect_lazy_with(crate::named(&pool.connect_options(), crate::ConnectionRole::Listener))
 }
 
 /// A listener on [`NOTIFY_CHANNEL`] through `pool` (a listener's own: see [`listener_pool`]).
@@ -163,7 +163,11 @@ impl AppendNotifier {
         let open = match connection.as_mut() {
             Some(open) => open,
             None => connection.insert(
-                sqlx::PgConnection::connect_with(&crate::named(&pool.connect_options(), Some("notifier"))).await?,
+                sqlx::PgConnection::connect_with(&crate::named(
+                    &pool.connect_options(),
+                    crate::ConnectionRole::Notifier,
+                ))
+                .await?,
             ),
         };
         let sent = sqlx::query("select pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *open).await;

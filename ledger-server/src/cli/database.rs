@@ -48,7 +48,7 @@ impl Database {
             url.parse().with_context(|| format!("DATABASE_URL is not a PostgreSQL URL: {location}"))?;
         let pool = ledger_store::pool_options()
             .max_connections(POOL_CONNECTIONS_MAX)
-            .connect_with(ledger_store::named(&options, None))
+            .connect_with(ledger_store::named(&options, ledger_store::ConnectionRole::Main))
             .await
             .with_context(|| {
                 format!("cannot connect to PostgreSQL at {location}; is it running, and is DATABASE_URL right?")
