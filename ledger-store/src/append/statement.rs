@@ -2,11 +2,12 @@
 //! `20261126000008_append_in_one_statement.sql`) takes the same locks in the same order,
 //! checks each stream's head, reserves positions, chains (the hash computed by
 //! `ledger.event_hash`, the one definition in SQL), inserts and records the key, in the
-//! statement's own transaction: one round trip instead of six. The database's chain check
-//! verifies its rows as it verifies every insert.
+//! statement's own transaction: one round trip instead of six. The functions run as
+//! `ledger_appender` and chain their rows themselves; the database's chain check, which
+//! verifies every other insert, skips that role's (migration `20261126000011`).
 //!
-//! One event to one stream goes through `ledger.append_one` instead (one cached statement for
-//! the shape almost every command has), answered alike.
+//! One event to one stream goes through `ledger.append_one` instead (a few small cached
+//! statements for the shape almost every command has), answered alike.
 //!
 //! Used for an append of fewer than [`super::COPY_ROWS_MIN`] events and
 //! [`super::COPY_PAYLOAD_BYTES_MIN`] payload bytes that erases no data key (every command);
@@ -23,8 +24,8 @@ use crate::event::{AppendRequest, AppendResult, ExpectedVersion, StreamHead};
 const APPEND: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
     first_versions from ledger.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// One event to one stream (almost every command): `ledger.append_one`, one cached statement
-/// (migration `20261126000012_append_one.sql`), answering in the same columns.
+/// One event to one stream (almost every command): `ledger.append_one` (migrations
+/// `20261126000012_append_one.sql`, `20261127000004`), one call answering in the same columns.
 const APPEND_ONE: &str = "select status, stream_index, stored_version, stored_type, stored_organization, positions, \
     first_versions from ledger.append_one($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 

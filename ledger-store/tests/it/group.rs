@@ -391,3 +391,50 @@ async fn a_group_of_one_event_streams_writes_each_row_as_an_append_alone_would()
     assert_eq!(event_count(&db.pool).await, 5, "the stale member wrote nothing");
     all_intact(&store, 5).await;
 }
+
+/// Which members a group tries, and which it answers busy without trying: a key an earlier
+/// member has, a key another transaction holds, a stream an earlier member holding its key
+/// has, a stream another transaction holds. A member busy on its key claims no stream, so a
+/// later member with that stream is tried and written.
+#[tokio::test]
+async fn a_group_answers_busy_for_what_an_earlier_member_or_another_transaction_has() {
+    let db = TestDatabase::new().await;
+    let organization = Uuid::new_v4();
+    let (a, b, c, d, e) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut holder = db.connect().await;
+    sqlx::query("begin").execute(&mut holder).await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(1279607881, hashtext('held-key')), pg_advisory_xact_lock($1)")
+        .bind(lock_key(d))
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let members = [
+        (a, Some("key-1")),    // 1: written
+        (b, Some("key-1")),    // 2: busy, key-1 is member 1's
+        (b, Some("key-2")),    // 3: written: member 2 claimed no stream
+        (c, Some("held-key")), // 4: busy, its key is held elsewhere
+        (c, None),             // 5: written: member 4 claimed no stream
+        (a, None),             // 6: busy, stream a is member 1's
+        (d, None),             // 7: busy, stream d is held elsewhere
+        (e, Some("key-3")),    // 8: written
+    ];
+    let streams: Vec<(Uuid, Option<i64>)> = members.iter().map(|(stream, _)| (*stream, None)).collect();
+    let keys: Vec<Option<String>> = members.iter().map(|(_, key)| key.map(str::to_owned)).collect();
+    let outcomes = append_group_by_sql_keyed(&db.pool, organization, &streams, 1, &keys).await.unwrap();
+    let statuses: Vec<&str> = outcomes.iter().map(|outcome| outcome.0.as_str()).collect();
+    assert_eq!(statuses, ["written", "busy", "written", "busy", "written", "busy", "busy", "written"]);
+    sqlx::query("commit").execute(&mut holder).await.unwrap();
+    let written: Vec<(Uuid, i64)> =
+        sqlx::query_as("select stream_id, stream_version from ledger.events order by global_position")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(written, [(a, 1), (b, 1), (c, 1), (e, 1)]);
+    let recorded: Vec<String> =
+        sqlx::query_scalar("select idempotency_key from ledger.idempotency_keys order by idempotency_key")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, ["key-1", "key-2", "key-3"]);
+    all_intact(&db.store(), 4).await;
+}
