@@ -6,7 +6,8 @@
 //! queue; when fewer than [`GROUPS_IN_FLIGHT`] groups are being written, a task is started
 //! that takes everything queued (up to [`GROUP_EVENTS_MAX`] events) as one group, writes it,
 //! answers each member and takes the next group, until the queue is empty. An append made
-//! while nothing else is being written goes alone ([`GroupCommit::alone`]); under load, the
+//! while nothing else is being written and no group's task runs goes alone
+//! ([`GroupCommit::alone`]); under load, the
 //! appends that arrive while a group is being written share the next group's commit, WAL
 //! flush and chain check. Nothing waits for a timer.
 //!
@@ -15,6 +16,10 @@
 //! member of a group the database refused as a whole (nothing of it was written) is appended
 //! alone by its caller, as before group commit. The group's task runs apart from its
 //! callers: a caller that stops waiting (a cancelled request) does not stop its group.
+//!
+//! Before it takes a group the task yields once to the runtime, so that the appends made at
+//! that moment (the answered callers of the group before, appending again at once) join it
+//! rather than the next: at 16 tasks this took groups from 5.2 to 8.2 events on average.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -90,14 +95,17 @@ impl Drop for Alone<'_> {
 }
 
 impl GroupCommit {
-    /// When no append is being written, the caller writes its own alone (a group of one
-    /// costs more than [`super::statement`] and a task hand-off: a single writer loses
-    /// nothing to group commit), holding what this returns; appends that arrive meanwhile
-    /// form a group. `None`: others are being written, join
-    /// them with [`GroupCommit::append`].
+    /// When no append is being written and no group's task runs, the caller writes its own
+    /// alone (a group of one costs more than [`super::statement`] and a task hand-off: a
+    /// single writer loses nothing to group commit), holding what this returns; appends that
+    /// arrive meanwhile form a group. `None`: others are being written, or a task is
+    /// answering a group whose callers append again at once: join them with
+    /// [`GroupCommit::append`] (under load, an append alone is a commit and a WAL flush for
+    /// one event: 1,412 of 3,718 transactions at 16 tasks carried one event when a group's
+    /// answered callers could go alone).
     pub(super) fn alone(&self) -> Option<Alone<'_>> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.writing > 0 || queue.alone > 0 || !queue.waiting.is_empty() {
+        if queue.writing > 0 || queue.alone > 0 || queue.running > 0 || !queue.waiting.is_empty() {
             return None;
         }
         queue.alone += 1;
@@ -142,7 +150,11 @@ impl GroupCommit {
     /// Writes groups until the queue is empty.
     async fn drain(self: Arc<Self>, pool: PgPool) {
         let _running = Running(&self);
-        while let Some(members) = self.next_group() {
+        loop {
+            // Lets the appends made at this moment join the group first: a group's answered
+            // callers append again at once, and the first of them starts this task.
+            tokio::task::yield_now().await;
+            let Some(members) = self.next_group() else { break };
             let answers = write_group(&pool, &members).await;
             // Counted out before they are answered: a caller's next append, made as soon as
             // it has its answer, goes alone when nothing else is being written.
