@@ -53,10 +53,9 @@ pub(crate) struct GroupCommit {
 #[derive(Debug, Default)]
 struct Queue {
     waiting: VecDeque<Member>,
-    /// Groups being written (tasks draining the queue).
+    /// Groups being written (tasks draining the queue; a task counts until it finds the
+    /// queue empty, so while one answers its group).
     running: usize,
-    /// Appends in the groups being written.
-    writing: usize,
     /// Appends being written alone because nothing else was (see [`GroupCommit::alone`]).
     alone: usize,
 }
@@ -105,7 +104,7 @@ impl GroupCommit {
     /// answered callers could go alone).
     pub(super) fn alone(&self) -> Option<Alone<'_>> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.writing > 0 || queue.alone > 0 || queue.running > 0 || !queue.waiting.is_empty() {
+        if queue.running > 0 || queue.alone > 0 || !queue.waiting.is_empty() {
             return None;
         }
         queue.alone += 1;
@@ -156,9 +155,6 @@ impl GroupCommit {
             tokio::task::yield_now().await;
             let Some(members) = self.next_group() else { break };
             let answers = write_group(&pool, &members).await;
-            // Counted out before they are answered: a caller's next append, made as soon as
-            // it has its answer, goes alone when nothing else is being written.
-            self.queue.lock().unwrap_or_else(PoisonError::into_inner).writing -= members.len();
             for (member, answer) in members.into_iter().zip(answers) {
                 let _ = member.reply.send(answer);
             }
@@ -187,7 +183,6 @@ impl GroupCommit {
             queue.running -= 1;
             return None;
         }
-        queue.writing += members.len();
         Some(members)
     }
 }
@@ -200,8 +195,6 @@ impl Drop for Running<'_> {
         if std::thread::panicking() {
             let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.running -= 1;
-            // Its group's count is lost with it; the count only decides when to go alone.
-            queue.writing = 0;
         }
     }
 }
