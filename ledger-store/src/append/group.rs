@@ -1,5 +1,6 @@
 //! Group commit: the small appends waiting in this process at one moment written in one
-//! transaction (`ledger.append_group`, migration `20261126000009_append_in_groups.sql`),
+//! transaction (`ledger.append_group`, migrations `20261126000009_append_in_groups.sql` and
+//! `20261127000005_append_group_in_small_statements.sql`),
 //! each with its own outcome.
 //!
 //! An append that fits one statement, made while another is being written, joins the

@@ -438,3 +438,61 @@ async fn a_group_answers_busy_for_what_an_earlier_member_or_another_transaction_
     assert_eq!(recorded, ["key-1", "key-2", "key-3"]);
     all_intact(&db.store(), 4).await;
 }
+
+/// A refused member is answered with the first of its streams that refused it (its index
+/// among the member's streams) and that stream's stored head, whether the group's streams
+/// carry one event each (the path of commands) or several; the member's other streams get
+/// nothing, and the members after it are written.
+#[tokio::test]
+async fn a_refused_member_is_answered_with_the_stream_that_refused_it() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let (organization, other) = (Uuid::new_v4(), Uuid::new_v4());
+    for count in [1, 2] {
+        let (fresh, stale, foreign, written) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        store.append(&numbered(organization, stale, ExpectedVersion::NoStream, 1)).await.unwrap();
+        store.append(&numbered(other, foreign, ExpectedVersion::NoStream, 2)).await.unwrap();
+        let before = event_count(&db.pool).await;
+        // Member 1: `fresh` (new) and `stale` (expected 0, at 1); member 2: `foreign` (another
+        // organization's); member 3: `written` (new).
+        let streams = [fresh, stale, foreign, written];
+        let events = streams.len() * count;
+        type Answer = (i32, String, Option<i32>, Option<i64>, Option<String>, Option<Uuid>, Option<Vec<i64>>);
+        let answers: Vec<Answer> = sqlx::query_as(
+            "select member, status, stream_index, stored_version, stored_type, stored_organization, first_versions \
+             from ledger.append_group(array[2, 1, 1], array_fill('{\"actor\":\"sql\"}'::text, array[3]), \
+                 array[null, null, null]::text[], array[null, null, null]::bytea[], \
+                 array_fill($1::uuid, array[4]), array_fill('test_stream'::text, array[4]), $2, \
+                 array[null, 0, null, 0]::int8[], array_fill($3::int4, array[4]), $4, $5, \
+                 array_fill('Numbered'::text, array[$6::int4]), array_fill(1, array[$6::int4]), \
+                 array_fill('{\"n\": 0}'::text, array[$6::int4])) order by member",
+        )
+        .bind(organization)
+        .bind(streams.to_vec())
+        .bind(count as i32)
+        .bind(streams.iter().map(|id| lock_key(*id)).collect::<Vec<_>>())
+        .bind((0..events).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+        .bind(events as i32)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            answers,
+            [
+                (1, "refused".to_owned(), Some(2), Some(1), Some("test_stream".to_owned()), Some(organization), None),
+                (2, "refused".to_owned(), Some(1), Some(2), Some("test_stream".to_owned()), Some(other), None),
+                (3, "written".to_owned(), None, None, None, None, Some(vec![1])),
+            ],
+            "{count} event(s) a stream"
+        );
+        assert_eq!(event_count(&db.pool).await, before + count as i64, "only member 3's events");
+        let fresh_rows: i64 = sqlx::query_scalar("select count(*) from ledger.events where stream_id = $1")
+            .bind(fresh)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(fresh_rows, 0, "a refused member writes none of its streams");
+    }
+    let total = event_count(&db.pool).await as u64;
+    all_intact(&store, total).await;
+}
