@@ -496,3 +496,112 @@ async fn a_refused_member_is_answered_with_the_stream_that_refused_it() {
     let total = event_count(&db.pool).await as u64;
     all_intact(&store, total).await;
 }
+
+/// The stream's last stored version, read again until a connection answers.
+async fn stored_version(pool: &sqlx::PgPool, stream: Uuid) -> u64 {
+    loop {
+        let read: Result<i64, _> =
+            sqlx::query_scalar("select coalesce(max(stream_version), 0) from ledger.events where stream_id = $1")
+                .bind(stream)
+                .fetch_one(pool)
+                .await;
+        if let Ok(version) = read {
+            return u64::try_from(version).expect("versions are positive");
+        }
+    }
+}
+
+/// Connections killed under concurrent appends (a failover, an operator's
+/// `pg_terminate_backend`), the groups' included: an append answered as written is in the
+/// log, none is written twice, one answered with an error was written once or not at all,
+/// and the appends after the kills are written (no dead connection is kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_killed_under_concurrent_appends_lose_nothing_and_double_nothing() {
+    let db = TestDatabase::new().await;
+    let store = db.store();
+    let organization = Uuid::new_v4();
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers = (0..12).map(|_| {
+        let (store, pool, errors) = (store.clone(), db.pool.clone(), errors.clone());
+        async move {
+            let stream = Uuid::new_v4();
+            let (mut version, mut sent) = (0, Vec::new());
+            for _ in 0..30 {
+                let request = numbered(organization, stream, ExpectedVersion::Exact(version), 1);
+                let event_id = request.streams[0].events[0].event_id;
+                match store.append(&request).await {
+                    Ok(result) => {
+                        assert_eq!(result.streams[0].version, version + 1);
+                        sent.push((event_id, Some(result.positions[0])));
+                        version += 1;
+                    }
+                    Err(StoreError::Database(_)) => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        sent.push((event_id, None));
+                        version = stored_version(&pool, stream).await;
+                    }
+                    Err(other) => panic!("an append refused as {other:?}: the writer read its version wrong"),
+                }
+            }
+            (stream, sent)
+        }
+    });
+    let killer = {
+        let (writing, errors) = (writing.clone(), errors.clone());
+        let mut connection = db.connect().await;
+        async move {
+            let mut kills = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let killed: i64 = sqlx::query_scalar(
+                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity \
+                     where datname = current_database() and pid <> pg_backend_pid()",
+                )
+                .fetch_one(&mut connection)
+                .await
+                .unwrap();
+                kills += killed;
+                // Kill only until appends have failed: a pause lets groups form again.
+                let pause = if errors.load(std::sync::atomic::Ordering::Relaxed) > 5 { 50 } else { 3 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            kills
+        }
+    };
+    let (written, kills) = tokio::join!(
+        async {
+            let written = join_all(writers).await;
+            writing.store(false, std::sync::atomic::Ordering::Relaxed);
+            written
+        },
+        killer
+    );
+    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(kills > 0 && errors > 0, "{kills} backends killed, {errors} appends failed: the kills did not bite");
+    for (stream, sent) in &written {
+        let stored: Vec<(i64, Uuid)> = sqlx::query_as(
+            "select global_position, event_id from ledger.events where stream_id = $1 order by stream_version",
+        )
+        .bind(stream)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let stored_ids: Vec<Uuid> = stored.iter().map(|(_, id)| *id).collect();
+        for (event_id, position) in sent {
+            let copies = stored_ids.iter().filter(|id| *id == event_id).count();
+            match position {
+                Some(position) => {
+                    assert_eq!(copies, 1, "an append answered as written is in the log once");
+                    assert!(stored.contains(&(*position, *event_id)), "at the position it was answered with");
+                }
+                None => assert!(copies <= 1, "an append that failed is in the log once at most"),
+            }
+        }
+        assert!(stored_ids.iter().all(|id| sent.iter().any(|(event_id, _)| event_id == id)));
+        // After the kills: the next append is written.
+        let version = stored_version(&db.pool, *stream).await;
+        store.append(&numbered(organization, *stream, ExpectedVersion::Exact(version), 1)).await.unwrap();
+    }
+    let total = event_count(&db.pool).await as u64;
+    all_intact(&store, total).await;
+}
