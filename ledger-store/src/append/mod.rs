@@ -120,11 +120,20 @@ pub(crate) async fn append(
             return result;
         }
     }
+    let failed = |result: &Result<AppendResult>| matches!(result, Err(StoreError::Database(_)));
+    if let Some(alone) = &alone {
+        // A connection whose append failed is closed (its state is unknown), as is one whose
+        // caller stopped waiting.
+        let mut connection = alone.connection(pool).await?;
+        let result = append_on(&mut connection, request, erased).await;
+        if !failed(&result) {
+            alone.keep(connection);
+        }
+        return result;
+    }
     let mut connection = AppendConnection::acquire(pool).await?;
     let result = append_on(&mut connection.connection, request, erased).await;
-    let ending = if matches!(result, Err(StoreError::Database(_))) { Ending::Unknown } else { Ending::Sound };
-    connection.end(ending);
-    drop(alone);
+    connection.end(if failed(&result) { Ending::Unknown } else { Ending::Sound });
     result
 }
 
