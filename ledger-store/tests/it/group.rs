@@ -497,6 +497,17 @@ async fn a_refused_member_is_answered_with_the_stream_that_refused_it() {
     all_intact(&store, total).await;
 }
 
+/// Kills every backend of `connection`'s database but its own: how many.
+async fn kill_others(connection: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity \
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .fetch_one(connection)
+    .await
+    .unwrap()
+}
+
 /// The stream's last stored version, read again until a connection answers.
 async fn stored_version(pool: &sqlx::PgPool, stream: Uuid) -> u64 {
     loop {
@@ -553,14 +564,7 @@ async fn connections_killed_under_concurrent_appends_lose_nothing_and_double_not
         async move {
             let mut kills = 0;
             while writing.load(std::sync::atomic::Ordering::Relaxed) {
-                let killed: i64 = sqlx::query_scalar(
-                    "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity \
-                     where datname = current_database() and pid <> pg_backend_pid()",
-                )
-                .fetch_one(&mut connection)
-                .await
-                .unwrap();
-                kills += killed;
+                kills += kill_others(&mut connection).await;
                 // Kill only until appends have failed: a pause lets groups form again.
                 let pause = if errors.load(std::sync::atomic::Ordering::Relaxed) > 5 { 50 } else { 3 };
                 tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -608,14 +612,7 @@ async fn connections_killed_under_concurrent_appends_lose_nothing_and_double_not
 
 /// Kills every other backend of the test's database.
 async fn kill_connections(db: &TestDatabase) -> i64 {
-    let mut connection = db.connect().await;
-    sqlx::query_scalar(
-        "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity \
-         where datname = current_database() and pid <> pg_backend_pid()",
-    )
-    .fetch_one(&mut connection)
-    .await
-    .unwrap()
+    kill_others(&mut db.connect().await).await
 }
 
 /// A single writer's appends go alone, one after another on the connection the one before
