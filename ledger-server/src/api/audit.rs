@@ -45,10 +45,12 @@ pub struct EventFilter {
     /// The cursor: the `next_cursor` of the page before, or `<transaction_id>-<global_position>`
     /// of the last event seen (every event carries both); a bare position names the event
     /// there. Pages follow the log's commit order and never skip an event that commits late.
+    #[param(pattern = r"^([0-9]{1,18}-[0-9]{1,18}|[0-9]{1,18})$")]
     after: Option<String>,
     /// Positions up to this one.
     to_position: Option<i64>,
     /// Events per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Payloads as stored, personal fields sealed (to recompute the hashes); by default
     /// they are opened (in clear, or `{"erased": ...}` once erased).
@@ -85,7 +87,20 @@ async fn cursor(ledger: &Ledger, identity: &Identity, after: Option<&str>) -> Ap
     })
 }
 
+/// A page's size from its `limit` (default 100), or a 400 naming it when out of 1 to `most`.
+fn page_limit<T: Copy + Into<i128>>(limit: Option<T>, most: usize) -> AppResult<usize> {
+    match limit.map(Into::into) {
+        None => Ok(100.min(most)),
+        Some(limit) if (1..=most as i128).contains(&limit) => Ok(limit as usize),
+        Some(_) => Err(AppError::bad_request("limit", format!("must be 1 to {most}"))),
+    }
+}
+
 impl EventFilter {
+    fn page_limit(&self) -> AppResult<usize> {
+        page_limit(self.limit.map(|limit| limit as u64), EVENTS_PAGE_MAX)
+    }
+
     fn query(&self, identity: &Identity, after: Checkpoint, limit: usize) -> EventQuery {
         EventQuery {
             organization_id: Some(identity.organization_id),
@@ -168,10 +183,7 @@ pub async fn events(
     Query(filter): Query<EventFilter>,
 ) -> AppResult<Json<EventPage>> {
     identity.require(Permission::Audit)?;
-    let limit = filter.limit.unwrap_or(100);
-    if limit == 0 || limit > EVENTS_PAGE_MAX {
-        return Err(AppError::bad_request("limit", format!("must be 1 to {EVENTS_PAGE_MAX}")));
-    }
+    let limit = filter.page_limit()?;
     let after = cursor(&state.ledger, &identity, filter.after.as_deref()).await?;
     let events = page(&state.ledger, &identity, &filter.query(&identity, after, limit)).await?;
     let events = opened(&state.ledger, events, filter.as_stored).await?;
@@ -189,6 +201,9 @@ pub async fn export(
     Query(filter): Query<EventFilter>,
 ) -> AppResult<Response> {
     identity.require(Permission::Audit)?;
+    // The export streams every page; a `limit` is refused as on `GET /v1/events` when out of
+    // its range, not ignored silently.
+    filter.page_limit()?;
     let after = cursor(&state.ledger, &identity, filter.after.as_deref()).await?;
     let query = filter.query(&identity, after, EXPORT_PAGE);
     // Fail before the first byte when the filter itself is wrong.
@@ -332,7 +347,8 @@ fn as_of(query: &AsOfQuery) -> AppResult<AsOf> {
 /// `GET /v1/replay/{kind}/{id}?as_of_time=|as_of_position=`: an entity as it was then,
 /// from the events alone. Kinds: employee, wallet, payroll_run, transaction, account.
 #[utoipa::path(get, path = "/v1/replay/{kind}/{id}", tag = "audit",
-    params(("kind" = String, Path, description = "`employee`, `wallet`, `payroll_run`, `transaction` or `account`"),
+    params(("kind" = String, Path, description = "`employee`, `wallet`, `payroll_run`, `transaction` or `account`",
+        pattern = "^(employee|wallet|payroll_run|transaction|account)$"),
         ("id" = String, Path, description = "The entity's id (a UUID), or an account name (`wallet:<id>`, `funding:<organization>`)"),
         AsOfQuery),
     responses((status = 200, body = ReplayView), Problems))]
@@ -530,8 +546,10 @@ pub struct AuditQuery {
     /// The cursor: the `next_cursor` of the page before, or `<transaction_id>-<global_position>`
     /// of the last row seen; a bare position names the event there. Pages follow the order
     /// rows appear in and never skip one that appears late.
+    #[param(pattern = r"^([0-9]{1,18}-[0-9]{1,18}|[0-9]{1,18})$")]
     after: Option<String>,
     /// Rows per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
     #[param(minimum = 0)]
@@ -586,7 +604,7 @@ pub async fn audit_logs(
 ) -> AppResult<Json<AuditLogPage>> {
     identity.require(Permission::Audit)?;
     Consistency { wait_for_position: query.wait_for_position, wait_timeout_ms: None }.wait(&state.ledger).await?;
-    let limit = query.limit.unwrap_or(100).clamp(1, super::employees::PAGE_ROWS_MAX);
+    let limit = page_limit(query.limit, super::employees::PAGE_ROWS_MAX as usize)? as i64;
     let after = cursor(&state.ledger, &identity, query.after.as_deref()).await?;
     let mut read = state.ledger.tenant_read(identity.organization_id).await?;
     // In the order the compliance projection applies events, which is the log's: a row that
@@ -627,8 +645,12 @@ pub struct ReportQuery {
     /// Generated at or before this time (RFC 3339).
     to: Option<DateTime<Utc>>,
     /// The cursor: the `next_cursor` of the page before.
+    #[param(
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-][01][0-9]:[0-5][0-9])~[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}~(payroll_register|journal)$"
+    )]
     after: Option<String>,
     /// Rows per page, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// Wait until every projection has applied the event at this position.
     #[param(minimum = 0)]
@@ -696,10 +718,7 @@ pub async fn reports(
     {
         return Err(AppError::bad_request("kind", format!("{kind:?} is not payroll_register or journal")));
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=super::employees::PAGE_ROWS_MAX).contains(&limit) {
-        return Err(AppError::bad_request("limit", format!("must be 1 to {}", super::employees::PAGE_ROWS_MAX)));
-    }
+    let limit = page_limit(query.limit, super::employees::PAGE_ROWS_MAX as usize)? as i64;
     let after = match query.after.as_deref() {
         None => None,
         Some(text) => Some(report_cursor(text).ok_or_else(|| {

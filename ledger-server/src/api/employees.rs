@@ -232,6 +232,7 @@ pub async fn change_position(
 pub struct KycInput {
     #[schema(value_type = super::schema::KycStatus)]
     status: KycStatus,
+    #[schema(pattern = r"^[^\x00]*$")]
     note: Option<String>,
 }
 

@@ -61,6 +61,29 @@ fn percent_decodes_to_nul(text: &str) -> bool {
     text.as_bytes().windows(3).any(|window| window == b"%00") || text.contains('\0')
 }
 
+/// Writes every number of `value` that is a whole float (`7.0`, `1e2`) within the range
+/// where floats hold integers exactly (±2^53) as that integer; true when one was. Amounts
+/// are strings, so none of them is touched.
+pub fn integral_floats_as_integers(value: &mut serde_json::Value) -> bool {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        serde_json::Value::Number(number) => match number.as_f64() {
+            Some(float) if number.is_f64() && float.fract() == 0.0 && float.abs() <= EXACT => {
+                *number = serde_json::Number::from(float as i64);
+                true
+            }
+            _ => false,
+        },
+        serde_json::Value::Array(items) => {
+            items.iter_mut().map(integral_floats_as_integers).fold(false, |changed, one| changed | one)
+        }
+        serde_json::Value::Object(fields) => {
+            fields.values_mut().map(integral_floats_as_integers).fold(false, |changed, one| changed | one)
+        }
+        _ => false,
+    }
+}
+
 /// The JSON path (`personal.full_name`, `items[2]`) of the first string or key in `value`
 /// that holds a NUL character.
 pub fn nul_in(value: &serde_json::Value, at: &str) -> Option<String> {

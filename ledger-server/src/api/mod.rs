@@ -269,17 +269,34 @@ impl Command {
         }
         // The error names the field at fault (`accounts.funding: invalid type ...`).
         let malformed = |detail: String| AppError::BadRequest { code: "malformed_body", detail };
-        let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let described = |error: serde_path_to_error::Error<serde_json::Error>| {
             let path = error.path().to_string();
             malformed(if path == "." {
                 format!("request body: {}", error.inner())
             } else {
                 format!("request body: {path}: {}", error.inner())
             })
-        })?;
-        deserializer.end().map_err(|error| malformed(format!("request body: {error}")))?;
-        Ok(value)
+        };
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        match serde_path_to_error::deserialize(&mut deserializer) {
+            Ok(value) => {
+                deserializer.end().map_err(|error| malformed(format!("request body: {error}")))?;
+                Ok(value)
+            }
+            // JSON has one kind of number: `7.0` is the integer 7 (as JSON Schema reads the
+            // document), which serde refuses for an integer field. Read once more with such
+            // numbers written as integers; a body that still fails is answered with the first
+            // error, about what the client sent.
+            Err(error) if error.inner().to_string().starts_with("invalid type: floating point") => {
+                let retried = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|mut value| {
+                    extract::integral_floats_as_integers(&mut value)
+                        .then(|| serde_path_to_error::deserialize(value).ok())
+                        .flatten()
+                });
+                retried.ok_or_else(|| described(error))
+            }
+            Err(error) => Err(described(error)),
+        }
     }
 
     pub fn require(&self, permission: Permission) -> AppResult<()> {

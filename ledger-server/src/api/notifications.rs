@@ -267,11 +267,19 @@ pub struct TemplateInput {
     /// `webhook` (delivered to the organization's webhook) or `in_app` (read in the API).
     #[schema(pattern = "^(webhook|in_app)$")]
     channel: String,
-    /// At most 200 characters; `{placeholders}` of the kind only.
-    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    /// At most 200 characters, not blank, no control characters but line breaks;
+    /// `{placeholders}` of the kind only.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x09\x0b-\x1f\x7f-\x9f]*$"
+    )]
     subject: String,
-    /// At most 4,000 characters; `{placeholders}` of the kind only.
-    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    /// At most 4,000 characters, not blank, no control characters but line breaks;
+    /// `{placeholders}` of the kind only.
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\x00-\x09\x0b-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x09\x0b-\x1f\x7f-\x9f]*$"
+    )]
     body: String,
 }
 

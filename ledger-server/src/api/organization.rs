@@ -19,9 +19,10 @@ use super::{AppState, Auth, Command, Consistency, MoneyInput, currency};
 use crate::error::{AppError, AppResult};
 use crate::keys::Permission;
 
+/// The organization's default pay schedule, given when it registers or changes it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ScheduleInput {
+pub struct DefaultScheduleInput {
     #[schema(value_type = super::schema::PayFrequency)]
     pub frequency: PayFrequency,
     pub anchor_date: NaiveDate,
@@ -32,9 +33,10 @@ pub struct ScheduleInput {
 pub struct RegisterInput {
     #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     name: String,
-    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    /// A known currency code (ISO 4217) or one this organization defined.
+    #[schema(pattern = r"^[A-Z0-9]{3,12}$")]
     base_currency: String,
-    pay_schedule: ScheduleInput,
+    pay_schedule: DefaultScheduleInput,
 }
 
 /// `POST /v1/organization`: registers the key's organization.
@@ -64,7 +66,7 @@ pub async fn register(State(state): State<AppState>, command: Command) -> AppRes
 #[serde(deny_unknown_fields)]
 pub struct SettingsInput {
     name: Option<String>,
-    pay_schedule: Option<ScheduleInput>,
+    pay_schedule: Option<DefaultScheduleInput>,
 }
 
 /// `POST /v1/organization/settings`.
@@ -180,8 +182,11 @@ pub async fn remove_rule(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CurrencyInput {
-    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
+    /// 3 to 12 capital letters or digits.
+    #[schema(pattern = r"^[A-Z0-9]{3,12}$")]
     code: String,
+    /// Decimal places, 0 to 18.
+    #[schema(maximum = 18)]
     scale: u32,
 }
 
@@ -289,7 +294,7 @@ pub struct GlAccountsInput {
     /// Ledger account to chart-of-accounts code: `funding`, `wages_expense`,
     /// `employer_contributions_expense`, `wallets` (net pay) and `liability:<name>` for each
     /// rule's liability account. Replaces the whole mapping.
-    #[schema(value_type = Object, example = json!({"funding": "1010", "wages_expense": "6000",
+    #[schema(example = json!({"funding": "1010", "wages_expense": "6000",
         "employer_contributions_expense": "6100", "wallets": "2100", "liability:tax": "2200"}))]
     accounts: std::collections::BTreeMap<String, String>,
 }

@@ -86,8 +86,24 @@ async fn bad_input_is_answered_with_a_problem_and_writes_nothing() {
     assert!(status_line.contains(" 413 "), "{status_line}");
     assert!(headers.to_ascii_lowercase().contains("content-type: application/problem+json"), "{headers}");
 
-    let (status, problem) = world.call(Method::GET, "/v1/events?limit=0", &world.auditor, None, None).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    // Page sizes outside the documented 1 to 1,000 are refused naming `limit`, not clamped
+    // or ignored (the export too, which streams every page).
+    for path in [
+        "/v1/events?limit=0",
+        "/v1/events?limit=1001",
+        "/v1/events/export?limit=0",
+        "/v1/audit-logs?limit=0",
+        "/v1/audit-logs?limit=1001",
+        "/v1/compliance/reports?limit=1001",
+    ] {
+        let (status, problem) = world.call(Method::GET, path, &world.auditor, None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().starts_with("limit"), "{path}: {problem}");
+    }
+    for path in ["/v1/events?limit=1000", "/v1/audit-logs?limit=1000", "/v1/compliance/reports?limit=1"] {
+        let (status, problem) = world.call(Method::GET, path, &world.auditor, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {problem}");
+    }
     let long = "k".repeat(201);
     for key in ["tab\there", long.as_str()] {
         let (status, problem) = world
@@ -252,5 +268,41 @@ async fn waiting_for_a_position_never_hangs_on_one_that_will_not_come() {
         let path = format!("/v1/employees/{employee}?wait_for_position={gap}&wait_timeout_ms=30000");
         assert_eq!(world.get(&path, &world.processor).await.0, StatusCode::OK, "gap {gap}");
     }
+    world.stop().await;
+}
+
+/// JSON has one kind of number: `7.0` is the integer 7 (as the OpenAPI document's JSON Schema
+/// reads it), so an integer field takes it; `7.5` is refused naming the field and writes
+/// nothing; an amount stays a decimal string, a number of any form refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_number_written_as_a_float_is_that_integer() {
+    let world = World::new().await;
+    world.register().await;
+    let retention = |years: Value| json!({ "years_after_termination": years });
+    let before = world.event_count().await;
+    for bad in [json!(7.5), json!(0.0), json!(1e300), json!("7")] {
+        let (status, problem) = world
+            .call(Method::PUT, "/v1/organization/retention", &world.admin, Some(retention(bad.clone())), None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("years_after_termination"), "{bad}: {problem}");
+    }
+    for amount in [json!(5000.0), json!(5000)] {
+        let body = json!({ "personal": { "full_name": "Ada", "email": null, "address": null },
+            "position": "Engineer", "department": "R&D",
+            "rate": { "amount": { "amount": amount, "currency": "USD" }, "basis": "monthly" },
+            "pay_frequency": "monthly", "start_date": "2026-01-01" });
+        let (status, problem) = world.post("/v1/employees", &world.processor, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{amount}: {problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("rate.amount.amount"), "{amount}: {problem}");
+    }
+    assert_eq!(world.event_count().await, before, "nothing was written");
+    for years in [json!(7.0), json!(8)] {
+        let (status, problem) = world
+            .call(Method::PUT, "/v1/organization/retention", &world.admin, Some(retention(years.clone())), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{years}: {problem}");
+    }
+    assert_eq!(world.event_count().await, before + 2, "one event per change");
     world.stop().await;
 }
