@@ -314,7 +314,7 @@ async fn pay_batch_once(
         wallet_states: &states.wallets,
         employee_states: &states.employees,
     };
-    let decided = decide_batch(run, batch.employees, &facts, &mut || TransactionId::from_uuid(Uuid::new_v4()))?;
+    let decided = decide_batch(run, batch.employees, &facts, &mut || TransactionId::from_uuid(Uuid::now_v7()))?;
     if decided.run_events.is_empty() {
         loaded.state = decided.run;
         return Ok(BatchPaid::default());

@@ -170,7 +170,7 @@ async fn reverse_batch_once(
     let employee_ids: Vec<Uuid> = payments.iter().map(|paid| paid.employee.as_uuid()).collect();
     let employees = load_many::<EmployeeAggregate>(ledger, organization_id, &employee_ids).await?;
     for paid in &payments {
-        let reversal = TransactionId::from_uuid(Uuid::new_v4());
+        let reversal = TransactionId::from_uuid(Uuid::now_v7());
         let wallet = paid.payment.wallet().and_then(|id| wallets.get_mut(&id.as_uuid()));
         streams.extend(reversal_streams(organization_id, run_id, paid, wallet, reversal)?);
         // The employee's pay history: the run's periods are unpaid again (a payment made
