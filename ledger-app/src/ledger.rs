@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ledger_codec::{decode_recorded, expected_version, stream_append};
 use ledger_core::Aggregate;
-use ledger_store::checkpoint::projected;
+use ledger_store::checkpoint::{applied_through, projected};
 use ledger_store::{AppendRequest, AppendResult, EventStore, RecordedEvent, StoreError, StreamAppend, StreamedAppend};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -620,6 +620,33 @@ impl Ledger {
     pub async fn wait_for_head(&self, timeout: Duration) -> Result<()> {
         let names = self.projections.clone();
         self.wait_for_head_of(&names, timeout).await
+    }
+
+    /// Waits until the named projections have applied the last event of `organization_id`'s
+    /// streams of `stream_type` (and everything before it), not the events after it: a
+    /// lookup of wallets need not wait for a projector still applying a calculation, whose
+    /// transaction holds every reader of the later events back (`ledger_store::read`).
+    pub async fn wait_for_stream_type_of(
+        &self,
+        names: &[&str],
+        organization_id: Uuid,
+        stream_type: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let Some(last) = self.store.last_of_stream_type(organization_id, stream_type).await? else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        while !applied_through(self.pool(), last, names).await? {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "projections have not reached position {} yet; retry, or check `payroll-ledger serve` runs its projectors",
+                    last.global_position
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// Waits until the named projections, those a lookup reads, have applied everything

@@ -97,6 +97,26 @@ pub async fn checkpoints(executor: impl PgExecutor<'_>) -> Result<Vec<StoredChec
         .collect())
 }
 
+/// Whether every named projection has applied the event at `checkpoint` (and so, in the log's
+/// order, every event before it). False while any has not, or has no checkpoint yet.
+pub async fn applied_through(
+    executor: impl PgExecutor<'_>,
+    checkpoint: Checkpoint,
+    projection_names: &[&str],
+) -> Result<bool> {
+    let names: Vec<String> = projection_names.iter().map(|name| (*name).to_owned()).collect();
+    let through: i64 = sqlx::query_scalar(
+        "select count(*) from ledger.projection_checkpoints c where c.projection_name = any($3) \
+           and (c.transaction_id, c.global_position) >= ($1::text::xid8, $2)",
+    )
+    .bind(checkpoint.transaction_id.to_string())
+    .bind(checkpoint.global_position)
+    .bind(&names)
+    .fetch_one(executor)
+    .await?;
+    Ok(through == names.len() as i64)
+}
+
 /// Whether every named projection has applied every committed event at or below
 /// `global_position` (compared in the log's `(transaction_id, global_position)` order): the
 /// event there, when there is one, and any before it. A position with no event (0, a gap

@@ -351,6 +351,11 @@ impl EventStore {
         read::head(&self.pool).await
     }
 
+    /// The last event of an organization's streams of one type, in the log's order.
+    pub async fn last_of_stream_type(&self, organization_id: Uuid, stream_type: &str) -> Result<Option<Checkpoint>> {
+        read::last_of_stream_type(&self.pool, organization_id, stream_type).await
+    }
+
     /// Recomputes every stream's hash chain.
     pub async fn verify_all(&self) -> Result<VerifyReport> {
         verify::verify(&self.pool, VerifyScope::All, &mut |_| {}).await

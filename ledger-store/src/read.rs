@@ -262,6 +262,31 @@ pub(crate) async fn head(executor: impl PgExecutor<'_>) -> Result<Option<(i64, D
     Ok(head)
 }
 
+/// The last event of `organization_id`'s streams of `stream_type` in the log's order, as
+/// this transaction sees it; `None` if there is none. Walks the organization's events from
+/// its newest back to the first of that type.
+pub(crate) async fn last_of_stream_type(
+    executor: impl PgExecutor<'_>,
+    organization_id: Uuid,
+    stream_type: &str,
+) -> Result<Option<Checkpoint>> {
+    let last: Option<(i64, i64)> = sqlx::query_as(
+        // Ordered by the columns (not the select list's cast of one): the organization's
+        // log-order index read backwards, stopping at the first row of the type.
+        "select e.transaction_id::text::int8, e.global_position from ledger.events e \
+         where e.organization_id = $1 and e.stream_type = $2 \
+         order by e.organization_id desc, e.transaction_id desc, e.global_position desc limit 1",
+    )
+    .bind(organization_id)
+    .bind(stream_type)
+    .fetch_optional(executor)
+    .await?;
+    Ok(last.map(|(transaction_id, global_position)| Checkpoint {
+        transaction_id: u64::try_from(transaction_id).expect("transaction ids are positive"),
+        global_position,
+    }))
+}
+
 /// When the event at `global_position` was recorded; `None` if there is none.
 pub(crate) async fn recorded_at(executor: impl PgExecutor<'_>, global_position: i64) -> Result<Option<DateTime<Utc>>> {
     let time = sqlx::query_scalar("select recorded_at from ledger.events where global_position = $1")

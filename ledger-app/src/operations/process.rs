@@ -191,7 +191,12 @@ pub(crate) async fn wallets_of(
     run: &PayrollRun,
     employees: &[Uuid],
 ) -> Result<HashMap<Uuid, Uuid>> {
-    ledger.wait_for_head_of(&[read_tables::WALLET], LOOKUP_WAIT).await?;
+    // The wallets as of their last event: not every event since (a calculation's, still
+    // being applied by other projectors).
+    let organization_id = context.organization_id();
+    ledger
+        .wait_for_stream_type_of(&[read_tables::WALLET], organization_id, WalletAggregate::STREAM_TYPE, LOOKUP_WAIT)
+        .await?;
     let mut read = ledger.tenant_read(context.organization_id()).await?;
     let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "select distinct on (employee_id) employee_id, wallet_id from wallet.wallets \
