@@ -70,6 +70,17 @@ pub struct ErasureOverride {
     pub legal_basis: String,
 }
 
+/// What an erasure request must say: a reason, and the legal basis of an override. Checked
+/// before anything else: a request for a person erased already is refused for it too,
+/// rather than answered as a repeat.
+pub fn erasure_request_valid(reason: &str, override_basis: Option<&ErasureOverride>) -> Result<(), DomainError> {
+    require_text("reason", reason)?;
+    if let Some(basis) = override_basis {
+        require_text("override.legal_basis", &basis.legal_basis)?;
+    }
+    Ok(())
+}
+
 /// What a pay rate's amount is per.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "basis")]
@@ -417,10 +428,7 @@ fn decide_existing(employee: &Employee, command: EmployeeCommand) -> Result<Vec<
             Err(DomainError::AlreadyExists { entity: "employee", id: employee_id.to_string() })
         }
         EmployeeCommand::ErasePersonalData { reason, retention_years, override_basis, today, reapplied } => {
-            require_text("reason", &reason)?;
-            if let Some(basis) = &override_basis {
-                require_text("override.legal_basis", &basis.legal_basis)?;
-            }
+            erasure_request_valid(&reason, override_basis.as_ref())?;
             if !terminated && !reapplied {
                 return Err(DomainError::WrongStatus {
                     entity: "employee",

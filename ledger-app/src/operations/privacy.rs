@@ -39,6 +39,7 @@ pub struct Erased {
 /// organization's retention period has passed unless an override names its legal basis. A
 /// repeated request answers the first erasure (and makes sure its key is gone).
 pub async fn erase(ledger: &Ledger, context: &Context, request: EraseRequest) -> Result<Erased> {
+    ledger_core::employee::erasure_request_valid(&request.reason, request.override_basis.as_ref())?;
     let organization_id = context.organization_id();
     let organization = ledger
         .load::<OrganizationAggregate>(organization_id, organization_id)
