@@ -582,6 +582,10 @@ async fn connections_killed_under_concurrent_appends_lose_nothing_and_double_not
     );
     let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
     assert!(kills > 0 && errors > 0, "{kills} backends killed, {errors} appends failed: the kills did not bite");
+    // A connection killed in the last round and not used since is found dead only on its
+    // next use, unless it has been idle long enough to be checked first (the store's and the
+    // pool's rule, `UNCHECKED_IDLE_MAX`): past that, the appends below must all be written.
+    tokio::time::sleep(ledger_store::UNCHECKED_IDLE_MAX + Duration::from_millis(100)).await;
     for (stream, sent) in &written {
         let stored: Vec<(i64, Uuid)> = sqlx::query_as(
             "select global_position, event_id from ledger.events where stream_id = $1 order by stream_version",
