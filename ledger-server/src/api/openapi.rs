@@ -97,7 +97,7 @@ use super::{
         system::openapi,
     ),
     components(schemas(crate::error::Problem)),
-    modifiers(&BearerAuth, &OperationIds),
+    modifiers(&BearerAuth, &OperationIds, &ClosedVariants),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -114,6 +114,32 @@ impl Modify for BearerAuth {
             .description(Some("An API key: `payroll-ledger keys create --org <id> --role <role>`"))
             .build();
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The variants of a request enum that refuses unknown fields (`#[serde(deny_unknown_fields,
+/// tag = ...)]`) say so too: utoipa leaves them open, and a client (or a fuzzer) reading the
+/// document would mix one variant's fields into another's, which the server refuses.
+struct ClosedVariants;
+
+/// The request enums whose variants refuse unknown fields.
+const CLOSED_ENUMS: &[&str] = &["CalculationInput"];
+
+impl Modify for ClosedVariants {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else { return };
+        for name in CLOSED_ENUMS {
+            let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(*name) else {
+                panic!("{name} is a oneOf schema of the document");
+            };
+            for variant in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = variant {
+                    object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
     }
 }
 
@@ -197,6 +223,33 @@ mod tests {
         }
         let twice: Vec<_> = names.iter().filter(|(_, files)| files.len() > 1).collect();
         assert!(twice.is_empty(), "schemas of one name: {twice:?}");
+    }
+
+    /// A request enum that refuses unknown fields says so in every variant's schema.
+    #[test]
+    fn every_closed_request_enum_is_closed_in_the_document() {
+        let document: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        let mut closed = Vec::new();
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let lines: Vec<&str> = source.lines().collect();
+            for (index, line) in lines.iter().enumerate() {
+                let Some(rest) = line.trim().strip_prefix("pub enum ") else { continue };
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let attributes = &lines[index.saturating_sub(3)..index];
+                if attributes.iter().any(|line| line.contains("#[serde(") && line.contains("deny_unknown_fields")) {
+                    closed.push(name);
+                }
+            }
+        }
+        assert!(closed.contains(&"CalculationInput".to_owned()), "the sources were read: {closed:?}");
+        for name in closed {
+            let variants = document["components"]["schemas"][&name]["oneOf"].as_array().unwrap();
+            for variant in variants {
+                assert_eq!(variant["additionalProperties"], false, "{name}: {variant}");
+            }
+        }
     }
 
     /// The API's names for the domain's enums are the domain's own: each domain value,
