@@ -602,11 +602,17 @@ impl Ledger {
 
     /// Waits until the named projections have applied the event at `position`.
     async fn wait_for_projections(&self, names: &[&str], position: i64, timeout: Duration) -> Result<()> {
+        self.poll_projections(position, timeout, || projected(self.pool(), position, names)).await
+    }
+
+    /// Asks `reached` every 10 ms until it says yes, or `timeout` passes (an error naming
+    /// `position`, what the projections are waited on to reach).
+    async fn poll_projections<F>(&self, position: i64, timeout: Duration, reached: impl Fn() -> F) -> Result<()>
+    where
+        F: std::future::Future<Output = ledger_store::Result<bool>>,
+    {
         let deadline = Instant::now() + timeout;
-        loop {
-            if projected(self.pool(), position, names).await? {
-                return Ok(());
-            }
+        while !reached().await? {
             if Instant::now() >= deadline {
                 return Err(Error::Timeout(format!(
                     "projections have not reached position {position} yet; retry, or check `payroll-ledger serve` runs its projectors"
@@ -614,6 +620,7 @@ impl Ledger {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     /// Waits until every projection has applied everything committed so far.
@@ -636,17 +643,7 @@ impl Ledger {
         let Some(last) = self.store.last_of_stream_type(organization_id, stream_type).await? else {
             return Ok(());
         };
-        let deadline = Instant::now() + timeout;
-        while !applied_through(self.pool(), last, names).await? {
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
-                    "projections have not reached position {} yet; retry, or check `payroll-ledger serve` runs its projectors",
-                    last.global_position
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+        self.poll_projections(last.global_position, timeout, || applied_through(self.pool(), last, names)).await
     }
 
     /// Waits until the named projections, those a lookup reads, have applied everything

@@ -197,7 +197,7 @@ pub(crate) async fn wallets_of(
     ledger
         .wait_for_stream_type_of(&[read_tables::WALLET], organization_id, WalletAggregate::STREAM_TYPE, LOOKUP_WAIT)
         .await?;
-    let mut read = ledger.tenant_read(context.organization_id()).await?;
+    let mut read = ledger.tenant_read(organization_id).await?;
     let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "select distinct on (employee_id) employee_id, wallet_id from wallet.wallets \
          where employee_id = any($1) and currency = $2 and status = 'active' order by employee_id, last_position",

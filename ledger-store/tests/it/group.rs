@@ -631,7 +631,7 @@ async fn a_single_writers_connection_killed_between_appends_is_replaced() {
     let (organization, stream) = (Uuid::new_v4(), Uuid::new_v4());
     store.append(&numbered(organization, stream, ExpectedVersion::NoStream, 1)).await.unwrap();
     assert!(kill_connections(&db).await > 0);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(ledger_store::UNCHECKED_IDLE_MAX + Duration::from_millis(100)).await;
     store.append(&numbered(organization, stream, ExpectedVersion::Exact(1), 1)).await.unwrap();
     assert!(kill_connections(&db).await > 0);
     let mut version = 2;
